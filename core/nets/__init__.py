@@ -1,0 +1,7 @@
+"""Network definitions. Each module holds one plain network; loading and key
+remapping live in :mod:`f2n.weights`."""
+
+from f2n.nets.masknet import MaskNet
+from f2n.nets.rrdbnet import RRDBNet, ResidualDenseBlock, RRDB
+
+__all__ = ["MaskNet", "RRDBNet", "RRDB", "ResidualDenseBlock"]

@@ -1,0 +1,84 @@
+"""ESRGAN RRDBNet, with Real-ESRGAN's parameter names (the canonical f2n naming).
+
+Parameter names are exactly those of ``RealESRGAN_x4plus.pth`` (``params_ema``):
+``conv_first``, ``body.{i}.rdb{1,2,3}.conv{1..5}``, ``conv_body``, ``conv_up1``,
+``conv_up2``, ``conv_hr``, ``conv_last``. ONNX initializer names and TensorRT refit
+names derive from them.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RESIDUAL_SCALE = 0.2
+LEAKY_SLOPE = 0.2
+
+
+class ResidualDenseBlock(nn.Module):
+    """Five 3x3 convs, each reading the concatenation of all earlier outputs."""
+
+    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(num_feat, num_grow_ch, 3, 1, 1)
+        self.conv2 = nn.Conv2d(num_feat + num_grow_ch, num_grow_ch, 3, 1, 1)
+        self.conv3 = nn.Conv2d(num_feat + 2 * num_grow_ch, num_grow_ch, 3, 1, 1)
+        self.conv4 = nn.Conv2d(num_feat + 3 * num_grow_ch, num_grow_ch, 3, 1, 1)
+        self.conv5 = nn.Conv2d(num_feat + 4 * num_grow_ch, num_feat, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1 = F.leaky_relu(self.conv1(x), LEAKY_SLOPE)
+        x2 = F.leaky_relu(self.conv2(torch.cat((x, x1), 1)), LEAKY_SLOPE)
+        x3 = F.leaky_relu(self.conv3(torch.cat((x, x1, x2), 1)), LEAKY_SLOPE)
+        x4 = F.leaky_relu(self.conv4(torch.cat((x, x1, x2, x3), 1)), LEAKY_SLOPE)
+        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
+        return x5 * RESIDUAL_SCALE + x
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block: three dense blocks and a scaled skip."""
+
+    def __init__(self, num_feat: int = 64, num_grow_ch: int = 32) -> None:
+        super().__init__()
+        self.rdb1 = ResidualDenseBlock(num_feat, num_grow_ch)
+        self.rdb2 = ResidualDenseBlock(num_feat, num_grow_ch)
+        self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rdb3(self.rdb2(self.rdb1(x))) * RESIDUAL_SCALE + x
+
+
+class RRDBNet(nn.Module):
+    """ESRGAN generator. ``scale`` 4 upsamples directly; 2 and 1 pixel-unshuffle the
+    input first, as Real-ESRGAN's x2 models do, so the body always works at 1/4 of
+    the output size."""
+
+    def __init__(
+        self,
+        num_in_ch: int = 3,
+        num_out_ch: int = 3,
+        scale: int = 4,
+        num_feat: int = 64,
+        num_block: int = 23,
+        num_grow_ch: int = 32,
+    ) -> None:
+        super().__init__()
+        if scale not in (1, 2, 4):
+            raise ValueError(f"RRDBNet scale must be 1, 2 or 4, got {scale}")
+        self.scale = scale
+        unshuffle = {4: 1, 2: 4, 1: 16}[scale]
+        self.conv_first = nn.Conv2d(num_in_ch * unshuffle, num_feat, 3, 1, 1)
+        self.body = nn.Sequential(*[RRDB(num_feat, num_grow_ch) for _ in range(num_block)])
+        self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.scale != 4:
+            x = F.pixel_unshuffle(x, 4 // self.scale)
+        feat = self.conv_first(x)
+        feat = feat + self.conv_body(self.body(feat))
+        feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2.0, mode="nearest")), LEAKY_SLOPE)
+        feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2.0, mode="nearest")), LEAKY_SLOPE)
+        return self.conv_last(F.leaky_relu(self.conv_hr(feat), LEAKY_SLOPE))

@@ -1,0 +1,66 @@
+"""Data passed between the runtime's stages. Plain frozen dataclasses: every stage
+returns its results instead of keeping per-call state on an object."""
+
+from dataclasses import dataclass, field
+from typing import Mapping, Protocol
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class PatchBatch:
+    """The inner loop's training pairs for one photo.
+
+    ``lq``: (N, 3, p, p) LQ patches, ``target``: (N, 3, 4p, 4p) restored-face patches,
+    ``weight``: (N, 1, 4p, 4p) MaskNet weights (all ones without a trained MaskNet).
+    All float32 RGB in [0, 1] on the CPU; the adaptation moves them where it runs.
+    """
+
+    lq: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.lq.shape[0])
+
+
+@dataclass(frozen=True)
+class FaceReport:
+    """What was found about one detected face (LQ pixel coordinates)."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in LQ pixels, clipped to the image
+    score: float
+    landmarks: np.ndarray  # (5, 2) LQ pixels: left eye, right eye, nose, mouth left, mouth right
+    used: bool
+    reason: str = ""  # why a face was rejected, empty when used
+    num_patches: int = 0
+
+
+@dataclass(frozen=True)
+class FaceStageResult:
+    """Output of the face stage for one photo. ``patches`` is None when no usable face
+    was found; ``no_faces_reason`` then says why."""
+
+    patches: PatchBatch | None
+    faces: tuple[FaceReport, ...]
+    timings: Mapping[str, float]  # seconds per step: detect, align, restore, mask, ...
+    mask_source: str  # "masknet" or "ones (no trained MaskNet)"
+    prior_name: str
+    no_faces_reason: str = ""
+    restored_canvas: np.ndarray | None = field(default=None, repr=False)  # x4 RGB float32, faces warped back
+    face_mask_canvas: np.ndarray | None = field(default=None, repr=False)  # x4 soft paste mask in [0, 1]
+
+
+class SREngine(Protocol):
+    """An inference engine for the x4 SR network. Every engine (torch, onnx, aoti,
+    trt) takes a photo's adapted weights through ``set_weights`` without a rebuild
+    and runs batches of tiles through ``run``."""
+
+    name: str
+
+    def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Replace all weights (canonical RRDBNet names) with a photo's θ_n."""
+
+    def run(self, tiles: torch.Tensor) -> torch.Tensor:
+        """(N, 3, h, w) float32 RGB in [0, 1] on the CPU -> (N, 3, 4h, 4w) float32 on the CPU."""
