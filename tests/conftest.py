@@ -1,0 +1,24 @@
+"""Shared fixtures. Real test data lives in ../shared/data beside the checkout;
+tests that need it skip with the reason where it is absent (a user's fresh clone)."""
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA} (it sits beside the checkout in the dev workplace)")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def isolated_f2n_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Tests never touch the user's weight cache unless they ask for the real one
+    (the ``real_f2n_home`` fixture)."""
+    home = tmp_path_factory.mktemp("f2n_home")
+    monkeypatch.setenv("F2N_HOME", str(home))
+    return home
