@@ -1,0 +1,245 @@
+"""Image decoding and encoding for the runtime.
+
+Every photo enters as float32 RGB in [0, 1] with its alpha, bit depth, colour profile
+and EXIF kept beside it, so that the output can be written back in the same form.
+Pillow does the decoding; 16-bit colour images go through OpenCV because Pillow
+reduces them to 8 bits.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from f2n.errors import ConfigError, InputImageError
+
+DEFAULT_MAX_PIXELS = 64_000_000
+_EXIF_ORIENTATION = 0x0112
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N"}
+_PILLOW_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF",
+                   ".webp": "WEBP", ".bmp": "BMP"}
+_ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded photo. ``rgb`` is (H, W, 3) float32 in [0, 1] with EXIF orientation applied;
+    ``alpha`` is (H, W) float32 in [0, 1] or None. ``exif`` has its orientation reset to 1."""
+
+    rgb: np.ndarray = field(repr=False)
+    alpha: np.ndarray | None = field(repr=False)
+    bit_depth: int
+    was_grayscale: bool
+    icc_profile: bytes | None = field(default=None, repr=False)
+    exif: bytes | None = field(default=None, repr=False)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) in pixels."""
+        return int(self.rgb.shape[1]), int(self.rgb.shape[0])
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode ``path``; refuse missing, non-image, truncated, empty or oversized files."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputImageError(f"input image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            _check_size(path, image.size, max_pixels)  # header only: nothing decoded yet
+            is_16bit_color = _is_16bit_color(image)  # before getexif(), which may decode a PNG
+            orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1))
+            icc_profile = image.info.get("icc_profile") or None
+            exif = _exif_without_orientation(image)
+            if is_16bit_color:
+                pixels, alpha, was_gray = _decode_16bit_color(path)
+                bit_depth = 16
+            else:
+                image.load()
+                pixels, alpha, was_gray, bit_depth = _pillow_to_arrays(path, image)
+    except UnidentifiedImageError:
+        raise InputImageError(f"not an image file: {path} (expected PNG, JPEG, TIFF, WebP or BMP)") from None
+    except Image.DecompressionBombError as error:
+        raise InputImageError(f"image too large: {path} ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InputImageError(f"cannot decode {path}: {error} (truncated or corrupt file?)") from None
+    rgb = _apply_orientation(pixels, orientation)
+    alpha = None if alpha is None else _apply_orientation(alpha, orientation)
+    return DecodedImage(np.ascontiguousarray(rgb), None if alpha is None else np.ascontiguousarray(alpha),
+                        bit_depth, was_gray, icc_profile, exif)
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray | None = None, bit_depth: int = 8,
+                icc_profile: bytes | None = None, exif: bytes | None = None) -> None:
+    """Encode float RGB in [0, 1] to ``path`` atomically (temp file in the same folder, then rename).
+
+    ``alpha`` makes an RGBA file; ``bit_depth=16`` needs PNG. ICC profile and EXIF are kept,
+    the EXIF orientation is reset to 1 because the pixels are already upright.
+    """
+    path = Path(path)
+    fmt = _PILLOW_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"unsupported output extension {path.suffix!r}; expected one of {sorted(_PILLOW_FORMATS)}")
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ConfigError(f"output image must be (H, W, 3), got shape {tuple(rgb.shape)}")
+    if alpha is not None and alpha.shape != rgb.shape[:2]:
+        raise ConfigError(f"alpha shape {tuple(alpha.shape)} does not match image {tuple(rgb.shape[:2])}")
+    if alpha is not None and fmt not in _ALPHA_FORMATS:
+        raise ConfigError(f"an image with alpha needs a PNG, TIFF or WebP output, got {path.suffix!r}")
+    if bit_depth not in (8, 16) or (bit_depth == 16 and fmt != "PNG"):
+        raise ConfigError(f"bit depth {bit_depth} with {path.suffix!r}: expected 8, or 16 with .png")
+    if not path.parent.is_dir():
+        raise ConfigError(f"output folder does not exist: {path.parent}")
+    exif = _reset_orientation(exif)
+    data = (_encode_png16(rgb, alpha, icc_profile, exif) if bit_depth == 16
+            else _encode_pillow(rgb, alpha, fmt, icc_profile, exif))
+    _atomic_write(path, data)
+
+
+def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise InputImageError(f"image has zero size: {path} is {width}x{height}")
+    if width * height > max_pixels:
+        raise InputImageError(f"image too large: {path} is {width}x{height} = {width * height} pixels, "
+                              f"limit is {max_pixels} (raise it with max_pixels)")
+
+
+def _is_16bit_color(image: Image.Image) -> bool:
+    """Pillow opens 16-bit RGB(A) PNG/TIFF as 8-bit modes; the raw mode of its tiles tells."""
+    if image.mode in _GRAY_MODES:
+        return False
+    return any(";16" in str(tile.args) for tile in image.tile)
+
+
+def _decode_16bit_color(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    array = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None or array.dtype != np.uint16:
+        raise InputImageError(f"cannot decode 16-bit image {path} (OpenCV returned {None if array is None else array.dtype})")
+    array = array.astype(np.float32) / 65535.0
+    if array.ndim == 2:
+        return np.repeat(array[..., None], 3, axis=2), None, True
+    rgb = array[..., 2::-1]  # BGR(A) -> RGB
+    alpha = array[..., 3] if array.shape[2] == 4 else None
+    return rgb, alpha, False
+
+
+def _pillow_to_arrays(path: Path, image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool, int]:
+    """(rgb, alpha, was_grayscale, bit_depth) from any Pillow mode."""
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        gray = np.asarray(image, dtype=np.float32) / 65535.0
+        return np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=2), None, True, 16
+    if mode in ("1", "L", "LA", "La"):
+        array = np.asarray(image.convert("LA"), dtype=np.float32) / 255.0
+        alpha = array[..., 1] if mode in ("LA", "La") else None
+        return np.repeat(array[..., :1], 3, axis=2), alpha, True, 8
+    if mode == "P" and "transparency" not in image.info:
+        image = image.convert("RGB")
+    elif mode in ("P", "PA", "RGBa", "RGBX"):
+        image = image.convert("RGBA")
+    elif mode not in ("RGB", "RGBA"):
+        try:
+            image = image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
+        except ValueError:
+            raise InputImageError(f"unsupported pixel mode {mode!r} in {path}; expected RGB, RGBA, grayscale, palette or CMYK") from None
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    alpha = array[..., 3] if image.mode == "RGBA" else None
+    return array[..., :3], alpha, False, 8
+
+
+def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """The EXIF orientation as numpy operations (same table as PIL.ImageOps.exif_transpose)."""
+    swap = (1, 0) + tuple(range(2, array.ndim))
+    if orientation == 2:
+        return array[:, ::-1]
+    if orientation == 3:
+        return array[::-1, ::-1]
+    if orientation == 4:
+        return array[::-1]
+    if orientation == 5:
+        return array.transpose(swap)
+    if orientation == 6:
+        return np.rot90(array, k=-1)
+    if orientation == 7:
+        return array.transpose(swap)[::-1, ::-1]
+    if orientation == 8:
+        return np.rot90(array, k=1)
+    return array
+
+
+def _exif_without_orientation(image: Image.Image) -> bytes | None:
+    exif = image.getexif()
+    if len(exif) == 0:
+        return None
+    if _EXIF_ORIENTATION in exif:
+        exif[_EXIF_ORIENTATION] = 1
+    return exif.tobytes()
+
+
+def _reset_orientation(exif: bytes | None) -> bytes | None:
+    if not exif:
+        return None
+    parsed = Image.Exif()
+    parsed.load(exif)
+    if _EXIF_ORIENTATION in parsed:
+        parsed[_EXIF_ORIENTATION] = 1
+    return parsed.tobytes()
+
+
+def _to_uint(array: np.ndarray, bit_depth: int) -> np.ndarray:
+    top = 65535 if bit_depth == 16 else 255
+    return np.round(np.clip(array, 0.0, 1.0) * top).astype(np.uint16 if bit_depth == 16 else np.uint8)
+
+
+def _encode_pillow(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, icc_profile: bytes | None,
+                   exif: bytes | None) -> bytes:
+    pixels = rgb if alpha is None else np.dstack([rgb, alpha])
+    image = Image.fromarray(_to_uint(pixels, 8), mode="RGB" if alpha is None else "RGBA")
+    options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+    if icc_profile and fmt != "BMP":
+        options["icc_profile"] = icc_profile
+    if exif and fmt != "BMP":
+        options["exif"] = exif
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def _encode_png16(rgb: np.ndarray, alpha: np.ndarray | None, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    """16-bit PNG through OpenCV, with iCCP / eXIf chunks added after IHDR (OpenCV writes neither)."""
+    pixels = rgb[..., ::-1] if alpha is None else np.dstack([rgb[..., ::-1], alpha])  # RGB -> BGR(A)
+    ok, encoded = cv2.imencode(".png", _to_uint(pixels, 16))
+    if not ok:
+        raise ConfigError(f"OpenCV could not encode a 16-bit PNG of shape {tuple(pixels.shape)}")
+    chunks = []
+    if icc_profile:
+        chunks.append(_png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc_profile)))
+    if exif:
+        chunks.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    data = encoded.tobytes()
+    end_of_ihdr = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
+    return data[:end_of_ihdr] + b"".join(chunks) + data[end_of_ihdr:]
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
