@@ -1,0 +1,63 @@
+"""Loss terms of meta-training. Images are (N, 3, H, W) in [0, 1]; every loss returns a
+0-d tensor averaged over the batch."""
+
+import torch
+import torch.nn.functional as F
+
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def masked_l1(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Inner-loop loss mean(m · |f(x) − y|); ``weight`` (N, 1, H, W) broadcasts over channels."""
+    return (weight * (output - target).abs()).mean()
+
+
+def mask_regularisation(weight: torch.Tensor) -> torch.Tensor:
+    """‖m − 1‖₂ per sample, averaged: keeps MaskNet from switching every pixel off."""
+    return torch.linalg.vector_norm((weight - 1.0).flatten(1), dim=1).mean()
+
+
+def generator_gan_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Vanilla GAN (as Real-ESRGAN trains its U-Net D): the SR output should read as real."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def discriminator_gan_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    return real + fake
+
+
+def detail_mask(image: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(N, 1, H, W) float mask of pixels whose |Laplacian| of the luma exceeds ``threshold``."""
+    luma = image.mean(dim=1, keepdim=True)
+    kernel = _LAPLACIAN.to(image)[None, None]
+    response = F.conv2d(F.pad(luma, (1, 1, 1, 1), mode="replicate"), kernel)
+    return (response.abs() > threshold).to(image.dtype)
+
+
+def similarity_graph(image: torch.Tensor, patch: int, window: int, h: float) -> torch.Tensor:
+    """exp(−‖p_i − p_j‖² / h) between the patch at each pixel i and the patches at its
+    window × window neighbours j: (N, window², H, W). ‖·‖² is the mean over the patch's
+    elements, so ``h`` does not depend on the patch size. Borders are replicate-padded."""
+    n, c, height, width = image.shape
+    half = window // 2
+    padded = F.pad(image, (half, half, half, half), mode="replicate")
+    neighbours = F.unfold(padded, window).view(n, c, window * window, height, width)
+    squared = (neighbours - image[:, :, None]).square().mean(dim=1)  # (N, window², H, W)
+    # Summing pixel differences over a patch × patch box gives the patch distance.
+    pad = patch // 2
+    boxed = F.avg_pool2d(
+        F.pad(squared, (pad, pad, pad, pad), mode="replicate"), patch, stride=1
+    )
+    return torch.exp(-boxed / h)
+
+
+def self_similarity_loss(
+    sr: torch.Tensor, hr: torch.Tensor, *, patch: int = 3, window: int = 5, h: float = 0.1, threshold: float = 0.05
+) -> torch.Tensor:
+    """Mean |S_SR − S_HR| over the detailed pixels of ``hr`` (zero when it has none)."""
+    mask = detail_mask(hr, threshold)
+    difference = (similarity_graph(sr, patch, window, h) - similarity_graph(hr, patch, window, h)).abs()
+    count = mask.sum() * difference.shape[1]
+    return (difference * mask).sum() / count.clamp_min(1.0)
