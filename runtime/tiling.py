@@ -1,0 +1,206 @@
+"""Tiled x4 inference: tile coordinates and feathered blend weights (pure functions),
+and ``tiled_upscale``, which runs any :class:`~f2n.runtime.types.SREngine` tile by tile
+so that engine memory is bounded by the tile size, not the photo size.
+
+Blending: neighbouring tiles overlap by ``overlap`` LR pixels. Inside an overlap each
+tile's weight ramps linearly from 0 to 1 across the middle half of the overlap, so the
+quarter nearest a tile's inner edge (where zero padding distorts the output) is never
+used, and the weights of two neighbours sum to one.
+"""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from f2n.errors import ConfigError, F2NError, InputImageError
+from f2n.runtime.types import SREngine
+
+SCALE = 4
+DEFAULT_TILE = 192  # LR pixels
+DEFAULT_OVERLAP = 32  # LR pixels; below ~32 seams become visible (DEPLOYMENT-NOTES #2)
+DEFAULT_BATCH_SIZE = 1
+MIN_TILE = 16  # LR pixels: halving on OOM stops here
+_DTYPE_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
+
+
+@dataclass(frozen=True)
+class TileBox:
+    """One tile in LR pixels: rows [y0, y1), columns [x0, x1)."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size ``min(tile, length)`` covering ``[0, length)``;
+    consecutive tiles overlap by at least ``overlap``, the last one ends at ``length``."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts
+
+
+def tile_boxes(height: int, width: int, tile: int, overlap: int) -> list[TileBox]:
+    """Row-major grid of equally sized tiles covering an ``height`` x ``width`` image."""
+    tile_h, tile_w = min(tile, height), min(tile, width)
+    return [
+        TileBox(y0, y0 + tile_h, x0, x0 + tile_w)
+        for y0 in tile_starts(height, tile, overlap)
+        for x0 in tile_starts(width, tile, overlap)
+    ]
+
+
+def feather_ramp(length: int, overlap: int, ramp_start: bool, ramp_end: bool) -> np.ndarray:
+    """1-D blend weights (float32, ``length`` values) of one tile along one axis, in the
+    units of ``length``. A side ramps only where it has a neighbour (``ramp_*``)."""
+    centres = np.arange(length, dtype=np.float64) + 0.5
+    weights = np.ones(length, dtype=np.float64)
+    if overlap > 0:
+        def ramp(distance: np.ndarray) -> np.ndarray:
+            return np.clip((distance - overlap / 4) / (overlap / 2), 0.0, 1.0)
+
+        if ramp_start:
+            weights *= ramp(centres)
+        if ramp_end:
+            weights *= ramp(length - centres)
+    return weights.astype(np.float32)
+
+
+def blend_weights(box: TileBox, height: int, width: int, overlap: int, scale: int = SCALE) -> np.ndarray:
+    """2-D blend weights (``scale`` x the tile's size) of ``box`` in an image of
+    ``height`` x ``width`` LR pixels."""
+    wy = feather_ramp((box.y1 - box.y0) * scale, overlap * scale, box.y0 > 0, box.y1 < height)
+    wx = feather_ramp((box.x1 - box.x0) * scale, overlap * scale, box.x0 > 0, box.x1 < width)
+    return np.outer(wy, wx)
+
+
+def check_tiling(tile: int, overlap: int, batch_size: int) -> None:
+    if tile < MIN_TILE:
+        raise ConfigError(f"tile must be at least {MIN_TILE} LR px, got {tile}")
+    if not 0 <= overlap <= tile // 2:
+        raise ConfigError(f"tile overlap must be in [0, tile/2 = {tile // 2}] LR px, got {overlap}")
+    if batch_size < 1:
+        raise ConfigError(f"tile batch size must be >= 1, got {batch_size}")
+
+
+def tiled_upscale(
+    engine: SREngine,
+    image: np.ndarray,
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+) -> np.ndarray:
+    """Upscale ``image`` x4 with ``engine``, tile by tile.
+
+    ``image``: H x W (grayscale), H x W x 1, H x W x 3 (RGB) or H x W x 4 (RGBA);
+    uint8, uint16 or float32 in [0, 1]. The result has the same layout and dtype.
+    Grayscale goes through the network as RGB and comes back as gray; alpha is
+    upscaled bicubically on its own. An engine may offer ``run_fp32(tiles)``: tiles
+    that come out with NaN/Inf are then redone in fp32. On CUDA out-of-memory the
+    tile is halved and the image restarted.
+    """
+    check_tiling(tile, overlap, batch_size)
+    rgb, alpha, restore_layout = _split_channels(image)
+    while True:
+        try:
+            sr = _upscale_rgb(engine, rgb, tile, overlap, batch_size, progress)
+            break
+        except torch.OutOfMemoryError:
+            if tile // 2 < MIN_TILE:
+                raise
+            tile, overlap = tile // 2, min(overlap, tile // 4)
+            torch.cuda.empty_cache()
+    sr_alpha = None if alpha is None else _resize_x4(alpha)
+    return restore_layout(sr, sr_alpha)
+
+
+def _split_channels(
+    image: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray | None, Callable[[np.ndarray, np.ndarray | None], np.ndarray]]:
+    """Float32 RGB, float32 alpha (or None) and a function putting the x4 results back
+    into the input's layout and dtype."""
+    was_2d = image.ndim == 2
+    if was_2d:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) < 1:
+        raise InputImageError(f"image must be H x W x {{1, 3, 4}} with H, W >= 1, got shape {image.shape}")
+    dtype, channels = image.dtype, image.shape[2]
+    scale = _DTYPE_SCALE.get(dtype)
+    if scale is None:
+        raise InputImageError(f"image dtype must be uint8, uint16 or float32, got {dtype}")
+    data = image.astype(np.float32) / scale
+    rgb = np.repeat(data, 3, axis=2) if channels == 1 else np.ascontiguousarray(data[:, :, :3])
+    alpha = np.ascontiguousarray(data[:, :, 3]) if channels == 4 else None
+
+    def restore(sr: np.ndarray, sr_alpha: np.ndarray | None) -> np.ndarray:
+        sr = np.clip(sr, 0.0, 1.0)
+        out = cv2.cvtColor(sr, cv2.COLOR_RGB2GRAY)[:, :, None] if channels == 1 else sr
+        if sr_alpha is not None:
+            out = np.concatenate([out, np.clip(sr_alpha, 0.0, 1.0)[:, :, None]], axis=2)
+        if dtype != np.float32:
+            out = np.rint(out * scale).astype(dtype)
+        return out[:, :, 0] if was_2d else out
+
+    return rgb, alpha, restore
+
+
+def _resize_x4(channel: np.ndarray) -> np.ndarray:
+    height, width = channel.shape
+    return cv2.resize(channel, (width * SCALE, height * SCALE), interpolation=cv2.INTER_CUBIC)
+
+
+def _batches(boxes: list[TileBox], batch_size: int) -> Iterator[list[TileBox]]:
+    for start in range(0, len(boxes), batch_size):
+        yield boxes[start : start + batch_size]
+
+
+def _upscale_rgb(
+    engine: SREngine, rgb: np.ndarray, tile: int, overlap: int, batch_size: int, progress: bool
+) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    boxes = tile_boxes(height, width, tile, overlap)
+    out = np.zeros((height * SCALE, width * SCALE, 3), dtype=np.float32)
+    weight_sum = np.zeros((height * SCALE, width * SCALE, 1), dtype=np.float32)
+    source = torch.from_numpy(rgb).permute(2, 0, 1)
+    with tqdm(total=len(boxes), desc="tiles", unit="tile", disable=not progress, leave=False) as bar:
+        for batch in _batches(boxes, batch_size):
+            tiles = torch.stack([source[:, b.y0 : b.y1, b.x0 : b.x1] for b in batch]).contiguous()
+            result = _run_checked(engine, tiles)
+            for box, sr_tile in zip(batch, result):
+                weights = blend_weights(box, height, width, overlap)[:, :, None]
+                rows = slice(box.y0 * SCALE, box.y1 * SCALE)
+                cols = slice(box.x0 * SCALE, box.x1 * SCALE)
+                out[rows, cols] += sr_tile.permute(1, 2, 0).numpy() * weights
+                weight_sum[rows, cols] += weights
+            bar.update(len(batch))
+    return out / weight_sum
+
+
+def _run_checked(engine: SREngine, tiles: torch.Tensor) -> torch.Tensor:
+    """Run one batch; redo tiles with NaN/Inf in fp32 where the engine can."""
+    expected = (tiles.shape[0], 3, tiles.shape[2] * SCALE, tiles.shape[3] * SCALE)
+    result = engine.run(tiles)
+    if tuple(result.shape) != expected:
+        raise F2NError(f"engine {engine.name} returned shape {tuple(result.shape)}, expected {expected}")
+    finite = torch.isfinite(result).flatten(1).all(dim=1)
+    if bool(finite.all()):
+        return result
+    run_fp32 = getattr(engine, "run_fp32", None)
+    if run_fp32 is None:
+        raise F2NError(f"engine {engine.name} produced NaN/Inf in {int((~finite).sum())} tile(s) and has no fp32 retry")
+    result = result.clone()
+    bad = (~finite).nonzero().flatten()
+    result[bad] = run_fp32(tiles[bad])
+    if not bool(torch.isfinite(result).all()):
+        raise F2NError(f"engine {engine.name} produced NaN/Inf even in fp32 (input tiles may contain NaN)")
+    return result
