@@ -50,6 +50,9 @@ class FaceStageResult:
     no_faces_reason: str = ""
     restored_canvas: np.ndarray | None = field(default=None, repr=False)  # x4 RGB float32, faces warped back
     face_mask_canvas: np.ndarray | None = field(default=None, repr=False)  # x4 soft paste mask in [0, 1]
+    aligned_faces: np.ndarray | None = field(default=None, repr=False)  # (F, S, S, 3) aligned LQ faces, used faces only
+    restored_faces: np.ndarray | None = field(default=None, repr=False)  # (F, S, S, 3) the prior's output
+    patch_boxes: np.ndarray | None = field(default=None, repr=False)  # (N, 4) LQ x0, y0, x1, y1 of each pair
 
 
 class SREngine(Protocol):
