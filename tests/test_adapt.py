@@ -1,0 +1,161 @@
+"""Adaptation (MetaF2N Alg. 2): one step against a hand-computed SGD step, and the
+inner loop improving a synthetic photo's face region with an oracle target."""
+
+import copy
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from f2n.errors import ConfigError
+from f2n.nets import RRDBNet
+from f2n.runtime.adapt import AdaptConfig, adapt, iter_adaptation, masked_l1
+from f2n.runtime.tiling import tiled_upscale
+from f2n.runtime.torch_engine import TorchEngine
+from f2n.runtime.types import PatchBatch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks run fastest on one thread, above all on a busy shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_net(seed: int = 0) -> RRDBNet:
+    torch.manual_seed(seed)
+    return RRDBNet(num_block=1, num_feat=8, num_grow_ch=4)
+
+
+def random_patches(seed: int = 1, count: int = 2, size: int = 8) -> PatchBatch:
+    g = torch.Generator().manual_seed(seed)
+    return PatchBatch(
+        lq=torch.rand(count, 3, size, size, generator=g),
+        target=torch.rand(count, 3, size * 4, size * 4, generator=g),
+        weight=torch.rand(count, 1, size * 4, size * 4, generator=g) * 2,  # non-uniform: a wrong mask shows
+    )
+
+
+@pytest.mark.parametrize("lr", [1e-2, 0.5])
+def test_one_step_equals_hand_computed_sgd(lr: float) -> None:
+    model, patches = tiny_net(), random_patches()
+    before = copy.deepcopy(model.state_dict())
+
+    reference = copy.deepcopy(model)
+    out = reference(patches.lq)
+    loss = (patches.weight * (out - patches.target).abs()).mean()
+    loss.backward()
+    expected = {name: p.detach() - lr * p.grad for name, p in reference.named_parameters()}
+
+    result = adapt(model, patches, AdaptConfig(steps=1, lr=lr, optimizer="sgd"))
+    assert result.losses[0] == pytest.approx(loss.item(), abs=1e-6)
+    for name, value in expected.items():
+        torch.testing.assert_close(result.weights[name], value, atol=1e-5, rtol=0)
+        torch.testing.assert_close(result.delta[name], value - before[name], atol=1e-5, rtol=0)
+    for name, value in model.state_dict().items():  # the base network is never modified
+        assert torch.equal(value, before[name])
+
+
+def test_adam_moves_every_weight_by_about_lr() -> None:
+    """Adam's first step is lr · sign(grad) (bias-corrected); checks the option is wired."""
+    result = adapt(tiny_net(), random_patches(), AdaptConfig(steps=1, lr=1e-3, optimizer="adam"))
+    magnitudes = torch.cat([d.abs().flatten() for d in result.delta.values()])
+    assert float(magnitudes.max()) == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_iter_adaptation_snapshots_match_adapt() -> None:
+    model, patches, config = tiny_net(), random_patches(), AdaptConfig(steps=4, lr=0.1)
+    snapshots = {s.index: {k: v.clone() for k, v in s.weights.items()} for s in iter_adaptation(model, patches, config)}
+    final = adapt(model, patches, config)
+    assert sorted(snapshots) == [1, 2, 3, 4]
+    for name, value in final.weights.items():
+        torch.testing.assert_close(snapshots[4][name], value)
+    assert masked_l1(model, snapshots[4], patches.lq, patches.target, patches.weight) < final.losses[0]
+
+
+def _synthetic_photo() -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
+    """GT (96 x 96 HR), its x4-degraded LQ and the LR "face" region."""
+    rng = np.random.default_rng(7)
+    gt = cv2.resize(rng.random((12, 12, 3)).astype(np.float32), (96, 96), interpolation=cv2.INTER_CUBIC)
+    gt = np.clip(gt, 0, 1)
+    lq = cv2.resize(cv2.GaussianBlur(gt, (0, 0), 1.5), (24, 24), interpolation=cv2.INTER_AREA)
+    return gt, lq, (slice(4, 20), slice(4, 20))
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
+
+
+def test_oracle_adaptation_improves_the_face_region() -> None:
+    gt, lq, (rows, cols) = _synthetic_photo()
+    hr_rows, hr_cols = slice(rows.start * 4, rows.stop * 4), slice(cols.start * 4, cols.stop * 4)
+    patches = PatchBatch(
+        lq=torch.from_numpy(lq[rows, cols]).permute(2, 0, 1)[None].contiguous(),
+        target=torch.from_numpy(gt[hr_rows, hr_cols]).permute(2, 0, 1)[None].contiguous(),
+        weight=torch.ones(1, 1, 64, 64),
+    )
+    model = tiny_net()
+    result = adapt(model, patches, AdaptConfig(steps=20, lr=1e-2, optimizer="adam"))
+    engine = TorchEngine(model)
+    base = tiled_upscale(engine, lq)
+    engine.set_weights(result.weights)
+    adapted = tiled_upscale(engine, lq)
+
+    adapted_loss = float(masked_l1(model, result.weights, patches.lq, patches.target, patches.weight))
+    assert adapted_loss < 0.7 * result.losses[0]
+    assert _psnr(adapted[hr_rows, hr_cols], gt[hr_rows, hr_cols]) > _psnr(base[hr_rows, hr_cols], gt[hr_rows, hr_cols]) + 3
+
+
+def test_mask_zero_region_does_not_pull() -> None:
+    """Target garbage where the mask is 0 must not change anything: same θ_n as a
+    target that is correct there."""
+    patches = random_patches(count=1)
+    mask = torch.ones_like(patches.weight)
+    mask[..., :16, :] = 0
+    garbage = patches.target.clone()
+    garbage[..., :16, :] = 1 - garbage[..., :16, :]
+    config = AdaptConfig(steps=3, lr=0.3)
+    clean = adapt(tiny_net(), PatchBatch(patches.lq, patches.target, mask), config)
+    dirty = adapt(tiny_net(), PatchBatch(patches.lq, garbage, mask), config)
+    for name in clean.weights:
+        torch.testing.assert_close(clean.weights[name], dirty.weights[name])
+    unmasked = adapt(tiny_net(), PatchBatch(patches.lq, garbage, torch.ones_like(mask)), config)
+    assert not torch.allclose(unmasked.weights["conv_last.weight"], clean.weights["conv_last.weight"])
+
+
+def test_cpu_bf16_autocast_tracks_fp32() -> None:
+    patches = random_patches()
+    fp32 = adapt(tiny_net(), patches, AdaptConfig(steps=3, lr=0.1))
+    bf16 = adapt(tiny_net(), patches, AdaptConfig(steps=3, lr=0.1, precision="bf16"))
+    np.testing.assert_allclose(bf16.losses, fp32.losses, rtol=2e-2)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"steps": -1}, {"lr": 0.0}, {"optimizer": "rmsprop"}, {"precision": "fp16"}]
+)
+def test_bad_config(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        AdaptConfig(**kwargs)
+
+
+def test_zero_steps_returns_the_base_weights() -> None:
+    model = tiny_net()
+    result = adapt(model, random_patches(), AdaptConfig(steps=0))
+    assert result.losses == () and all(float(d.abs().max()) == 0 for d in result.delta.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled bf16 adaptation needs a CUDA device")
+def test_compiled_bf16_on_cuda_matches_eager_and_does_not_recompile() -> None:
+    from torch._dynamo.utils import counters
+
+    model, patches = tiny_net().cuda(), random_patches()
+    eager = adapt(model, patches, AdaptConfig(steps=3, lr=0.1, device="cuda", compile=False))
+    compiled = adapt(model, patches, AdaptConfig(steps=3, lr=0.1, device="cuda", precision="bf16", compile=True))
+    np.testing.assert_allclose(compiled.losses, eager.losses, rtol=3e-2)
+    frames = counters["stats"]["unique_graphs"]
+    adapt(model, random_patches(seed=5), AdaptConfig(steps=3, lr=0.02, device="cuda", precision="bf16", compile=True))
+    assert counters["stats"]["unique_graphs"] == frames  # new photo, new lr: no new graph
