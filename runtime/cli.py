@@ -1,0 +1,223 @@
+"""f2n-adapt-and-run: super-resolve photos x4 with an SR network adapted to each photo's faces.
+
+Exit codes: 0 every photo written (or skipped because its output exists), 1 some photos
+failed, 2 every photo failed; an error before any photo is processed (options, weights,
+engine) exits with that error's code (ConfigError 5, WeightsError 3, EngineUnavailableError 4,
+InputImageError 2). Errors are one line on stderr, never a traceback.
+"""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import torch
+
+from f2n.errors import ConfigError, EngineUnavailableError, F2NError, WeightsError
+from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
+from f2n.runtime.face_patches import PatchConfig
+from f2n.runtime.face_stage import FaceStageConfig
+from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
+from f2n.runtime.report import RunReport, summarise, write_report_json
+from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+from f2n.runtime.types import SREngine
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
+OUTPUT_SUFFIX = ".png"  # lossless, and the only format that keeps 16 bits and alpha everywhere
+DEFAULT_OUT_DIR = Path("f2n_out")
+EXIT_PARTIAL, EXIT_ALL_FAILED = 1, 2
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    output: Path
+    weights_out: Path | None
+    debug_dir: Path | None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Output file (one input) or folder [f2n_out].")
+@click.option("--engine", type=click.Choice(["torch", "onnx", "trt", "aoti"]), default="torch", show_default=True)
+@click.option("--steps", type=int, help=f"Adaptation steps n [checkpoint's, else {DEFAULT_STEPS}].")
+@click.option("--lr", type=float, help=f"Adaptation learning rate α [checkpoint's, else {DEFAULT_LR}].")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
+@click.option("--patches-per-face", type=int, default=PatchConfig().count, show_default=True)
+@click.option("--tile", type=int, default=DEFAULT_TILE, show_default=True, help="Tile size, LR pixels.")
+@click.option("--tile-overlap", type=int, default=DEFAULT_OVERLAP, show_default=True, help="LR pixels.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="[cuda if available, else cpu]")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), help="Engine precision [fp16 on cuda, fp32 on cpu].")
+@click.option("--prior", default="gpen", show_default=True, help="gpen | gpen-256 | oracle:GT_PATH | module:callable")
+@click.option("--checkpoint", default="realesrgan-x4plus", show_default=True, help="Registry name or weight file.")
+@click.option("--paste-faces", is_flag=True, help="Blend the restored faces over the result.")
+@click.option("--save-debug", is_flag=True, help="Write aligned/restored faces and patches beside the output.")
+@click.option("--save-weights", type=click.Path(path_type=Path), help="Write θ_n (.safetensors file, or a folder for several photos).")
+@click.option("--report", type=click.Path(path_type=Path), help="Write a JSON report of every photo.")
+@click.option("--no-adapt", is_flag=True, help="Run the base network only.")
+@click.option("--require-adaptation", is_flag=True, help="Fail a photo that cannot be adapted.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (default: skip them).")
+@click.option("--demo", is_flag=True, help="Run the built-in demo (astronaut photo) and print PSNRs.")
+@click.option("--progress/--no-progress", default=True, help="Progress bar over tiles.")
+def command(inputs: tuple[Path, ...], **options: object) -> None:
+    """Super-resolve PHOTO_OR_DIR... x4, adapting the SR network to each photo's faces."""
+    try:
+        code = run(inputs, **options)
+    except F2NError as error:  # one line and the error's exit code, never a traceback
+        click.echo(f"error: {error}", err=True)
+        code = error.exit_code
+    sys.exit(code)
+
+
+main = command  # the console script's entry point
+
+
+def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int | None, lr: float | None,
+        optimizer: str | None, patches_per_face: int, tile: int, tile_overlap: int, device: str | None,
+        precision: str | None, prior: str, checkpoint: str, paste_faces: bool, save_debug: bool,
+        save_weights: Path | None, report: Path | None, no_adapt: bool, require_adaptation: bool,
+        overwrite: bool, demo: bool, progress: bool) -> int:
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = precision or ("fp16" if device == "cuda" else "fp32")
+    if demo:
+        from f2n.runtime.demo import run_demo
+
+        return run_demo(device=device, checkpoint=checkpoint, steps=steps, lr=lr, optimizer=optimizer)
+    sources = collect_inputs(inputs)
+    jobs = plan_jobs(sources, out, save_weights, save_debug)
+    if prior.startswith("oracle:") and len(jobs) != 1:
+        raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
+
+    from f2n.weights import load_sr_network
+
+    loaded = load_sr_network(checkpoint, device="cpu")
+    defaults = loaded.adaptation_defaults
+    adapt_config = AdaptConfig(
+        steps=steps if steps is not None else (defaults.steps if defaults else DEFAULT_STEPS),
+        lr=lr if lr is not None else (defaults.alpha if defaults else DEFAULT_LR),
+        optimizer=optimizer or (defaults.optimizer if defaults else DEFAULT_OPTIMIZER),
+        device=device,
+        precision="bf16" if device == "cuda" and precision != "fp32" else "fp32",
+    )
+    config = PipelineConfig(
+        adapt=adapt_config, face=FaceStageConfig(patches=PatchConfig(count=patches_per_face)),
+        tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt, require_adaptation=require_adaptation,
+        paste_faces=paste_faces, progress=progress,
+    )
+    face_prior, prior_problem = (None, "") if no_adapt else load_prior(prior, device, jobs[0].source, require_adaptation)
+    pipeline = AdaptAndRun(
+        model=loaded.model.to(device), engine=make_engine(engine, loaded, device=device, precision=precision, tile=tile),
+        detector=make_detector(), prior=face_prior, prior_problem=prior_problem,
+        masknet=load_masknet(loaded.masknet_state, device), config=config,
+    )
+    reports = [process(pipeline, job, overwrite) for job in jobs]
+    if report is not None:
+        write_report_json(report, reports)
+    counts = summarise(reports)
+    click.echo(f"{len(reports)} photo(s): {counts['ok']} written ({counts['adapted']} adapted), "
+               f"{counts['skipped']} skipped, {counts['failed']} failed", err=True)
+    if counts["failed"] == 0:
+        return 0
+    return EXIT_ALL_FAILED if counts["failed"] == len(reports) else EXIT_PARTIAL
+
+
+def collect_inputs(inputs: tuple[Path, ...]) -> list[Path]:
+    """Files as given; folders expanded to their image files (sorted, not recursive)."""
+    if not inputs:
+        raise ConfigError("no input: expected one or more PHOTO_OR_DIR arguments (or --demo)")
+    sources: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ConfigError(f"no images in folder {path} (expected files ending in {sorted(IMAGE_SUFFIXES)})")
+            sources += found
+        else:
+            sources.append(path)  # a missing or unreadable file fails on its own, later
+    return sources
+
+
+def plan_jobs(sources: list[Path], out: Path | None, save_weights: Path | None, save_debug: bool) -> list[Job]:
+    single_file_out = out is not None and len(sources) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
+    out_dir = (out.parent if single_file_out else out) or DEFAULT_OUT_DIR
+    weights_file = save_weights is not None and len(sources) == 1 and save_weights.suffix == ".safetensors"
+    jobs = []
+    for source in sources:
+        output = out if single_file_out else out_dir / f"{source.stem}{OUTPUT_SUFFIX}"
+        weights_out = None
+        if save_weights is not None:
+            weights_out = save_weights if weights_file else save_weights / f"{source.stem}.safetensors"
+        debug_dir = out_dir / f"{source.stem}_debug" if save_debug else None
+        jobs.append(Job(source, output, weights_out, debug_dir))
+    outputs = [job.output for job in jobs]
+    if len(set(outputs)) != len(outputs):
+        duplicate = next(o for o in outputs if outputs.count(o) > 1)
+        raise ConfigError(f"two inputs would both be written to {duplicate}: rename one or run them separately")
+    return jobs
+
+
+def process(pipeline: AdaptAndRun, job: Job, overwrite: bool) -> RunReport:
+    """One photo; its failure is reported and does not stop the others."""
+    if job.output.exists() and not overwrite:
+        click.echo(f"skipped {job.source}: {job.output} exists (use --overwrite)", err=True)
+        return RunReport(str(job.source), str(job.output), "skipped", False, reason="output exists")
+    try:
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        report = pipeline(job.source, job.output, weights_out=job.weights_out, debug_dir=job.debug_dir)
+    except F2NError as error:
+        click.echo(f"failed {job.source}: {error}", err=True)
+        return RunReport(str(job.source), None, "failed", False, reason=str(error))
+    how = "adapted" if report.adapted else f"base network: {report.reason}"
+    click.echo(f"ok {job.source} -> {job.output} ({how}; {report.timings.get('total', 0):.1f} s)", err=True)
+    return report
+
+
+def load_prior(spec: str, device: str, first_source: Path, required: bool) -> tuple[object | None, str]:
+    """The face prior, or (None, why) when it cannot load and adaptation is optional."""
+    from f2n.runtime.face_prior import make_prior
+
+    lq_shape = None
+    if spec.startswith("oracle:"):
+        from f2n.runtime.images import read_image
+
+        lq_shape = read_image(first_source).rgb.shape[:2]
+    try:
+        return make_prior(spec, device=device, lq_shape=lq_shape), ""
+    except WeightsError as error:
+        if required:
+            raise
+        problem = f"face prior {spec!r} unavailable: {error}"
+        click.echo(f"warning: {problem}; running the base network", err=True)
+        return None, problem
+
+
+def make_engine(name: str, loaded: object, *, device: str, precision: str, tile: int) -> SREngine:
+    if name == "torch":
+        from f2n.runtime.torch_engine import TorchEngine
+
+        return TorchEngine(loaded.model, device=device, precision=precision)
+    try:
+        from f2n.export.engines import make_engine as make_export_engine
+    except ImportError as error:
+        raise EngineUnavailableError(f"engine {name!r} is not available: {error}") from None
+    return make_export_engine(name, loaded, device=device, precision=precision, tile=tile)
+
+
+def make_detector() -> object:
+    from f2n.runtime.face_detect import RetinaFaceDetector
+
+    return RetinaFaceDetector()
+
+
+def load_masknet(state: dict[str, torch.Tensor] | None, device: str) -> torch.nn.Module | None:
+    """The checkpoint's MaskNet when it has one; without it every pixel weighs 1."""
+    if state is None:
+        return None
+    from f2n.nets import MaskNet
+    from f2n.weights import load_into
+
+    num_feat = state["body.0.weight"].shape[0]
+    num_layers = sum(key.endswith(".weight") for key in state)
+    masknet = MaskNet(num_feat=num_feat, num_layers=num_layers)
+    load_into(masknet, state, what="MaskNet weights")
+    return masknet.to(device).eval()

@@ -1,0 +1,173 @@
+"""The adapt-and-run pipeline: thin glue over components that are passed in.
+
+``AdaptAndRun(...)(source, output)`` decodes a photo, builds face training pairs,
+adapts a copy of the SR weights, hands them to the engine, upscales in tiles,
+optionally pastes the restored faces back, and encodes the result.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from f2n.errors import InputImageError
+from f2n.runtime.adapt import AdaptConfig, AdaptResult, adapt
+from f2n.runtime.face_detect import Detections
+from f2n.runtime.face_prior import FacePrior
+from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
+from f2n.runtime.images import read_image, write_image
+from f2n.runtime.report import RunReport, face_summary, timed
+from f2n.runtime.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, tiled_upscale
+from f2n.runtime.types import FaceStageResult, SREngine
+from f2n.weights.checkpoint import save_safetensors_atomic
+
+Detector = Callable[[np.ndarray], Detections]
+ADAPTED_WEIGHTS_FORMAT = "f2n-adapted-rrdbnet"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    face: FaceStageConfig = field(default_factory=FaceStageConfig)
+    tile: int = DEFAULT_TILE
+    overlap: int = DEFAULT_OVERLAP
+    batch_size: int = DEFAULT_BATCH_SIZE
+    adapt_enabled: bool = True  # False: --no-adapt, the base network only
+    require_adaptation: bool = False  # True: a photo that cannot be adapted is an error
+    paste_faces: bool = False
+    progress: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_tiling(self.tile, self.overlap, self.batch_size)
+
+
+@dataclass(frozen=True)
+class Enhanced:
+    """One photo's x4 result before encoding."""
+
+    rgb: np.ndarray  # (4H, 4W, 3) float32 in [0, 1]
+    alpha: np.ndarray | None  # (4H, 4W) float32 or None
+    adaptation: AdaptResult | None  # None when the base network ran
+    faces: FaceStageResult | None  # None when the face stage did not run
+    reason: str  # why the photo was not adapted ('' if it was)
+    timings: Mapping[str, float]
+
+
+class AdaptAndRun:
+    """Components in, photos out. ``prior`` None means the prior could not be loaded;
+    ``prior_problem`` then says why (reported as the reason for not adapting)."""
+
+    def __init__(self, *, model: nn.Module, engine: SREngine, detector: Detector, prior: FacePrior | None,
+                 config: PipelineConfig = PipelineConfig(), masknet: nn.Module | None = None,
+                 prior_problem: str = "") -> None:
+        self.model = model
+        self.engine = engine
+        self.detector = detector
+        self.prior = prior
+        self.prior_problem = prior_problem or "no face prior"
+        self.masknet = masknet
+        self.config = config
+        self.base_weights = {name: p.detach() for name, p in model.named_parameters()}
+
+    def __call__(self, source: Path, output: Path, *, weights_out: Path | None = None,
+                 debug_dir: Path | None = None) -> RunReport:
+        timings: dict[str, float] = {}
+        with timed(timings, "total"):
+            # 1. decode
+            with timed(timings, "decode"):
+                image = read_image(source)
+            # 2.-6. faces, adaptation, engine weights, tiles, optional face paste
+            result = self.enhance(image.rgb, image.alpha)
+            timings.update(result.timings)
+            # 7. encode (atomic: a failure leaves no partial file)
+            with timed(timings, "encode"):
+                write_image(output, result.rgb, alpha=result.alpha, bit_depth=image.bit_depth,
+                            icc_profile=image.icc_profile, exif=image.exif)
+            if weights_out is not None and result.adaptation is not None:
+                with timed(timings, "save_weights"):
+                    save_adapted_weights(weights_out, result.adaptation, source, self.config.adapt)
+            if debug_dir is not None and result.faces is not None:
+                with timed(timings, "save_debug"):
+                    from f2n.runtime.debug_images import save_debug  # only --save-debug needs it
+
+                    save_debug(debug_dir, result.faces)
+        return self._report(source, output, result, timings)
+
+    def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None) -> Enhanced:
+        """Steps 2-6 on a decoded photo ((H, W, 3) float32 RGB in [0, 1])."""
+        timings: dict[str, float] = {}
+        faces, adaptation, reason = None, None, ""
+        # 2. detect, align, restore, mask: the face stage
+        if not self.config.adapt_enabled:
+            reason = "adaptation disabled (--no-adapt)"
+        elif self.prior is None:
+            reason = self.prior_problem
+        else:
+            faces = run_face_stage(rgb, detector=self.detector, prior=self.prior, config=self.config.face,
+                                   masknet=self.masknet, seed=self.config.seed)
+            timings.update({f"face.{step}": seconds for step, seconds in faces.timings.items()})
+            if faces.patches is None:
+                reason = faces.no_faces_reason
+        if reason and self.config.require_adaptation:
+            raise InputImageError(f"cannot adapt: {reason} (--require-adaptation is set)")
+        # 3. adapt θ to the face pairs
+        if faces is not None and faces.patches is not None:
+            with timed(timings, "adapt"):
+                adaptation = adapt(self.model, faces.patches, self.config.adapt)
+            timings.update({f"adapt.step_{i}": t for i, t in enumerate(adaptation.step_seconds, start=1)})
+        # 4. hand the weights to the engine (base weights too: the last photo's may be loaded)
+        with timed(timings, "set_weights"):
+            self.engine.set_weights(adaptation.weights if adaptation is not None else self.base_weights)
+        # 5. tile
+        with timed(timings, "tile"):
+            pixels = rgb if alpha is None else np.concatenate([rgb, alpha[:, :, None]], axis=2)
+            upscaled = tiled_upscale(self.engine, pixels.astype(np.float32), tile=self.config.tile,
+                                     overlap=self.config.overlap, batch_size=self.config.batch_size,
+                                     progress=self.config.progress)
+            sr_rgb, sr_alpha = upscaled[:, :, :3], (upscaled[:, :, 3] if alpha is not None else None)
+        # 6. paste the restored faces (optional)
+        if self.config.paste_faces and faces is not None and faces.restored_canvas is not None:
+            with timed(timings, "paste"):
+                sr_rgb = paste_faces(sr_rgb, faces.restored_canvas, faces.face_mask_canvas)
+        return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, reason, timings)
+
+    def _report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float]) -> RunReport:
+        faces = result.faces.faces if result.faces is not None else ()
+        settings = {
+            "adapt": asdict(self.config.adapt),
+            "tile": self.config.tile, "overlap": self.config.overlap, "batch_size": self.config.batch_size,
+            "paste_faces": self.config.paste_faces, "engine": self.engine.name,
+            "prior": self.prior.name if self.prior is not None else None,
+            "mask": result.faces.mask_source if result.faces is not None else None,
+            "patches": asdict(self.config.face.patches), "seed": self.config.seed,
+        }
+        return RunReport(
+            input=str(source), output=str(output), status="ok", adapted=result.adaptation is not None,
+            reason=result.reason, faces_found=len(faces), faces_used=sum(face.used for face in faces),
+            faces=tuple(face_summary(face) for face in faces),
+            losses=result.adaptation.losses if result.adaptation is not None else (),
+            timings={stage: round(seconds, 4) for stage, seconds in timings.items()}, settings=settings,
+        )
+
+
+def paste_faces(sr: np.ndarray, restored_canvas: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """Blend the restored faces over the SR result with the face stage's soft mask."""
+    if mask is None:
+        return sr
+    weight = np.clip(mask, 0.0, 1.0)[:, :, None]
+    return sr * (1.0 - weight) + restored_canvas * weight
+
+
+def save_adapted_weights(path: Path, adaptation: AdaptResult, source: Path, config: AdaptConfig) -> Path:
+    """θ_n as safetensors with canonical RRDBNet names (loadable by f2n-export and
+    ``load_sr_network``), and how it was made in the metadata."""
+    metadata = {
+        "format": ADAPTED_WEIGHTS_FORMAT, "source_photo": str(source), "steps": str(config.steps),
+        "lr": repr(config.lr), "optimizer": config.optimizer, "precision": config.precision,
+        "final_loss": repr(adaptation.losses[-1]) if adaptation.losses else "",
+    }
+    return save_safetensors_atomic(path, {k: v.to(torch.float32) for k, v in adaptation.weights.items()}, metadata)

@@ -1,0 +1,65 @@
+"""What one run of f2n-adapt-and-run did to one photo, as data and as JSON."""
+
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from f2n.runtime.types import FaceReport
+from f2n.weights.fileio import write_atomic
+
+Status = Literal["ok", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Per-photo record. ``timings`` in seconds, keyed by stage (``decode``,
+    ``face.detect`` …, ``adapt.step_1`` …, ``adapt``, ``set_weights``, ``tile``,
+    ``paste``, ``encode``, ``total``). ``reason`` says why the photo was not adapted,
+    skipped or failed (empty when adapted and written)."""
+
+    input: str
+    output: str | None
+    status: Status
+    adapted: bool
+    reason: str = ""
+    faces_found: int = 0
+    faces_used: int = 0
+    faces: tuple[dict[str, Any], ...] = ()
+    losses: tuple[float, ...] = ()
+    timings: Mapping[str, float] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def face_summary(face: FaceReport) -> dict[str, Any]:
+    return {"box": list(face.box), "score": round(face.score, 4), "used": face.used,
+            "reason": face.reason, "num_patches": face.num_patches}
+
+
+def summarise(reports: Sequence[RunReport]) -> dict[str, int]:
+    counts = {status: sum(r.status == status for r in reports) for status in ("ok", "skipped", "failed")}
+    counts["adapted"] = sum(r.adapted for r in reports)
+    return counts
+
+
+def write_report_json(path: str | Path, reports: Sequence[RunReport]) -> None:
+    """All photos' reports plus a summary, written atomically."""
+    payload = {"summary": summarise(reports), "photos": [report.to_dict() for report in reports]}
+    text = json.dumps(payload, indent=2, default=float)
+    write_atomic(Path(path), lambda temp: Path(temp).write_text(text + "\n", encoding="utf-8"))
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the seconds spent in the block to ``timings[stage]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
