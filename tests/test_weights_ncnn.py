@@ -41,10 +41,10 @@ def ncnn_reference(image: np.ndarray) -> np.ndarray:
     return np.array(output)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
-    """One intra-op thread: on the shared 2-core CI box, two spinning threads made the
-    23-block forward pass ~20x slower (10 s vs 0.5 s for 16x16) while other jobs ran."""
+    """One intra-op thread: on the shared 2-core box, two spinning OpenMP threads made
+    the 23-block forward pass ~20x slower (10 s vs 0.5 s for 16x16) while other jobs ran."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -60,7 +60,7 @@ def max_difference(real_sr_weights: Path, image: np.ndarray) -> float:
     return float(np.abs(np.clip(ours, 0, 1) - np.clip(reference, 0, 1)).max())
 
 
-def test_parity_with_ncnn_on_generated_image(real_sr_weights: Path, one_thread: None) -> None:
+def test_parity_with_ncnn_on_generated_image(real_sr_weights: Path) -> None:
     yy, xx = np.mgrid[0:16, 0:16] / 15.0
     rng = np.random.default_rng(0)
     image = np.stack([xx, yy, 0.5 + 0.4 * np.sin(6 * xx * yy)]) + rng.normal(0, 0.05, (3, 16, 16))
@@ -69,7 +69,7 @@ def test_parity_with_ncnn_on_generated_image(real_sr_weights: Path, one_thread: 
     assert difference <= PARITY_TOLERANCE
 
 
-def test_parity_with_ncnn_on_real_crop(real_sr_weights: Path, shared_data: Path, one_thread: None) -> None:
+def test_parity_with_ncnn_on_real_crop(real_sr_weights: Path, shared_data: Path) -> None:
     cv2 = pytest.importorskip("cv2")
     bgr = cv2.imread(str(shared_data / "real_lq" / "Lincoln.png"), cv2.IMREAD_COLOR)
     h, w = bgr.shape[:2]
