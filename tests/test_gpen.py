@@ -6,7 +6,9 @@ import math
 import pytest
 import torch
 
+from f2n.errors import WeightsError
 from f2n.nets.gpen import GPEN, upfirdn2d
+from f2n.weights import load_into
 
 
 def official_gpen_shapes(size: int, style_dim: int = 512, n_mlp: int = 8, multiplier: int = 2) -> dict[str, tuple]:
@@ -60,12 +62,15 @@ def official_gpen_shapes(size: int, style_dim: int = 512, n_mlp: int = 8, multip
 @pytest.mark.parametrize("size", [512, 256])
 def test_official_layout_loads_strictly(size: int) -> None:
     expected = official_gpen_shapes(size)
-    model = GPEN(size=size)
-    state = model.state_dict()
-    assert {key: tuple(value.shape) for key, value in state.items()} == expected
+    with torch.device("meta"):
+        model = GPEN(size=size)  # shapes only: no random init of 71 M parameters
+    assert {key: tuple(value.shape) for key, value in model.state_dict().items()} == expected
     checkpoint = {key: torch.full(shape, index / len(expected)) for index, (key, shape) in enumerate(expected.items())}
-    model.load_state_dict(checkpoint, strict=True)
+    load_into(model, checkpoint, what="official-layout GPEN checkpoint")
     assert torch.equal(model.final_linear[0].weight, checkpoint["final_linear.0.weight"])
+    assert torch.equal(model.generator.convs[0].conv.blur.kernel, checkpoint["generator.convs.0.conv.blur.kernel"])
+    with pytest.raises(WeightsError, match="missing keys"):
+        load_into(model, {k: v for k, v in checkpoint.items() if k != "ecd0.0.1.bias"}, what="a checkpoint")
     parameters = sum(p.numel() for p in model.parameters())
     kernels = sum(1 for key in expected if key.endswith("kernel"))
     assert parameters == sum(math.prod(s) for s in expected.values()) - 16 * kernels

@@ -1,0 +1,57 @@
+"""Face priors: the oracle cuts the ground truth with the x4 affine, plug-in restorers are
+checked, specs are parsed, and missing GPEN weights give a WeightsError one-liner."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from f2n.errors import ConfigError, WeightsError
+from f2n.runtime.face_align import FFHQ_TEMPLATE_512, estimate_affine, face_template, scale_affine_to_canvas, warp_face
+from f2n.runtime.face_prior import CallablePrior, GPENPrior, OraclePrior, make_prior
+from f2n.runtime.images import write_image
+
+
+def _faces_and_affines() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ground_truth = rng.random((160, 200, 3), dtype=np.float32)
+    affine = estimate_affine(FFHQ_TEMPLATE_512 * 0.05 + [8, 6], face_template(128))
+    affines_x4 = scale_affine_to_canvas(affine, 4)[None]
+    return ground_truth, np.zeros((1, 128, 128, 3), np.float32), affines_x4
+
+
+def test_oracle_gives_the_ground_truth_face_under_the_x4_affine() -> None:
+    ground_truth, faces, affines_x4 = _faces_and_affines()
+    restored = OraclePrior(ground_truth).restore(faces, affines_x4)
+    assert restored.shape == faces.shape and restored.dtype == np.float32
+    np.testing.assert_allclose(restored[0], warp_face(ground_truth, affines_x4[0], 128), atol=1e-6)
+
+
+def test_callable_prior_checks_the_shape_it_gets_back() -> None:
+    _, faces, affines_x4 = _faces_and_affines()
+    assert CallablePrior(lambda f: f + 0.5, "brighter").restore(faces, affines_x4).max() == 0.5
+    with pytest.raises(ConfigError, match=r"returned shape \(1, 64, 64, 3\), expected \(1, 128, 128, 3\)"):
+        CallablePrior(lambda f: f[:, ::2, ::2], "half").restore(faces, affines_x4)
+
+
+def test_missing_gpen_weights_are_a_weights_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(WeightsError, match="does not exist"):
+        GPENPrior(tmp_path / "GPEN-BFR-512.pth")
+    monkeypatch.setenv("F2N_OFFLINE", "1")  # the cache (F2N_HOME) is empty in tests
+    with pytest.raises(WeightsError, match="gpen-bfr-512"):
+        make_prior("gpen")
+
+
+def test_prior_specs(tmp_path: Path) -> None:
+    ground_truth, faces, affines_x4 = _faces_and_affines()
+    write_image(tmp_path / "gt.png", ground_truth)
+    oracle = make_prior(f"oracle:{tmp_path / 'gt.png'}", lq_shape=(40, 50))
+    assert oracle.name == "oracle"
+    with pytest.raises(ConfigError, match="expected the x4 size 160x120"):
+        make_prior(f"oracle:{tmp_path / 'gt.png'}", lq_shape=(30, 40))
+    plugged = make_prior("numpy:sqrt")
+    np.testing.assert_allclose(plugged.restore(faces + 0.25, affines_x4), 0.5)
+    for bad, message in [("bogus", "unknown face prior"), ("no_such_module_f2n:fn", "cannot load"),
+                         ("numpy:pi", "expected a callable")]:
+        with pytest.raises(ConfigError, match=message):
+            make_prior(bad)
