@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import pickle
-import zipfile
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,12 +92,21 @@ def _torch_load(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise WeightsError(
-            f"refused to load {path}: its pickle asks for code beyond plain tensors ({_first_line(error)}); "
-            "convert it to .safetensors from a trusted source"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        reason = _unpickler_reason(error)
+        if "Unsupported global" in reason or "Unsupported class" in reason:
+            raise WeightsError(
+                f"refused to load {path}: its pickle would run code beyond rebuilding tensors ({reason}); "
+                "convert it to .safetensors from a trusted source"
+            ) from None
+        raise WeightsError(f"cannot read {path} as a PyTorch weight file ({reason}); the file is corrupt or truncated") from None
+    except Exception as error:  # noqa: BLE001 - on arbitrary bytes torch.load raises struct.error, KeyError, EOFError, ...
         raise WeightsError(f"cannot read {path} as a PyTorch weight file ({_first_line(error)}); the file is corrupt or truncated") from None
+
+
+def _unpickler_reason(error: pickle.UnpicklingError) -> str:
+    """The one useful line of torch's weights-only error (its text spans a page)."""
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]+?)(?:\. |\n|$)", str(error))
+    return found[1] if found else _first_line(error)
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:

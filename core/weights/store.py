@@ -207,12 +207,16 @@ def _download(spec: WeightSpec, destination: Path) -> Path:
                 offset = 0  # the server sent the whole file
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length else None
+            received = offset
             with open(part, "ab" if offset else "wb") as out, tqdm(
                 total=total, initial=offset, unit="B", unit_scale=True, desc=spec.filename, disable=None
             ) as bar:
                 while block := response.read(CHUNK):
                     out.write(block)
+                    received += len(block)
                     bar.update(len(block))
+            if total is not None and received < total:  # read(n) returns b"" on a dropped connection, it does not raise
+                raise http.client.IncompleteRead(b"", total - received)
     except urllib.error.HTTPError as error:
         if error.code != 416:  # 416: nothing left to send, the partial file is complete
             raise WeightsError(f"download of {spec.name!r} from {spec.url} failed: HTTP {error.code}; {_manual_hint(spec)}") from None
