@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from f2n.errors import ConfigError, InputImageError
+from f2n.errors import ConfigError, InputImageError, WeightsError
 from f2n.nets.gpen import GPEN
 from f2n.runtime.face_align import warp_face
 
@@ -38,15 +38,18 @@ class GPENPrior:
 
     def __init__(self, weights: str | Path | None = None, *, size: int = 512, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float16, batch_size: int = 4) -> None:
+        """``weights``: a GPEN file; None takes the registry's ``gpen-bfr-<size>``. The network's
+        size and width are read from the file's tensor shapes."""
         from f2n.weights import load_into, load_state_dict_file, weight_path
 
         path = Path(weights) if weights is not None else weight_path(f"gpen-bfr-{size}")
         state = load_state_dict_file(path)  # WeightsError when missing or corrupt
+        hyperparameters = gpen_hyperparameters(state, path)
         with torch.device("meta"):
-            model = GPEN(size=size)  # no random init of 71 M parameters: the file fills it
+            model = GPEN(**hyperparameters)  # no random init of 71 M parameters: the file fills it
         load_into(model, state, what=f"GPEN weights {path}")
         self.model = model.eval().to(device)
-        self.name = f"gpen-bfr-{size}"
+        self.name = f"gpen-bfr-{model.size}"
         self.device = torch.device(device)
         self.dtype = dtype
         self.batch_size = batch_size
@@ -67,6 +70,22 @@ class GPENPrior:
                 restored = F.interpolate(restored, size=face_size, mode="bicubic", align_corners=False)
             outputs.append(((restored + 1) / 2).clamp(0, 1).cpu())
         return torch.cat(outputs).permute(0, 2, 3, 1).numpy()
+
+
+def gpen_hyperparameters(state: dict[str, torch.Tensor], path: Path) -> dict[str, float]:
+    """GPEN's constructor arguments from a state dict's key names and tensor shapes."""
+    try:
+        num_encoders = 1 + max(int(key.split(".")[0][3:]) for key in state if key.startswith("ecd"))
+        style_dim, flat = state["final_linear.0.weight"].shape
+        n_mlp = sum(1 for key in state if key.startswith("generator.style.") and key.endswith(".weight"))
+        size = 2 ** (num_encoders + 1)
+        narrow = flat / 16 / 512  # channels at 4x4 are 512 * narrow
+        # channels at full size are (16384 / size) * multiplier * narrow for sizes >= 64
+        multiplier = round(state["ecd0.0.0.weight"].shape[0] / (16384 / size * narrow))
+    except (KeyError, ValueError, ZeroDivisionError) as error:
+        raise WeightsError(f"{path} is not a GPEN checkpoint (cannot read its layout: {error!r})") from None
+    return {"size": size, "style_dim": int(style_dim), "n_mlp": n_mlp, "channel_multiplier": multiplier,
+            "narrow": narrow}
 
 
 class OraclePrior:

@@ -55,3 +55,34 @@ def test_prior_specs(tmp_path: Path) -> None:
                          ("numpy:pi", "expected a callable")]:
         with pytest.raises(ConfigError, match=message):
             make_prior(bad)
+
+
+def test_gpen_prior_runs_a_gpen_file_with_gpen_normalisation(tmp_path: Path) -> None:
+    import torch
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    from f2n.nets.gpen import GPEN
+
+    torch.manual_seed(0)
+    model = GPEN(size=128, narrow=0.25).eval()  # small stand-in; the layout is that of the official files
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, tmp_path / "gpen.safetensors")
+    prior = GPENPrior(tmp_path / "gpen.safetensors", batch_size=2)
+    assert prior.name == "gpen-bfr-128"
+    faces = np.random.default_rng(0).random((3, 256, 256, 3), dtype=np.float32)
+    restored = prior.restore(faces, np.zeros((3, 2, 3)))
+    with torch.no_grad():
+        x = F.interpolate(torch.from_numpy(faces).permute(0, 3, 1, 2), size=128, mode="bicubic", align_corners=False)
+        y = F.interpolate(model(x * 2 - 1), size=256, mode="bicubic", align_corners=False)
+    expected = ((y + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    assert restored.shape == faces.shape
+    np.testing.assert_allclose(restored, expected, atol=1e-5)
+
+
+def test_a_file_that_is_not_gpen_is_refused(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"conv_first.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "rrdb.safetensors")
+    with pytest.raises(WeightsError, match="not a GPEN checkpoint"):
+        GPENPrior(tmp_path / "rrdb.safetensors")

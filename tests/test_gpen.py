@@ -3,6 +3,7 @@ structure of yangxy/GPEN's FullGenerator, random values) loads strictly and runs
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -100,3 +101,20 @@ def test_upfirdn2d_keeps_a_constant_image_constant() -> None:
     down = upfirdn2d(constant, kernel / kernel.sum(), down=2, pad=(1, 1))
     assert down.shape == (1, 2, 4, 4)
     torch.testing.assert_close(down[..., 1:-1, 1:-1], torch.full_like(down[..., 1:-1, 1:-1], 0.7))
+
+
+def _reference_upfirdn_1d(x: np.ndarray, taps: np.ndarray, up: int, down: int, pad: tuple[int, int]) -> np.ndarray:
+    zeros_between = np.zeros(len(x) * up)
+    zeros_between[::up] = x
+    return np.convolve(np.pad(zeros_between, pad), taps, mode="valid")[::down]
+
+
+@pytest.mark.parametrize("up, down, pad", [(2, 1, (2, 1)), (1, 2, (2, 2)), (1, 1, (1, 1)), (1, 2, (1, 1))])
+def test_upfirdn2d_matches_a_separable_numpy_reference(up: int, down: int, pad: tuple[int, int]) -> None:
+    taps = np.array([1.0, 2.0, 3.0, 5.0])  # not symmetric: a missing kernel flip would show
+    image = np.random.default_rng(0).random((7, 9))
+    rows = np.stack([_reference_upfirdn_1d(row, taps, up, down, pad) for row in image])
+    expected = np.stack([_reference_upfirdn_1d(column, taps, up, down, pad) for column in rows.T]).T
+    kernel = torch.from_numpy(np.outer(taps, taps)).float()
+    out = upfirdn2d(torch.from_numpy(image).float()[None, None], kernel, up=up, down=down, pad=pad)
+    np.testing.assert_allclose(out[0, 0].numpy(), expected, rtol=1e-5, atol=1e-5)

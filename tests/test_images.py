@@ -1,6 +1,7 @@
 """Image I/O: every input kind users hit (alpha, 16-bit, grayscale, CMYK, EXIF rotation)
 and every refusal (missing, non-image, truncated, too large)."""
 
+import zlib
 from pathlib import Path
 
 import cv2
@@ -47,6 +48,19 @@ def test_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
     with pytest.raises(InputImageError, match="300x200 = 60000 pixels, limit is 50000"):
         read_image(path, max_pixels=50_000)
     assert read_image(path, max_pixels=60_000).size == (300, 200)
+
+
+def test_empty_and_zero_size_files_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InputImageError, match="not an image"):
+        read_image(tmp_path / "empty.png")
+    Image.new("RGB", (3, 2)).save(tmp_path / "tiny.png")
+    data = bytearray((tmp_path / "tiny.png").read_bytes())
+    data[16:20] = (0).to_bytes(4, "big")  # IHDR width = 0
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")
+    (tmp_path / "zero.png").write_bytes(bytes(data))
+    with pytest.raises(InputImageError):
+        read_image(tmp_path / "zero.png")
 
 
 def test_rgb_png_round_trip_is_exact_to_8_bits(tmp_path: Path) -> None:
