@@ -1,0 +1,136 @@
+"""Training checkpoints: two safetensors files per saved step, in ``<run>/checkpoints/``.
+
+* ``step_NNNNNNN.safetensors``: an f2n checkpoint (``f2n.weights.save_f2n_checkpoint``) of
+  θ (its EMA when enabled) and θ_m with the adaptation defaults (α, 1 step, sgd). This
+  is the file ``f2n-adapt-and-run --checkpoint`` and ``load_sr_network`` read.
+* ``step_NNNNNNN.train.safetensors``: what resuming needs beyond it: raw θ, θ_m, D, the
+  EMA, the optimiser states (tensors as ``optim.<name>.<param index>.<key>``, the rest as
+  JSON), the step and the config (JSON metadata).
+
+The train file is written first: a step whose f2n checkpoint exists is complete.
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from f2n.errors import ConfigError, WeightsError
+from f2n.weights import save_f2n_checkpoint
+
+TRAIN_FORMAT = "f2n-train-state/1"
+SUFFIX = ".safetensors"
+TRAIN_SUFFIX = ".train.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Everything a resumed run restores. ``modules`` and ``optimizers`` are state dicts by name
+    (e.g. ``sr``, ``masknet``, ``disc``, ``ema``; optimisers ``sr``, ``masknet``, ``disc``)."""
+
+    step: int
+    modules: dict[str, dict[str, torch.Tensor]]
+    optimizers: dict[str, dict[str, Any]]
+    config: dict[str, Any]
+
+
+def checkpoint_paths(run_dir: Path, step: int) -> tuple[Path, Path]:
+    """(f2n checkpoint, train-state file) of ``step``."""
+    stem = Path(run_dir) / "checkpoints" / f"step_{step:07d}"
+    return stem.with_suffix(SUFFIX), stem.with_suffix(TRAIN_SUFFIX)
+
+
+def save_checkpoint(
+    run_dir: Path,
+    state: TrainState,
+    deploy_sr: Mapping[str, torch.Tensor],
+    alpha: float,
+) -> Path:
+    """Write both files of ``state.step``; returns the f2n checkpoint's path. ``deploy_sr``
+    is the θ users get (the EMA when enabled)."""
+    f2n_path, train_path = checkpoint_paths(run_dir, state.step)
+    f2n_path.parent.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module_state in state.modules.items():
+        tensors.update({f"{name}.{key}": value for key, value in module_state.items()})
+    optim_meta: dict[str, Any] = {}
+    for name, optim_state in state.optimizers.items():
+        for index, per_param in optim_state["state"].items():
+            tensors.update({f"optim.{name}.{index}.{key}": value for key, value in per_param.items()})
+        optim_meta[name] = optim_state["param_groups"]
+    metadata = {
+        "f2n_train_format": TRAIN_FORMAT,
+        "step": str(state.step),
+        "config": json.dumps(state.config, sort_keys=True),
+        "optimizers": json.dumps(optim_meta),
+        "modules": json.dumps(sorted(state.modules)),
+    }
+    _save_atomic(train_path, tensors, metadata)
+    meta = {"alpha": alpha, "steps": 1, "optimizer": "sgd", "train_step": state.step}
+    return save_f2n_checkpoint(f2n_path, deploy_sr, state.modules["masknet"], meta)
+
+
+def load_checkpoint(path: Path) -> TrainState:
+    """Read a train state from its f2n checkpoint, its train file, or a run folder (its latest step)."""
+    train_path = _train_file(Path(path))
+    try:
+        with safe_open(str(train_path), framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise WeightsError(f"cannot read training checkpoint {train_path} ({error}); the file is corrupt or truncated") from None
+    if metadata.get("f2n_train_format") != TRAIN_FORMAT:
+        raise WeightsError(f"{train_path} has format {metadata.get('f2n_train_format')!r}, expected {TRAIN_FORMAT!r}")
+    modules: dict[str, dict[str, torch.Tensor]] = {name: {} for name in json.loads(metadata["modules"])}
+    optimizers: dict[str, dict[str, Any]] = {
+        name: {"state": {}, "param_groups": groups} for name, groups in json.loads(metadata["optimizers"]).items()
+    }
+    for key, value in tensors.items():
+        head, rest = key.split(".", 1)
+        if head == "optim":
+            name, index, field = rest.split(".", 2)
+            optimizers[name]["state"].setdefault(int(index), {})[field] = value
+        else:
+            modules[head][rest] = value
+    return TrainState(int(metadata["step"]), modules, optimizers, json.loads(metadata["config"]))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The f2n checkpoint of the highest complete step in ``run_dir``, or None."""
+    folder = Path(run_dir) / "checkpoints"
+    complete = [p for p in folder.glob("step_*" + SUFFIX) if not p.name.endswith(TRAIN_SUFFIX)
+                and p.with_name(p.name[: -len(SUFFIX)] + TRAIN_SUFFIX).is_file()]
+    return max(complete, default=None)
+
+
+def _train_file(path: Path) -> Path:
+    if path.is_dir():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise ConfigError(f"resume folder {path} holds no complete checkpoint, expected checkpoints/step_*{SUFFIX}")
+        path = latest
+    if path.name.endswith(TRAIN_SUFFIX):
+        return path
+    if path.name.endswith(SUFFIX):
+        train = path.with_name(path.name[: -len(SUFFIX)] + TRAIN_SUFFIX)
+        if train.is_file():
+            return train
+        raise ConfigError(f"{path} has no training state beside it (expected {train.name}): it can be deployed, not resumed")
+    raise ConfigError(f"resume path {path} is neither a run folder nor a {SUFFIX} checkpoint")
+
+
+def _save_atomic(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    contiguous = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(contiguous, temp, metadata=metadata)
+        os.replace(temp, path)
+    finally:
+        Path(temp).unlink(missing_ok=True)

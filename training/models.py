@@ -1,0 +1,55 @@
+"""Building θ (RRDBNet), θ_m (MaskNet) and D for meta-training, from weights or fresh."""
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from f2n.errors import WeightsError
+from f2n.nets import MaskNet, RRDBNet
+from f2n.nets.discriminator import UNetDiscriminatorSN
+from f2n.training.config import TrainConfig
+from f2n.weights import load_into, load_sr_network, load_state_dict_file
+
+Log = Callable[[str], None]
+
+
+def build_sr(config: TrainConfig, log: Log) -> RRDBNet:
+    if config.run.sr_weights is None:
+        net = config.net
+        log(f"θ: random RRDBNet ({net.num_block} blocks, {net.num_feat} features)")
+        return RRDBNet(num_feat=net.num_feat, num_block=net.num_block, num_grow_ch=net.num_grow_ch)
+    loaded = load_sr_network(config.run.sr_weights)
+    log(f"θ: {loaded.path} ({loaded.descriptor.num_block} blocks, {loaded.descriptor.num_feat} features)")
+    return loaded.model.train().requires_grad_(True)
+
+
+def build_masknet(config: TrainConfig) -> MaskNet:
+    """A MaskNet that starts at m = 1 everywhere (plain L1 in the inner loop): a random one
+    outputs near-zero weights, which would make the first inner steps do nothing. The last
+    conv's zero weights get gradients at once, so learning is not blocked."""
+    masknet = MaskNet(num_feat=config.net.mask_feat, num_layers=config.net.mask_layers)
+    last = masknet.body[-2]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(1.0)
+    return masknet
+
+
+def build_disc(config: TrainConfig, log: Log) -> UNetDiscriminatorSN:
+    if config.run.disc_weights is None:
+        log(f"D: random U-Net discriminator ({config.net.disc_feat} features)")
+        return UNetDiscriminatorSN(num_feat=config.net.disc_feat)
+    log(f"D: {config.run.disc_weights}")
+    return load_discriminator(config.run.disc_weights)
+
+
+def load_discriminator(path: Path) -> UNetDiscriminatorSN:
+    """A U-Net discriminator from a Real-ESRGAN netD file (``params`` unwrapped) or a plain
+    state dict; its width is read from ``conv0.weight``."""
+    state = load_state_dict_file(path)
+    if "conv0.weight" not in state:
+        raise WeightsError(f"{path} has no conv0.weight, expected a Real-ESRGAN U-Net discriminator")
+    disc = UNetDiscriminatorSN(num_in_ch=state["conv0.weight"].shape[1], num_feat=state["conv0.weight"].shape[0])
+    load_into(disc, state, what=f"discriminator weights {path}")
+    return disc
