@@ -1,0 +1,44 @@
+"""Keys and files of the compiled-artifact cache under ``$F2N_HOME`` (ONNX graphs,
+AOTInductor packages, TensorRT plans). A key is a hash of everything the artifact
+depends on, so a stale or foreign file is never picked up by name alone."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from torch import nn
+
+from f2n.weights.store import f2n_home
+
+
+def architecture(model: nn.Module) -> list[tuple[str, list[int]]]:
+    """Parameter names and shapes: all a compiled graph depends on (weights are replaced)."""
+    return sorted((key, list(value.shape)) for key, value in model.state_dict().items())
+
+
+def digest(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def cache_dir(kind: str) -> Path:
+    return f2n_home() / "engines" / kind
+
+
+def file_sha256(path: str | Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

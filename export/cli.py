@@ -1,0 +1,78 @@
+"""``f2n-export``: write the SR network (base weights, a checkpoint or an adapted
+weight set) as ONNX, an AOTInductor package or a refittable TensorRT plan, and print
+how closely it reproduces PyTorch on a real image crop."""
+
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from skimage import data
+
+from f2n.errors import EngineUnavailableError, F2NError
+from f2n.export.aoti import AotiEngine, compile_package
+from f2n.export.cache import write_atomic
+from f2n.export.onnx_export import FP32_TOLERANCE, VerificationError, export_onnx, verify_onnx
+from f2n.export.trt_config import builder_flag_names, tile_profile
+from f2n.export.trt_engine import build_plan, import_tensorrt
+from f2n.weights.sr import load_sr_network
+
+SUFFIXES = {"onnx": ".onnx", "aoti": ".pt2", "trt": ".plan"}
+CROP = (slice(40, 104), slice(180, 244))  # 64 x 64 LR px around the astronaut's face
+TRT_TILE = 192  # the tiler's default tile, LR px
+
+
+def verification_crop() -> torch.Tensor:
+    """A real photo crop (scikit-image's astronaut) as (1, 3, 64, 64) float32 in [0, 1]."""
+    rgb = data.astronaut()[CROP].astype(np.float32) / 255.0
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous()
+
+
+def _check(diff: float, precision: str, what: str) -> None:
+    click.echo(f"verification: max abs difference {what} vs PyTorch fp32 on a 64x64 real crop = {diff:.3g}")
+    if precision == "fp32" and diff > FP32_TOLERANCE:
+        raise VerificationError(f"{what} differs from PyTorch by {diff:.3g}, expected <= {FP32_TOLERANCE:g} in fp32")
+
+
+@click.command()
+@click.option("--weights", "source", default="realesrgan-x4plus", show_default=True, help="registry name or weight file (.pth/.safetensors, checkpoint or adapted set)")
+@click.option("--format", "fmt", type=click.Choice(list(SUFFIXES)), default="onnx", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="default: <weights name>-<precision><suffix> here")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="AOTInductor target; TensorRT needs cuda")
+@click.option("--verify/--no-verify", default=True, show_default=True, help="run the export on a real crop and compare with PyTorch")
+def main(source: str, fmt: str, precision: str, out: Path | None, device: str, verify: bool) -> None:
+    """Export the x4 SR network for an inference engine."""
+    try:
+        path = export(source, fmt, precision, out, device, verify)
+    except F2NError as error:
+        click.echo(f"f2n-export: {error}", err=True)
+        sys.exit(error.exit_code)
+    click.echo(f"wrote {path}")
+
+
+def export(source: str, fmt: str, precision: str, out: Path | None, device: str, verify: bool) -> Path:
+    if fmt == "trt":
+        trt = import_tensorrt()  # fail before any work when TensorRT or CUDA is missing
+    loaded = load_sr_network(source)
+    out = out or Path(f"{Path(source).stem}-{precision}{SUFFIXES[fmt]}")
+    if fmt == "onnx":
+        export_onnx(loaded.model, out, precision=precision)
+        if verify:
+            _check(verify_onnx(out, loaded.model, verification_crop()), precision, "ONNX Runtime")
+    elif fmt == "aoti":
+        compile_package(loaded.model, out, device=device, precision=precision)
+        if verify:
+            engine = AotiEngine(out, loaded.model.state_dict(), device=device, precision=precision)
+            crop = verification_crop()
+            with torch.inference_mode():
+                want = loaded.model(crop)
+            _check(float((engine.run(crop) - want).abs().max()), precision, "AOTInductor")
+    else:
+        if device != "cuda":
+            raise EngineUnavailableError("--format trt needs --device cuda")
+        builder_flag_names(precision)  # validate before exporting
+        onnx_path = export_onnx(loaded.model, out.with_suffix(".onnx"))
+        write_atomic(out, build_plan(trt, onnx_path, precision, tile_profile(TRT_TILE)))
+    return out

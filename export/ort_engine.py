@@ -1,0 +1,150 @@
+"""ONNX Runtime engine taking a photo's weights without re-exporting.
+
+Two ways to replace the weights (measured in docs/export.md):
+- ``"inputs"``: the weights become graph inputs of one session; ``set_weights``
+  turns θ_n into OrtValues once and every ``run`` feeds them with the tiles.
+- ``"reinit"``: the weights stay initializers; ``set_weights`` creates a new session
+  with ``SessionOptions.add_initializer`` overrides (ORT can then pre-pack them); the
+  optimisations that rewrite initializers must be off (``REWRITING_OPTIMIZERS``).
+
+CPU execution provider by default; ``device="cuda"`` uses the CUDA EP with the
+weights resident on the GPU. The TensorRT EP is not used: it would rebuild its engine
+for every photo's weights; use the ``trt`` engine (refit) instead.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
+from f2n.export.names import WeightNameMap, map_initializers
+from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME, initializer_arrays, onnx_input_dtype
+
+REPLACEMENTS = ("reinit", "inputs")
+# ConvMulFusion folds the dense blocks' x0.2 into conv5; NchwcTransformer re-packs every conv weight.
+REWRITING_OPTIMIZERS = ["ConvMulFusion", "NchwcTransformer"]
+DEFAULT_REPLACEMENT = "reinit"  # faster set_weights + one tile here (docs/export.md)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """One photo's weights in the form a run needs; replaced as a whole by set_weights."""
+
+    session: ort.InferenceSession
+    weights: Mapping[str, ort.OrtValue]  # fed per run ("inputs"); kept alive for the session ("reinit")
+
+
+def providers_for(device: str) -> list[str]:
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise EngineUnavailableError(
+                f"--engine onnx --device cuda needs onnxruntime-gpu (CUDA EP), available here: {', '.join(available)}; "
+                "use --device cpu or --engine torch"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    raise ConfigError(f"ONNX Runtime device must be cpu or cuda, got {device!r}")
+
+
+class OrtEngine:
+    """:class:`~f2n.runtime.types.SREngine` on ONNX Runtime for an ONNX file written
+    by :func:`f2n.export.onnx_export.export_onnx` (canonically named initializers)."""
+
+    name = "onnx"
+
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        weights: Mapping[str, torch.Tensor],
+        *,
+        device: str = "cpu",
+        replacement: str = DEFAULT_REPLACEMENT,
+        threads: int = 0,  # 0: ONNX Runtime's default (one per physical core)
+    ) -> None:
+        if replacement not in REPLACEMENTS:
+            raise ConfigError(f"ONNX weight replacement must be one of {REPLACEMENTS}, got {replacement!r}")
+        self.device = device
+        self.replacement = replacement
+        self._providers = providers_for(device)
+        self._threads = threads
+        graph = onnx.load(str(onnx_path))
+        self.names: WeightNameMap = map_initializers(graph, weights.keys())
+        self.dtype = onnx_input_dtype(graph)
+        if self.dtype != np.float32 and device == "cpu":
+            # ORT's CPU EP computes fp16 graphs through inserted Casts that also swallow
+            # add_initializer overrides; fp16 is for the CUDA EP.
+            raise ConfigError(f"--engine onnx on the CPU needs an fp32 ONNX graph, got {self.dtype}; export with --precision fp32")
+        self._shapes = {name: tuple(array.shape) for name, array in initializer_arrays(graph).items()}
+        if replacement == "inputs":
+            graph = _weights_as_inputs(graph, set(self.names.onnx_to_canonical))
+        self._model_bytes = graph.SerializeToString()
+        self._base = self._session({}) if replacement == "inputs" else None  # one session for every weight set
+        self.set_weights(weights)
+
+    def _session(self, overrides: Mapping[str, ort.OrtValue]) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        for name, value in overrides.items():
+            options.add_initializer(name, value)
+        # These passes rewrite initializers before the overrides apply, so add_initializer
+        # would be silently ignored for the weights they touch (measured, ORT 1.32).
+        disabled = REWRITING_OPTIMIZERS if self.replacement == "reinit" else []
+        return ort.InferenceSession(self._model_bytes, options, providers=self._providers, disabled_optimizers=disabled)
+
+    def _ortvalue(self, array: np.ndarray) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, dtype=self.dtype), self.device, 0)
+
+    def _load(self, weights: Mapping[str, np.ndarray]) -> _Loaded:
+        values = {self.names.canonical_to_onnx[key]: self._ortvalue(array) for key, array in weights.items()}
+        if self.replacement == "inputs":
+            return _Loaded(self._base, values)
+        # add_initializer does not copy: the OrtValues must live as long as the session.
+        return _Loaded(self._session(values), values)
+
+    def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        expected = self.names.canonical_to_onnx.keys()
+        missing, extra = expected - state_dict.keys(), state_dict.keys() - expected
+        if missing or extra:
+            raise WeightsError(f"weights do not fit the ONNX graph: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}")
+        arrays = {}
+        for key, value in state_dict.items():
+            want = self._shapes[self.names.canonical_to_onnx[key]]
+            if tuple(value.shape) != want:
+                raise WeightsError(f"weight {key} has shape {tuple(value.shape)}, expected {want}")
+            arrays[key] = value.detach().cpu().numpy().copy()  # ORT keeps pointing at it: no aliasing of θ_n
+        self._loaded = self._load(arrays)
+
+    def run(self, tiles: torch.Tensor) -> torch.Tensor:
+        loaded = self._loaded  # one consistent weight set even if set_weights runs meanwhile
+        # IO binding: on CUDA the weights stay on the GPU and only tiles travel.
+        binding = loaded.session.io_binding()
+        if self.replacement == "inputs":
+            for name, value in loaded.weights.items():
+                binding.bind_ortvalue_input(name, value)
+        binding.bind_ortvalue_input(INPUT_NAME, self._ortvalue(tiles.numpy()))
+        binding.bind_output(OUTPUT_NAME, "cpu")
+        loaded.session.run_with_iobinding(binding)
+        out = binding.copy_outputs_to_cpu()[0]
+        return torch.from_numpy(out.astype(np.float32, copy=False))
+
+
+def _weights_as_inputs(graph: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:
+    """A copy of ``graph`` whose initializers ``names`` are required graph inputs."""
+    out = onnx.ModelProto()
+    out.CopyFrom(graph)
+    kept = [init for init in out.graph.initializer if init.name not in names]
+    moved = [init for init in out.graph.initializer if init.name in names]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept)
+    existing = {i.name for i in out.graph.input}
+    out.graph.input.extend(
+        onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)) for init in moved if init.name not in existing
+    )
+    return out

@@ -1,0 +1,133 @@
+"""TensorRT engine: a refittable plan built from the ONNX graph, refitted with each
+photo's weights (TensorRT 10 Python API). Decisions (profile, flags, cache key, refit
+values) live in :mod:`f2n.export.trt_config`; this module only talks to TensorRT.
+TensorRT is imported when an engine is made, never at import time."""
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
+from f2n.export.cache import file_sha256
+from f2n.export.names import map_initializers
+from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME, initializer_arrays
+from f2n.export.trt_config import (
+    TrtCacheKey,
+    TrtProfile,
+    builder_flag_names,
+    check_prototype,
+    read_plan,
+    refit_arrays,
+    write_plan,
+)
+
+UNAVAILABLE = "TensorRT cannot be imported here (pip install tensorrt on a CUDA machine); use the onnx engine instead (--engine onnx, --format onnx)"
+
+
+def import_tensorrt():  # noqa: ANN201 - the module, untyped without TensorRT installed
+    try:
+        import tensorrt
+    except ImportError as error:
+        raise EngineUnavailableError(UNAVAILABLE) from error
+    if not torch.cuda.is_available():
+        raise EngineUnavailableError("TensorRT needs a CUDA GPU, none is visible here; use the onnx engine instead (--engine onnx, --format onnx)")
+    return tensorrt
+
+
+def gpu_name() -> str:
+    major, minor = torch.cuda.get_device_capability()
+    return f"{torch.cuda.get_device_name()} sm{major}{minor}"
+
+
+def build_plan(trt, onnx_path: Path, precision: str, profile: TrtProfile) -> bytes:  # noqa: ANN001
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise WeightsError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    for flag in builder_flag_names(precision):
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    shapes = builder.create_optimization_profile()
+    shapes.set_shape(INPUT_NAME, profile.min, profile.opt, profile.max)
+    config.add_optimization_profile(shapes)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise EngineUnavailableError(f"TensorRT failed to build an engine from {onnx_path} ({precision}, profile {profile})")
+    return bytes(plan)
+
+
+class TrtEngine:
+    """:class:`~f2n.runtime.types.SREngine` on a refittable TensorRT engine.
+    ``onnx_path`` must be an fp32 graph from :func:`f2n.export.onnx_export.export_onnx`."""
+
+    name = "trt"
+
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        weights: Mapping[str, torch.Tensor],
+        *,
+        precision: str,
+        profile: TrtProfile,
+        cache_dir: Path,
+    ) -> None:
+        trt = import_tensorrt()
+        self._trt = trt
+        onnx_path = Path(onnx_path)
+        graph = onnx.load(str(onnx_path))
+        self.names = map_initializers(graph, weights.keys())
+        self._initializers = initializer_arrays(graph)
+        self.profile = profile
+        key = TrtCacheKey(gpu_name(), trt.__version__, precision, profile, file_sha256(onnx_path))
+        plan = read_plan(cache_dir, key)
+        if plan is None:
+            plan = build_plan(trt, onnx_path, precision, profile)
+            write_plan(cache_dir, key, plan)
+        logger = trt.Logger(trt.Logger.WARNING)
+        self._engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
+        if self._engine is None or not self._engine.refittable:
+            raise EngineUnavailableError(f"cached TensorRT plan {key.file_stem()} is not a refittable engine; delete it under {cache_dir}")
+        self._context = self._engine.create_execution_context()
+        self._refitter = trt.Refitter(self._engine, logger)
+        self.set_weights(weights)
+
+    def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        trt = self._trt
+        arrays = refit_arrays(self.names, self._initializers, {k: v.detach().float().cpu().numpy() for k, v in state_dict.items()})
+        keep_alive = []  # trt.Weights point into these buffers until the refit completes
+        for name in self._refitter.get_all_weights():
+            if name not in arrays:
+                raise WeightsError(f"TensorRT weight {name} has no ONNX initializer to refit it from")
+            prototype = self._refitter.get_weights_prototype(name)
+            check_prototype(name, arrays[name], prototype.size, np.dtype(trt.nptype(prototype.dtype)).name)
+            weights = trt.Weights(arrays[name])
+            keep_alive.append(weights)
+            if not self._refitter.set_named_weights(name, weights):
+                raise WeightsError(f"TensorRT rejected refit weight {name} ({arrays[name].shape})")
+        missing = self._refitter.get_missing_weights()
+        if missing:
+            raise WeightsError(f"TensorRT refit is missing {len(missing)} weights (e.g. {', '.join(missing[:3])})")
+        if not self._refitter.refit_cuda_engine():
+            raise WeightsError("TensorRT refit_cuda_engine failed (see the TensorRT log above)")
+
+    def run(self, tiles: torch.Tensor) -> torch.Tensor:
+        if not self.profile.contains(tuple(tiles.shape)):
+            raise ConfigError(f"tiles {tuple(tiles.shape)} are outside the TensorRT profile {self.profile.min}..{self.profile.max}")
+        batch = tiles.to("cuda", torch.float32).contiguous()
+        n, _, h, w = batch.shape
+        out = torch.empty((n, 3, 4 * h, 4 * w), device="cuda", dtype=torch.float32)
+        stream = torch.cuda.current_stream()
+        if not self._context.set_input_shape(INPUT_NAME, tuple(batch.shape)):
+            raise ConfigError(f"TensorRT refused input shape {tuple(batch.shape)}")
+        self._context.set_tensor_address(INPUT_NAME, batch.data_ptr())
+        self._context.set_tensor_address(OUTPUT_NAME, out.data_ptr())
+        if not self._context.execute_async_v3(stream.cuda_stream):
+            raise EngineUnavailableError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+        stream.synchronize()
+        return out.cpu()

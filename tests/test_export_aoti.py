@@ -1,0 +1,111 @@
+"""AOTInductor package: every weight a swappable constant, parity before and after a
+swap, dynamic batch/height/width, cache keys and cache rebuilds. One tiny-net compile
+per module (~25-60 s on the shared 2-core CPU), hence slow."""
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from f2n.errors import ConfigError, WeightsError
+from f2n.export import aoti
+from f2n.export.aoti import AotiEngine, compile_package, load_aoti_engine, package_key
+from f2n.nets.rrdbnet import RRDBNet
+
+TINY = dict(num_block=1, num_feat=8, num_grow_ch=4)  # biases of 4-8 values: the ones Inductor inlines by default
+
+
+def tiny_net(seed: int) -> RRDBNet:
+    torch.manual_seed(seed)
+    return RRDBNet(**TINY).eval()
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Two OpenMP threads on a busy 2-core machine run 20-30x slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    return compile_package(tiny_net(0), tmp_path_factory.mktemp("aoti") / "tiny.pt2")
+
+
+@pytest.mark.slow
+def test_every_parameter_is_a_swappable_constant(package: Path) -> None:
+    runner = torch._inductor.aoti_load_package(str(package))
+    assert set(runner.get_constant_fqns()) == set(tiny_net(0).state_dict())
+
+
+@pytest.mark.slow
+def test_package_matches_pytorch_for_any_batch_and_size(package: Path) -> None:
+    net = tiny_net(0)
+    engine = AotiEngine(package, net.state_dict())
+    for shape in [(1, 3, 16, 16), (3, 3, 13, 21), (5, 3, 2, 40)]:
+        tiles = torch.rand(shape)
+        with torch.inference_mode():
+            torch.testing.assert_close(engine.run(tiles), net(tiles), atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_swapped_weights_match_pytorch_with_those_weights(package: Path) -> None:
+    base, adapted = tiny_net(0), tiny_net(1)
+    engine = AotiEngine(package, base.state_dict())
+    tiles = torch.rand(2, 3, 18, 14)
+    engine.set_weights(adapted.state_dict())
+    with torch.inference_mode():
+        want, old = adapted(tiles), base(tiles)
+    got = engine.run(tiles)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert (got - old).abs().max() > 1e-2  # the swap changed the answer
+    # The 3-value last bias (inlined without always_keep_tensor_constants) is swapped too.
+    engine.set_weights(dict(adapted.state_dict()) | {"conv_last.bias": adapted.conv_last.bias + 0.25})
+    torch.testing.assert_close(engine.run(tiles), want + 0.25, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_swap_rejects_weights_that_do_not_fit(package: Path) -> None:
+    engine = AotiEngine(package, tiny_net(0).state_dict())
+    weights = dict(tiny_net(0).state_dict()) | {"conv_hr.bias": torch.zeros(9)}
+    with pytest.raises(WeightsError, match=r"conv_hr.bias has shape \(9,\), expected \(8,\)"):
+        engine.set_weights(weights)
+    with pytest.raises(ConfigError, match="up to 64 tiles"):
+        engine.run(torch.rand(65, 3, 8, 8))
+
+
+@pytest.mark.slow
+def test_cache_compiles_once_and_rebuilds_a_damaged_package(package: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled: list[Path] = []
+
+    def fake_compile(model: torch.nn.Module, path: Path, **_: str) -> Path:
+        compiled.append(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(package, path))
+
+    monkeypatch.setattr(aoti, "compile_package", fake_compile)
+    net = tiny_net(0)
+    load_aoti_engine(net)
+    load_aoti_engine(net)
+    assert len(compiled) == 1  # second call was a cache hit
+    compiled[0].write_bytes(b"not a package")
+    engine = load_aoti_engine(net)
+    assert len(compiled) == 2
+    tiles = torch.rand(1, 3, 8, 8)
+    with torch.inference_mode():
+        torch.testing.assert_close(engine.run(tiles), net(tiles), atol=1e-5, rtol=0)
+
+
+def test_package_key_follows_what_the_code_depends_on() -> None:
+    net = tiny_net(0)
+    key = package_key(net, device="cpu", precision="fp32")
+    assert key == package_key(tiny_net(1), device="cpu", precision="fp32")  # weights are swapped, not compiled in
+    assert key != package_key(net, device="cpu", precision="bf16")
+    assert key != package_key(RRDBNet(num_block=2, num_feat=8, num_grow_ch=4), device="cpu", precision="fp32")
+    with pytest.raises(ConfigError, match="got 'int8'"):
+        compile_package(net, Path("unused.pt2"), precision="int8")
