@@ -1,6 +1,8 @@
 """The weight cache: downloads from a local HTTP server (resume, checksum, atomic
 rename), offline mode, add, files built from packages, and f2n-models."""
 
+import hashlib
+import importlib
 import re
 import socket
 import threading
@@ -15,10 +17,20 @@ from click.testing import CliRunner
 
 from f2n.errors import WeightsError
 from f2n.nets.rrdbnet import RRDBNet
-from f2n.weights import WeightSpec, add_weight, weight_path
+from f2n.weights import KNOWN_WEIGHTS, WeightSpec, add_weight, weight_path
 from f2n.weights.cli import main
 from f2n.weights.fileio import sha256_file
 from f2n.weights.registry import find_spec
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: with other jobs on the shared 2-core box, two spinning OpenMP
+    threads make small torch ops take seconds instead of milliseconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @dataclass
@@ -76,8 +88,6 @@ def toy_weights(tmp_path: Path) -> bytes:
 
 
 def toy_spec(base_url: str, data: bytes, *, sha256: str | None = "pin") -> WeightSpec:
-    import hashlib
-
     return WeightSpec(
         name="toy-sr",
         filename="toy.pth",
@@ -196,6 +206,22 @@ def test_add_unpinned_requires_loadable_weights_and_runs_the_check(toy_weights: 
     assert add_weight(spec, tmp_path / "toy.pth").name == "toy.pth"
 
 
+def test_unpinned_registry_entries_must_load_into_their_network(tmp_path: Path, isolated_f2n_home: Path) -> None:
+    """realesrgan-x4plus-netd has no published checksum: add checks it against f2n's U-Net discriminator."""
+    from f2n.nets.discriminator import UNetDiscriminatorSN
+
+    state = UNetDiscriminatorSN().state_dict()
+    torch.save({"params": state}, tmp_path / "RealESRGAN_x4plus_netD.pth")  # BasicSR keeps the discriminator under "params"
+    del state["conv9.bias"]
+    torch.save({"params": state}, tmp_path / "broken_netD.pth")
+    with pytest.raises(WeightsError, match=r"realesrgan-x4plus-netd weights .*broken_netD.pth do not fit UNetDiscriminatorSN: missing keys \(1\): conv9.bias"):
+        add_weight("realesrgan-x4plus-netd", tmp_path / "broken_netD.pth")
+    assert cache_files(isolated_f2n_home) == []
+    added = add_weight("realesrgan-x4plus-netd", tmp_path / "RealESRGAN_x4plus_netD.pth")
+    assert added == isolated_f2n_home / "RealESRGAN_x4plus_netD.pth"
+    assert re.search(r"^realesrgan-x4plus-netd\s+present, unpinned", CliRunner().invoke(main, ["list"]).output, re.M)
+
+
 def test_retinaface_onnx_is_extracted_from_its_package_and_rebuilt_when_damaged(isolated_f2n_home: Path) -> None:
     onnx = pytest.importorskip("onnx")
     path = weight_path("retinaface-mobilenet0.25", allow_download=False)
@@ -230,3 +256,11 @@ def test_models_cli_errors_are_one_line_with_exit_code(tmp_path: Path, monkeypat
     assert wrong.exit_code == WeightsError.exit_code and "expected 7be5be79" in wrong.output
     unknown = runner.invoke(main, ["fetch", "no-such-weights"])
     assert unknown.exit_code == WeightsError.exit_code and "unknown weights 'no-such-weights'" in unknown.output
+
+
+@pytest.mark.parametrize("spec", [s for s in KNOWN_WEIGHTS if s.network is not None], ids=lambda s: s.name)
+def test_registry_networks_can_be_built(spec: WeightSpec) -> None:
+    """The check of an unpinned entry must not itself fail: its network has to exist with those arguments."""
+    module_name, _, class_name = spec.network.target.partition(":")
+    network = getattr(importlib.import_module(module_name), class_name)(**dict(spec.network.kwargs))
+    assert sum(p.numel() for p in network.parameters()) > 0

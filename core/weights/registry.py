@@ -4,7 +4,8 @@ Each entry names the official file (``filename``, ``url``, ``sha256``) and, wher
 Python package installed with f2n already ships the same weights in another form,
 that ``source``: the store then builds the cached file from the package instead of
 downloading. ``sha256=None`` means no published checksum was found: such files are
-reported "unpinned" and checked only by loading them, never by an invented hash.
+reported "unpinned" and checked by loading them strictly into their f2n network
+(``network``) when added or downloaded, never by an invented hash.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ class BytesSource:
 
 
 @dataclass(frozen=True)
+class NetworkRef:
+    """The f2n network a file must load into strictly (``module:class`` and keyword
+    arguments): the check for files without a published checksum."""
+
+    target: str
+    kwargs: tuple[tuple[str, int | float | bool], ...] = ()
+
+
+@dataclass(frozen=True)
 class WeightSpec:
     name: str
     filename: str  # the official file's name in the cache
@@ -52,6 +62,7 @@ class WeightSpec:
     license: str
     description: str
     source: NcnnSource | BytesSource | None = None
+    network: NetworkRef | None = None
 
 
 # SHA-256 of the official files: from public mirrors' Git-LFS pointers (several agree for
@@ -88,6 +99,7 @@ KNOWN_WEIGHTS: tuple[WeightSpec, ...] = (
         sha256=None,
         license="BSD-3-Clause (Real-ESRGAN)",
         description="Real-ESRGAN x4plus U-Net discriminator (spectral norm); for meta-training",
+        network=NetworkRef("f2n.nets.discriminator:UNetDiscriminatorSN"),
     ),
     WeightSpec(
         name="gpen-bfr-512",
@@ -104,6 +116,7 @@ KNOWN_WEIGHTS: tuple[WeightSpec, ...] = (
         sha256=None,
         license="GPEN terms: academic and non-commercial use",
         description="GPEN blind face restoration, 256x256 faces; lighter face prior",
+        network=NetworkRef("f2n.nets.gpen:GPEN", (("size", 256), ("channel_multiplier", 1), ("narrow", 0.5))),  # GPEN README's demo flags
     ),
     WeightSpec(
         name="retinaface-mobilenet0.25",

@@ -2,7 +2,8 @@
 installed package, download (resumable, checksummed, atomic) or add by hand.
 
 Every file handed out is verified against its pinned SHA-256 on each call; unpinned
-files (no published checksum) are checked by loading them as a safe state dict.
+files (no published checksum) are checked once, when added or downloaded, by loading
+them strictly into their f2n network.
 ``F2N_OFFLINE=1`` turns downloads off. Every failure is one WeightsError line that
 says where to put the file or which ``f2n-models`` command to run.
 """
@@ -24,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from f2n.errors import WeightsError
-from f2n.weights.checkpoint import load_state_dict_file, save_safetensors_atomic
+from f2n.weights.checkpoint import load_into, load_state_dict_file, save_safetensors_atomic
 from f2n.weights.fileio import CHUNK, sha256_file, write_atomic
 from f2n.weights.ncnn_convert import convert_ncnn_rrdbnet
 from f2n.weights.registry import BytesSource, NcnnSource, PackagedFile, WeightSpec, find_spec, known_names
@@ -50,8 +51,6 @@ def f2n_home() -> Path:
 
 def offline() -> bool:
     return os.environ.get("F2N_OFFLINE", "") not in ("", "0")
-
-
 
 
 def get_spec(name: str | WeightSpec) -> WeightSpec:
@@ -98,7 +97,7 @@ def fetch(name: str | WeightSpec) -> Path:
 def add_weight(name: str | WeightSpec, path: str | Path, *, check: StateCheck | None = None) -> Path:
     """Copy a file the user obtained into the cache after checking it: its SHA-256
     must match the pin (official file or packaged form); an unpinned file must load
-    as a safe state dict and pass ``check`` (e.g. a network's ``load_into``)."""
+    strictly into its network (``check_loads``) and pass ``check`` if given."""
     spec = get_spec(name)
     source_path = Path(path)
     if not source_path.is_file():
@@ -113,7 +112,7 @@ def add_weight(name: str | WeightSpec, path: str | Path, *, check: StateCheck | 
     else:
         if source_path.suffix != Path(spec.filename).suffix:
             raise WeightsError(f"{source_path} has suffix {source_path.suffix!r}, expected {Path(spec.filename).suffix!r} like {spec.filename}")
-        state = load_state_dict_file(source_path)
+        state = check_loads(spec, source_path)
         if check is not None:
             check(state)
         target = spec.filename
@@ -136,10 +135,21 @@ def weight_status(name: str | WeightSpec) -> WeightStatus:
     return WeightStatus(spec, "missing", None)
 
 
+def check_loads(spec: WeightSpec, path: Path) -> dict[str, torch.Tensor]:
+    """An unpinned file's check: a code-free state dict that loads strictly into the
+    spec's network (when it names one). Returns the state dict."""
+    state = load_state_dict_file(path)
+    if spec.network is not None:
+        module_name, _, class_name = spec.network.target.partition(":")
+        network_class = getattr(importlib.import_module(module_name), class_name)
+        # Built on the CPU: on the meta device spectral_norm's init takes seconds of decompositions.
+        load_into(network_class(**dict(spec.network.kwargs)), state, what=f"{spec.name} weights {path}")
+    return state
+
+
 def _verify_cached(spec: WeightSpec, path: Path, pin: str | None) -> None:
     if pin is None:
-        load_state_dict_file(path)  # unpinned: at least a readable, code-free state dict
-        return
+        return  # unpinned: checked when added or downloaded; its loader checks it strictly again
     digest = sha256_file(path)
     if digest != pin:
         raise WeightsError(
@@ -229,11 +239,11 @@ def _download(spec: WeightSpec, destination: Path) -> Path:
             part.unlink()
             raise WeightsError(f"download of {spec.name!r} from {spec.url} has sha256 {digest}, expected {spec.sha256}; deleted it; {_manual_hint(spec)}")
     else:
-        # Unpinned: the file must at least read as a code-free state dict (read by its suffix).
+        # Unpinned: the file must load strictly into its network (it is read by its suffix).
         checking = part.with_name(f".{destination.stem}.checking{destination.suffix}")
         os.replace(part, checking)
         try:
-            load_state_dict_file(checking)
+            check_loads(spec, checking)
         except WeightsError:
             checking.unlink()
             raise
