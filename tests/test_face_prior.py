@@ -65,15 +65,15 @@ def test_gpen_prior_runs_a_gpen_file_with_gpen_normalisation(tmp_path: Path) -> 
     from f2n.nets.gpen import GPEN
 
     torch.manual_seed(0)
-    model = GPEN(size=128, narrow=0.25).eval()  # small stand-in; the layout is that of the official files
+    model = GPEN(size=64, narrow=0.125).eval()  # small stand-in; the layout is that of the official files
     save_file({key: value.contiguous() for key, value in model.state_dict().items()}, tmp_path / "gpen.safetensors")
     prior = GPENPrior(tmp_path / "gpen.safetensors", batch_size=2)
-    assert prior.name == "gpen-bfr-128"
-    faces = np.random.default_rng(0).random((3, 256, 256, 3), dtype=np.float32)
+    assert prior.name == "gpen-bfr-64"
+    faces = np.random.default_rng(0).random((3, 128, 128, 3), dtype=np.float32)
     restored = prior.restore(faces, np.zeros((3, 2, 3)))
     with torch.no_grad():
-        x = F.interpolate(torch.from_numpy(faces).permute(0, 3, 1, 2), size=128, mode="bicubic", align_corners=False)
-        y = F.interpolate(model(x * 2 - 1), size=256, mode="bicubic", align_corners=False)
+        x = F.interpolate(torch.from_numpy(faces).permute(0, 3, 1, 2), size=64, mode="bicubic", align_corners=False)
+        y = F.interpolate(model(x * 2 - 1), size=128, mode="bicubic", align_corners=False)
     expected = ((y + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
     assert restored.shape == faces.shape
     np.testing.assert_allclose(restored, expected, atol=1e-5)
@@ -86,3 +86,22 @@ def test_a_file_that_is_not_gpen_is_refused(tmp_path: Path) -> None:
     save_file({"conv_first.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "rrdb.safetensors")
     with pytest.raises(WeightsError, match="not a GPEN checkpoint"):
         GPENPrior(tmp_path / "rrdb.safetensors")
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device (fp16/bf16 GPEN)")
+@pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
+def test_gpen_prior_in_half_precision_on_cuda_is_close_to_fp32(tmp_path: Path, dtype_name: str) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from f2n.nets.gpen import GPEN
+
+    torch.manual_seed(0)
+    model = GPEN(size=256, narrow=0.25).eval()
+    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, tmp_path / "gpen.safetensors")
+    faces = np.random.default_rng(0).random((2, 256, 256, 3), dtype=np.float32)
+    reference = GPENPrior(tmp_path / "gpen.safetensors").restore(faces, np.zeros((2, 2, 3)))
+    half = GPENPrior(tmp_path / "gpen.safetensors", device="cuda", dtype=getattr(torch, dtype_name))
+    restored = half.restore(faces, np.zeros((2, 2, 3)))
+    assert np.isfinite(restored).all()
+    assert np.abs(restored - reference).mean() < 0.02
