@@ -69,7 +69,7 @@ class LoadedSR:
 def canonicalize_rrdbnet(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """Map a known RRDBNet layout onto canonical names; unknown keys are kept so
     that strict loading names them."""
-    if "conv_first.weight" in state and "RRDB_trunk.0.RDB1.conv1.weight" not in state and any(CANONICAL_BODY.match(k) for k in state):
+    if "conv_first.weight" in state and any(CANONICAL_BODY.match(k) for k in state):
         return dict(state)
     if "model.0.weight" in state:
         return _from_old_arch(state, path)
