@@ -1,0 +1,126 @@
+"""``f2n-bench``: record the latency baseline, check against it in CI, write the report."""
+
+import sys
+from pathlib import Path
+
+import click
+
+from f2n.benchmarks.machine import machine_class
+from f2n.benchmarks.regression import (DEFAULT_THRESHOLD, BASELINE_DIR, StageResult, SuiteResult, baseline_path,
+                                       compare, load_result, run_suite, save_result)
+from f2n.benchmarks.suites import selected_suite, suite_names, suite_stages
+from f2n.errors import ConfigError, F2NError
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
+
+
+def _progress(result: StageResult) -> None:
+    """One line per stage on stderr as it finishes; failure lines (which start with the key) come at the end."""
+    if result.ratio is not None:
+        line = f"measured {result.key}: {result.seconds * 1e3:.1f} ms ({result.ratio:.2f}x reference)"
+    elif result.error:
+        line = f"failed   {result.key}: {result.error}"
+    else:
+        line = f"skipped  {result.key}: {result.unavailable}"
+    click.echo(line, err=True)
+
+
+def _measure(suite: str | None, only: str, rounds: int, warmup: int) -> SuiteResult:
+    name = selected_suite(suite)
+    stages = suite_stages(name)
+    if only:
+        wanted = {key.strip() for key in only.split(",") if key.strip()}
+        unknown = wanted - {stage.key for stage in stages} - {stage.name for stage in stages}
+        if unknown:
+            raise ConfigError(f"--only names {', '.join(sorted(unknown))}, not in the {name!r} suite "
+                              f"(stages: {', '.join(stage.key for stage in stages)})")
+        stages = tuple(stage for stage in stages if stage.key in wanted or stage.name in wanted)
+    return run_suite(name, stages, rounds=rounds, warmup=warmup, progress=_progress)
+
+
+def _suite_options(function):
+    function = click.option("--suite", type=click.Choice(suite_names()), default=None,
+                            help="Stage suite (default: $F2N_BENCH_SET or 'default').")(function)
+    function = click.option("--only", default="", help="Comma-separated stage names or keys to run.")(function)
+    function = click.option("--rounds", type=click.IntRange(1), default=5, show_default=True,
+                            help="Timed rounds per stage (the median counts).")(function)
+    function = click.option("--warmup", type=click.IntRange(0), default=1, show_default=True)(function)
+    return click.option("--baseline", type=click.Path(path_type=Path), default=None,
+                        help=f"Baseline file (default: {BASELINE_DIR}/<machine class>.json).")(function)
+
+
+@click.group()
+def main() -> None:
+    """Stage latency benchmarks and the latency regression check."""
+
+
+@main.command()
+@_suite_options
+def record(suite: str | None, only: str, rounds: int, warmup: int, baseline: Path | None) -> None:
+    """Measure the suite and write it as this machine class's baseline (on purpose only)."""
+    _run_command(lambda: _record(suite, only, rounds, warmup, baseline or baseline_path()))
+
+
+def _record(suite: str | None, only: str, rounds: int, warmup: int, path: Path) -> None:
+    result = _measure(suite, only, rounds, warmup)
+    failed = [f"{stage.key}: failed: {stage.error}" for stage in result.stages if stage.error]
+    if failed:
+        _fail(failed + [f"baseline not written: {len(failed)} stage(s) failed"])
+    save_result(result, path)
+    click.echo(f"recorded {sum(s.ratio is not None for s in result.stages)} stages for {machine_class()} in {path}")
+
+
+@main.command()
+@_suite_options
+@click.option("--threshold", type=click.FloatRange(0, min_open=True), default=DEFAULT_THRESHOLD, show_default=True,
+              help="Largest allowed growth of a stage's time/reference ratio.")
+@click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write this run's figures here.")
+def check(suite: str | None, only: str, rounds: int, warmup: int, baseline: Path | None, threshold: float,
+          save: Path | None) -> None:
+    """Run the suite and fail if a stage is more than THRESHOLD slower than the baseline."""
+    _run_command(lambda: _check(suite, only, rounds, warmup, baseline or baseline_path(), threshold, save))
+
+
+def _check(suite: str | None, only: str, rounds: int, warmup: int, path: Path, threshold: float,
+           save: Path | None) -> None:
+    reference = load_result(path)  # before measuring: a missing baseline fails at once
+    result = _measure(suite or reference.suite, only, rounds, warmup)
+    if save is not None:
+        save_result(result, save)
+    if only:  # a partial run is only compared on the stages it measured
+        measured = set(result.by_key())
+        reference = SuiteResult(reference.suite, reference.rounds, reference.warmup, reference.machine,
+                                tuple(stage for stage in reference.stages if stage.key in measured))
+    failures = compare(result, reference, threshold)
+    if failures:
+        _fail(failures)
+    click.echo(f"latency check passed: {len(result.stages)} stages within +{threshold:.0%} of {path.name}")
+
+
+@main.command()
+@click.option("--result", "result_path", type=click.Path(path_type=Path), default=None,
+              help="Figures to report (default: this machine class's baseline).")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=RESULTS_DIR, show_default=True)
+@click.option("--docs-dir", type=click.Path(path_type=Path), default=DOCS_DIR, show_default=True)
+def report(result_path: Path | None, out_dir: Path, docs_dir: Path) -> None:
+    """Write the Markdown table and PNG chart of per-stage latency."""
+    from f2n.benchmarks.report import write_report  # matplotlib is only needed here
+
+    _run_command(lambda: click.echo(
+        "\n".join(str(p) for p in write_report(load_result(result_path or baseline_path()), out_dir, docs_dir))))
+
+
+def _fail(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line, err=True)
+    sys.exit(1)
+
+
+def _run_command(action) -> None:
+    """F2N errors become one line and their exit code, never a traceback."""
+    try:
+        action()
+    except F2NError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)

@@ -1,0 +1,134 @@
+"""The CI latency regression check.
+
+Each stage's median time is divided by the median time of a fixed reference workload
+measured in the same rounds (:mod:`f2n.benchmarks.timing`); those ratios are compared
+with the committed baseline for this machine class, and a stage whose ratio grew by
+more than the threshold (25 %) fails with a line naming it and both figures.
+"""
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from f2n.benchmarks.machine import describe_machine, machine_class
+from f2n.benchmarks.stages import Stage, StageUnavailable
+from f2n.benchmarks.timing import injected_delays, measure
+from f2n.errors import ConfigError
+
+BASELINE_DIR = Path(__file__).resolve().parent / "baseline"
+DEFAULT_THRESHOLD = 0.25
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StageResult:
+    key: str
+    group: str
+    device: str
+    seconds: float | None = None  # median over the rounds; None when the stage did not run
+    reference_seconds: float | None = None
+    output_megapixels: float = 0.0
+    unavailable: str = ""  # why the stage cannot run here (missing part, no GPU, ...)
+    error: str = ""  # the stage ran and raised: always a failure
+
+    @property
+    def ratio(self) -> float | None:
+        if self.seconds is None or self.reference_seconds is None:
+            return None
+        return self.seconds / self.reference_seconds
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    suite: str
+    rounds: int
+    warmup: int
+    machine: Mapping[str, str | int]
+    stages: tuple[StageResult, ...] = field(default=())
+
+    def by_key(self) -> dict[str, StageResult]:
+        return {stage.key: stage for stage in self.stages}
+
+
+def measure_stage(stage: Stage, rounds: int, warmup: int, delay_fraction: float = 0.0) -> StageResult:
+    """Set the stage up (untimed) and time it; a stage that cannot run here is recorded
+    with the reason, one that fails with the error, so the whole suite always finishes."""
+    common = dict(key=stage.key, group=stage.group, device=stage.device, output_megapixels=stage.output_megapixels)
+    try:
+        run = stage.setup()
+        timing = measure(run, rounds, warmup, delay_fraction)
+    except StageUnavailable as reason:
+        return StageResult(**common, unavailable=str(reason))
+    except Exception as error:  # reported as a failing stage by check and record
+        return StageResult(**common, error=f"{type(error).__name__}: {error}".splitlines()[0])
+    return StageResult(**common, seconds=timing.seconds, reference_seconds=timing.reference_seconds)
+
+
+def _delay_for(stage: Stage, delays: Mapping[str, float]) -> float:
+    """A delay names a stage by its key (``adapt_step[2x32x32]``) or by its name for all sizes."""
+    return delays.get(stage.key, delays.get(stage.name, 0.0))
+
+
+def run_suite(suite: str, stages: Iterable[Stage], rounds: int = 5, warmup: int = 1,
+              progress: Callable[[StageResult], None] | None = None) -> SuiteResult:
+    """Measure every stage in turn. ``F2N_BENCH_INJECT_DELAY`` (test hook) slows named stages."""
+    delays = injected_delays()
+    results = []
+    for stage in stages:
+        result = measure_stage(stage, rounds, warmup, _delay_for(stage, delays))
+        if progress is not None:
+            progress(result)
+        results.append(result)
+    return SuiteResult(suite, rounds, warmup, describe_machine(), tuple(results))
+
+
+def compare(current: SuiteResult, baseline: SuiteResult, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
+    """One line per failing stage: slower than the baseline ratio by more than ``threshold``,
+    raising an error, or in the baseline but not measurable now. Empty list = pass."""
+    failures = [f"{stage.key}: failed: {stage.error}" for stage in current.stages if stage.error]
+    measured = current.by_key()
+    for key, base in baseline.by_key().items():
+        if base.ratio is None:
+            continue
+        now = measured.get(key)
+        if now is None or now.error:
+            if now is None:
+                failures.append(f"{key}: in the baseline but not in this run's {current.suite!r} suite")
+            continue
+        if now.ratio is None:
+            failures.append(f"{key}: in the baseline but unavailable now ({now.unavailable})")
+            continue
+        change = now.ratio / base.ratio - 1.0
+        if change > threshold:
+            failures.append(
+                f"{key}: {now.seconds * 1e3:.1f} ms = {now.ratio:.2f}x reference, baseline "
+                f"{base.seconds * 1e3:.1f} ms = {base.ratio:.2f}x reference "
+                f"({change:+.0%}, limit +{threshold:.0%})")
+    return failures
+
+
+def baseline_path(folder: Path = BASELINE_DIR, klass: str | None = None) -> Path:
+    return folder / f"{klass or machine_class()}.json"
+
+
+def save_result(result: SuiteResult, path: Path) -> None:
+    """Write atomically: a crashed run never leaves half a baseline."""
+    payload = {"format": FORMAT_VERSION, **asdict(result)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+    os.replace(handle.name, path)
+
+
+def load_result(path: Path) -> SuiteResult:
+    if not path.is_file():
+        raise ConfigError(f"no benchmark result at {path}; record one with `f2n-bench record`")
+    payload = json.loads(path.read_text())
+    if payload.get("format") != FORMAT_VERSION:
+        raise ConfigError(f"{path} has format {payload.get('format')!r}, expected {FORMAT_VERSION}; re-record it")
+    stages = tuple(StageResult(**stage) for stage in payload["stages"])
+    return SuiteResult(payload["suite"], payload["rounds"], payload["warmup"], payload["machine"], stages)

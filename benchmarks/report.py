@@ -1,0 +1,120 @@
+"""The human-readable side of a suite result: a Markdown table, f2n against its peers,
+and a PNG chart (per-stage latency, SR seconds per output megapixel per engine)."""
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from f2n.benchmarks.regression import StageResult, SuiteResult
+
+GROUP_ORDER = ("io", "face", "adapt", "handover", "sr", "e2e", "peer")
+GROUP_COLOURS = {"io": "#8c8c8c", "face": "#1f77b4", "adapt": "#d62728", "handover": "#9467bd",
+                 "sr": "#2ca02c", "e2e": "#ff7f0e", "peer": "#7f7f7f"}
+
+
+@dataclass(frozen=True)
+class PeerRatio:
+    """f2n's fastest CPU SR path against one peer on the same input; ratio < 1: f2n is faster."""
+
+    peer: str
+    f2n_stage: str
+    f2n_seconds: float
+    peer_seconds: float
+
+    @property
+    def ratio(self) -> float:
+        return self.f2n_seconds / self.peer_seconds
+
+
+def _variant(key: str) -> str:
+    return key[key.index("[") + 1:-1]
+
+
+def peer_ratios(result: SuiteResult) -> list[PeerRatio]:
+    measured = [stage for stage in result.stages if stage.seconds is not None]
+    ratios = []
+    for peer in (stage for stage in measured if stage.group == "peer"):
+        same_input = [stage for stage in measured if stage.group == "sr" and stage.device == "cpu"
+                      and _variant(stage.key) == _variant(peer.key)]
+        if same_input:
+            best = min(same_input, key=lambda stage: stage.seconds)
+            ratios.append(PeerRatio(peer.key, best.key, best.seconds, peer.seconds))
+    return ratios
+
+
+def _ordered(result: SuiteResult) -> list[StageResult]:
+    return sorted(result.stages, key=lambda stage: GROUP_ORDER.index(stage.group))
+
+
+def markdown(result: SuiteResult) -> str:
+    machine = result.machine
+    lines = [
+        f"Machine class `{machine['machine_class']}`: CPU {machine['cpu']} ({machine['cores']} cores, "
+        f"{machine['torch_threads']} torch threads), GPU {machine['gpu']}, torch {machine['torch']}. "
+        f"Suite `{result.suite}`, median of {result.rounds} rounds after {result.warmup} warm-up.",
+        "",
+        "| stage | device | median | x reference | s per output MP |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for stage in _ordered(result):
+        if stage.seconds is None:
+            continue
+        per_mp = f"{stage.seconds / stage.output_megapixels:.2f}" if stage.output_megapixels else ""
+        lines.append(f"| `{stage.key}` | {stage.device} | {stage.seconds * 1e3:.1f} ms | {stage.ratio:.2f} | {per_mp} |")
+    skipped = [stage for stage in result.stages if stage.seconds is None]
+    if skipped:
+        lines += ["", "Not measured here:", ""]
+        lines += [f"- `{stage.key}`: {stage.unavailable or 'failed: ' + stage.error}" for stage in skipped]
+    ratios = peer_ratios(result)
+    if ratios:
+        lines += ["", "| peer (same input) | peer | f2n's fastest CPU path | f2n / peer |", "| --- | ---: | --- | ---: |"]
+        lines += [f"| `{r.peer}` | {r.peer_seconds * 1e3:.0f} ms | `{r.f2n_stage}` {r.f2n_seconds * 1e3:.0f} ms "
+                  f"| {r.ratio:.2f} |" for r in ratios]
+    return "\n".join(lines) + "\n"
+
+
+def write_chart(result: SuiteResult, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    measured = [stage for stage in _ordered(result) if stage.seconds is not None]
+    sr = [stage for stage in measured if stage.output_megapixels]
+    figure, (stages_axis, sr_axis) = plt.subplots(
+        1, 2, figsize=(14, max(4.0, 0.32 * len(measured))), gridspec_kw={"width_ratios": [3, 2]})
+    stages_axis.barh([stage.key for stage in measured], [stage.seconds * 1e3 for stage in measured],
+                     color=[GROUP_COLOURS[stage.group] for stage in measured])
+    stages_axis.set_xscale("log")
+    stages_axis.invert_yaxis()
+    stages_axis.set_xlabel("median latency per call (ms, log scale)")
+    stages_axis.set_title("per stage")
+    sr_axis.barh([stage.key for stage in sr], [stage.seconds / stage.output_megapixels for stage in sr],
+                 color=[GROUP_COLOURS[stage.group] for stage in sr])
+    sr_axis.invert_yaxis()
+    sr_axis.set_xlabel("seconds per megapixel of x4 output")
+    sr_axis.set_title("SR per engine and precision (grey: peers)")
+    figure.suptitle(f"f2n stage latency on {result.machine['machine_class']} ({result.suite} suite)")
+    figure.tight_layout()
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as handle:
+        figure.savefig(handle, format="png", dpi=110)
+    plt.close(figure)
+    os.replace(handle.name, path)
+
+
+def write_report(result: SuiteResult, out_dir: Path, docs_dir: Path | None = None) -> list[Path]:
+    """``<class>-<suite>.md`` and ``.png`` in ``out_dir``; the chart also into ``docs_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{result.machine['machine_class']}-{result.suite}"
+    table, chart = out_dir / f"{stem}.md", out_dir / f"{stem}.png"
+    with tempfile.NamedTemporaryFile("w", dir=out_dir, suffix=".md", delete=False) as handle:
+        handle.write(markdown(result))
+    os.replace(handle.name, table)
+    write_chart(result, chart)
+    written = [table, chart]
+    if docs_dir is not None:
+        docs_dir.mkdir(parents=True, exist_ok=True)
+        written.append(Path(shutil.copyfile(chart, docs_dir / f"benchmarks-{stem}.png")))
+    return written

@@ -1,0 +1,253 @@
+"""One benchmark stage = a setup that builds inputs, networks and engines (untimed)
+and returns the call that is timed. The stage suites (:mod:`f2n.benchmarks.suites`)
+pick sizes; pytest-benchmark files and the regression check both time these calls.
+
+Stages need other parts of f2n (and sometimes a GPU, TensorRT or real weights);
+where a part is not there, ``setup`` raises :class:`StageUnavailable` with the reason.
+"""
+
+import functools
+import importlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+TimedCall = Callable[[], object]
+
+
+class StageUnavailable(Exception):
+    """This stage cannot run here; the message says why (it is reported, not raised to users)."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # what is measured, e.g. "tiled_sr/onnx-fp32"
+    variant: str  # the size it is measured at, e.g. "96x96"
+    group: str  # io, face, adapt, handover, sr, e2e or peer: how the report groups stages
+    setup: Callable[[], TimedCall]
+    device: str = "cpu"  # where the stage computes: cpu or cuda
+    output_megapixels: float = 0.0  # output size of an SR stage, for seconds per megapixel
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}[{self.variant}]"
+
+
+def require_module(module: str):
+    """Import a stage's f2n module; a module that is absent makes the stage unavailable."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise StageUnavailable(f"{module} cannot be imported ({error})") from None
+
+
+def _device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise StageUnavailable("no CUDA device")
+    return torch.device(name)
+
+
+def _synchronized(call: TimedCall, device: torch.device) -> TimedCall:
+    """GPU work is asynchronous: the timed call must wait for it."""
+    if device.type != "cuda":
+        return call
+
+    def run() -> object:
+        result = call()
+        torch.cuda.synchronize(device)
+        return result
+
+    return run
+
+
+@functools.lru_cache(maxsize=1)
+def _astronaut() -> np.ndarray:
+    import skimage.data  # imported here: loading scikit-image costs ~1 s
+
+    return skimage.data.astronaut()
+
+
+def photo_rgb(height: int, width: int) -> np.ndarray:
+    """A real photo with a face (scikit-image's astronaut, in the package, so no shared
+    data is needed) resized to (height, width): float32 RGB in [0, 1]."""
+    resized = cv2.resize(_astronaut(), (width, height), interpolation=cv2.INTER_AREA)
+    return resized.astype(np.float32) / 255.0
+
+
+# ---- decode / encode -------------------------------------------------------------
+
+def decode(height: int, width: int, suffix: str) -> TimedCall:
+    images = require_module("f2n.runtime.images")
+    folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
+    path = Path(folder.name) / f"photo{suffix}"
+    images.write_image(path, photo_rgb(height, width))
+
+    def run() -> object:
+        _ = folder  # keeps the temporary folder alive as long as the call
+        return images.read_image(path)
+
+    return run
+
+
+def encode(height: int, width: int, suffix: str) -> TimedCall:
+    images = require_module("f2n.runtime.images")
+    folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
+    path = Path(folder.name) / f"out{suffix}"
+    rgb = photo_rgb(height, width)
+    return lambda: (folder, images.write_image(path, rgb))
+
+
+# ---- shared inputs -------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=2)
+def sr_model(network: str) -> torch.nn.Module:
+    """``real``: Real-ESRGAN x4plus (f2n.weights); ``tiny``: a seeded 1-block RRDBNet for smoke runs."""
+    if network == "real":
+        return require_module("f2n.weights").load_sr_network().model.eval()
+    torch.manual_seed(0)
+    return require_module("f2n.nets").RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).eval()
+
+
+def perturbed_weights(model: torch.nn.Module, seed: int = 1) -> dict[str, torch.Tensor]:
+    """A photo's θ_n stand-in: the base weights plus small noise (values matter, names and shapes must fit)."""
+    generator = torch.Generator().manual_seed(seed)
+    return {name: value.detach() + 1e-4 * torch.randn(value.shape, generator=generator)
+            for name, value in model.state_dict().items()}
+
+
+def _face_landmarks(rgb: np.ndarray) -> np.ndarray:
+    detections = require_module("f2n.runtime.face_detect").RetinaFaceDetector()(rgb)
+    if len(detections) == 0:
+        raise RuntimeError("the benchmark photo has no detected face")
+    return detections.landmarks[:1]
+
+
+# ---- face stage ------------------------------------------------------------------------
+
+def detect(height: int, width: int) -> TimedCall:
+    detector = require_module("f2n.runtime.face_detect").RetinaFaceDetector()
+    rgb = photo_rgb(height, width)
+    return lambda: detector(rgb)
+
+
+def align(height: int, width: int, face_size: int = 512) -> TimedCall:
+    """Similarity fit and warp of the photo's face onto the aligned template."""
+    face_align = require_module("f2n.runtime.face_align")
+    rgb = photo_rgb(height, width)
+    landmarks = _face_landmarks(rgb)
+    template = face_align.face_template(face_size)
+
+    def run() -> list[np.ndarray]:
+        return [face_align.warp_face(rgb, face_align.estimate_affine(points, template), face_size)
+                for points in landmarks]
+
+    return run
+
+
+def face_prior(faces: int, size: int = 512, device: str = "cpu") -> TimedCall:
+    """GPEN-BFR in the official architecture with RANDOM weights (the real ones are not
+    redistributable here); the time does not depend on the weight values."""
+    prior_module = require_module("f2n.runtime.face_prior")
+    gpen = require_module("f2n.nets.gpen")
+    from safetensors.torch import save_file
+
+    where = _device(device)
+    folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
+    path = Path(folder.name) / f"gpen-random-{size}.safetensors"
+    torch.manual_seed(0)
+    save_file({key: value.contiguous() for key, value in gpen.GPEN(size=size).state_dict().items()}, str(path))
+    prior = prior_module.GPENPrior(path, size=size, device=where)
+    aligned = np.stack([cv2.resize(photo_rgb(512, 512)[:256, 128:384], (size, size))] * faces)
+    affines = np.tile(np.eye(2, 3, dtype=np.float64), (faces, 1, 1))
+
+    def run() -> np.ndarray:
+        _ = folder
+        return prior.restore(aligned, affines)
+
+    return _synchronized(run, where)
+
+
+def masknet(patches: int, size: int, device: str = "cpu") -> TimedCall:
+    """MaskNet weighing ``patches`` (LQ, restored) pairs of ``size`` x4 pixels, as the face stage does."""
+    face_stage = require_module("f2n.runtime.face_stage")
+    where = _device(device)
+    network = require_module("f2n.nets").MaskNet().to(where).eval()
+    generator = torch.Generator().manual_seed(0)
+    lq = torch.rand(patches, 3, size // 4, size // 4, generator=generator)
+    target = torch.rand(patches, 3, size, size, generator=generator)
+    valid = torch.ones(patches, 1, size, size)
+    return _synchronized(lambda: face_stage.patch_weights(lq, target, valid, network), where)
+
+
+# ---- adaptation ------------------------------------------------------------------------
+
+def adapt_step(patches: int, lq_size: int, device: str = "cpu", precision: str = "fp32",
+               network: str = "real") -> TimedCall:
+    """One inner-loop gradient step (loss, backward, SGD update) on a batch of face patches."""
+    adapt = require_module("f2n.runtime.adapt")
+    types = require_module("f2n.runtime.types")
+    _device(device)
+    generator = torch.Generator().manual_seed(0)
+    lq = torch.rand(patches, 3, lq_size, lq_size, generator=generator)
+    target = torch.rand(patches, 3, 4 * lq_size, 4 * lq_size, generator=generator)
+    batch = types.PatchBatch(lq, target, torch.ones(patches, 1, 4 * lq_size, 4 * lq_size))
+    config = adapt.AdaptConfig(steps=1_000_000, device=device, precision=precision)  # one step per call
+    steps = adapt.iter_adaptation(sr_model(network), batch, config)
+    return lambda: next(steps)  # the step synchronises: it reads the loss
+
+
+# ---- engines: weight hand-over and tiled SR ----------------------------------------------
+
+def make_engine(kind: str, precision: str, device: str, model: torch.nn.Module, folder: Path):
+    """An SR engine of ``kind`` (torch, onnx-reinit, onnx-inputs, aoti, trt) for ``model``."""
+    _device(device)
+    if kind == "torch":
+        return require_module("f2n.runtime.torch_engine").TorchEngine(model, device=device, precision=precision)
+    if kind.startswith("onnx-"):
+        onnx_path = require_module("f2n.export.onnx_export").export_onnx(
+            model, folder / f"sr-{precision}.onnx", precision=precision)
+        return require_module("f2n.export.ort_engine").OrtEngine(
+            onnx_path, list(model.state_dict()), device=device, replacement=kind.removeprefix("onnx-"))
+    if kind == "aoti":
+        return require_module("f2n.export.aoti").load_aoti_engine(model, device=device, precision=precision)
+    if kind == "trt":
+        try:
+            import tensorrt  # noqa: F401
+        except ImportError:
+            raise StageUnavailable("TensorRT cannot be installed here") from None
+        raise StageUnavailable("f2n has no TensorRT engine module yet")
+    raise ValueError(f"unknown engine kind {kind!r}")
+
+
+def handover(kind: str, precision: str = "fp32", device: str = "cpu", network: str = "real") -> TimedCall:
+    """``engine.set_weights(θ_n)``: how long a photo's adapted weights take to reach the engine."""
+    folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
+    model = sr_model(network)
+    engine = make_engine(kind, precision, device, model, Path(folder.name))
+    weights = perturbed_weights(model)
+    where = torch.device(device)
+
+    def run() -> None:
+        _ = folder
+        engine.set_weights(weights)
+
+    return _synchronized(run, where)
+
+
+def tiled_sr(kind: str, precision: str, device: str, height: int, width: int, network: str = "real") -> TimedCall:
+    """``tiled_upscale`` of an (height, width) photo with the default tile and overlap."""
+    tiling = require_module("f2n.runtime.tiling")
+    folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
+    engine = make_engine(kind, precision, device, sr_model(network), Path(folder.name))
+    rgb = photo_rgb(height, width)
+
+    def run() -> np.ndarray:
+        _ = folder
+        return tiling.tiled_upscale(engine, rgb)
+
+    return run  # tiled_upscale returns host arrays: the GPU work is finished
