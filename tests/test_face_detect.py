@@ -62,3 +62,34 @@ def test_shrinks_large_images_and_maps_back(shared_data: Path) -> None:
 def test_wrong_shape_is_refused(detector) -> None:
     with pytest.raises(InputImageError, match=r"\(H, W, 3\)"):
         detector(np.zeros((10, 10)))
+
+
+@pytest.mark.slow  # two ResNet-50 builds: about 5 s idle, 18 s on the shared 2-core machine
+def test_resnet50_option_decodes_like_facexlib(shared_data: Path, tmp_path: Path) -> None:
+    """facexlib's ResNet-50 RetinaFace (random weights in its file layout, 'module.' prefixed):
+    the best candidate equals what facexlib's own detect_faces makes of the same network."""
+    import warnings
+
+    import torch
+    from facexlib.detection.retinaface import RetinaFace
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        reference = RetinaFace(network_name="resnet50", half=False, device=torch.device("cpu")).eval()
+        for head in reference.ClassHead:  # spread the random scores so that the best candidate is unique
+            head.conv1x1.weight.data *= 50
+    torch.save({f"module.{key}": value for key, value in reference.state_dict().items()}, tmp_path / "r50.pth")
+    detector = RetinaFaceDetector(resnet50_weights=tmp_path / "r50.pth", min_score=0.0, pad_fraction=0.0)
+    assert detector.name == "retinaface-resnet50"
+    image = read_image(shared_data / "real_lq" / "Lincoln.png").rgb[16:144, 16:144]
+    ours = detector(image)
+    pixels = np.round(image * 255).astype(np.uint8)
+    with torch.inference_mode():
+        theirs = reference.detect_faces(pixels[..., ::-1].copy(), conf_threshold=0.0)
+    best = theirs[np.argmax(theirs[:, 4])]
+    assert ours.scores[0] == pytest.approx(best[4], abs=1e-4)
+    box = best[:4].copy()
+    box[0::2], box[1::2] = box[0::2].clip(0, image.shape[1]), box[1::2].clip(0, image.shape[0])
+    np.testing.assert_allclose(ours.boxes[0], box, atol=1e-2)
+    np.testing.assert_allclose(ours.landmarks[0], best[5:].reshape(5, 2), atol=1e-2)
