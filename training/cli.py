@@ -67,7 +67,8 @@ def main(**options: object) -> None:
     except F2NError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
-    click.echo(str(last))
+    if last is not None:  # only the main worker reports
+        click.echo(str(last))
 
 
 def _config(o: dict) -> TrainConfig:

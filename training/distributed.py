@@ -68,6 +68,13 @@ def broadcast_module(module: nn.Module) -> None:
             dist.broadcast(tensor, src=0)
 
 
+def finish() -> None:
+    """Wait for every worker, then leave the process group (a no-op alone)."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def task_slice(tasks_per_step: int, context: DistContext) -> tuple[int, int]:
     """(first task index, task count) of this worker; ``tasks_per_step`` is per worker,
     so N workers train on N × tasks_per_step tasks per step."""

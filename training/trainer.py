@@ -14,10 +14,17 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from f2n.errors import ConfigError, WeightsError
-from f2n.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from f2n.training.checkpoint import TrainState, checkpoint_paths, load_checkpoint, save_checkpoint
 from f2n.training.config import TrainConfig, config_from_dict, config_to_dict
 from f2n.training.data import list_images
-from f2n.training.distributed import DistContext, average_gradients, broadcast_module, init_from_env, task_slice
+from f2n.training.distributed import (
+    DistContext,
+    average_gradients,
+    broadcast_module,
+    finish,
+    init_from_env,
+    task_slice,
+)
 from f2n.training.face_targets import resolve_face_targets
 from f2n.training.models import build_disc, build_masknet, build_sr
 from f2n.training.maml import MetaModules, MetaOptimizers, train_step
@@ -39,14 +46,16 @@ class Run:
     context: DistContext
 
 
-def train(config: TrainConfig, *, log: Log = print, progress: bool = True, device: str = "auto") -> Path:
-    """Run meta-training to ``config.run.steps``; returns the last f2n checkpoint."""
+def train(config: TrainConfig, *, log: Log = print, progress: bool = True, device: str = "auto") -> Path | None:
+    """Run meta-training to ``config.run.steps``. Returns the last f2n checkpoint on the main
+    worker, None on the others. Under ``torchrun`` it joins and finally leaves the process group."""
     context = init_from_env(device)
     log = log if context.is_main else _silent
     run, start = _prepare(config, context, log)
+    if start >= config.run.steps:
+        raise ConfigError(f"nothing to do: the run is already at step {start}, asked for {config.run.steps} steps")
     out_dir = config.run.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    last = None
     bar = tqdm(range(start, config.run.steps), initial=start, total=config.run.steps,
                disable=not (progress and context.is_main), desc="meta-train")
     for step in bar:
@@ -61,10 +70,9 @@ def train(config: TrainConfig, *, log: Log = print, progress: bool = True, devic
             _append_log(out_dir / "log.jsonl", {"step": done, **logs, "seconds": time.perf_counter() - began})
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
         if context.is_main and (done % config.run.checkpoint_every == 0 or done == config.run.steps):
-            last = _save(run, config, done)
-    if last is None:
-        raise ConfigError(f"nothing to do: the run is already at step {start}, asked for {config.run.steps} steps")
-    return last
+            _save(run, config, done)
+    finish()  # every worker returns once rank 0 has written the last checkpoint
+    return checkpoint_paths(out_dir, config.run.steps)[0] if context.is_main else None
 
 
 def _prepare(config: TrainConfig, context: DistContext, log: Log) -> tuple[Run, int]:
