@@ -8,9 +8,12 @@ import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
+from f2n.nets import RRDBNet
+from f2n.nets.discriminator import UNetDiscriminatorSN
 from f2n.training.checkpoint import latest_checkpoint, load_checkpoint
 from f2n.training.cli import main
 from f2n.training.config import DataConfig, LossConfig, NetConfig, OptimConfig, RunConfig, TrainConfig
+from f2n.training.models import build_disc, build_masknet, build_sr
 from f2n.training.trainer import train
 from f2n.weights import load_sr_network
 
@@ -90,3 +93,19 @@ def test_checkpoint_file_layout(shared_data, tmp_path, single_thread) -> None:
     state = load_checkpoint(path)
     assert set(state.modules) == {"sr", "masknet"} and set(state.optimizers) == {"sr", "masknet"}
     assert state.config["data"]["inner_patch"] == 32
+
+
+def test_theta_and_d_start_from_given_real_esrgan_style_files(tmp_path) -> None:
+    torch.manual_seed(3)
+    sr, disc = RRDBNet(num_block=2, num_feat=8, num_grow_ch=4), UNetDiscriminatorSN(num_feat=8)
+    torch.save({"params_ema": sr.state_dict()}, tmp_path / "g.pth")  # Real-ESRGAN's layouts
+    torch.save({"params": disc.state_dict()}, tmp_path / "d.pth")
+    config = TrainConfig(run=RunConfig(sr_weights=tmp_path / "g.pth", disc_weights=tmp_path / "d.pth"))
+    built_sr, built_disc = build_sr(config, lambda _: None), build_disc(config, lambda _: None)
+    for source, built in ((sr, built_sr), (disc, built_disc)):
+        for key, value in source.state_dict().items():
+            torch.testing.assert_close(built.state_dict()[key], value, rtol=0, atol=0)
+    assert all(p.requires_grad for p in built_sr.parameters()) and built_sr.training
+    # A fresh MaskNet weighs every pixel 1: plain L1 until it learns otherwise.
+    masknet = build_masknet(config)
+    assert torch.equal(masknet(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)), torch.ones(1, 1, 8, 8))
