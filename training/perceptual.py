@@ -8,7 +8,6 @@ user's cache or the official URL), never from a silent torchvision download.
 import warnings
 from pathlib import Path
 
-import lpips
 from torch import nn
 
 from f2n.weights import load_into, load_state_dict_file, weight_path
@@ -17,6 +16,8 @@ from f2n.weights import load_into, load_state_dict_file, weight_path
 def build_lpips(alexnet_weights: Path | None = None) -> nn.Module:
     """LPIPS-Alex, frozen, in eval mode; inputs are images in [-1, 1]. Without a path the
     registry's ``alexnet`` file is used (WeightsError when it is absent)."""
+    import lpips  # here, not at module level: it loads torchvision's model zoo (seconds)
+
     path = alexnet_weights if alexnet_weights is not None else weight_path("alexnet")
     features = load_state_dict_file(path)
     with warnings.catch_warnings():  # lpips calls torchvision's deprecated `pretrained=` argument
