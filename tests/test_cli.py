@@ -1,0 +1,150 @@
+"""f2n-adapt-and-run: folder runs, skipping, exit codes, one-line errors, reports.
+
+A tiny RRDBNet checkpoint keeps these fast; ``--prior numpy:copy`` is an identity
+"restorer" (the module:callable prior form), so no prior weights are needed."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from f2n.errors import WeightsError
+from f2n.nets import RRDBNet
+from f2n.runtime import cli
+from f2n.runtime.demo import demo_pair
+from f2n.runtime.images import read_image, write_image
+
+FAST = ["--tile", "64", "--tile-overlap", "16", "--steps", "2", "--patches-per-face", "2", "--no-progress"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks run fastest on one thread, above all on a busy shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    state = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+@pytest.fixture()
+def photos(tmp_path: Path) -> Path:
+    """A folder with the astronaut LQ (one face), a flat image (no face) and a corrupt PNG."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _, lq = demo_pair()
+    write_image(folder / "astronaut.png", lq)
+    write_image(folder / "flat.png", np.full((24, 20, 3), 0.4, np.float32))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (folder / "notes.txt").write_text("not an image, not listed")
+    return folder
+
+
+def invoke(*args: str) -> "CliRunner.invoke":
+    return CliRunner().invoke(cli.command, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_folder_with_a_bad_file_is_a_partial_failure(photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    result = invoke(photos, "--out", out, "--checkpoint", tiny_checkpoint, "--prior", "numpy:copy",
+                    "--report", report, *FAST)
+    assert result.exit_code == cli.EXIT_PARTIAL, result.output
+    assert "failed" in result.output and "broken.png" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.png", "flat.png"]
+    assert read_image(out / "astronaut.png").rgb.shape == (256, 256, 3)
+
+    data = json.loads(report.read_text())
+    assert data["summary"] == {"ok": 2, "skipped": 0, "failed": 1, "adapted": 1}
+    by_name = {Path(p["input"]).name: p for p in data["photos"]}
+    assert by_name["broken.png"]["status"] == "failed" and "broken.png" in by_name["broken.png"]["reason"]
+    assert by_name["flat.png"]["adapted"] is False and by_name["flat.png"]["reason"] == "no face detected"
+    timings = by_name["astronaut.png"]["timings"]
+    for stage in ("decode", "face.detect", "face.align", "face.restore", "face.mask", "adapt", "adapt.step_1",
+                  "adapt.step_2", "set_weights", "tile", "encode", "total"):
+        assert stage in timings, stage
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    (photos / "broken.png").unlink()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "flat.png").write_bytes(b"keep me")
+    args = [photos, "--out", out, "--checkpoint", tiny_checkpoint, "--no-adapt", *FAST]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert (out / "flat.png").read_bytes() == b"keep me" and "skipped" in result.output
+    assert (out / "astronaut.png").is_file()
+    result = invoke(*args, "--overwrite")
+    assert result.exit_code == 0 and read_image(out / "flat.png").rgb.shape == (96, 80, 3)
+
+
+def test_all_failed_exits_2_and_leaves_no_partial_file(photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    out = tmp_path / "out"
+    result = invoke(photos / "flat.png", photos / "broken.png", "--out", out, "--checkpoint", tiny_checkpoint,
+                    "--prior", "numpy:copy", "--require-adaptation", *FAST)
+    assert result.exit_code == cli.EXIT_ALL_FAILED, result.output
+    assert "cannot adapt: no face detected" in result.output
+    assert not out.exists() or list(out.iterdir()) == []  # no output, no temp file
+
+
+def test_single_file_out_and_saved_weights(photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    gt, _ = demo_pair()
+    write_image(tmp_path / "gt.png", gt)
+    out, weights = tmp_path / "sr.png", tmp_path / "theta.safetensors"
+    result = invoke(photos / "astronaut.png", "--out", out, "--checkpoint", tiny_checkpoint,
+                    "--prior", f"oracle:{tmp_path / 'gt.png'}", "--save-weights", weights, "--paste-faces", *FAST)
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and "adapted" in result.output
+    from f2n.weights import load_sr_network
+
+    reloaded = load_sr_network(weights).model.state_dict()
+    base = load_sr_network(tiny_checkpoint).model.state_dict()
+    assert any(not torch.equal(reloaded[k], base[k]) for k in base)  # θ_n, not θ_0
+
+
+@pytest.mark.parametrize(
+    "args,code,message",
+    [
+        (["--tile", "8"], 5, "tile must be at least"),
+        (["--steps", "-1"], 5, "steps must be >= 0"),
+        (["--checkpoint", "no-such-weights.pth"], 3, "neither a registry name"),
+        (["--device", "cuda"], 4, "CUDA is not available"),
+        (["--prior", "oracle:gt.png", "x.png"], 5, "exactly one input"),
+    ],
+)
+def test_errors_are_one_line_with_their_exit_code(photos: Path, tiny_checkpoint: Path, args: list[str],
+                                                  code: int, message: str) -> None:
+    if "--device" in args and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    checkpoint = [] if "--checkpoint" in args else ["--checkpoint", tiny_checkpoint]
+    result = invoke(photos / "astronaut.png", *checkpoint, *args)
+    assert result.exit_code == code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_prior_that_cannot_load_falls_back_to_the_base_network(photos: Path, tmp_path: Path, tiny_checkpoint: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_weights(spec: str, **_: object) -> None:
+        raise WeightsError(f"GPEN weights for {spec} not installed")
+
+    monkeypatch.setattr("f2n.runtime.face_prior.make_prior", no_weights)
+    args = [photos / "astronaut.png", "--out", tmp_path / "o.png", "--checkpoint", tiny_checkpoint, *FAST]
+    result = invoke(*args, "--report", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    photo = json.loads((tmp_path / "r.json").read_text())["photos"][0]
+    assert photo["adapted"] is False and "not installed" in photo["reason"]
+    strict = invoke(*args, "--require-adaptation", "--overwrite")
+    assert strict.exit_code == WeightsError.exit_code and "not installed" in strict.output
