@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from f2n.errors import ConfigError
+from f2n.runtime.face_prior import CallablePrior
 from f2n.training.config import DataConfig, TrainConfig, config_from_dict, config_to_dict
 from f2n.training.data import list_images
+from f2n.training.face_targets import prior_restorer, resolve_face_targets
 from f2n.training.degradations import degrade, sample_params
 from f2n.training.tasks import TaskSampler, make_task
 
@@ -66,3 +68,20 @@ def test_config_round_trips_and_rejects_bad_values() -> None:
         TrainConfig(data=DataConfig(inner_patch=60))
     with pytest.raises(ConfigError, match="unknown data option"):
         config_from_dict({"data": {"patch": 3}})
+
+
+def test_prior_targets_restore_the_bicubic_upsampled_lq_face() -> None:
+    prior = CallablePrior(lambda faces: 1.0 - faces, name="negative")  # a stand-in prior, not GPEN
+    restore = prior_restorer(prior)
+    face_lq = torch.rand(1, 3, 8, 8)
+    expected = 1.0 - torch.nn.functional.interpolate(face_lq, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1)
+    torch.testing.assert_close(restore(face_lq), expected)
+    task = make_task(_image(4, 64), _image(5, 32), sample_params(1), 32, np.random.default_rng(0), restore)
+    assert task.face_target.shape == (1, 3, 32, 32) and task.face_target.max() <= 1.0
+
+
+def test_auto_face_targets_fall_back_to_gt_with_a_note() -> None:
+    notes: list[str] = []
+    assert resolve_face_targets("auto", torch.device("cpu"), notes.append) is None  # empty $F2N_HOME
+    assert len(notes) == 1 and "GT faces" in notes[0] and "gpen-bfr-512" in notes[0]
+    assert resolve_face_targets("gt", torch.device("cpu"), notes.append) is None
