@@ -15,6 +15,7 @@ import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.export.cache import architecture, cache_dir, digest
 
 AOTI_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-INDUCTOR_CONFIGS = {"always_keep_tensor_constants": True}  # no constant inlining; freezing stays off
+INDUCTOR_CONFIGS = MappingProxyType({"always_keep_tensor_constants": True})  # no constant inlining; freezing stays off
 MAX_BATCH = 64
 MAX_SIDE = 4096  # LR pixels per tile side
 SAMPLE = (2, 3, 32, 32)  # batch 2: torch.export specialises a dimension traced at size 1
@@ -48,7 +49,7 @@ def package_key(model: nn.Module, *, device: str, precision: str) -> str:
         "torch": torch.__version__,
         "device": device_tag(device),
         "precision": precision,
-        "inductor_configs": INDUCTOR_CONFIGS,
+        "inductor_configs": dict(INDUCTOR_CONFIGS),
         "limits": [MAX_BATCH, MAX_SIDE],
         "format": PACKAGE_FORMAT,
     }
@@ -74,7 +75,7 @@ def compile_package(model: nn.Module, path: str | Path, *, device: str = "cpu", 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")
     try:
-        torch._inductor.aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=dict(INDUCTOR_CONFIGS))  # a copy: it is modified in place
+        torch._inductor.aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=dict(INDUCTOR_CONFIGS))  # a copy: Inductor adds keys to it
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -96,7 +97,7 @@ class AotiEngine:
         if not_swappable:
             raise WeightsError(
                 f"{len(not_swappable)} weights are baked into the AOTInductor package {package} (e.g. {', '.join(not_swappable[:3])}); "
-                f"expected all {len(self._shapes)} as constants: recompile with {INDUCTOR_CONFIGS}"
+                f"expected all {len(self._shapes)} as constants: recompile with {dict(INDUCTOR_CONFIGS)}"
             )
         self.set_weights(weights)
 

@@ -28,7 +28,7 @@ from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME, initializer_arrays, 
 REPLACEMENTS = ("reinit", "inputs")
 # ConvMulFusion folds the dense blocks' x0.2 into conv5; NchwcTransformer re-packs every conv weight.
 REWRITING_OPTIMIZERS = ["ConvMulFusion", "NchwcTransformer"]
-DEFAULT_REPLACEMENT = "reinit"  # faster set_weights + one tile here (docs/export.md)
+DEFAULT_REPLACEMENT = "inputs"  # faster set_weights + one tile here (docs/export.md)
 
 
 @dataclass(frozen=True)

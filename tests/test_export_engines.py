@@ -77,10 +77,12 @@ def test_make_engine_refuses_with_one_line(tiny_loaded: LoadedSR, name: str, dev
         make_engine(name, tiny_loaded, device=device, precision=precision, tile=64)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is missing")
-def test_trt_on_cuda_without_cuda_says_what_to_use(tiny_loaded: LoadedSR) -> None:
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the messages where CUDA is missing")
+def test_gpu_engines_without_cuda_say_what_to_use(tiny_loaded: LoadedSR) -> None:
     with pytest.raises(EngineUnavailableError, match="onnx engine instead"):
         make_engine("trt", tiny_loaded, device="cuda", precision="fp16", tile=64)
+    with pytest.raises(EngineUnavailableError, match="needs CUDA, which is not available here; use --device cpu"):
+        make_engine("aoti", tiny_loaded, device="cuda", precision="fp16", tile=64)
 
 
 def test_cli_exports_onnx_and_prints_the_verification(tiny_weights: Path, tmp_path: Path) -> None:
