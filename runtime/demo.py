@@ -83,16 +83,16 @@ def run_demo(*, device: str, checkpoint: str, steps: int | None, lr: float | Non
     """The CLI's --demo: prints the PSNR table; exit code 1 if adaptation did not beat the base."""
     from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
     from f2n.runtime.face_detect import RetinaFaceDetector
-    from f2n.runtime.face_prior import make_prior
-    from f2n.weights import load_sr_network
+    from f2n.runtime.face_prior import GPENPrior
+    from f2n.weights import load_sr_network, weight_path
 
     gt, lq = demo_pair()
     model = load_sr_network(checkpoint).model.to(device)
     priors: dict[str, FacePrior] = {"oracle prior, upper bound": OraclePrior(gt)}
-    try:
-        priors["GPEN"] = make_prior("gpen", device=device)
+    try:  # only when already installed: the demo never downloads
+        priors["GPEN"] = GPENPrior(weight_path("gpen-bfr-512", allow_download=False), device=device)
     except WeightsError as error:
-        click.echo(f"GPEN skipped: {error}", err=True)
+        click.echo(f"GPEN skipped (weights not installed): {error}", err=True)
     config = AdaptConfig(steps=steps if steps is not None else DEFAULT_STEPS, lr=lr or DEFAULT_LR,
                          optimizer=optimizer or DEFAULT_OPTIMIZER, device=device)
     click.echo(f"demo: astronaut crop, GT {gt.shape[1]}x{gt.shape[0]}, LQ {lq.shape[1]}x{lq.shape[0]} "
@@ -107,6 +107,6 @@ def run_demo(*, device: str, checkpoint: str, steps: int | None, lr: float | Non
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
-    lines = [f"{'PSNR dB vs ground truth':34s} {'whole':>7s} {'non-face':>9s} {'face':>7s}"]
-    lines += [f"{name:34s} {v['whole']:7.2f} {v['nonface']:9.2f} {v['face']:7.2f}" for name, v in rows.items()]
+    lines = [f"{'PSNR dB vs ground truth':40s} {'whole':>7s} {'non-face':>9s} {'face':>7s}"]
+    lines += [f"{name:40s} {v['whole']:7.2f} {v['nonface']:9.2f} {v['face']:7.2f}" for name, v in rows.items()]
     return "\n".join(lines)
