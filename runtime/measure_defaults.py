@@ -53,7 +53,7 @@ def make_pair(photo: Path, degradation: str, seed: int, long_side: int) -> tuple
 
 
 def measure_case(model: torch.nn.Module, gt: np.ndarray, lq: np.ndarray, *, patches_per_face: int,
-                 grid: Iterable[tuple[str, float]], tile: int) -> Iterable[dict]:
+                 grid: Iterable[tuple[str, float]], tile: int, snapshots: tuple[int, ...] = SNAPSHOTS) -> Iterable[dict]:
     """Rows for one (photo, degradation): base first, then every grid cell's snapshots."""
     from f2n.runtime.face_detect import RetinaFaceDetector
 
@@ -67,9 +67,9 @@ def measure_case(model: torch.nn.Module, gt: np.ndarray, lq: np.ndarray, *, patc
     common = {"faces": sum(f.used for f in faces.faces), "patches": len(faces.patches), "lq_hw": list(lq.shape[:2])}
     yield {"optimizer": "base", "lr": 0.0, "steps": 0, **common, "psnr": base}
     for optimizer, lr in grid:
-        config = AdaptConfig(steps=max(SNAPSHOTS), lr=lr, optimizer=optimizer)
+        config = AdaptConfig(steps=max(snapshots), lr=lr, optimizer=optimizer)
         for step in iter_adaptation(model, faces.patches, config):
-            if step.index in SNAPSHOTS:
+            if step.index in snapshots:
                 engine.set_weights(step.weights)
                 adapted = region_psnrs(tiled_upscale(engine, lq, tile=tile), gt, faces.face_mask_canvas)
                 yield {"optimizer": optimizer, "lr": lr, "steps": step.index, **common, "psnr": adapted,
@@ -110,9 +110,10 @@ def cli() -> None:
 @click.option("--patches-per-face", type=int, default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=int, default=0, help="torch threads (0: torch's default).")
+@click.option("--max-steps", type=int, default=max(SNAPSHOTS), show_default=True, help="Cut n (CPU time).")
 @click.option("--checkpoint", default="realesrgan-x4plus", show_default=True)
 def grid(out: Path, photos: tuple[Path, ...], degradations: tuple[str, ...], long_side: int,
-         patches_per_face: int, seed: int, threads: int, checkpoint: str) -> None:
+         patches_per_face: int, seed: int, threads: int, max_steps: int, checkpoint: str) -> None:
     """Base vs adapted PSNR over optimiser x α x n, oracle prior."""
     from f2n.weights import load_sr_network
 
@@ -123,7 +124,9 @@ def grid(out: Path, photos: tuple[Path, ...], degradations: tuple[str, ...], lon
         for degradation in degradations or DEGRADATIONS:
             gt, lq = make_pair(photo, degradation, seed, long_side)
             started = time.perf_counter()
-            for row in measure_case(model, gt, lq, patches_per_face=patches_per_face, grid=GRID, tile=long_side + 8):
+            snapshots = tuple(n for n in SNAPSHOTS if n <= max_steps)
+            for row in measure_case(model, gt, lq, patches_per_face=patches_per_face, grid=GRID,
+                                    tile=long_side + 8, snapshots=snapshots):
                 row = {"photo": photo.name, "degradation": degradation, "seed": seed,
                        "elapsed_s": round(time.perf_counter() - started, 1), **row}
                 with out.open("a", encoding="utf-8") as handle:
