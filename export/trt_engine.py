@@ -24,6 +24,7 @@ from f2n.export.trt_config import (
     write_plan,
 )
 
+REFIT_THREADS = 4  # TensorRT refits weights in parallel when allowed to (default 1)
 UNAVAILABLE = "TensorRT cannot be imported here (pip install tensorrt on a CUDA machine); use the onnx engine instead (--engine onnx, --format onnx)"
 
 
@@ -95,6 +96,7 @@ class TrtEngine:
             raise EngineUnavailableError(f"cached TensorRT plan {key.file_stem()} is not a refittable engine; delete it under {cache_dir}")
         self._context = self._engine.create_execution_context()
         self._refitter = trt.Refitter(self._engine, logger)
+        self._refitter.max_threads = REFIT_THREADS
         self.set_weights(weights)
 
     def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
