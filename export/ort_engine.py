@@ -27,7 +27,7 @@ from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME, initializer_arrays, 
 
 REPLACEMENTS = ("reinit", "inputs")
 # ConvMulFusion folds the dense blocks' x0.2 into conv5; NchwcTransformer re-packs every conv weight.
-REWRITING_OPTIMIZERS = ["ConvMulFusion", "NchwcTransformer"]
+REWRITING_OPTIMIZERS = ("ConvMulFusion", "NchwcTransformer")
 DEFAULT_REPLACEMENT = "inputs"  # faster set_weights + one tile here (docs/export.md)
 
 
@@ -95,7 +95,7 @@ class OrtEngine:
             options.add_initializer(name, value)
         # These passes rewrite initializers before the overrides apply, so add_initializer
         # would be silently ignored for the weights they touch (measured, ORT 1.32).
-        disabled = REWRITING_OPTIMIZERS if self.replacement == "reinit" else []
+        disabled = list(REWRITING_OPTIMIZERS) if self.replacement == "reinit" else []
         return ort.InferenceSession(self._model_bytes, options, providers=self._providers, disabled_optimizers=disabled)
 
     def _ortvalue(self, array: np.ndarray) -> ort.OrtValue:

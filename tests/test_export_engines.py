@@ -5,6 +5,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
@@ -83,6 +84,12 @@ def test_gpu_engines_without_cuda_say_what_to_use(tiny_loaded: LoadedSR) -> None
         make_engine("trt", tiny_loaded, device="cuda", precision="fp16", tile=64)
     with pytest.raises(EngineUnavailableError, match="needs CUDA, which is not available here; use --device cpu"):
         make_engine("aoti", tiny_loaded, device="cuda", precision="fp16", tile=64)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="checks the message without onnxruntime-gpu")
+def test_onnx_on_cuda_without_the_cuda_ep_says_what_to_use(tiny_loaded: LoadedSR) -> None:
+    with pytest.raises(EngineUnavailableError, match="needs onnxruntime-gpu .*; use --device cpu or --engine torch"):
+        make_engine("onnx", tiny_loaded, device="cuda", precision="fp16", tile=64)
 
 
 def test_cli_exports_onnx_and_prints_the_verification(tiny_weights: Path, tmp_path: Path) -> None:

@@ -97,6 +97,8 @@ def test_fp16_export_stores_fp16_weights_and_stays_close(tmp_path: Path, shared_
     path = export_onnx(net, tmp_path / "tiny16.onnx", precision="fp16")
     assert onnx.load(str(path)).graph.initializer[0].data_type == onnx.TensorProto.FLOAT16
     assert verify_onnx(path, net, real_crop(shared_data, 24)) < 5e-3
+    with pytest.raises(ConfigError, match="needs an fp32 ONNX graph, got float16"):
+        OrtEngine(path, net.state_dict(), device="cpu")  # the CPU EP's Casts would swallow replaced weights
 
 
 def test_bf16_onnx_export_is_refused(tmp_path: Path) -> None:
