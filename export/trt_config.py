@@ -14,7 +14,7 @@ that they are tested where TensorRT cannot be installed.
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -108,6 +108,21 @@ def refit_arrays(
             raise WeightsError(f"weight {key} has shape {value.shape}, expected {initializers[name].shape}")
         arrays[name] = value
     return arrays
+
+
+def refit_names(refittable: Iterable[str], names: WeightNameMap, available: Iterable[str]) -> list[str]:
+    """Which of the engine's refittable weights to set: those we have values for.
+    Every network weight must be refittable (else it would silently keep its build-time
+    value); parser-made weights we have no value for (``tmp_weight_N``) are left to
+    ``get_missing_weights``, which names them if TensorRT needs them."""
+    refittable = set(refittable)
+    frozen = sorted(names.onnx_to_canonical.keys() - refittable)
+    if frozen:
+        raise WeightsError(
+            f"{len(frozen)} network weights are not refittable in the TensorRT engine (e.g. {', '.join(frozen[:3])}); "
+            "expected all: the plan must be built with BuilderFlag.REFIT"
+        )
+    return sorted(refittable & set(available))
 
 
 def check_prototype(name: str, array: np.ndarray, prototype_count: int, prototype_dtype: str) -> None:

@@ -21,6 +21,7 @@ from f2n.export.trt_config import (
     check_prototype,
     read_plan,
     refit_arrays,
+    refit_names,
     write_plan,
 )
 
@@ -103,9 +104,7 @@ class TrtEngine:
         trt = self._trt
         arrays = refit_arrays(self.names, self._initializers, {k: v.detach().float().cpu().numpy() for k, v in state_dict.items()})
         keep_alive = []  # trt.Weights point into these buffers until the refit completes
-        for name in self._refitter.get_all_weights():
-            if name not in arrays:
-                raise WeightsError(f"TensorRT weight {name} has no ONNX initializer to refit it from")
+        for name in refit_names(self._refitter.get_all_weights(), self.names, arrays):
             prototype = self._refitter.get_weights_prototype(name)
             check_prototype(name, arrays[name], prototype.size, np.dtype(trt.nptype(prototype.dtype)).name)
             weights = trt.Weights(arrays[name])

@@ -19,6 +19,7 @@ from f2n.export.trt_config import (
     check_prototype,
     read_plan,
     refit_arrays,
+    refit_names,
     tile_profile,
     write_plan,
 )
@@ -93,6 +94,17 @@ def test_refit_values_cover_weights_and_other_initializers(tmp_path: Path) -> No
         assert arrays[name].flags.c_contiguous and arrays[name].dtype == np.float32
     with pytest.raises(WeightsError, match="lack 1 network weights"):
         refit_arrays(names, initializers, {k: v for k, v in state.items() if k != "conv_up1.bias"})
+
+
+def test_refit_sets_every_network_weight_and_refuses_frozen_ones(tmp_path: Path) -> None:
+    base = tiny_net(0)
+    graph = onnx.load(str(export_onnx(base, tmp_path / "tiny.onnx")))
+    names = map_initializers(graph, base.state_dict().keys())
+    available = initializer_arrays(graph).keys()
+    engine_weights = [*names.onnx_to_canonical, "tmp_weight_0"]  # a parser-made weight we hold no value for
+    assert refit_names(engine_weights, names, available) == sorted(names.onnx_to_canonical)
+    with pytest.raises(WeightsError, match="1 network weights are not refittable .*conv_last.bias"):
+        refit_names([n for n in engine_weights if n != "conv_last.bias"], names, available)
 
 
 def test_prototype_check_names_count_and_type() -> None:
