@@ -148,3 +148,23 @@ def test_prior_that_cannot_load_falls_back_to_the_base_network(photos: Path, tmp
     assert photo["adapted"] is False and "not installed" in photo["reason"]
     strict = invoke(*args, "--require-adaptation", "--overwrite")
     assert strict.exit_code == WeightsError.exit_code and "not installed" in strict.output
+
+
+def test_onnx_engine_takes_the_adapted_weights(photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """--engine dispatches to f2n.export.engines; its output after set_weights(θ_n)
+    matches the torch engine's on the same adapted weights."""
+    gt, _ = demo_pair()
+    write_image(tmp_path / "gt.png", gt)
+    outputs = {}
+    for engine in ("torch", "onnx"):
+        outputs[engine] = tmp_path / f"{engine}.png"
+        result = invoke(photos / "astronaut.png", "--out", outputs[engine], "--engine", engine, "--checkpoint",
+                        tiny_checkpoint, "--prior", f"oracle:{tmp_path / 'gt.png'}", "--precision", "fp32", *FAST,
+                        "--steps", "5", "--optimizer", "adam", "--lr", "0.01")
+        assert result.exit_code == 0 and "(adapted;" in result.output, result.output
+    torch_rgb, onnx_rgb = read_image(outputs["torch"]).rgb, read_image(outputs["onnx"]).rgb
+    assert np.abs(torch_rgb - onnx_rgb).max() <= 2 / 255
+    base = invoke(photos / "astronaut.png", "--out", tmp_path / "base.png", "--checkpoint", tiny_checkpoint,
+                  "--no-adapt", *FAST)
+    assert base.exit_code == 0
+    assert np.abs(read_image(tmp_path / "base.png").rgb - onnx_rgb).max() > 10 / 255  # θ_n really reached ORT
