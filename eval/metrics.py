@@ -1,0 +1,142 @@
+"""Image-quality metrics as customary in SR papers: PSNR and SSIM on the Y channel
+(BT.601, [16, 235]) with ``crop`` border pixels dropped (crop = scale), NIQE on Y; each on
+the whole image and on the non-face region (face boxes masked out).
+
+Inputs are (H, W, 3) float RGB in [0, 1], quantised as saved (callers round to 8 bit).
+SSIM is scikit-image's Gaussian-window SSIM (Wang et al. settings); the non-face value
+averages its SSIM map over non-face pixels. LPIPS (whole image) runs only where the
+registry's AlexNet is installed; FID/KID are not computed (see ``unavailable_metrics``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from skimage.metrics import structural_similarity
+
+from f2n.errors import ConfigError, InputImageError
+from f2n.eval.niqe import BLOCK, niqe, pristine_model
+
+Box = Sequence[float]  # x0, y0, x1, y1
+
+_SSIM_SIGMA = 1.5
+_SSIM_PAD = (2 * int(3.5 * _SSIM_SIGMA + 0.5) + 1) // 2  # scikit-image's window half-width
+
+
+def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB in [0, 1] -> (H, W) float64 luma in [16, 235] (MATLAB ``rgb2ycbcr``)."""
+    return 16.0 + rgb.astype(np.float64) @ np.array([65.481, 128.553, 24.966])
+
+
+def face_mask(shape_hw: tuple[int, int], boxes_lq: Sequence[Box], *, scale: int = 4) -> np.ndarray:
+    """(H, W) bool, True inside the LQ face boxes scaled by ``scale`` (outward to whole pixels)."""
+    mask = np.zeros(shape_hw, dtype=bool)
+    for x0, y0, x1, y1 in boxes_lq:
+        c0, r0 = max(0, int(np.floor(x0 * scale))), max(0, int(np.floor(y0 * scale)))
+        c1, r1 = min(shape_hw[1], int(np.ceil(x1 * scale))), min(shape_hw[0], int(np.ceil(y1 * scale)))
+        mask[r0:r1, c0:c1] = True
+    return mask
+
+
+def _check_pair(out: np.ndarray, gt: np.ndarray, exclude: np.ndarray | None, crop: int) -> None:
+    if out.shape != gt.shape or out.ndim != 3 or out.shape[2] != 3:
+        raise InputImageError(f"metric inputs are {out.shape} and {gt.shape}, expected two equal (H, W, 3) images")
+    if exclude is not None and exclude.shape != out.shape[:2]:
+        raise InputImageError(f"metric mask is {exclude.shape}, expected {out.shape[:2]}")
+    if crop < 0 or 2 * crop >= min(out.shape[:2]):
+        raise ConfigError(f"border crop {crop} does not fit a {out.shape[1]}x{out.shape[0]} image")
+
+
+def _crop(a: np.ndarray, crop: int) -> np.ndarray:
+    return a[crop : a.shape[0] - crop, crop : a.shape[1] - crop] if crop else a
+
+
+def psnr_y(out: np.ndarray, gt: np.ndarray, *, crop: int = 4, exclude: np.ndarray | None = None) -> float:
+    """PSNR (dB, peak 255) of the Y channel; ``exclude``: (H, W) bool pixels left out."""
+    _check_pair(out, gt, exclude, crop)
+    err = _crop((rgb_to_y(out) - rgb_to_y(gt)) ** 2, crop)
+    keep = np.ones_like(err, dtype=bool) if exclude is None else ~_crop(exclude, crop)
+    if not keep.any():
+        return float("nan")
+    mse = float(err[keep].mean())
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def ssim_y(out: np.ndarray, gt: np.ndarray, *, crop: int = 4, exclude: np.ndarray | None = None) -> float:
+    """SSIM of the Y channel (11x11 Gaussian window, sigma 1.5), mean of the SSIM map over
+    kept pixels away from the window's border (as scikit-image's own mean)."""
+    _check_pair(out, gt, exclude, crop)
+    _, ssim_map = structural_similarity(
+        _crop(rgb_to_y(out), crop), _crop(rgb_to_y(gt), crop), data_range=255.0,
+        gaussian_weights=True, sigma=_SSIM_SIGMA, use_sample_covariance=False, full=True,
+    )
+    keep = np.ones(ssim_map.shape, dtype=bool) if exclude is None else ~_crop(exclude, crop)
+    inner = _crop(ssim_map, _SSIM_PAD)[_crop(keep, _SSIM_PAD)]
+    return float(inner.mean()) if inner.size else float("nan")
+
+
+def niqe_y(out: np.ndarray, *, crop: int = 4, exclude: np.ndarray | None = None) -> float:
+    """NIQE of the Y channel (lower is better); NaN when fewer than two face-free 96 px blocks remain."""
+    y = _crop(rgb_to_y(out), crop)
+    if min(y.shape) < BLOCK:
+        return float("nan")
+    return niqe(y, exclude=None if exclude is None else _crop(exclude, crop))
+
+
+def unavailable_metrics(lpips_problem: str | None) -> dict[str, str]:
+    """Metrics left out of the table, with the reason."""
+    reasons = {
+        "fid": "not computed: needs Inception weights (none installed, no download) and hundreds of images",
+        "kid": "not computed: needs Inception weights (none installed, no download); a handful of photos is too few",
+        "lpips_nonface": "not computed: LPIPS is reported on the whole image only",
+    }
+    if lpips_problem is not None:
+        reasons["lpips"] = f"skipped: {lpips_problem}"
+    return reasons
+
+
+def load_lpips() -> tuple[Callable[[np.ndarray, np.ndarray], float] | None, str | None]:
+    """(LPIPS function, None) where the registry's AlexNet is installed, else (None, why not)."""
+    import torch
+
+    from f2n.errors import WeightsError
+    from f2n.training.perceptual import build_lpips
+
+    try:
+        net = build_lpips().eval()
+    except WeightsError as error:
+        return None, str(error)
+
+    def distance(out: np.ndarray, gt: np.ndarray) -> float:
+        pair = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1)[None] * 2 - 1 for a in (out, gt)]
+        with torch.no_grad():
+            return float(net(*pair).mean())
+
+    return distance, None
+
+
+def niqe_problem() -> str | None:
+    """None when NIQE can run here, else why not."""
+    try:
+        pristine_model()
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+def compute_metrics(out: np.ndarray, gt: np.ndarray, faces: np.ndarray | None, *, crop: int = 4, with_niqe: bool = True,
+                    lpips: Callable[[np.ndarray, np.ndarray], float] | None = None) -> dict[str, float]:
+    """The table's columns for one output: whole image and, given ``faces`` ((H, W) bool,
+    True on the face boxes), the non-face region."""
+    row = {"psnr": psnr_y(out, gt, crop=crop), "ssim": ssim_y(out, gt, crop=crop)}
+    if with_niqe:
+        row["niqe"] = niqe_y(out, crop=crop)
+    if lpips is not None:
+        row["lpips"] = lpips(out, gt)
+    if faces is not None:
+        row["psnr_nonface"] = psnr_y(out, gt, crop=crop, exclude=faces)
+        row["ssim_nonface"] = ssim_y(out, gt, crop=crop, exclude=faces)
+        if with_niqe:
+            row["niqe_nonface"] = niqe_y(out, crop=crop, exclude=faces)
+    return row

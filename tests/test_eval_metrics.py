@@ -1,0 +1,77 @@
+"""Metrics: Y-channel PSNR/SSIM agree with scikit-image, the face mask is exact, NIQE ranks noise worse."""
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+from skimage.color import rgb2ycbcr
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from f2n.eval.metrics import compute_metrics, face_mask, niqe_y, psnr_y, rgb_to_y, ssim_y
+from f2n.eval.niqe import niqe
+
+
+@pytest.fixture(scope="module")
+def pair():
+    gt = skimage.data.astronaut()[:160, 100:276].astype(np.float32) / 255
+    noisy = np.clip(gt + np.random.default_rng(0).normal(0, 0.04, gt.shape), 0, 1)
+    return np.round(noisy * 255).astype(np.float32) / 255, gt
+
+
+def test_psnr_and_ssim_agree_with_scikit_image(pair):
+    out, gt = pair
+    y_out, y_gt = rgb2ycbcr(out)[4:-4, 4:-4, 0], rgb2ycbcr(gt)[4:-4, 4:-4, 0]
+    assert psnr_y(out, gt, crop=4) == pytest.approx(peak_signal_noise_ratio(y_gt, y_out, data_range=255), abs=1e-6)
+    reference = structural_similarity(y_gt, y_out, data_range=255, gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False)
+    assert ssim_y(out, gt, crop=4) == pytest.approx(reference, abs=1e-6)
+    np.testing.assert_allclose(rgb_to_y(gt), rgb2ycbcr(gt)[..., 0], atol=1e-4)  # skimage: float32
+
+
+def test_identical_images_are_perfect(pair):
+    _, gt = pair
+    assert psnr_y(gt, gt) == float("inf")
+    assert ssim_y(gt, gt) == pytest.approx(1.0)
+
+
+def test_face_mask_covers_exactly_the_scaled_boxes():
+    mask = face_mask((60, 80), [(2.5, 3, 10, 12), (18, 10, 30, 40)], scale=4)
+    expected = np.zeros((60, 80), bool)
+    expected[12:48, 10:40] = True  # x 2.5..10 -> 10..40, y 3..12 -> 12..48
+    expected[40:60, 72:80] = True  # clipped at the image border
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_nonface_metrics_ignore_exactly_the_masked_pixels(pair):
+    out, gt = pair
+    faces = face_mask(gt.shape[:2], [(10, 8, 25, 20)], scale=4)
+    spoiled = out.copy()
+    spoiled[faces] = 1.0 - spoiled[faces]  # ruin the faces only
+    assert psnr_y(spoiled, gt, exclude=faces) == pytest.approx(psnr_y(out, gt, exclude=faces), abs=1e-9)
+    assert psnr_y(spoiled, gt) < psnr_y(out, gt) - 3
+    # Outside the mask the two images are the same pixels: the non-face PSNR is their direct PSNR.
+    keep = ~faces[4:-4, 4:-4]
+    direct = peak_signal_noise_ratio(rgb_to_y(gt)[4:-4, 4:-4][keep], rgb_to_y(out)[4:-4, 4:-4][keep], data_range=255)
+    assert psnr_y(out, gt, exclude=faces) == pytest.approx(direct, abs=1e-6)
+    row = compute_metrics(spoiled, gt, faces)
+    assert row["ssim_nonface"] > row["ssim"]
+
+
+def test_niqe_ranks_a_clean_natural_image_better_than_its_noisy_version(shared_data):
+    rgb = np.asarray(Image.open(sorted((shared_data / "natural_hq").glob("*.png"))[0]).convert("RGB"))
+    clean = rgb.astype(np.float32) / 255
+    noisy = np.clip(clean + np.random.default_rng(1).normal(0, 0.05, clean.shape), 0, 1)
+    clean_score, noisy_score = niqe_y(clean), niqe_y(noisy)
+    assert 1.0 < clean_score < 10.0  # the range published NIQE gives for sharp natural images
+    assert noisy_score > clean_score + 1.0
+
+
+def test_niqe_exclusion_drops_blocks_and_rejects_small_inputs():
+    rng = np.random.default_rng(0)
+    gray = np.clip(128 + 40 * rng.standard_normal((288, 288)), 0, 255)
+    everything = np.ones(gray.shape, bool)
+    assert np.isnan(niqe(gray, exclude=everything))
+    one_block_free = everything.copy()
+    one_block_free[:192, :192] = False  # 4 of 9 blocks left
+    assert np.isfinite(niqe(gray, exclude=one_block_free))
+    assert np.isnan(niqe_y(np.zeros((90, 300, 3), np.float32)))

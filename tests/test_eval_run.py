@@ -1,0 +1,93 @@
+"""f2n-eval end to end on a tiny RRDBNet and one small face photo: every method row, the
+report files, the CLI's exit codes."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import save_file
+
+from f2n.eval.cli import main
+from f2n.eval.report import write_report
+from f2n.eval.run import EvalConfig, evaluate_set
+from f2n.eval.testset import build_test_set
+from f2n.nets.rrdbnet import RRDBNet
+
+
+@pytest.fixture(scope="module")
+def tiny_network(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("net") / "tiny.safetensors"
+    save_file(RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict(), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def face_set(shared_data, tmp_path_factory):
+    """One aligned FFHQ face shrunk to 192 px: a 48 px LQ face the detector finds."""
+    hq = tmp_path_factory.mktemp("hq")
+    Image.open(sorted((shared_data / "faces_hq").glob("*.png"))[0]).convert("RGB").save(hq / "face.png")
+    out = tmp_path_factory.mktemp("set")
+    build_test_set(hq, out, kind="iid", seed=0, max_side=192)
+    return out
+
+
+def test_evaluate_set_gives_every_method_and_metric(face_set, tiny_network, tmp_path):
+    config = EvalConfig(steps=(1, 2), priors=("oracle", "gpen"), base_network=str(tiny_network), lpips=False)
+    result = evaluate_set(face_set, config)
+    (photo,) = result.photos
+    assert len(photo.face_boxes) == 1
+    assert list(photo.metrics) == ["bicubic", "tiny base", "tiny adapted n=1, oracle prior (upper bound)",
+                                   "tiny adapted n=2, oracle prior (upper bound)"]
+    assert "adapted, gpen prior" in result.not_run  # no GPEN weights in the test's F2N_HOME
+    assert {"fid", "kid"} <= result.not_run.keys()
+    for row in photo.metrics.values():
+        assert set(row) == {"psnr", "ssim", "niqe", "psnr_nonface", "ssim_nonface", "niqe_nonface"}
+        assert np.isfinite(row["psnr"]) and 0 < row["ssim"] <= 1
+    # Adapting to the ground-truth faces moves the output: the snapshots differ from the base.
+    outputs = photo.outputs
+    assert not np.array_equal(outputs["tiny base"], outputs["tiny adapted n=1, oracle prior (upper bound)"])
+    assert not np.array_equal(outputs["tiny adapted n=1, oracle prior (upper bound)"],
+                              outputs["tiny adapted n=2, oracle prior (upper bound)"])
+
+    paths = write_report(result, tmp_path / "report")
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [r["image"] for r in rows] == ["face"] * 4 + ["mean"] * 4
+    assert float(rows[0]["psnr"]) == pytest.approx(photo.metrics["bicubic"]["psnr"])
+    text = paths["markdown"].read_text()
+    assert "upper bound" in text and "GPEN weights unavailable" in text
+    crops = np.asarray(Image.open(paths["crops:face"]))
+    assert crops.shape == (32 + 192, 5 * 192, 3)  # LQ, bicubic, base, adapted n=2, GT
+
+
+def test_cli_build_and_run(shared_data, tiny_network, tmp_path):
+    hq = tmp_path / "hq"
+    hq.mkdir()
+    Image.open(sorted((shared_data / "faces_hq").glob("*.png"))[1]).convert("RGB").save(hq / "face.png")
+    runner = CliRunner()
+    built = runner.invoke(main, ["build", str(hq), str(tmp_path / "set"), "--kind", "ood", "--seed", "5",
+                                 "--max-side", "128"])
+    assert built.exit_code == 0, built.output
+    assert json.loads((tmp_path / "set" / "manifest.json").read_text())["kind"] == "ood"
+    ran = runner.invoke(main, ["run", str(tmp_path / "set"), "--out", str(tmp_path / "report"), "--steps", "1",
+                               "--prior", "oracle", "--base", str(tiny_network), "--no-lpips"])
+    assert ran.exit_code == 0, ran.output
+    assert "| tiny base |" in ran.output and (tmp_path / "report" / "results.csv").is_file()
+
+
+def test_cli_errors_are_one_line_with_exit_codes(tmp_path, tiny_network):
+    runner = CliRunner()
+    missing = runner.invoke(main, ["run", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")])
+    assert missing.exit_code == 2 and missing.output.count("\n") == 1 and "not a test set" in missing.output
+    assert not (tmp_path / "r").exists()
+    (tmp_path / "set").mkdir()
+    (tmp_path / "set" / "manifest.json").write_text(json.dumps({"kind": "iid", "seed": 0, "scale": 4, "images": []}))
+    bad_steps = runner.invoke(main, ["run", str(tmp_path / "set"), "--out", str(tmp_path / "r"), "--steps", "1,x"])
+    assert bad_steps.exit_code == 5 and "comma-separated integers" in bad_steps.output
+    gpen = runner.invoke(main, ["run", str(tmp_path / "set"), "--out", str(tmp_path / "r"), "--prior", "gpen",
+                                "--base", str(tiny_network)])
+    assert gpen.exit_code == 3 and gpen.output.startswith("error: ")
