@@ -84,8 +84,6 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
 
         return run_demo(device=device, checkpoint=checkpoint, steps=steps, lr=lr, optimizer=optimizer)
     sources = collect_inputs(inputs)
-    if save_debug:
-        check_debug_available()
     jobs = plan_jobs(sources, out, save_weights, save_debug)
     if prior.startswith("oracle:") and len(jobs) != 1:
         raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
@@ -172,13 +170,6 @@ def process(pipeline: AdaptAndRun, job: Job, overwrite: bool) -> RunReport:
     how = "adapted" if report.adapted else f"base network: {report.reason}"
     click.echo(f"ok {job.source} -> {job.output} ({how}; {report.timings.get('total', 0):.1f} s)", err=True)
     return report
-
-
-def check_debug_available() -> None:
-    try:
-        from f2n.runtime.debug_images import save_debug  # noqa: F401 - only checking it is there
-    except ImportError as error:
-        raise ConfigError(f"--save-debug is not available in this build: {error}") from None
 
 
 def load_prior(spec: str, device: str, first_source: Path, required: bool) -> tuple[object | None, str]:

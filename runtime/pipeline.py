@@ -15,6 +15,7 @@ from torch import nn
 
 from f2n.errors import InputImageError
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, adapt
+from f2n.runtime.debug_images import save_debug
 from f2n.runtime.face_detect import Detections
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
@@ -92,9 +93,7 @@ class AdaptAndRun:
                     save_adapted_weights(weights_out, result.adaptation, source, self.config.adapt)
             if debug_dir is not None and result.faces is not None:
                 with timed(timings, "save_debug"):
-                    from f2n.runtime.debug_images import save_debug  # only --save-debug needs it
-
-                    save_debug(debug_dir, result.faces)
+                    save_debug(result.faces, image.rgb, debug_dir)
         return self._report(source, output, result, timings)
 
     def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None) -> Enhanced:

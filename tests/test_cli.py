@@ -104,9 +104,11 @@ def test_single_file_out_and_saved_weights(photos: Path, tmp_path: Path, tiny_ch
     write_image(tmp_path / "gt.png", gt)
     out, weights = tmp_path / "sr.png", tmp_path / "theta.safetensors"
     result = invoke(photos / "astronaut.png", "--out", out, "--checkpoint", tiny_checkpoint,
-                    "--prior", f"oracle:{tmp_path / 'gt.png'}", "--save-weights", weights, "--paste-faces", *FAST)
+                    "--prior", f"oracle:{tmp_path / 'gt.png'}", "--save-weights", weights, "--paste-faces",
+                    "--save-debug", *FAST)
     assert result.exit_code == 0, result.output
     assert out.is_file() and "adapted" in result.output
+    assert any((tmp_path / "astronaut_debug").iterdir())
     from f2n.weights import load_sr_network
 
     reloaded = load_sr_network(weights).model.state_dict()
