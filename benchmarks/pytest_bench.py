@@ -7,6 +7,7 @@ test); ``F2N_BENCH_SET=full`` picks the GPU sizes."""
 import pytest
 
 from f2n.benchmarks.stages import Stage, StageUnavailable
+from f2n.errors import EngineUnavailableError
 from f2n.benchmarks.suites import suite_stages
 
 ROUNDS = 5
@@ -21,7 +22,7 @@ def bench_stage(benchmark, stage: Stage) -> None:
     """Set the stage up outside the timing, then time ROUNDS calls after one warm-up."""
     try:
         run = stage.setup()
-    except StageUnavailable as reason:
+    except (StageUnavailable, EngineUnavailableError) as reason:
         pytest.skip(str(reason))
     benchmark.group = stage.group
     benchmark.extra_info.update(device=stage.device, output_megapixels=stage.output_megapixels)

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Mapping
 from f2n.benchmarks.machine import describe_machine, machine_class
 from f2n.benchmarks.stages import Stage, StageUnavailable
 from f2n.benchmarks.timing import injected_delays, measure
-from f2n.errors import ConfigError
+from f2n.errors import ConfigError, EngineUnavailableError
 
 BASELINE_DIR = Path(__file__).resolve().parent / "baseline"
 DEFAULT_THRESHOLD = 0.25
@@ -31,6 +31,7 @@ class StageResult:
     seconds: float | None = None  # median over the rounds; None when the stage did not run
     reference_seconds: float | None = None
     output_megapixels: float = 0.0
+    breakdown: Mapping[str, float] = field(default_factory=dict)  # median seconds per pipeline step
     unavailable: str = ""  # why the stage cannot run here (missing part, no GPU, ...)
     error: str = ""  # the stage ran and raised: always a failure
 
@@ -60,11 +61,12 @@ def measure_stage(stage: Stage, rounds: int, warmup: int, delay_fraction: float 
     try:
         run = stage.setup()
         timing = measure(run, rounds, warmup, delay_fraction)
-    except StageUnavailable as reason:
+    except (StageUnavailable, EngineUnavailableError) as reason:
         return StageResult(**common, unavailable=str(reason))
     except Exception as error:  # reported as a failing stage by check and record
         return StageResult(**common, error=f"{type(error).__name__}: {error}".splitlines()[0])
-    return StageResult(**common, seconds=timing.seconds, reference_seconds=timing.reference_seconds)
+    return StageResult(**common, seconds=timing.seconds, reference_seconds=timing.reference_seconds,
+                       breakdown=dict(timing.breakdown))
 
 
 def _delay_for(stage: Stage, delays: Mapping[str, float]) -> float:

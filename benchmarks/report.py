@@ -67,12 +67,32 @@ def markdown(result: SuiteResult) -> str:
     if skipped:
         lines += ["", "Not measured here:", ""]
         lines += [f"- `{stage.key}`: {stage.unavailable or 'failed: ' + stage.error}" for stage in skipped]
+    for stage in (stage for stage in result.stages if stage.breakdown):
+        lines += ["", f"End to end `{stage.key}`, median seconds per step:", "", "| step | seconds |", "| --- | ---: |"]
+        lines += [f"| {name} | {seconds:.3f} |" for name, seconds in waterfall_steps(dict(stage.breakdown))]
+        lines.append(f"| **total** | {stage.breakdown.get('total', stage.seconds):.3f} |")
     ratios = peer_ratios(result)
     if ratios:
         lines += ["", "| peer (same input) | peer | f2n's fastest CPU path | f2n / peer |", "| --- | ---: | --- | ---: |"]
         lines += [f"| `{r.peer}` | {r.peer_seconds * 1e3:.0f} ms | `{r.f2n_stage}` {r.f2n_seconds * 1e3:.0f} ms "
                   f"| {r.ratio:.2f} |" for r in ratios]
     return "\n".join(lines) + "\n"
+
+
+def waterfall_steps(breakdown: dict[str, float]) -> list[tuple[str, float]]:
+    """The pipeline's top-level steps in run order, plus the unaccounted rest of ``total``
+    (``adapt.step_i`` are parts of ``adapt`` and are left out)."""
+    steps = [(key, seconds) for key, seconds in breakdown.items()
+             if key != "total" and not key.startswith("adapt.step_")]
+    rest = breakdown.get("total", 0.0) - sum(seconds for _, seconds in steps)
+    return steps + ([("other", rest)] if rest > 0 else [])
+
+
+def _bars(axis, stages: list[StageResult], values: list[float], xlabel: str, title: str) -> None:
+    axis.barh([stage.key for stage in stages], values, color=[GROUP_COLOURS[stage.group] for stage in stages])
+    axis.invert_yaxis()
+    axis.set_xlabel(xlabel)
+    axis.set_title(title)
 
 
 def write_chart(result: SuiteResult, path: Path) -> None:
@@ -82,24 +102,27 @@ def write_chart(result: SuiteResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     measured = [stage for stage in _ordered(result) if stage.seconds is not None]
-    sr = [stage for stage in measured if stage.output_megapixels]
-    figure, (stages_axis, sr_axis) = plt.subplots(
-        1, 2, figsize=(14, max(4.0, 0.32 * len(measured))), gridspec_kw={"width_ratios": [3, 2]})
-    stages_axis.barh([stage.key for stage in measured], [stage.seconds * 1e3 for stage in measured],
-                     color=[GROUP_COLOURS[stage.group] for stage in measured])
-    stages_axis.set_xscale("log")
-    stages_axis.invert_yaxis()
-    stages_axis.set_xlabel("median latency per call (ms, log scale)")
-    stages_axis.set_title("per stage")
-    sr_axis.barh([stage.key for stage in sr], [stage.seconds / stage.output_megapixels for stage in sr],
-                 color=[GROUP_COLOURS[stage.group] for stage in sr])
-    sr_axis.invert_yaxis()
-    sr_axis.set_xlabel("seconds per megapixel of x4 output")
-    sr_axis.set_title("SR per engine and precision (grey: peers)")
+    sr = [stage for stage in measured if stage.group in ("sr", "peer")]
+    end_to_end = [stage for stage in measured if stage.breakdown]
+    panels = 2 + len(end_to_end)
+    figure, axes = plt.subplots(panels, 1, figsize=(11, 0.3 * len(measured) + 0.3 * len(sr) + 3.5 * panels))
+    _bars(axes[0], measured, [stage.seconds * 1e3 for stage in measured],
+          "median latency per call (ms, log scale)", "per stage")
+    axes[0].set_xscale("log")
+    _bars(axes[1], sr, [stage.seconds / stage.output_megapixels for stage in sr],
+          "seconds per megapixel of x4 output", "SR per engine and precision (grey: peers on the same input)")
+    for axis, stage in zip(axes[2:], end_to_end):
+        steps = waterfall_steps(dict(stage.breakdown))
+        starts = [sum(seconds for _, seconds in steps[:index]) for index in range(len(steps))]
+        axis.barh([name for name, _ in steps], [seconds for _, seconds in steps], left=starts,
+                  color=GROUP_COLOURS["e2e"])
+        axis.invert_yaxis()
+        axis.set_xlabel("seconds since the photo was opened")
+        axis.set_title(f"end to end, waterfall of median step times: {stage.key}")
     figure.suptitle(f"f2n stage latency on {result.machine['machine_class']} ({result.suite} suite)")
     figure.tight_layout()
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as handle:
-        figure.savefig(handle, format="png", dpi=110)
+        figure.savefig(handle, format="png", dpi=100)
     plt.close(figure)
     os.replace(handle.name, path)
 

@@ -104,11 +104,17 @@ def encode(height: int, width: int, suffix: str) -> TimedCall:
 
 # ---- shared inputs -------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=1)
+def sr_loaded():
+    """Real-ESRGAN x4plus as f2n.weights loads it (converted from the ncnn package on first use)."""
+    return require_module("f2n.weights").load_sr_network()
+
+
 @functools.lru_cache(maxsize=2)
 def sr_model(network: str) -> torch.nn.Module:
-    """``real``: Real-ESRGAN x4plus (f2n.weights); ``tiny``: a seeded 1-block RRDBNet for smoke runs."""
+    """``real``: Real-ESRGAN x4plus; ``tiny``: a seeded 1-block RRDBNet for smoke runs."""
     if network == "real":
-        return require_module("f2n.weights").load_sr_network().model.eval()
+        return sr_loaded().model.eval()
     torch.manual_seed(0)
     return require_module("f2n.nets").RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).eval()
 
@@ -149,19 +155,25 @@ def align(height: int, width: int, face_size: int = 512) -> TimedCall:
     return run
 
 
-def face_prior(faces: int, size: int = 512, device: str = "cpu") -> TimedCall:
-    """GPEN-BFR in the official architecture with RANDOM weights (the real ones are not
-    redistributable here); the time does not depend on the weight values."""
+def random_gpen_prior(size: int, device: torch.device):
+    """GPENPrior holding GPEN-BFR in the official architecture with RANDOM (seeded) weights:
+    the real ones are not available here, and the time does not depend on the values.
+    Returns the prior and the temporary folder that must outlive it."""
     prior_module = require_module("f2n.runtime.face_prior")
     gpen = require_module("f2n.nets.gpen")
     from safetensors.torch import save_file
 
-    where = _device(device)
     folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
     path = Path(folder.name) / f"gpen-random-{size}.safetensors"
     torch.manual_seed(0)
     save_file({key: value.contiguous() for key, value in gpen.GPEN(size=size).state_dict().items()}, str(path))
-    prior = prior_module.GPENPrior(path, size=size, device=where)
+    return prior_module.GPENPrior(path, size=size, device=device), folder
+
+
+def face_prior(faces: int, size: int = 512, device: str = "cpu") -> TimedCall:
+    """``faces`` aligned faces through GPEN-BFR-``size`` (random weights, see random_gpen_prior)."""
+    where = _device(device)
+    prior, folder = random_gpen_prior(size, where)
     aligned = np.stack([cv2.resize(photo_rgb(512, 512)[:256, 128:384], (size, size))] * faces)
     affines = np.tile(np.eye(2, 3, dtype=np.float64), (faces, 1, 1))
 
@@ -203,51 +215,69 @@ def adapt_step(patches: int, lq_size: int, device: str = "cpu", precision: str =
 
 # ---- engines: weight hand-over and tiled SR ----------------------------------------------
 
-def make_engine(kind: str, precision: str, device: str, model: torch.nn.Module, folder: Path):
-    """An SR engine of ``kind`` (torch, onnx-reinit, onnx-inputs, aoti, trt) for ``model``."""
+def make_engine(kind: str, precision: str, device: str, network: str = "real"):
+    """An SR engine: ``torch``, ``onnx-reinit`` / ``onnx-inputs`` (the two ONNX Runtime weight
+    replacements), ``aoti`` or ``trt``, built the way ``f2n-adapt-and-run`` builds them."""
     _device(device)
     if kind == "torch":
-        return require_module("f2n.runtime.torch_engine").TorchEngine(model, device=device, precision=precision)
+        return require_module("f2n.runtime.torch_engine").TorchEngine(sr_model(network), device=device,
+                                                                       precision=precision)
+    if network != "real":
+        raise ValueError(f"engine {kind!r} is benchmarked with the real network only, got {network!r}")
+    loaded = sr_loaded()
     if kind.startswith("onnx-"):
-        onnx_path = require_module("f2n.export.onnx_export").export_onnx(
-            model, folder / f"sr-{precision}.onnx", precision=precision)
+        onnx_path = require_module("f2n.export.onnx_export").cached_onnx(loaded.model, precision=precision)
         return require_module("f2n.export.ort_engine").OrtEngine(
-            onnx_path, list(model.state_dict()), device=device, replacement=kind.removeprefix("onnx-"))
-    if kind == "aoti":
-        return require_module("f2n.export.aoti").load_aoti_engine(model, device=device, precision=precision)
-    if kind == "trt":
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            raise StageUnavailable("TensorRT cannot be installed here") from None
-        raise StageUnavailable("f2n has no TensorRT engine module yet")
-    raise ValueError(f"unknown engine kind {kind!r}")
+            onnx_path, loaded.model.state_dict(), device=device, replacement=kind.removeprefix("onnx-"))
+    tiling = require_module("f2n.runtime.tiling")
+    return require_module("f2n.export.engines").make_engine(kind, loaded, device=device, precision=precision,
+                                                            tile=tiling.DEFAULT_TILE)
 
 
 def handover(kind: str, precision: str = "fp32", device: str = "cpu", network: str = "real") -> TimedCall:
     """``engine.set_weights(θ_n)``: how long a photo's adapted weights take to reach the engine."""
-    folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
-    model = sr_model(network)
-    engine = make_engine(kind, precision, device, model, Path(folder.name))
-    weights = perturbed_weights(model)
-    where = torch.device(device)
-
-    def run() -> None:
-        _ = folder
-        engine.set_weights(weights)
-
-    return _synchronized(run, where)
+    engine = make_engine(kind, precision, device, network)
+    weights = perturbed_weights(sr_model(network))
+    return _synchronized(lambda: engine.set_weights(weights), torch.device(device))
 
 
 def tiled_sr(kind: str, precision: str, device: str, height: int, width: int, network: str = "real") -> TimedCall:
     """``tiled_upscale`` of an (height, width) photo with the default tile and overlap."""
     tiling = require_module("f2n.runtime.tiling")
-    folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
-    engine = make_engine(kind, precision, device, sr_model(network), Path(folder.name))
+    engine = make_engine(kind, precision, device, network)
     rgb = photo_rgb(height, width)
+    return lambda: tiling.tiled_upscale(engine, rgb)  # host arrays out: the GPU work is finished
 
-    def run() -> np.ndarray:
-        _ = folder
-        return tiling.tiled_upscale(engine, rgb)
 
-    return run  # tiled_upscale returns host arrays: the GPU work is finished
+# ---- end to end ------------------------------------------------------------------------
+
+def end_to_end(height: int, width: int, steps: int, patches: int, engine: str = "torch", precision: str = "fp32",
+               device: str = "cpu") -> TimedCall:
+    """``AdaptAndRun(photo, output)``: decode, face stage (GPEN with random weights), ``steps``
+    adaptation steps on ``patches`` patches, weight hand-over, tiles, encode. The call returns
+    the run report, whose per-step timings become the stage's breakdown (the waterfall)."""
+    pipeline = require_module("f2n.runtime.pipeline")
+    adapt = require_module("f2n.runtime.adapt")
+    face_stage = require_module("f2n.runtime.face_stage")
+    patches_module = require_module("f2n.runtime.face_patches")
+    images = require_module("f2n.runtime.images")
+    where = _device(device)
+    prior, prior_folder = random_gpen_prior(512, where)
+    folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
+    source, output = Path(folder.name) / "photo.png", Path(folder.name) / "photo_x4.png"
+    images.write_image(source, photo_rgb(height, width))
+    config = pipeline.PipelineConfig(
+        adapt=adapt.AdaptConfig(steps=steps, device=device),
+        face=face_stage.FaceStageConfig(patches=patches_module.PatchConfig(count=patches)))
+    run_pipeline = pipeline.AdaptAndRun(
+        model=sr_model("real"), engine=make_engine(engine, precision, device),
+        detector=require_module("f2n.runtime.face_detect").RetinaFaceDetector(), prior=prior, config=config)
+
+    def run() -> object:
+        _ = folder, prior_folder
+        report = run_pipeline(source, output)
+        if not report.adapted:  # a benchmark that silently skipped adaptation would measure too little
+            raise RuntimeError(f"the benchmark photo was not adapted: {report.reason}")
+        return report
+
+    return run

@@ -36,6 +36,12 @@ def _handover(kind: str, precision: str, device: str, network: str = "real") -> 
                  "handover", partial(stages.handover, kind, precision, device, network), device)
 
 
+def _end_to_end(engine: str, precision: str, device: str, side: int, steps: int, patches: int) -> Stage:
+    return Stage(f"end_to_end/{engine}-{precision}-{device}", f"{side}x{side}-{steps}steps-{patches}patches", "e2e",
+                 partial(stages.end_to_end, side, side, steps, patches, engine, precision, device), device,
+                 _output_mp(side, side))
+
+
 def _peers(side: int) -> tuple[Stage, ...]:
     size = f"{side}x{side}"
     return (Stage("peer/ncnn-cpu", size, "peer", partial(peers.ncnn_cpu, side, side), "cpu", _output_mp(side, side)),
@@ -69,6 +75,7 @@ def _default() -> tuple[Stage, ...]:
         _sr("onnx-reinit", "fp32", "cpu", PEER_SIZE),
         *_peers(PEER_SIZE),
         Stage("encode", "png-1024x1024", "io", partial(stages.encode, 1024, 1024, ".png")),
+        _end_to_end("torch", "fp32", "cpu", 96, steps=1, patches=8),
     )
 
 
@@ -97,6 +104,8 @@ def _full() -> tuple[Stage, ...]:
         _sr("onnx-reinit", "fp32", "cpu", 128),
         *_peers(128),
         Stage("encode", "png-4800x4800", "io", partial(stages.encode, 4800, 4800, ".png")),
+        _end_to_end("torch", "fp16", "cuda", 512, steps=5, patches=16),
+        _end_to_end("trt", "fp16", "cuda", 512, steps=5, patches=16),
     )
 
 

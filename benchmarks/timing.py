@@ -8,7 +8,8 @@ far less between runs on a shared or throttled machine than either time alone.
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -24,6 +25,9 @@ class Timing:
     seconds: float  # median stage time over the rounds
     reference_seconds: float  # median reference time over the same rounds
     rounds: int
+    # Median seconds per step where the call returns an object with a ``timings`` mapping
+    # (the pipeline's run report): the end-to-end waterfall.
+    breakdown: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -63,12 +67,20 @@ def injected_delays(environ: dict[str, str] | None = None) -> dict[str, float]:
     return delays
 
 
-def _timed(run: Callable[[], object], delay_fraction: float) -> float:
+def _timed(run: Callable[[], object], delay_fraction: float) -> tuple[float, object]:
     start = time.perf_counter()
-    run()
+    value = run()
     if delay_fraction:
         time.sleep((time.perf_counter() - start) * delay_fraction)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, value
+
+
+def _median_steps(values: list[object]) -> dict[str, float]:
+    steps = [timings for timings in (getattr(value, "timings", None) for value in values)
+             if isinstance(timings, Mapping)]
+    if not steps:
+        return {}
+    return {key: statistics.median(float(timings.get(key, 0.0)) for timings in steps) for key in steps[0]}
 
 
 def measure(run: Callable[[], object], rounds: int, warmup: int = 1, delay_fraction: float = 0.0) -> Timing:
@@ -80,8 +92,10 @@ def measure(run: Callable[[], object], rounds: int, warmup: int = 1, delay_fract
     for _ in range(warmup):
         reference_workload()
         run()
-    stage_times, reference_times = [], []
+    stage_times, reference_times, values = [], [], []
     for _ in range(rounds):
-        reference_times.append(_timed(reference_workload, 0.0))
-        stage_times.append(_timed(run, delay_fraction))
-    return Timing(statistics.median(stage_times), statistics.median(reference_times), rounds)
+        reference_times.append(_timed(reference_workload, 0.0)[0])
+        seconds, value = _timed(run, delay_fraction)
+        stage_times.append(seconds)
+        values.append(value)
+    return Timing(statistics.median(stage_times), statistics.median(reference_times), rounds, _median_steps(values))

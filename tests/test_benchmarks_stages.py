@@ -1,0 +1,60 @@
+"""Stage harness: the smoke suite runs against the real f2n modules, unavailable and failing
+stages are recorded (not raised), breakdowns are medians, suites are well formed."""
+
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from f2n.benchmarks.machine import machine_class
+from f2n.benchmarks.regression import measure_stage, run_suite
+from f2n.benchmarks.report import GROUP_ORDER
+from f2n.benchmarks.stages import Stage, require_module
+from f2n.benchmarks.suites import SUITE_ENV, selected_suite, suite_names, suite_stages
+from f2n.benchmarks.timing import measure
+from f2n.errors import ConfigError
+
+
+def test_smoke_suite_runs_every_stage_on_the_current_modules() -> None:
+    result = run_suite("smoke", suite_stages("smoke"), rounds=1, warmup=0)
+    problems = {stage.key: stage.error or stage.unavailable for stage in result.stages if stage.seconds is None}
+    assert problems == {}
+    assert all(stage.seconds > 0 and stage.reference_seconds > 0 for stage in result.stages)
+
+
+@pytest.mark.parametrize("suite", suite_names())
+def test_suites_have_unique_keys_and_known_groups(suite: str) -> None:
+    stages = suite_stages(suite)
+    keys = [stage.key for stage in stages]
+    assert len(keys) == len(set(keys))
+    assert all(stage.group in GROUP_ORDER and stage.device in ("cpu", "cuda") for stage in stages)
+    assert all(stage.output_megapixels > 0 for stage in stages if stage.group in ("sr", "peer"))
+
+
+def test_suite_selection_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SUITE_ENV, "full")
+    assert selected_suite() == "full" and selected_suite("smoke") == "smoke"
+    monkeypatch.setenv(SUITE_ENV, "huge")
+    with pytest.raises(ConfigError, match="'huge' is unknown; expected one of smoke, default, full"):
+        selected_suite()
+
+
+def test_missing_module_makes_a_stage_unavailable_and_an_exception_a_failure() -> None:
+    missing = measure_stage(Stage("ghost", "1", "io", lambda: require_module("f2n.no_such_module")), 1, 0)
+    assert missing.seconds is None and "f2n.no_such_module cannot be imported" in missing.unavailable
+
+    def broken() -> None:
+        raise ValueError("tile went wrong")
+
+    failed = measure_stage(Stage("broken", "1", "io", lambda: broken), 1, 0)
+    assert failed.seconds is None and failed.error == "ValueError: tile went wrong"
+
+
+def test_breakdown_is_the_median_per_step_of_the_reported_timings() -> None:
+    reports = iter([SimpleNamespace(timings={"tile": t, "total": 2 * t}) for t in (3.0, 1.0, 2.0)])
+    timing = measure(lambda: next(reports), rounds=3, warmup=0)
+    assert timing.breakdown == {"tile": 2.0, "total": 4.0}
+
+
+def test_machine_class_names_cpu_and_cores_or_gpu() -> None:
+    assert re.fullmatch(r"cpu-[a-z0-9-]+-\d+c|gpu-[a-z0-9-]+", machine_class())
