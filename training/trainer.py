@@ -43,7 +43,6 @@ class Run:
     optimizers: MetaOptimizers
     ema: AveragedModel | None
     sampler: TaskSampler
-    context: DistContext
 
 
 def train(config: TrainConfig, *, log: Log = print, progress: bool = True, device: str = "auto") -> Path | None:
@@ -98,7 +97,7 @@ def _prepare(config: TrainConfig, context: DistContext, log: Log) -> tuple[Run, 
     ema = AveragedModel(sr, multi_avg_fn=get_ema_multi_avg_fn(opt.ema_decay)) if opt.ema_decay else None
     restore = resolve_face_targets(config.data.face_targets, context.device, log)
     run = Run(MetaModules(sr, masknet, disc, lpips), optimizers, ema,
-              TaskSampler(faces, naturals, config.data, config.run.seed, restore), context)
+              TaskSampler(faces, naturals, config.data, config.run.seed, restore))
     start = _resume(run, config, log) if config.run.resume is not None else 0
     for module in (sr, masknet, disc, ema):
         if module is not None:
