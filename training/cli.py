@@ -29,7 +29,8 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--ood", is_flag=True, help="Out-of-distribution degradations (motion blur, speckle).")
 @click.option("--face-targets", type=click.Choice(["auto", "prior", "gt"]), default=_DEFAULT_DATA.face_targets,
               help="Inner-loop targets: GPEN restorations or GT faces; auto takes the prior when its weights are cached.")
-@click.option("--sr-weights", type=_FILE, default=None, help="Start θ from these weights (e.g. RealESRGAN_x4plus.pth).")
+@click.option("--sr-weights", type=_FILE, default=None,
+              help="Start θ from these weights: a file or a registry name (realesrgan-x4plus).")
 @click.option("--disc-weights", type=_FILE, default=None, help="Start D from these weights (RealESRGAN_x4plus_netD.pth).")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Training checkpoint or run folder to resume.")
 @click.option("--num-block", type=click.IntRange(1), default=_DEFAULT_NET.num_block, help="RRDB blocks (random θ only).")

@@ -19,7 +19,7 @@ def build_sr(config: TrainConfig, log: Log) -> RRDBNet:
         net = config.net
         log(f"θ: random RRDBNet ({net.num_block} blocks, {net.num_feat} features)")
         return RRDBNet(num_feat=net.num_feat, num_block=net.num_block, num_grow_ch=net.num_grow_ch)
-    loaded = load_sr_network(config.run.sr_weights)
+    loaded = load_sr_network(str(config.run.sr_weights))  # a file or a registry name (realesrgan-x4plus)
     log(f"θ: {loaded.path} ({loaded.descriptor.num_block} blocks, {loaded.descriptor.num_feat} features)")
     return loaded.model.train().requires_grad_(True)
 
