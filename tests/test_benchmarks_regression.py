@@ -5,6 +5,7 @@ so its ratio stays near 1 however loaded the machine is, through the same
 ``run_suite`` + ``compare`` path that ``f2n-bench check`` uses."""
 
 import json
+from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -23,7 +24,7 @@ MACHINE = {"machine_class": "cpu-test-2c", "cpu": "test", "cores": 2, "torch_thr
 
 def _suite(**ratios: float) -> SuiteResult:
     """A result whose stage ``name`` took ``ratio`` x a 10 ms reference."""
-    return SuiteResult("default", 5, 1, MACHINE, tuple(
+    return SuiteResult("default", 5, 1, 1, MACHINE, tuple(
         StageResult(f"{name}[1x1]", "sr", "cpu", seconds=ratio * 0.01, reference_seconds=0.01)
         for name, ratio in ratios.items()))
 
@@ -42,7 +43,7 @@ def test_compare_counts_faster_stages_as_passing() -> None:
 
 def test_compare_fails_stages_that_vanished_or_raised() -> None:
     baseline = _suite(detect=1.0, encode=1.0, decode=1.0)
-    current = SuiteResult("default", 5, 1, MACHINE, (
+    current = SuiteResult("default", 5, 1, 1, MACHINE, (
         StageResult("detect[1x1]", "face", "cpu", unavailable="f2n.runtime.face_detect cannot be imported"),
         StageResult("decode[1x1]", "io", "cpu", error="InputImageError: bad"),
     ))
@@ -50,6 +51,11 @@ def test_compare_fails_stages_that_vanished_or_raised() -> None:
     assert any(line.startswith("detect[1x1]: in the baseline but unavailable now") for line in failures)
     assert any(line.startswith("encode[1x1]: in the baseline but not in this run") for line in failures)
     assert any(line.startswith("decode[1x1]: failed: InputImageError") for line in failures)
+
+
+def test_compare_refuses_a_baseline_measured_with_other_threads() -> None:
+    with pytest.raises(ConfigError, match="baseline was measured with 2 thread.*this run with 1"):
+        compare(_suite(detect=1.0), replace(_suite(detect=1.0), threads=2))
 
 
 def test_injected_delays_parse_and_reject_malformed_items() -> None:

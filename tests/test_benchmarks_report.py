@@ -12,7 +12,7 @@ def _stage(key: str, group: str, seconds: float, device: str = "cpu", **extra) -
     return StageResult(key, group, device, seconds=seconds, reference_seconds=0.05, **extra)
 
 
-RESULT = SuiteResult("default", 5, 1, MACHINE, (
+RESULT = SuiteResult("default", 5, 1, 1, MACHINE, (
     _stage("tiled_sr/torch-fp32-cpu[64x64]", "sr", 2.0, output_megapixels=MP),
     _stage("tiled_sr/onnx-reinit-fp32-cpu[64x64]", "sr", 1.5, output_megapixels=MP),
     _stage("tiled_sr/torch-fp16-cuda[64x64]", "sr", 0.01, device="cuda", output_megapixels=MP),

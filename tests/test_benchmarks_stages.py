@@ -39,7 +39,13 @@ def test_suite_selection_by_environment(monkeypatch: pytest.MonkeyPatch) -> None
         selected_suite()
 
 
-def test_missing_module_makes_a_stage_unavailable_and_an_exception_a_failure() -> None:
+@pytest.fixture
+def no_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about bookkeeping, not time: skip the reference workload."""
+    monkeypatch.setattr("f2n.benchmarks.timing.reference_workload", lambda: None)
+
+
+def test_missing_module_makes_a_stage_unavailable_and_an_exception_a_failure(no_reference: None) -> None:
     missing = measure_stage(Stage("ghost", "1", "io", lambda: require_module("f2n.no_such_module")), 1, 0)
     assert missing.seconds is None and "f2n.no_such_module cannot be imported" in missing.unavailable
 
@@ -50,7 +56,7 @@ def test_missing_module_makes_a_stage_unavailable_and_an_exception_a_failure() -
     assert failed.seconds is None and failed.error == "ValueError: tile went wrong"
 
 
-def test_breakdown_is_the_median_per_step_of_the_reported_timings() -> None:
+def test_breakdown_is_the_median_per_step_of_the_reported_timings(no_reference: None) -> None:
     reports = iter([SimpleNamespace(timings={"tile": t, "total": 2 * t}) for t in (3.0, 1.0, 2.0)])
     timing = measure(lambda: next(reports), rounds=3, warmup=0)
     assert timing.breakdown == {"tile": 2.0, "total": 4.0}
