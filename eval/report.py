@@ -17,7 +17,6 @@ from f2n.eval.run import EvalResult, PhotoResult
 from f2n.runtime.images import write_image
 
 METRICS = ("psnr", "ssim", "lpips", "niqe", "psnr_nonface", "ssim_nonface", "niqe_nonface")
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "lpips": False, "niqe": False}
 CROP = 192  # GT pixels per crop side
 BANNER = 32  # label rows above each crop
 

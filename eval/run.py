@@ -98,6 +98,8 @@ def load_networks(config: EvalConfig) -> list[Network]:
         if defaults is not None:  # a meta-trained checkpoint adapts as it was trained to
             adapt = replace(adapt, lr=defaults.alpha, optimizer=defaults.optimizer)
         label = "x4plus" if source == BASE_NETWORK else Path(source).stem
+        if any(n.label == label for n in networks):  # two files of one name: keep rows apart
+            label = f"{label}#{len(networks)}"
         networks.append(Network(label, loaded.model, adapt, load_masknet(loaded.masknet_state, config.device)))
     return networks
 
@@ -137,6 +139,7 @@ def _snapshots(network: Network, patches: PatchBatch, steps: tuple[int, ...]) ->
 
 def evaluate_set(set_dir: Path, config: EvalConfig = EvalConfig(), *,
                  log: Callable[[str], None] = lambda _m: None) -> EvalResult:
+    """Every method on every pair of the set at ``set_dir``, measured against its GT."""
     from f2n.runtime.face_detect import RetinaFaceDetector
 
     manifest, pairs = load_test_set(set_dir)
@@ -150,22 +153,22 @@ def evaluate_set(set_dir: Path, config: EvalConfig = EvalConfig(), *,
         not_run["niqe"] = f"skipped: {niqe_missing}"
     detector = RetinaFaceDetector()
     face_config = FaceStageConfig()
-    engines = {n.label: TorchEngine(n.model, device=config.device) for n in networks}
+    engines = [TorchEngine(n.model, device=config.device) for n in networks]
     photos = []
     for pair in pairs:
         lq, gt = read_image(pair.lq).rgb, read_image(pair.gt).rgb
         detections = detector(lq)
         boxes = tuple(tuple(float(v) for v in box) for box, score in zip(detections.boxes, detections.scores)
                       if score >= face_config.score_threshold)
-        faces = face_mask(gt.shape[:2], boxes, scale=scale)
         outputs = {"bicubic": _quantise(cv2.resize(lq, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_CUBIC))}
         notes, most_adapted = [], []
-        for network in networks:
-            engine = engines[network.label]
+        for network, engine in zip(networks, engines):
+            # 1. the network as it is
             engine.set_weights({k: p.detach() for k, p in network.model.named_parameters()})
             log(f"{pair.name}: {network.label} base")
             outputs[f"{network.label} base"] = _upscale(engine, lq, config)
             for prior_name, factory in prior_factories.items():
+                # 2. face pairs from this prior, 3. one inner loop, an SR pass per snapshot
                 stage = run_face_stage(lq, detector=detector, prior=factory(gt), config=face_config,
                                        masknet=network.masknet, seed=config.seed)
                 if stage.patches is None:
@@ -176,6 +179,7 @@ def evaluate_set(set_dir: Path, config: EvalConfig = EvalConfig(), *,
                     engine.set_weights(weights)
                     outputs[adapted_label(network.label, prior_name, steps)] = _upscale(engine, lq, config)
                 most_adapted.append(adapted_label(network.label, prior_name, max(config.steps)))
+        faces = face_mask(gt.shape[:2], boxes, scale=scale)
         metrics = {method: compute_metrics(out, gt, faces, crop=scale, with_niqe=niqe_missing is None, lpips=lpips_fn)
                    for method, out in outputs.items()}
         photos.append(PhotoResult(pair.name, metrics, outputs, lq, gt, boxes, tuple(most_adapted), tuple(notes)))
