@@ -6,6 +6,10 @@ leaky_relu_backward), so autograd differentiates it again: second-order gradient
 (MAML) need no hand-written double backward. It reads the post-activation feature
 buffers the forward returned, so they are saved outputs, and gradients arriving at
 those buffers (they do in double backward) are folded in.
+
+The formula lives in an ``autograd.Function`` with ``setup_context`` rather than in
+``torch.library.register_autograd``: only the former works under torch.func
+transforms (``grad_and_value`` in the runtime's adaptation step).
 """
 
 from collections.abc import Sequence
@@ -22,7 +26,7 @@ BLOCKS = 3
 def fused_rrdb(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> Tensor:
     """``x + 0.2 * rdb3(rdb2(rdb1(x)))`` with the 15 conv weights and biases in
     ``rdb1.conv1 .. rdb3.conv5`` order. Needs ``f2n.cpp_ext.load()`` first."""
-    return torch.ops.f2n.rrdb(x, list(weights), list(biases))[0]
+    return _FusedRRDB.apply(x, *weights, *biases)[0]
 
 
 def _conv_backward(grad: Tensor, inp: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -64,29 +68,38 @@ def _dense_block_backward(
     return chunks[0], grad_w, grad_b
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    _, weights, _ = inputs
-    _, *bufs = output
-    ctx.save_for_backward(*bufs, *weights)
-    # The buffers are outputs only for backward; most callers never differentiate
-    # them, so do not materialise zero gradients of their full size.
-    ctx.set_materialize_grads(False)
+class _FusedRRDB(torch.autograd.Function):
+    """Autograd for ``f2n::rrdb``; inputs are flat: x, 15 weights, 15 biases."""
 
+    @staticmethod
+    def forward(x: Tensor, *params: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        count = BLOCKS * CONVS_PER_BLOCK
+        return torch.ops.f2n.rrdb(x, list(params[:count]), list(params[count:]))
 
-def _backward(ctx, grad_out: Tensor | None, *grad_bufs: Tensor | None):
-    saved = ctx.saved_tensors
-    bufs, weights = saved[:BLOCKS], saved[BLOCKS:]
-    grad_w: list[Tensor] = []
-    grad_b: list[Tensor] = []
-    grad_x = grad_out
-    grad = grad_out * RESIDUAL_SCALE if grad_out is not None else torch.zeros_like(bufs[0][:, : weights[4].shape[0]])
-    for k in range(BLOCKS - 1, -1, -1):
-        block_w = weights[k * CONVS_PER_BLOCK : (k + 1) * CONVS_PER_BLOCK]
-        grad, gw, gb = _dense_block_backward(bufs[k], block_w, grad, grad_bufs[k])
-        grad_w = gw + grad_w
-        grad_b = gb + grad_b
-    grad_x = grad if grad_x is None else grad_x + grad
-    return grad_x, grad_w, grad_b
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        weights = inputs[1 : 1 + BLOCKS * CONVS_PER_BLOCK]
+        _, *bufs = output
+        ctx.save_for_backward(*bufs, *weights)
+        # The buffers are outputs only for backward; most callers never differentiate
+        # them, so do not materialise zero gradients of their full size.
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor | None, *grad_bufs: Tensor | None):
+        saved = ctx.saved_tensors
+        bufs, weights = saved[:BLOCKS], saved[BLOCKS:]
+        nf = weights[4].shape[0]
+        grad_w: list[Tensor] = []
+        grad_b: list[Tensor] = []
+        grad = grad_out * RESIDUAL_SCALE if grad_out is not None else torch.zeros_like(bufs[0][:, :nf])
+        for k in range(BLOCKS - 1, -1, -1):
+            block_w = weights[k * CONVS_PER_BLOCK : (k + 1) * CONVS_PER_BLOCK]
+            grad, gw, gb = _dense_block_backward(bufs[k], block_w, grad, grad_bufs[k])
+            grad_w = gw + grad_w
+            grad_b = gb + grad_b
+        grad_x = grad if grad_out is None else grad_out + grad
+        return (grad_x, *grad_w, *grad_b)
 
 
 def _fake_rrdb(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -96,6 +109,5 @@ def _fake_rrdb(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> tuple[
 
 
 def register_python_parts() -> None:
-    """Called once by ``load`` after the library has defined ``f2n::rrdb``."""
+    """Called once by ``load`` after the library has defined ``f2n::rrdb``: the fake kernel lets torch.compile trace it."""
     torch.library.register_fake("f2n::rrdb", _fake_rrdb)
-    torch.library.register_autograd("f2n::rrdb", _backward, setup_context=_setup_context)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from functorch.compile import make_boxed_func
 from torch._dynamo.backends.common import aot_autograd
-from torch.func import functional_call
+from torch.func import functional_call, grad_and_value
 
 from f2n import cpp_ext
 from f2n.cpp_ext import build
@@ -153,6 +153,26 @@ def test_maml_second_order_gradient_matches_plain(fused_ext, monkeypatch):
     assert any(plain[i].abs().max() > 0 for i in body)
     for got, want in zip(fused, plain):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_torch_func_grad_and_value_matches_plain(fused_ext, monkeypatch):
+    """The runtime's adaptation step differentiates with torch.func.grad_and_value."""
+    torch.manual_seed(3)
+    net = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).double()
+    lq = torch.rand(2, 3, 6, 5, dtype=torch.float64)
+    hq = torch.rand(2, 3, 24, 20, dtype=torch.float64)
+    params = {name: p.detach() for name, p in net.named_parameters()}
+
+    def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (functional_call(net, p, (lq,)) - hq).abs().mean()
+
+    monkeypatch.setenv(cpp_ext.FUSED_ENV, "off")
+    plain_grads, plain_loss = grad_and_value(loss)(params)
+    monkeypatch.setenv(cpp_ext.FUSED_ENV, "on")
+    fused_grads, fused_loss = grad_and_value(loss)(params)
+    torch.testing.assert_close(fused_loss, plain_loss, rtol=1e-12, atol=1e-12)
+    for name in params:
+        torch.testing.assert_close(fused_grads[name], plain_grads[name], rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.slow  # ~25 s wall on the shared 2-core machine (dynamo + AOT tracing)
