@@ -6,8 +6,10 @@ weights. θ is a dict of tensors run through ``torch.func.functional_call`` on t
 uncompiled RRDBNet, so the base module is never modified.
 
 On CUDA the loss-and-gradient function is compiled once per (model, patch shape,
-precision) and reused across photos; the learning rate only enters the optimiser
-(as a 0-d tensor), never the compiled graph, so changing it recompiles nothing.
+precision) and reused across photos. Only the loss and its gradient are compiled; the
+update is torch.optim's eager foreach step, so the learning rate never enters a graph
+and changing it recompiles nothing (the usual 0-d-tensor trick is not needed, and
+torch.optim.Adam refuses a tensor lr with foreach anyway).
 bf16 autocast needs no GradScaler; fp16 is refused for adaptation.
 """
 
@@ -92,10 +94,9 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig) 
     weights = {name: p.detach().to(device, copy=True) for name, p in model.named_parameters()}
     lq, target, mask = (t.to(device) for t in (patches.lq, patches.target, patches.weight))
     loss_and_grads = _loss_and_grads_fn(model, config.precision, config.compiled)
-    lr = torch.tensor(config.lr, device=device) if config.compiled else config.lr
     params = list(weights.values())
-    optimizer = (torch.optim.SGD(params, lr=lr, foreach=True) if config.optimizer == "sgd"
-                 else torch.optim.Adam(params, lr=lr, foreach=True))
+    optimizer = (torch.optim.SGD(params, lr=config.lr, foreach=True) if config.optimizer == "sgd"
+                 else torch.optim.Adam(params, lr=config.lr, foreach=True))
     for index in range(1, config.steps + 1):
         start = time.perf_counter()
         grads, loss = loss_and_grads(weights, lq, target, mask)
