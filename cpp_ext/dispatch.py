@@ -4,7 +4,7 @@
 been loaded in this process and supports the tensor's device; ``on`` insists and
 raises EngineUnavailableError otherwise; ``off`` always takes the plain block.
 While exporting (ONNX, torch.export, tracing) the plain block is always used, so
-exported graphs hold standard convolutions only.
+exported graphs hold standard convolutions only; under autocast too.
 """
 
 import os
@@ -38,7 +38,8 @@ def _supports(device: torch.device) -> bool:
 def use_fused(x: torch.Tensor) -> bool:
     """True when the RRDB block applied to ``x`` should run as ``torch.ops.f2n.rrdb``."""
     mode = fused_mode()
-    if mode == "off" or _exporting():
+    # Autocast has no rule for the op; the plain block gets autocast's casts exactly.
+    if mode == "off" or _exporting() or torch.is_autocast_enabled(x.device.type):
         return False
     if is_loaded() and _supports(x.device):
         return True

@@ -252,6 +252,15 @@ def test_on_without_extension_says_how_to_build(not_loaded, monkeypatch):
         run(rrdb(8, 4), torch.randn(1, 8, 3, 3), "on", monkeypatch)
 
 
+def test_autocast_takes_the_plain_block(fused_ext, monkeypatch):
+    block = rrdb(8, 4)
+    x = torch.randn(1, 8, 5, 5)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = run(block, x, "on", monkeypatch)
+        plain = run(block, x, "off", monkeypatch)
+    assert torch.equal(fused, plain)  # the fused op would have convolved in float32
+
+
 def test_unknown_mode_is_a_config_error(monkeypatch):
     with pytest.raises(ConfigError, match="'fast'.*auto, on, off"):
         run(rrdb(8, 4), torch.randn(1, 8, 3, 3), "fast", monkeypatch)
