@@ -8,7 +8,6 @@ more than the threshold (25 %) fails with a line naming it and both figures.
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -130,14 +129,20 @@ def baseline_path(folder: Path = BASELINE_DIR, klass: str | None = None) -> Path
     return folder / f"{klass or machine_class()}.json"
 
 
-def save_result(result: SuiteResult, path: Path) -> None:
-    """Write atomically: a crashed run never leaves half a baseline."""
-    payload = {"format": FORMAT_VERSION, **asdict(result)}
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write through a temporary file in the same folder: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
-    os.replace(handle.name, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_result(result: SuiteResult, path: Path) -> None:
+    write_atomic(path, (json.dumps({"format": FORMAT_VERSION, **asdict(result)}, indent=2) + "\n").encode())
 
 
 def load_result(path: Path) -> SuiteResult:

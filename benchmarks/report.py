@@ -1,13 +1,11 @@
 """The human-readable side of a suite result: a Markdown table, f2n against its peers,
 and a PNG chart (per-stage latency, SR seconds per output megapixel per engine)."""
 
-import os
-import shutil
-import tempfile
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from f2n.benchmarks.regression import StageResult, SuiteResult
+from f2n.benchmarks.regression import StageResult, SuiteResult, write_atomic
 
 GROUP_ORDER = ("io", "face", "adapt", "handover", "sr", "e2e", "peer")
 GROUP_COLOURS = {"io": "#8c8c8c", "face": "#1f77b4", "adapt": "#d62728", "handover": "#9467bd",
@@ -33,14 +31,17 @@ def _variant(key: str) -> str:
 
 
 def peer_ratios(result: SuiteResult) -> list[PeerRatio]:
+    """Per peer: f2n's fastest CPU SR stage on the same input, and its fastest fp32 one
+    where that is a different stage (the peers compute in fp32)."""
     measured = [stage for stage in result.stages if stage.seconds is not None]
     ratios = []
     for peer in (stage for stage in measured if stage.group == "peer"):
         same_input = [stage for stage in measured if stage.group == "sr" and stage.device == "cpu"
                       and _variant(stage.key) == _variant(peer.key)]
-        if same_input:
-            best = min(same_input, key=lambda stage: stage.seconds)
-            ratios.append(PeerRatio(peer.key, best.key, best.seconds, peer.seconds))
+        fp32 = [stage for stage in same_input if "-fp32-" in stage.key]
+        candidates = {min(group, key=lambda stage: stage.seconds).key: min(group, key=lambda stage: stage.seconds)
+                      for group in (same_input, fp32) if group}
+        ratios += [PeerRatio(peer.key, best.key, best.seconds, peer.seconds) for best in candidates.values()]
     return ratios
 
 
@@ -104,8 +105,9 @@ def write_chart(result: SuiteResult, path: Path) -> None:
     measured = [stage for stage in _ordered(result) if stage.seconds is not None]
     sr = [stage for stage in measured if stage.group in ("sr", "peer")]
     end_to_end = [stage for stage in measured if stage.breakdown]
-    panels = 2 + len(end_to_end)
-    figure, axes = plt.subplots(panels, 1, figsize=(11, 0.3 * len(measured) + 0.3 * len(sr) + 3.5 * panels))
+    heights = [len(measured), len(sr)] + [len(waterfall_steps(dict(stage.breakdown))) for stage in end_to_end]
+    figure, axes = plt.subplots(len(heights), 1, figsize=(11, 0.32 * sum(heights) + 1.6 * len(heights)),
+                                gridspec_kw={"height_ratios": heights})
     _bars(axes[0], measured, [stage.seconds * 1e3 for stage in measured],
           "median latency per call (ms, log scale)", "per stage")
     axes[0].set_xscale("log")
@@ -118,26 +120,22 @@ def write_chart(result: SuiteResult, path: Path) -> None:
                   color=GROUP_COLOURS["e2e"])
         axis.invert_yaxis()
         axis.set_xlabel("seconds since the photo was opened")
-        axis.set_title(f"end to end, waterfall of median step times: {stage.key}")
+        axis.set_title(f"end to end, waterfall of median step times\n{stage.key}")
     figure.suptitle(f"f2n stage latency on {result.machine['machine_class']} ({result.suite} suite)")
     figure.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as handle:
-        figure.savefig(handle, format="png", dpi=100)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
     plt.close(figure)
-    os.replace(handle.name, path)
+    write_atomic(path, png.getvalue())
 
 
 def write_report(result: SuiteResult, out_dir: Path, docs_dir: Path | None = None) -> list[Path]:
     """``<class>-<suite>.md`` and ``.png`` in ``out_dir``; the chart also into ``docs_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{result.machine['machine_class']}-{result.suite}"
     table, chart = out_dir / f"{stem}.md", out_dir / f"{stem}.png"
-    with tempfile.NamedTemporaryFile("w", dir=out_dir, suffix=".md", delete=False) as handle:
-        handle.write(markdown(result))
-    os.replace(handle.name, table)
+    write_atomic(table, markdown(result).encode())
     write_chart(result, chart)
     written = [table, chart]
     if docs_dir is not None:
-        docs_dir.mkdir(parents=True, exist_ok=True)
-        written.append(Path(shutil.copyfile(chart, docs_dir / f"benchmarks-{stem}.png")))
+        written.append(write_atomic(docs_dir / f"benchmarks-{stem}.png", chart.read_bytes()))
     return written

@@ -258,9 +258,9 @@ def tiled_sr(kind: str, precision: str, device: str, height: int, width: int, ne
 # ---- end to end ------------------------------------------------------------------------
 
 def end_to_end(height: int, width: int, steps: int, patches: int, engine: str = "torch", precision: str = "fp32",
-               device: str = "cpu") -> TimedCall:
+               device: str = "cpu", prior_size: int = 512) -> TimedCall:
     """``AdaptAndRun(photo, output)``: decode, face stage (GPEN with random weights), ``steps``
-    adaptation steps on ``patches`` patches, weight hand-over, tiles, encode. The call returns
+    adaptation steps on ``patches`` patches per face, weight hand-over, tiles, encode. The call returns
     the run report, whose per-step timings become the stage's breakdown (the waterfall)."""
     pipeline = require_module("f2n.runtime.pipeline")
     adapt = require_module("f2n.runtime.adapt")
@@ -268,7 +268,7 @@ def end_to_end(height: int, width: int, steps: int, patches: int, engine: str = 
     patches_module = require_module("f2n.runtime.face_patches")
     images = require_module("f2n.runtime.images")
     where = _device(device)
-    prior, prior_folder = random_gpen_prior(512, where)
+    prior, prior_folder = random_gpen_prior(prior_size, where)
     folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
     source, output = Path(folder.name) / "photo.png", Path(folder.name) / "photo_x4.png"
     images.write_image(source, photo_rgb(height, width))

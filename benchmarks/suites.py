@@ -1,7 +1,8 @@
 """The stage suites, read top to bottom: which stages at which sizes.
 
 - ``smoke``: tiny sizes and a tiny network, no real weights; the harness's own tests.
-- ``default``: what the CI check runs on a 2-core CPU (about a second or less per call).
+- ``default``: what the CI check runs on a 2-core CPU: small sizes (GPEN-256, 4 patches,
+  a 48x48 photo for SR) so that the whole check stays around two minutes on one thread.
 - ``full``: realistic photo and tile sizes, every engine and precision, on CUDA where
   a stage can use it; meant for a GPU machine.
 
@@ -18,7 +19,7 @@ from f2n.errors import ConfigError
 
 SUITE_ENV = "F2N_BENCH_SET"
 DEFAULT_SUITE = "default"
-PEER_SIZE = 64  # LR side of the photo that f2n's CPU paths and both peers upscale in the default suite
+PEER_SIZE = 48  # LR side of the photo that f2n's CPU paths and both peers upscale in the default suite
 
 
 def _output_mp(height: int, width: int) -> float:
@@ -36,10 +37,12 @@ def _handover(kind: str, precision: str, device: str, network: str = "real") -> 
                  "handover", partial(stages.handover, kind, precision, device, network), device)
 
 
-def _end_to_end(engine: str, precision: str, device: str, side: int, steps: int, patches: int) -> Stage:
-    return Stage(f"end_to_end/{engine}-{precision}-{device}", f"{side}x{side}-{steps}steps-{patches}patches", "e2e",
-                 partial(stages.end_to_end, side, side, steps, patches, engine, precision, device), device,
-                 _output_mp(side, side))
+def _end_to_end(engine: str, precision: str, device: str, side: int, steps: int, patches: int,
+                prior_size: int = 512) -> Stage:
+    return Stage(f"end_to_end/{engine}-{precision}-{device}",
+                 f"{side}x{side}-{steps}steps-{patches}patches-gpen{prior_size}", "e2e",
+                 partial(stages.end_to_end, side, side, steps, patches, engine, precision, device, prior_size),
+                 device, _output_mp(side, side))
 
 
 def _peers(side: int) -> tuple[Stage, ...]:
@@ -64,9 +67,9 @@ def _default() -> tuple[Stage, ...]:
         Stage("decode", "jpeg-512x512", "io", partial(stages.decode, 512, 512, ".jpg")),
         Stage("detect", "512x512", "face", partial(stages.detect, 512, 512)),
         Stage("align", "512x512", "face", partial(stages.align, 512, 512)),
-        Stage("face_prior/gpen-random-cpu", "1x512", "face", partial(stages.face_prior, 1, 512)),
+        Stage("face_prior/gpen-random-cpu", "1x256", "face", partial(stages.face_prior, 1, 256)),
         Stage("masknet", "16x64x64", "face", partial(stages.masknet, 16, 64)),
-        Stage("adapt_step/fp32-cpu", "16x16x16", "adapt", partial(stages.adapt_step, 16, 16)),
+        Stage("adapt_step/fp32-cpu", "4x16x16", "adapt", partial(stages.adapt_step, 4, 16)),
         _handover("torch", "fp32", "cpu"),
         _handover("onnx-reinit", "fp32", "cpu"),
         _handover("onnx-inputs", "fp32", "cpu"),
@@ -75,7 +78,7 @@ def _default() -> tuple[Stage, ...]:
         _sr("onnx-reinit", "fp32", "cpu", PEER_SIZE),
         *_peers(PEER_SIZE),
         Stage("encode", "png-1024x1024", "io", partial(stages.encode, 1024, 1024, ".png")),
-        _end_to_end("torch", "fp32", "cpu", 96, steps=1, patches=8),
+        _end_to_end("torch", "fp32", "cpu", 96, steps=1, patches=4, prior_size=256),
     )
 
 

@@ -15,6 +15,7 @@ def _stage(key: str, group: str, seconds: float, device: str = "cpu", **extra) -
 RESULT = SuiteResult("default", 5, 1, 1, MACHINE, (
     _stage("tiled_sr/torch-fp32-cpu[64x64]", "sr", 2.0, output_megapixels=MP),
     _stage("tiled_sr/onnx-reinit-fp32-cpu[64x64]", "sr", 1.5, output_megapixels=MP),
+    _stage("tiled_sr/torch-bf16-cpu[64x64]", "sr", 0.9, output_megapixels=MP),
     _stage("tiled_sr/torch-fp16-cuda[64x64]", "sr", 0.01, device="cuda", output_megapixels=MP),
     _stage("tiled_sr/torch-fp32-cpu[128x128]", "sr", 0.5, output_megapixels=4 * MP),
     _stage("peer/ncnn-cpu[64x64]", "peer", 1.0, output_megapixels=MP),
@@ -25,17 +26,19 @@ RESULT = SuiteResult("default", 5, 1, 1, MACHINE, (
 ))
 
 
-def test_peer_ratios_take_the_fastest_cpu_sr_path_on_the_same_input() -> None:
-    ratios = {ratio.peer: ratio for ratio in peer_ratios(RESULT)}
-    assert set(ratios) == {"peer/ncnn-cpu[64x64]", "peer/pytorch-eager-cpu[64x64]"}
-    ncnn = ratios["peer/ncnn-cpu[64x64]"]
-    assert ncnn.f2n_stage == "tiled_sr/onnx-reinit-fp32-cpu[64x64]"  # not the CUDA one, not the 128x128 one
-    assert ncnn.ratio == 1.5
-    assert ratios["peer/pytorch-eager-cpu[64x64]"].ratio == 0.5
+def test_peer_ratios_take_the_fastest_cpu_sr_path_and_the_fastest_fp32_one_on_the_same_input() -> None:
+    ratios = {(ratio.peer, ratio.f2n_stage): ratio.ratio for ratio in peer_ratios(RESULT)}
+    # not the CUDA stage, not the 128x128 one
+    assert ratios == {
+        ("peer/ncnn-cpu[64x64]", "tiled_sr/torch-bf16-cpu[64x64]"): 0.9,
+        ("peer/ncnn-cpu[64x64]", "tiled_sr/onnx-reinit-fp32-cpu[64x64]"): 1.5,
+        ("peer/pytorch-eager-cpu[64x64]", "tiled_sr/torch-bf16-cpu[64x64]"): 0.3,
+        ("peer/pytorch-eager-cpu[64x64]", "tiled_sr/onnx-reinit-fp32-cpu[64x64]"): 0.5,
+    }
 
 
 def test_waterfall_leaves_out_nested_adaptation_steps_and_adds_the_rest() -> None:
-    steps = waterfall_steps(dict(RESULT.stages[6].breakdown))
+    steps = waterfall_steps(dict(RESULT.stages[7].breakdown))
     assert [name for name, _ in steps] == ["decode", "face.detect", "adapt", "tile", "other"]
     assert abs(sum(seconds for _, seconds in steps) - 9.0) < 1e-9
 
