@@ -28,9 +28,9 @@ from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime.types import PatchBatch
 
 # Measured on the oracle prior (docs/adaptation.md, runtime/measure_defaults.py).
-DEFAULT_STEPS = 5
-DEFAULT_LR = 1e-2
-DEFAULT_OPTIMIZER = "sgd"
+DEFAULT_STEPS = 10
+DEFAULT_LR = 1e-4
+DEFAULT_OPTIMIZER = "adam"
 
 Weights = dict[str, torch.Tensor]
 Optimizer = Literal["sgd", "adam"]

@@ -74,9 +74,13 @@ def test_blend_weights_ignore_inner_edge_quarter() -> None:
 
 
 def test_tiled_matches_one_pass_at_defaults(tiny_engine: TorchEngine, photo: np.ndarray) -> None:
-    tiled = tiled_upscale(tiny_engine, photo, tile=96, overlap=DEFAULT_OVERLAP, batch_size=2)
-    one_pass = tiled_upscale(tiny_engine, photo, tile=1024, overlap=0)
-    assert tiled.shape == (400, 560, 3) and tiled.dtype == np.float32
+    import cv2
+
+    large = cv2.resize(photo, (250, 210), interpolation=cv2.INTER_CUBIC)  # 2 x 2 default tiles
+    assert len(tile_boxes(210, 250, DEFAULT_TILE, DEFAULT_OVERLAP)) == 4
+    tiled = tiled_upscale(tiny_engine, large, batch_size=2)
+    one_pass = tiled_upscale(tiny_engine, large, tile=1024, overlap=0)
+    assert tiled.shape == (840, 1000, 3) and tiled.dtype == np.float32
     assert psnr(tiled, one_pass) >= 45.0
 
 
