@@ -17,10 +17,12 @@ from f2n.errors import ConfigError, EngineUnavailableError, F2NError, WeightsErr
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_stage import FaceStageConfig
-from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
+from f2n.runtime.face_prior import FacePrior
+from f2n.runtime.pipeline import AdaptAndRun, Detector, PipelineConfig
 from f2n.runtime.report import RunReport, summarise, write_report_json
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from f2n.runtime.types import SREngine
+from f2n.weights import LoadedSR, load_sr_network
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 OUTPUT_SUFFIX = ".png"  # lossless, and the only format that keeps 16 bits and alpha everywhere
@@ -87,8 +89,6 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     jobs = plan_jobs(sources, out, save_weights, save_debug)
     if prior.startswith("oracle:") and len(jobs) != 1:
         raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
-
-    from f2n.weights import load_sr_network
 
     loaded = load_sr_network(checkpoint, device="cpu")
     defaults = loaded.adaptation_defaults
@@ -172,7 +172,7 @@ def process(pipeline: AdaptAndRun, job: Job, overwrite: bool) -> RunReport:
     return report
 
 
-def load_prior(spec: str, device: str, first_source: Path, required: bool) -> tuple[object | None, str]:
+def load_prior(spec: str, device: str, first_source: Path, required: bool) -> tuple[FacePrior | None, str]:
     """The face prior, or (None, why) when it cannot load and adaptation is optional."""
     from f2n.runtime.face_prior import make_prior
 
@@ -191,7 +191,7 @@ def load_prior(spec: str, device: str, first_source: Path, required: bool) -> tu
         return None, problem
 
 
-def make_engine(name: str, loaded: object, *, device: str, precision: str, tile: int) -> SREngine:
+def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, tile: int) -> SREngine:
     if name == "torch":
         from f2n.runtime.torch_engine import TorchEngine
 
@@ -203,7 +203,7 @@ def make_engine(name: str, loaded: object, *, device: str, precision: str, tile:
     return make_export_engine(name, loaded, device=device, precision=precision, tile=tile)
 
 
-def make_detector() -> object:
+def make_detector() -> Detector:
     from f2n.runtime.face_detect import RetinaFaceDetector
 
     return RetinaFaceDetector()
