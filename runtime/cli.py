@@ -85,6 +85,8 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         from f2n.runtime.demo import run_demo
 
         return run_demo(device=device, checkpoint=checkpoint, steps=steps, lr=lr, optimizer=optimizer)
+    if no_adapt and require_adaptation:
+        raise ConfigError("--no-adapt and --require-adaptation contradict each other: give at most one")
     sources = collect_inputs(inputs)
     jobs = plan_jobs(sources, out, save_weights, save_debug)
     if prior.startswith("oracle:") and len(jobs) != 1:

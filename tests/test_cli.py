@@ -124,6 +124,7 @@ def test_single_file_out_and_saved_weights(photos: Path, tmp_path: Path, tiny_ch
         (["--checkpoint", "no-such-weights.pth"], 3, "neither a registry name"),
         (["--device", "cuda"], 4, "CUDA is not available"),
         (["--prior", "oracle:gt.png", "x.png"], 5, "exactly one input"),
+        (["--no-adapt", "--require-adaptation"], 5, "contradict"),
     ],
 )
 def test_errors_are_one_line_with_their_exit_code(photos: Path, tiny_checkpoint: Path, args: list[str],
