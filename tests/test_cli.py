@@ -171,3 +171,21 @@ def test_onnx_engine_takes_the_adapted_weights(photos: Path, tmp_path: Path, tin
                   "--no-adapt", *FAST)
     assert base.exit_code == 0
     assert np.abs(read_image(tmp_path / "base.png").rgb - onnx_rgb).max() > 10 / 255  # θ_n really reached ORT
+
+
+@pytest.mark.slow
+def test_real_weights_end_to_end_on_a_small_crop(real_sr_weights: Path, tmp_path: Path) -> None:
+    """Real-ESRGAN x4plus through the CLI on a 32 x 32 crop of the demo LQ (base network):
+    the output must look like the input, only sharper (close to its bicubic x4)."""
+    import cv2
+
+    _, lq = demo_pair()
+    crop = np.ascontiguousarray(lq[8:40, 16:48])
+    write_image(tmp_path / "crop.png", crop)
+    result = invoke(tmp_path / "crop.png", "--out", tmp_path / "sr.png", "--checkpoint", real_sr_weights,
+                    "--no-adapt", "--no-progress", "--report", tmp_path / "r.json")
+    assert result.exit_code == 0, result.output
+    sr = read_image(tmp_path / "sr.png").rgb
+    bicubic = np.clip(cv2.resize(crop, (128, 128), interpolation=cv2.INTER_CUBIC), 0, 1)
+    assert sr.shape == (128, 128, 3)
+    assert 10 * np.log10(1 / np.mean((sr - bicubic) ** 2)) > 22
