@@ -172,12 +172,16 @@ def evaluate_set(set_dir: Path, config: EvalConfig = EvalConfig(), *,
                 stage = run_face_stage(lq, detector=detector, prior=factory(gt), config=face_config,
                                        masknet=network.masknet, seed=config.seed)
                 if stage.patches is None:
-                    notes.append(f"{network.label}, {prior_name} prior: not adapted ({stage.no_faces_reason})")
-                    continue
-                for steps, weights in _snapshots(network, stage.patches, config.steps):
-                    log(f"{pair.name}: {network.label} {prior_name} n={steps}")
-                    engine.set_weights(weights)
-                    outputs[adapted_label(network.label, prior_name, steps)] = _upscale(engine, lq, config)
+                    # As f2n-adapt-and-run does: no usable face, the base network's output.
+                    notes.append(f"{network.label}, {prior_name} prior: base output used, not adapted "
+                                 f"({stage.no_faces_reason})")
+                    for steps in config.steps:
+                        outputs[adapted_label(network.label, prior_name, steps)] = outputs[f"{network.label} base"]
+                else:
+                    for steps, weights in _snapshots(network, stage.patches, config.steps):
+                        log(f"{pair.name}: {network.label} {prior_name} n={steps}")
+                        engine.set_weights(weights)
+                        outputs[adapted_label(network.label, prior_name, steps)] = _upscale(engine, lq, config)
                 most_adapted.append(adapted_label(network.label, prior_name, max(config.steps)))
         faces = face_mask(gt.shape[:2], boxes, scale=scale)
         metrics = {method: compute_metrics(out, gt, faces, crop=scale, with_niqe=niqe_missing is None, lpips=lpips_fn)

@@ -91,3 +91,17 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path, tiny_network):
     gpen = runner.invoke(main, ["run", str(tmp_path / "set"), "--out", str(tmp_path / "r"), "--prior", "gpen",
                                 "--base", str(tiny_network)])
     assert gpen.exit_code == 3 and gpen.output.startswith("error: ")
+
+
+def test_photo_without_usable_face_falls_back_to_the_base_output(shared_data, tiny_network, tmp_path):
+    hq = tmp_path / "hq"
+    hq.mkdir()
+    Image.open(sorted((shared_data / "natural_hq").glob("*.png"))[0]).convert("RGB").save(hq / "scene.png")
+    build_test_set(hq, tmp_path / "set", kind="iid", seed=0, max_side=128)
+    config = EvalConfig(steps=(1,), priors=("oracle",), base_network=str(tiny_network), lpips=False)
+    (photo,) = evaluate_set(tmp_path / "set", config).photos
+    adapted = "tiny adapted n=1, oracle prior (upper bound)"
+    assert photo.face_boxes == ()
+    np.testing.assert_array_equal(photo.outputs[adapted], photo.outputs["tiny base"])
+    assert photo.metrics[adapted]["psnr"] == photo.metrics["tiny base"]["psnr"]
+    assert any("base output used" in note for note in photo.notes)
