@@ -36,6 +36,7 @@ def face_set(shared_data, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # ~10 s CPU (detector, NIQE, two snapshots); 46 s wall on the loaded 2-core machine
 def test_evaluate_set_gives_every_method_and_metric(face_set, tiny_network, tmp_path):
     config = EvalConfig(steps=(1, 2), priors=("oracle", "gpen"), base_network=str(tiny_network), lpips=False)
     result = evaluate_set(face_set, config)
