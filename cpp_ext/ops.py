@@ -26,7 +26,10 @@ BLOCKS = 3
 def fused_rrdb(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> Tensor:
     """``x + 0.2 * rdb3(rdb2(rdb1(x)))`` with the 15 conv weights and biases in
     ``rdb1.conv1 .. rdb3.conv5`` order. Needs ``f2n.cpp_ext.load()`` first."""
-    return _FusedRRDB.apply(x, *weights, *biases)[0]
+    tensors = (x, *weights, *biases)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _FusedRRDB.apply(*tensors)[0]
+    return torch.ops.f2n.rrdb_inference(x, list(weights), list(biases))
 
 
 def _conv_backward(grad: Tensor, inp: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -54,8 +57,8 @@ def _dense_block_backward(
     sizes = [nf] + [gc] * 4
     chunks: list[Tensor | None] = list(grad_buf.split(sizes, 1)) if grad_buf is not None else [None] * 5
     chunks[0] = _add(chunks[0], grad_out)
-    grad_w: list[Tensor] = [grad_out] * CONVS_PER_BLOCK  # placeholders, all overwritten below
-    grad_b: list[Tensor] = [grad_out] * CONVS_PER_BLOCK
+    grad_w: list[Tensor] = [None] * CONVS_PER_BLOCK  # type: ignore[list-item]  # all filled below
+    grad_b: list[Tensor] = [None] * CONVS_PER_BLOCK  # type: ignore[list-item]
     grad_in, grad_w[4], grad_b[4] = _conv_backward(grad_out * RESIDUAL_SCALE, buf, weights[4])
     chunks = [_add(c, g) for c, g in zip(chunks, grad_in.split(sizes, 1))]
     for i in range(3, -1, -1):  # conv i+1 reads chunks 0..i and wrote chunk i+1
@@ -108,6 +111,11 @@ def _fake_rrdb(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> tuple[
     return (x.new_empty(x.shape), *(x.new_empty((n, channels, h, w)) for _ in range(BLOCKS)))
 
 
+def _fake_rrdb_inference(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
+    return x.new_empty(x.shape)
+
+
 def register_python_parts() -> None:
     """Called once by ``load`` after the library has defined ``f2n::rrdb``: the fake kernel lets torch.compile trace it."""
     torch.library.register_fake("f2n::rrdb", _fake_rrdb)
+    torch.library.register_fake("f2n::rrdb_inference", _fake_rrdb_inference)

@@ -94,16 +94,27 @@ void cuda_bias_residual(const at::Tensor& conv_raw, const at::Tensor& bias, cons
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rrdb_cuda(const at::Tensor& x, at::TensorList weights,
-                                                                      at::TensorList biases) {
-  const c10::cuda::CUDAGuard guard(x.device());
+const Epilogue cuda_epilogue{/*bias_in_conv=*/false, &cuda_bias_leaky_relu, &cuda_bias_residual};
+
+void check_biases(const at::Tensor& x, at::TensorList biases) {
   for (const auto& b : biases) {
     TORCH_CHECK(b.is_contiguous() && b.scalar_type() == x.scalar_type(),
                 "f2n::rrdb (CUDA): biases must be contiguous and of the input dtype ", x.scalar_type(), ", got ",
                 b.scalar_type());
   }
-  static const Epilogue cuda_epilogue{/*bias_in_conv=*/false, &cuda_bias_leaky_relu, &cuda_bias_residual};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rrdb_cuda(const at::Tensor& x, at::TensorList weights,
+                                                                      at::TensorList biases) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  check_biases(x, biases);
   return rrdb_forward(x, weights, biases, cuda_epilogue);
+}
+
+at::Tensor rrdb_inference_cuda(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  check_biases(x, biases);
+  return rrdb_inference_forward(x, weights, biases, cuda_epilogue);
 }
 
 }  // namespace
@@ -111,4 +122,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rrdb_cuda(const at::T
 
 TORCH_LIBRARY_IMPL(f2n, CUDA, m) {
   m.impl("rrdb", &f2n::rrdb_cuda);
+  m.impl("rrdb_inference", &f2n::rrdb_inference_cuda);
 }

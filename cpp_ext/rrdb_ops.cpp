@@ -11,6 +11,7 @@
 #include <array>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 namespace f2n {
 namespace {
@@ -66,10 +67,39 @@ void cpu_residual(const at::Tensor& conv, const at::Tensor& /*bias*/, const at::
   at::add_out(out, skip, conv, kResidualScale);
 }
 
+const Epilogue cpu_epilogue{/*bias_in_conv=*/true, &cpu_leaky_relu, &cpu_residual};
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rrdb_cpu(const at::Tensor& x, at::TensorList weights,
                                                                      at::TensorList biases) {
-  static const Epilogue cpu_epilogue{/*bias_in_conv=*/true, &cpu_leaky_relu, &cpu_residual};
   return rrdb_forward(x, weights, biases, cpu_epilogue);
+}
+
+at::Tensor rrdb_inference_cpu(const at::Tensor& x, at::TensorList weights, at::TensorList biases) {
+  return rrdb_inference_forward(x, weights, biases, cpu_epilogue);
+}
+
+// Runs the three dense blocks on bufs[block_buf[k]]; bufs[block_buf[0]] holds x.
+at::Tensor run_blocks(const at::Tensor& input, at::TensorList weights, at::TensorList biases,
+                      c10::ArrayRef<at::Tensor> bufs, std::array<int64_t, kBlocks> block_buf, const Epilogue& ep) {
+  const int64_t nf = input.size(1);
+  const int64_t gc = weights[0].size(0);
+  bufs[block_buf[0]].narrow(1, 0, nf).copy_(input);
+  auto y = at::empty_like(input);
+  for (int64_t k = 0; k < kBlocks; ++k) {
+    // Each block writes its output straight into the next block's buffer.
+    const auto dst = k + 1 < kBlocks ? bufs[block_buf[k + 1]].narrow(1, 0, nf) : y;
+    dense_block(bufs[block_buf[k]], weights.slice(k * kConvsPerBlock, kConvsPerBlock),
+                biases.slice(k * kConvsPerBlock, kConvsPerBlock), nf, gc, dst, ep);
+  }
+  return at::add(input, y, kResidualScale);
+}
+
+std::vector<at::Tensor> make_buffers(const at::Tensor& x, int64_t channels, int64_t count) {
+  std::vector<at::Tensor> bufs;
+  for (int64_t i = 0; i < count; ++i) {
+    bufs.push_back(at::empty({x.size(0), channels, x.size(2), x.size(3)}, x.options()));
+  }
+  return bufs;
 }
 
 }  // namespace
@@ -77,31 +107,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rrdb_cpu(const at::Te
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rrdb_forward(
     const at::Tensor& x, at::TensorList weights, at::TensorList biases, const Epilogue& ep) {
   check_inputs(x, weights, biases);
-  const int64_t nf = x.size(1);
-  const int64_t gc = weights[0].size(0);
-  const auto input = x.contiguous();
-  std::array<at::Tensor, kBlocks> bufs;
-  for (auto& buf : bufs) {
-    buf = at::empty({x.size(0), nf + 4 * gc, x.size(2), x.size(3)}, x.options());
-  }
-  bufs[0].narrow(1, 0, nf).copy_(input);
-  auto y = at::empty_like(input);
-  for (int64_t k = 0; k < kBlocks; ++k) {
-    // Each block writes its output straight into the next block's buffer.
-    const auto dst = k + 1 < kBlocks ? bufs[k + 1].narrow(1, 0, nf) : y;
-    dense_block(bufs[k], weights.slice(k * kConvsPerBlock, kConvsPerBlock),
-                biases.slice(k * kConvsPerBlock, kConvsPerBlock), nf, gc, dst, ep);
-  }
-  auto out = at::add(input, y, kResidualScale);
+  const auto bufs = make_buffers(x, x.size(1) + 4 * weights[0].size(0), kBlocks);
+  auto out = run_blocks(x.contiguous(), weights, biases, bufs, {0, 1, 2}, ep);
   return std::make_tuple(out, bufs[0], bufs[1], bufs[2]);
+}
+
+at::Tensor rrdb_inference_forward(const at::Tensor& x, at::TensorList weights, at::TensorList biases,
+                                  const Epilogue& ep) {
+  check_inputs(x, weights, biases);
+  const auto bufs = make_buffers(x, x.size(1) + 4 * weights[0].size(0), 2);
+  return run_blocks(x.contiguous(), weights, biases, bufs, {0, 1, 0}, ep);
 }
 
 }  // namespace f2n
 
 TORCH_LIBRARY(f2n, m) {
   m.def("rrdb(Tensor x, Tensor[] weights, Tensor[] biases) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("rrdb_inference(Tensor x, Tensor[] weights, Tensor[] biases) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(f2n, CPU, m) {
   m.impl("rrdb", &f2n::rrdb_cpu);
+  m.impl("rrdb_inference", &f2n::rrdb_inference_cpu);
 }

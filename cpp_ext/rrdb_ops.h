@@ -30,4 +30,9 @@ struct Epilogue {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rrdb_forward(
     const at::Tensor& x, at::TensorList weights, at::TensorList biases, const Epilogue& epilogue);
 
+// Inference: the same output with two buffers used in turn (block k+1 overwrites
+// block k-1's buffer), so the peak is no higher than the plain block's.
+at::Tensor rrdb_inference_forward(const at::Tensor& x, at::TensorList weights, at::TensorList biases,
+                                  const Epilogue& epilogue);
+
 }  // namespace f2n

@@ -67,11 +67,13 @@ def rrdb(nf: int, gc: int, dtype: torch.dtype = torch.float32) -> RRDB:
 def test_forward_matches_plain_fp32(fused_ext, monkeypatch, n, nf, gc, h, w):
     block = rrdb(nf, gc)
     x = torch.randn(n, nf, h, w)
-    with torch.no_grad():
+    with torch.no_grad():  # the inference op (two buffers in turn)
         plain = run(block, x, "off", monkeypatch)
         fused = run(block, x, "on", monkeypatch)
+    fused_training = run(block, x.requires_grad_(), "on", monkeypatch)  # the op that keeps its buffers
     assert fused.shape == plain.shape
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused_training.detach(), plain, rtol=1e-5, atol=1e-5)
 
 
 def test_forward_matches_plain_bf16(fused_ext, monkeypatch):
