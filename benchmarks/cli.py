@@ -9,6 +9,7 @@ import click
 from f2n.benchmarks.machine import machine_class
 from f2n.benchmarks.regression import (DEFAULT_THRESHOLD, BASELINE_DIR, StageResult, SuiteResult, baseline_path,
                                        compare, load_result, run_suite, save_result)
+from f2n.benchmarks.stages import Stage
 from f2n.benchmarks.suites import selected_suite, suite_names, suite_stages
 from f2n.errors import ConfigError, F2NError
 
@@ -27,23 +28,34 @@ def _progress(result: StageResult) -> None:
     click.echo(line, err=True)
 
 
-def _measure(suite: str | None, only: str, rounds: int, warmup: int, threads: int) -> SuiteResult:
+def _names(option: str, text: str, suite: str, stages: tuple[Stage, ...]) -> set[str]:
+    """Selectors listed in ``text`` (comma-separated, see ``Stage.matches``); unknown ones are an error."""
+    names = {name.strip() for name in text.split(",") if name.strip()}
+    unknown = {name for name in names if not any(stage.matches(name) for stage in stages)}
+    if unknown:
+        raise ConfigError(f"{option} names {', '.join(sorted(unknown))}, not in the {suite!r} suite "
+                          f"(stages: {', '.join(stage.key for stage in stages)})")
+    return names
+
+
+def _measure(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int) -> SuiteResult:
     name = selected_suite(suite)
     stages = suite_stages(name)
     if only:
-        wanted = {key.strip() for key in only.split(",") if key.strip()}
-        unknown = wanted - {stage.key for stage in stages} - {stage.name for stage in stages}
-        if unknown:
-            raise ConfigError(f"--only names {', '.join(sorted(unknown))}, not in the {name!r} suite "
-                              f"(stages: {', '.join(stage.key for stage in stages)})")
-        stages = tuple(stage for stage in stages if stage.key in wanted or stage.name in wanted)
+        wanted = _names("--only", only, name, stages)
+        stages = tuple(stage for stage in stages if any(stage.matches(selector) for selector in wanted))
+    if exclude:
+        unwanted = _names("--exclude", exclude, name, stages)
+        stages = tuple(stage for stage in stages if not any(stage.matches(selector) for selector in unwanted))
     return run_suite(name, stages, rounds=rounds, warmup=warmup, threads=threads, progress=_progress)
 
 
 def _suite_options(function):
     function = click.option("--suite", type=click.Choice(suite_names()), default=None,
                             help="Stage suite (default: $F2N_BENCH_SET or 'default').")(function)
-    function = click.option("--only", default="", help="Comma-separated stage names or keys to run.")(function)
+    function = click.option("--only", default="", help="Comma-separated stages to run: keys, names or families "
+                                                       "(tiled_sr/torch-fp32-cpu[48x48], tiled_sr/torch-fp32-cpu, tiled_sr).")(function)
+    function = click.option("--exclude", default="", help="Comma-separated stages to leave out (as --only).")(function)
     function = click.option("--rounds", type=click.IntRange(1), default=5, show_default=True,
                             help="Timed rounds per stage (the median counts).")(function)
     function = click.option("--warmup", type=click.IntRange(0), default=1, show_default=True)(function)
@@ -61,19 +73,22 @@ def main() -> None:
 
 @main.command()
 @_suite_options
-def record(suite: str | None, only: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None) -> None:
+def record(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None) -> None:
     """Measure the suite and write it as this machine class's baseline (on purpose only)."""
-    _run_command(lambda: _record(suite, only, rounds, warmup, 1 if threads is None else threads,
+    _run_command(lambda: _record(suite, only, exclude, rounds, warmup, 1 if threads is None else threads,
                                  baseline or baseline_path()))
 
 
-def _record(suite: str | None, only: str, rounds: int, warmup: int, threads: int, path: Path) -> None:
-    result = _measure(suite, only, rounds, warmup, threads)
+def _record(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int, path: Path) -> None:
+    result = _measure(suite, only, exclude, rounds, warmup, threads)
     failed = [f"{stage.key}: failed: {stage.error}" for stage in result.stages if stage.error]
     if failed:
         _fail(failed + [f"baseline not written: {len(failed)} stage(s) failed"])
+    measured = sum(stage.ratio is not None for stage in result.stages)
+    if not measured:
+        _fail([f"baseline not written: none of the {len(result.stages)} stages can run here"])
     save_result(result, path)
-    click.echo(f"recorded {sum(s.ratio is not None for s in result.stages)} stages for {machine_class()} in {path}")
+    click.echo(f"recorded {measured} stages for {machine_class()} in {path}")
 
 
 @main.command()
@@ -81,20 +96,20 @@ def _record(suite: str | None, only: str, rounds: int, warmup: int, threads: int
 @click.option("--threshold", type=click.FloatRange(0, min_open=True), default=DEFAULT_THRESHOLD, show_default=True,
               help="Largest allowed growth of a stage's time/reference ratio.")
 @click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write this run's figures here.")
-def check(suite: str | None, only: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None,
+def check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None,
           threshold: float, save: Path | None) -> None:
     """Run the baseline's suite and fail if a stage is more than THRESHOLD slower than in the baseline."""
-    _run_command(lambda: _check(suite, only, rounds, warmup, threads, baseline or baseline_path(), threshold, save))
+    _run_command(lambda: _check(suite, only, exclude, rounds, warmup, threads, baseline or baseline_path(), threshold, save))
 
 
-def _check(suite: str | None, only: str, rounds: int, warmup: int, threads: int | None, path: Path,
+def _check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int | None, path: Path,
            threshold: float, save: Path | None) -> None:
     reference = load_result(path)  # before measuring: a missing baseline fails at once
-    result = _measure(suite or reference.suite, only, rounds, warmup,
+    result = _measure(suite or reference.suite, only, exclude, rounds, warmup,
                       reference.threads if threads is None else threads)
     if save is not None:
         save_result(result, save)
-    if only:  # a partial run is only compared on the stages it measured
+    if only or exclude:  # a partial run is only compared on the stages it measured
         measured = set(result.by_key())
         reference = replace(reference, stages=tuple(stage for stage in reference.stages if stage.key in measured))
     failures = compare(result, reference, threshold)

@@ -21,7 +21,7 @@ from f2n.errors import ConfigError, EngineUnavailableError
 
 BASELINE_DIR = Path(__file__).resolve().parent / "baseline"
 DEFAULT_THRESHOLD = 0.25
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,9 @@ class StageResult:
     key: str
     group: str
     device: str
-    seconds: float | None = None  # median over the rounds; None when the stage did not run
+    seconds: float | None = None  # median over the rounds on ``clock``; None when the stage did not run
     reference_seconds: float | None = None
+    clock: str = ""  # "cpu" (process CPU time, CPU stages) or "wall" (GPU stages)
     output_megapixels: float = 0.0
     breakdown: Mapping[str, float] = field(default_factory=dict)  # median seconds per pipeline step
     unavailable: str = ""  # why the stage cannot run here (missing part, no GPU, ...)
@@ -62,18 +63,18 @@ def measure_stage(stage: Stage, rounds: int, warmup: int, delay_fraction: float 
     common = dict(key=stage.key, group=stage.group, device=stage.device, output_megapixels=stage.output_megapixels)
     try:
         run = stage.setup()
-        timing = measure(run, rounds, warmup, delay_fraction)
+        timing = measure(run, rounds, warmup, delay_fraction, clock="cpu" if stage.device == "cpu" else "wall")
     except (StageUnavailable, EngineUnavailableError) as reason:
         return StageResult(**common, unavailable=str(reason))
     except Exception as error:  # reported as a failing stage by check and record
         return StageResult(**common, error=f"{type(error).__name__}: {error}".splitlines()[0])
     return StageResult(**common, seconds=timing.seconds, reference_seconds=timing.reference_seconds,
-                       breakdown=dict(timing.breakdown))
+                       clock=timing.clock, breakdown=dict(timing.breakdown))
 
 
 def _delay_for(stage: Stage, delays: Mapping[str, float]) -> float:
-    """A delay names a stage by its key (``adapt_step[2x32x32]``) or by its name for all sizes."""
-    return delays.get(stage.key, delays.get(stage.name, 0.0))
+    """A delay names a stage by key, name or family (see ``Stage.matches``)."""
+    return max((fraction for selector, fraction in delays.items() if stage.matches(selector)), default=0.0)
 
 
 def run_suite(suite: str, stages: Iterable[Stage], rounds: int = 5, warmup: int = 1, threads: int = 1,

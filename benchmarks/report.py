@@ -56,20 +56,25 @@ def markdown(result: SuiteResult) -> str:
         f"GPU {machine['gpu']}, torch {machine['torch']}; every stage ran with {result.threads} thread(s). "
         f"Suite `{result.suite}`, median of {result.rounds} rounds after {result.warmup} warm-up.",
         "",
-        "| stage | device | median | x reference | s per output MP |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "Times are medians of process CPU time for CPU stages (with one thread, the wall time on an idle core) "
+        "and of wall time for GPU stages.",
+        "",
+        "| stage | device | clock | median | x reference | s per output MP |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
     ]
     for stage in _ordered(result):
         if stage.seconds is None:
             continue
         per_mp = f"{stage.seconds / stage.output_megapixels:.2f}" if stage.output_megapixels else ""
-        lines.append(f"| `{stage.key}` | {stage.device} | {stage.seconds * 1e3:.1f} ms | {stage.ratio:.2f} | {per_mp} |")
+        lines.append(f"| `{stage.key}` | {stage.device} | {stage.clock} | {stage.seconds * 1e3:.1f} ms "
+                     f"| {stage.ratio:.2f} | {per_mp} |")
     skipped = [stage for stage in result.stages if stage.seconds is None]
     if skipped:
         lines += ["", "Not measured here:", ""]
         lines += [f"- `{stage.key}`: {stage.unavailable or 'failed: ' + stage.error}" for stage in skipped]
     for stage in (stage for stage in result.stages if stage.breakdown):
-        lines += ["", f"End to end `{stage.key}`, median seconds per step:", "", "| step | seconds |", "| --- | ---: |"]
+        lines += ["", f"End to end `{stage.key}`, median wall seconds per step (the pipeline's own report):", "",
+                  "| step | seconds |", "| --- | ---: |"]
         lines += [f"| {name} | {seconds:.3f} |" for name, seconds in waterfall_steps(dict(stage.breakdown))]
         lines.append(f"| **total** | {stage.breakdown.get('total', stage.seconds):.3f} |")
     ratios = peer_ratios(result)
@@ -109,7 +114,7 @@ def write_chart(result: SuiteResult, path: Path) -> None:
     figure, axes = plt.subplots(len(heights), 1, figsize=(11, 0.32 * sum(heights) + 1.6 * len(heights)),
                                 gridspec_kw={"height_ratios": heights})
     _bars(axes[0], measured, [stage.seconds * 1e3 for stage in measured],
-          "median latency per call (ms, log scale)", "per stage")
+          "median time per call (ms, log scale; CPU time for CPU stages)", "per stage")
     axes[0].set_xscale("log")
     _bars(axes[1], sr, [stage.seconds / stage.output_megapixels for stage in sr],
           "seconds per megapixel of x4 output", "SR per engine and precision (grey: peers on the same input)")

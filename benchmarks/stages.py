@@ -37,6 +37,10 @@ class Stage:
     def key(self) -> str:
         return f"{self.name}[{self.variant}]"
 
+    def matches(self, selector: str) -> bool:
+        """A selector names a stage by key, by name, or by family (``tiled_sr`` for every engine)."""
+        return selector in (self.key, self.name, self.name.split("/")[0])
+
 
 def require_module(module: str):
     """Import a stage's f2n module; a module that is absent makes the stage unavailable."""
@@ -104,7 +108,12 @@ def encode(height: int, width: int, suffix: str) -> TimedCall:
     folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
     path = Path(folder.name) / f"out{suffix}"
     rgb = photo_rgb(height, width)
-    return lambda: (folder, images.write_image(path, rgb))
+
+    def run() -> None:
+        _ = folder  # keeps the temporary folder alive as long as the call
+        images.write_image(path, rgb)
+
+    return run
 
 
 # ---- shared inputs -------------------------------------------------------------------

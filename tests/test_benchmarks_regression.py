@@ -25,7 +25,7 @@ MACHINE = {"machine_class": "cpu-test-2c", "cpu": "test", "cores": 2, "torch_thr
 def _suite(**ratios: float) -> SuiteResult:
     """A result whose stage ``name`` took ``ratio`` x a 10 ms reference."""
     return SuiteResult("default", 5, 1, 1, MACHINE, tuple(
-        StageResult(f"{name}[1x1]", "sr", "cpu", seconds=ratio * 0.01, reference_seconds=0.01)
+        StageResult(f"{name}[1x1]", "sr", "cpu", seconds=ratio * 0.01, reference_seconds=0.01, clock="cpu")
         for name, ratio in ratios.items()))
 
 
@@ -88,7 +88,7 @@ def test_results_round_trip_through_json(tmp_path) -> None:
     save_result(result, path)
     assert load_result(path) == result
     payload = json.loads(path.read_text())
-    payload["format"] = 999
+    payload["format"] = 999  # an older or newer layout is refused, not misread
     path.write_text(json.dumps(payload))
     with pytest.raises(ConfigError, match="format 999"):
         load_result(path)

@@ -9,7 +9,7 @@ MP = 0.065536
 
 
 def _stage(key: str, group: str, seconds: float, device: str = "cpu", **extra) -> StageResult:
-    return StageResult(key, group, device, seconds=seconds, reference_seconds=0.05, **extra)
+    return StageResult(key, group, device, seconds=seconds, reference_seconds=0.05, clock="cpu", **extra)
 
 
 RESULT = SuiteResult("default", 5, 1, 1, MACHINE, (
@@ -45,7 +45,7 @@ def test_waterfall_leaves_out_nested_adaptation_steps_and_adds_the_rest() -> Non
 
 def test_markdown_lists_measured_rows_skipped_reasons_and_peers() -> None:
     text = markdown(RESULT)
-    assert "| `tiled_sr/torch-fp32-cpu[64x64]` | cpu | 2000.0 ms | 40.00 | 30.52 |" in text
+    assert "| `tiled_sr/torch-fp32-cpu[64x64]` | cpu | cpu | 2000.0 ms | 40.00 | 30.52 |" in text
     assert "- `handover/trt-fp16-cuda[rrdbnet-23]`: TensorRT cannot be installed here" in text
     assert "| `peer/ncnn-cpu[64x64]` | 1000 ms | `tiled_sr/onnx-reinit-fp32-cpu[64x64]` 1500 ms | 1.50 |" in text
     assert "| adapt | 4.000 |" in text and "| **total** | 9.000 |" in text

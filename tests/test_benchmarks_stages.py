@@ -2,6 +2,7 @@
 stages are recorded (not raised), breakdowns are medians, suites are well formed."""
 
 import re
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -39,6 +40,12 @@ def test_suite_selection_by_environment(monkeypatch: pytest.MonkeyPatch) -> None
         selected_suite()
 
 
+def test_selectors_match_a_stage_by_key_name_or_family() -> None:
+    stage = Stage("tiled_sr/torch-fp32-cpu", "48x48", "sr", lambda: lambda: None)
+    assert all(stage.matches(s) for s in ("tiled_sr/torch-fp32-cpu[48x48]", "tiled_sr/torch-fp32-cpu", "tiled_sr"))
+    assert not any(stage.matches(s) for s in ("tiled_sr/torch", "sr", "tiled_sr/torch-fp32-cpu[64x64]"))
+
+
 @pytest.fixture
 def no_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests are about bookkeeping, not time: skip the reference workload."""
@@ -64,3 +71,9 @@ def test_breakdown_is_the_median_per_step_of_the_reported_timings(no_reference: 
 
 def test_machine_class_names_cpu_and_cores_or_gpu() -> None:
     assert re.fullmatch(r"cpu-[a-z0-9-]+-\d+c|gpu-[a-z0-9-]+", machine_class())
+
+
+def test_cpu_clock_leaves_out_time_spent_waiting(no_reference: None) -> None:
+    """CPU stages are timed in CPU time, so time descheduled (here: asleep) is not counted."""
+    assert measure(lambda: time.sleep(0.05), rounds=3, warmup=0, clock="cpu").seconds < 0.02
+    assert measure(lambda: time.sleep(0.05), rounds=3, warmup=0, clock="wall").seconds >= 0.05
