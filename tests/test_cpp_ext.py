@@ -177,7 +177,6 @@ def test_torch_func_grad_and_value_matches_plain(fused_ext, monkeypatch):
         torch.testing.assert_close(fused_grads[name], plain_grads[name], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.slow  # ~25 s wall on the shared 2-core machine (dynamo + AOT tracing)
 def test_torch_compile_sees_through_the_op(fused_ext, monkeypatch):
     monkeypatch.setenv(cpp_ext.FUSED_ENV, "on")
     block = rrdb(8, 4)
