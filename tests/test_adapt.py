@@ -67,7 +67,7 @@ def test_adam_moves_every_weight_by_about_lr() -> None:
 
 
 def test_iter_adaptation_snapshots_match_adapt() -> None:
-    model, patches, config = tiny_net(), random_patches(), AdaptConfig(steps=4, lr=0.1)
+    model, patches, config = tiny_net(), random_patches(), AdaptConfig(steps=4, lr=0.1, optimizer="sgd")
     snapshots = {s.index: {k: v.clone() for k, v in s.weights.items()} for s in iter_adaptation(model, patches, config)}
     final = adapt(model, patches, config)
     assert sorted(snapshots) == [1, 2, 3, 4]
@@ -117,7 +117,7 @@ def test_mask_zero_region_does_not_pull() -> None:
     mask[..., :16, :] = 0
     garbage = patches.target.clone()
     garbage[..., :16, :] = 1 - garbage[..., :16, :]
-    config = AdaptConfig(steps=3, lr=0.3)
+    config = AdaptConfig(steps=3, lr=0.3, optimizer="sgd")
     clean = adapt(tiny_net(), PatchBatch(patches.lq, patches.target, mask), config)
     dirty = adapt(tiny_net(), PatchBatch(patches.lq, garbage, mask), config)
     for name in clean.weights:
@@ -128,8 +128,8 @@ def test_mask_zero_region_does_not_pull() -> None:
 
 def test_cpu_bf16_autocast_tracks_fp32() -> None:
     patches = random_patches()
-    fp32 = adapt(tiny_net(), patches, AdaptConfig(steps=3, lr=0.1))
-    bf16 = adapt(tiny_net(), patches, AdaptConfig(steps=3, lr=0.1, precision="bf16"))
+    fp32 = adapt(tiny_net(), patches, AdaptConfig(steps=3, lr=0.1, optimizer="sgd"))
+    bf16 = adapt(tiny_net(), patches, AdaptConfig(steps=3, lr=0.1, optimizer="sgd", precision="bf16"))
     np.testing.assert_allclose(bf16.losses, fp32.losses, rtol=2e-2)
 
 
@@ -153,9 +153,9 @@ def test_compiled_bf16_on_cuda_matches_eager_and_does_not_recompile() -> None:
     from torch._dynamo.utils import counters
 
     model, patches = tiny_net().cuda(), random_patches()
-    eager = adapt(model, patches, AdaptConfig(steps=3, lr=0.1, device="cuda", compile=False))
-    compiled = adapt(model, patches, AdaptConfig(steps=3, lr=0.1, device="cuda", precision="bf16", compile=True))
+    eager = adapt(model, patches, AdaptConfig(steps=3, lr=0.1, optimizer="sgd", device="cuda", compile=False))
+    compiled = adapt(model, patches, AdaptConfig(steps=3, lr=0.1, optimizer="sgd", device="cuda", precision="bf16", compile=True))
     np.testing.assert_allclose(compiled.losses, eager.losses, rtol=3e-2)
     frames = counters["stats"]["unique_graphs"]
-    adapt(model, random_patches(seed=5), AdaptConfig(steps=3, lr=0.02, device="cuda", precision="bf16", compile=True))
+    adapt(model, random_patches(seed=5), AdaptConfig(steps=3, lr=0.02, optimizer="sgd", device="cuda", precision="bf16", compile=True))
     assert counters["stats"]["unique_graphs"] == frames  # new photo, new lr: no new graph
