@@ -1,9 +1,11 @@
 """Shared fixtures. Real test data lives in ../shared/data beside the checkout;
 tests that need it skip with the reason where it is absent (a user's fresh clone)."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -34,3 +36,14 @@ def real_sr_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("F2N_HOME", str(tmp_path_factory.mktemp("real_sr_weights")))
         return weight_path("realesrgan-x4plus", allow_download=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread() -> Iterator[None]:
+    """The suite's networks are tiny: one intra-op thread runs them fastest, and two
+    spinning OpenMP threads on a busy 2-core machine made small convolutions 20-30x
+    slower. Tests that measure threading set their own count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,14 +16,6 @@ from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import PatchBatch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread, above all on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_net(seed: int = 0) -> RRDBNet:
     torch.manual_seed(seed)

@@ -37,14 +37,6 @@ def fused_ext(tmp_path_factory: pytest.TempPathFactory) -> float:
     return time.perf_counter() - start
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions on a shared 2-core machine run far faster on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def run(module: torch.nn.Module, x: torch.Tensor, mode: str, monkeypatch: pytest.MonkeyPatch) -> torch.Tensor:
     monkeypatch.setenv(cpp_ext.FUSED_ENV, mode)

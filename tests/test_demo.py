@@ -4,7 +4,6 @@ the README's command; it takes minutes on a CPU)."""
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
@@ -13,13 +12,6 @@ from f2n.nets import RRDBNet
 from f2n.runtime import cli
 from f2n.runtime.demo import demo_pair, psnr
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_demo_pair_is_fixed_and_degraded() -> None:

@@ -3,7 +3,6 @@ swap, dynamic batch/height/width, cache keys and cache rebuilds. One tiny-net co
 per module (~25-60 s on the shared 2-core CPU), hence slow."""
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,18 +21,9 @@ def tiny_net(seed: int) -> RRDBNet:
     return RRDBNet(**TINY).eval()
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Two OpenMP threads on a busy 2-core machine run 20-30x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
     return compile_package(tiny_net(0), tmp_path_factory.mktemp("aoti") / "tiny.pt2")
 
 

@@ -1,6 +1,5 @@
 """make_engine (what the runtime calls) and the f2n-export CLI, on a tiny RRDBNet."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -22,14 +21,6 @@ from f2n.weights.sr import LoadedSR
 
 TINY = dict(num_block=1, num_feat=8, num_grow_ch=4)
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Two OpenMP threads on a busy 2-core machine run PyTorch 20-30x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

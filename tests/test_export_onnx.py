@@ -1,7 +1,6 @@
 """ONNX export (names, parity, dynamic shapes) and the ONNX Runtime engine's per-photo
 weight replacement, on a tiny RRDBNet; one real-weights parity test on a small crop."""
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -31,14 +30,6 @@ def real_crop(shared_data: Path, size: int) -> torch.Tensor:
     rgb = cv2.cvtColor(bgr[y : y + size, x : x + size], cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
     return torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous()
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Two OpenMP threads on a busy 2-core machine run PyTorch 20-30x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

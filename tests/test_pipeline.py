@@ -23,14 +23,6 @@ from f2n.weights import load_sr_network
 ADAPT = AdaptConfig(steps=3, lr=1e-2, optimizer="adam")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread, above all on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def pair() -> tuple[np.ndarray, np.ndarray]:

@@ -7,19 +7,10 @@ from f2n.nets import MaskNet, RRDBNet
 from f2n.training.config import LossConfig
 from f2n.training.maml import MetaModules, TaskBatch, meta_gradients, meta_objective
 
-pytestmark = pytest.mark.usefixtures("single_thread")
 
 ALPHA = 0.5  # large, so that the second-order terms are far above the finite-difference error
 LOSSES = LossConfig(l1=1.0, lpips=0.0, gan=0.0, mask_reg=0.002, self_similarity=0.1)
 
-
-@pytest.fixture
-def single_thread():
-    """Tiny float64 convs run far faster on one thread than on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _modules() -> MetaModules:

@@ -3,7 +3,6 @@
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import torch
 from click.testing import CliRunner
 from safetensors import safe_open
@@ -18,14 +17,6 @@ from f2n.training.trainer import train
 from f2n.weights import load_sr_network
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny convs run far faster on one thread than on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _config(shared_data: Path, out_dir: Path, steps: int, resume: Path | None = None) -> TrainConfig:
     return TrainConfig(
@@ -38,7 +29,7 @@ def _config(shared_data: Path, out_dir: Path, steps: int, resume: Path | None = 
     )
 
 
-def test_tiny_run_checkpoints_and_resumes_to_the_same_weights(shared_data, tmp_path, single_thread) -> None:
+def test_tiny_run_checkpoints_and_resumes_to_the_same_weights(shared_data, tmp_path) -> None:
     straight = train(_config(shared_data, tmp_path / "a", steps=3), log=lambda _: None, progress=False)
     train(_config(shared_data, tmp_path / "b", steps=2), log=lambda _: None, progress=False)
     assert latest_checkpoint(tmp_path / "b").name == "step_0000002.safetensors"
@@ -82,7 +73,7 @@ def test_cli_names_a_missing_folder(tmp_path) -> None:
     assert "faces folder" in result.output and "does not exist" in result.output
 
 
-def test_checkpoint_file_layout(shared_data, tmp_path, single_thread) -> None:
+def test_checkpoint_file_layout(shared_data, tmp_path) -> None:
     config = _config(shared_data, tmp_path / "c", steps=1)
     config = replace(config, loss=replace(config.loss, gan=0.0), optim=replace(config.optim, ema_decay=0.0))
     path = train(config, log=lambda _: None, progress=False)

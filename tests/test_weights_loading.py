@@ -13,15 +13,6 @@ from f2n.nets.masknet import MaskNet
 from f2n.nets.rrdbnet import RRDBNet
 from f2n.weights import load_into, load_sr_network, load_state_dict_file, save_f2n_checkpoint
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: with other jobs on the 2-core box, two spinning OpenMP threads
-    made an 8x8 forward pass of a 3-block toy RRDBNet take 3.4 s instead of 3 ms."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 HYPERPARAMETERS = [
     {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 8, "num_block": 1, "num_grow_ch": 4},

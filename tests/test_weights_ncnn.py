@@ -32,7 +32,7 @@ def ncnn_reference(image: np.ndarray) -> np.ndarray:
     options.use_vulkan_compute = False
     options.use_fp16_storage = options.use_fp16_packed = options.use_fp16_arithmetic = False
     options.use_bf16_storage = False
-    options.num_threads = 1  # see one_thread below
+    options.num_threads = 1  # as torch: see tests/conftest.py
     assert net.load_param(str(param)) == 0 and net.load_model(str(bin_)) == 0
     extractor = net.create_extractor()
     extractor.input(input_blob, ncnn.Mat(np.ascontiguousarray(image, dtype=np.float32)))
@@ -40,15 +40,6 @@ def ncnn_reference(image: np.ndarray) -> np.ndarray:
     assert status == 0
     return np.array(output)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on the shared 2-core box, two spinning OpenMP threads made
-    the 23-block forward pass ~20x slower (10 s vs 0.5 s for 16x16) while other jobs ran."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def max_difference(real_sr_weights: Path, image: np.ndarray) -> float:

@@ -23,15 +23,6 @@ from f2n.weights.fileio import sha256_file
 from f2n.weights.registry import find_spec
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: with other jobs on the shared 2-core box, two spinning OpenMP
-    threads make small torch ops take seconds instead of milliseconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @dataclass
 class Served:
