@@ -106,9 +106,11 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt, require_adaptation=require_adaptation,
         paste_faces=paste_faces, progress=progress,
     )
+    # The engine first: an engine that cannot run here fails before the prior is fetched.
+    sr_engine = make_engine(engine, loaded, device=device, precision=precision, tile=tile)
     face_prior, prior_problem = (None, "") if no_adapt else load_prior(prior, device, jobs[0].source, require_adaptation)
     pipeline = AdaptAndRun(
-        model=loaded.model.to(device), engine=make_engine(engine, loaded, device=device, precision=precision, tile=tile),
+        model=loaded.model.to(device), engine=sr_engine,
         detector=make_detector(), prior=face_prior, prior_problem=prior_problem,
         masknet=load_masknet(loaded.masknet_state, device), config=config,
     )
