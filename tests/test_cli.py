@@ -145,13 +145,15 @@ def test_prior_that_cannot_load_falls_back_to_the_base_network(photos: Path, tmp
     assert strict.exit_code == WeightsError.exit_code and "not installed" in strict.output
 
 
-def test_onnx_engine_takes_the_adapted_weights(photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
-    """--engine dispatches to f2n.export.engines; its output after set_weights(θ_n)
-    matches the torch engine's on the same adapted weights."""
+@pytest.mark.slow
+def test_onnx_and_aoti_engines_take_the_adapted_weights(photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """--engine dispatches to f2n.export.engines; the ONNX Runtime and AOTInductor outputs
+    after set_weights(θ_n) match the torch engine's on the same adapted weights (the AOTI
+    package compiles once, for the tiny network: ~15-60 s on a 2-core CPU)."""
     gt, _ = demo_pair()
     write_image(tmp_path / "gt.png", gt)
     outputs = {}
-    for engine in ("torch", "onnx"):
+    for engine in ("torch", "onnx", "aoti"):
         outputs[engine] = tmp_path / f"{engine}.png"
         result = invoke(photos / "astronaut.png", "--out", outputs[engine], "--engine", engine, "--checkpoint",
                         tiny_checkpoint, "--prior", f"oracle:{tmp_path / 'gt.png'}", "--precision", "fp32", *FAST,
@@ -159,6 +161,7 @@ def test_onnx_engine_takes_the_adapted_weights(photos: Path, tmp_path: Path, tin
         assert result.exit_code == 0 and "(adapted;" in result.output, result.output
     torch_rgb, onnx_rgb = read_image(outputs["torch"]).rgb, read_image(outputs["onnx"]).rgb
     assert np.abs(torch_rgb - onnx_rgb).max() <= 2 / 255
+    assert np.abs(torch_rgb - read_image(outputs["aoti"]).rgb).max() <= 2 / 255
     base = invoke(photos / "astronaut.png", "--out", tmp_path / "base.png", "--checkpoint", tiny_checkpoint,
                   "--no-adapt", *FAST)
     assert base.exit_code == 0
