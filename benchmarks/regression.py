@@ -7,7 +7,6 @@ more than the threshold (25 %) fails with a line naming it and both figures.
 """
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -18,6 +17,7 @@ from f2n.benchmarks.machine import describe_machine, machine_class, usable_cores
 from f2n.benchmarks.stages import Stage, StageUnavailable
 from f2n.benchmarks.timing import injected_delays, measure
 from f2n.errors import ConfigError, EngineUnavailableError
+from f2n.fileio import write_bytes_atomic
 
 BASELINE_DIR = Path(__file__).resolve().parent / "baseline"
 DEFAULT_THRESHOLD = 0.25
@@ -130,20 +130,8 @@ def baseline_path(folder: Path = BASELINE_DIR, klass: str | None = None) -> Path
     return folder / f"{klass or machine_class()}.json"
 
 
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write through a temporary file in the same folder: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def save_result(result: SuiteResult, path: Path) -> None:
-    write_atomic(path, (json.dumps({"format": FORMAT_VERSION, **asdict(result)}, indent=2) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps({"format": FORMAT_VERSION, **asdict(result)}, indent=2) + "\n").encode())
 
 
 def load_result(path: Path) -> SuiteResult:

@@ -5,7 +5,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from f2n.benchmarks.regression import StageResult, SuiteResult, write_atomic
+from f2n.benchmarks.regression import StageResult, SuiteResult
+from f2n.fileio import write_bytes_atomic
 
 GROUP_ORDER = ("io", "face", "adapt", "handover", "sr", "e2e", "peer")
 GROUP_COLOURS = {"io": "#8c8c8c", "face": "#1f77b4", "adapt": "#d62728", "handover": "#9467bd",
@@ -131,16 +132,16 @@ def write_chart(result: SuiteResult, path: Path) -> None:
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=100)
     plt.close(figure)
-    write_atomic(path, png.getvalue())
+    write_bytes_atomic(path, png.getvalue())
 
 
 def write_report(result: SuiteResult, out_dir: Path, docs_dir: Path | None = None) -> list[Path]:
     """``<class>-<suite>.md`` and ``.png`` in ``out_dir``; the chart also into ``docs_dir``."""
     stem = f"{result.machine['machine_class']}-{result.suite}"
     table, chart = out_dir / f"{stem}.md", out_dir / f"{stem}.png"
-    write_atomic(table, markdown(result).encode())
+    write_bytes_atomic(table, markdown(result).encode())
     write_chart(result, chart)
     written = [table, chart]
     if docs_dir is not None:
-        written.append(write_atomic(docs_dir / f"benchmarks-{stem}.png", chart.read_bytes()))
+        written.append(write_bytes_atomic(docs_dir / f"benchmarks-{stem}.png", chart.read_bytes()))
     return written

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from f2n.errors import ConfigError, InputImageError
-from f2n.eval.atomic import write_text_atomic
+from f2n.fileio import write_text_atomic
 from f2n.runtime.images import read_image, write_image
 from f2n.training.degradations import DegradationConfig, degrade, sample_params
 

@@ -4,7 +4,6 @@ depends on, so a stale or foreign file is never picked up by name alone."""
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from torch import nn
@@ -23,22 +22,3 @@ def digest(fields: dict) -> str:
 
 def cache_dir(kind: str) -> Path:
     return f2n_home() / "engines" / kind
-
-
-def file_sha256(path: str | Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -12,7 +12,7 @@ from skimage import data
 
 from f2n.errors import EngineUnavailableError, F2NError
 from f2n.export.aoti import AotiEngine, compile_package
-from f2n.export.cache import write_atomic
+from f2n.fileio import write_bytes_atomic
 from f2n.export.onnx_export import FP32_TOLERANCE, VerificationError, export_onnx, verify_onnx
 from f2n.export.trt_config import builder_flag_names, tile_profile
 from f2n.export.trt_engine import build_plan, import_tensorrt
@@ -74,5 +74,5 @@ def export(source: str, fmt: str, precision: str, out: Path | None, device: str,
             raise EngineUnavailableError("--format trt needs --device cuda")
         builder_flag_names(precision)  # validate before exporting
         onnx_path = export_onnx(loaded.model, out.with_suffix(".onnx"))
-        write_atomic(out, build_plan(trt, onnx_path, precision, tile_profile(TRT_TILE)))
+        write_bytes_atomic(out, build_plan(trt, onnx_path, precision, tile_profile(TRT_TILE)))
     return out

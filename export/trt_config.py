@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from f2n.errors import ConfigError, WeightsError
-from f2n.export.cache import digest, write_atomic
+from f2n.export.cache import digest
+from f2n.fileio import write_bytes_atomic
 from f2n.export.names import WeightNameMap
 
 TRT_PRECISIONS = {"fp32": (), "fp16": ("FP16",), "bf16": ("BF16",)}
@@ -71,9 +72,9 @@ class TrtCacheKey:
 
 def write_plan(cache_dir: Path, key: TrtCacheKey, plan: bytes) -> Path:
     """Store the plan, then its sidecar (a plan without a valid sidecar is never read)."""
-    path = write_atomic(cache_dir / f"{key.file_stem()}.plan", plan)
+    path = write_bytes_atomic(cache_dir / f"{key.file_stem()}.plan", plan)
     sidecar = {"key": key.fields(), "plan_sha256": hashlib.sha256(plan).hexdigest()}
-    write_atomic(cache_dir / f"{key.file_stem()}.json", json.dumps(sidecar, indent=1).encode())
+    write_bytes_atomic(cache_dir / f"{key.file_stem()}.json", json.dumps(sidecar, indent=1).encode())
     return path
 
 

@@ -11,7 +11,7 @@ import onnx
 import torch
 
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
-from f2n.export.cache import file_sha256
+from f2n.fileio import sha256_file
 from f2n.export.names import map_initializers
 from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME, initializer_arrays
 from f2n.export.trt_config import (
@@ -86,7 +86,7 @@ class TrtEngine:
         self.names = map_initializers(graph, weights.keys())
         self._initializers = initializer_arrays(graph)
         self.profile = profile
-        key = TrtCacheKey(gpu_name(), trt.__version__, precision, profile, file_sha256(onnx_path))
+        key = TrtCacheKey(gpu_name(), trt.__version__, precision, profile, sha256_file(Path(onnx_path)))
         plan = read_plan(cache_dir, key)
         if plan is None:
             plan = build_plan(trt, onnx_path, precision, profile)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from f2n.errors import ConfigError, InputImageError
+from f2n.fileio import write_bytes_atomic
 
 DEFAULT_MAX_PIXELS = 64_000_000
 _EXIF_ORIENTATION = 0x0112
@@ -101,7 +101,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray |
     exif = _reset_orientation(exif)
     data = (_encode_png16(rgb, alpha, icc_profile, exif) if bit_depth == 16
             else _encode_pillow(rgb, alpha, fmt, icc_profile, exif))
-    _atomic_write(path, data)
+    write_bytes_atomic(path, data)
 
 
 def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:
@@ -232,14 +232,3 @@ def _encode_png16(rgb: np.ndarray, alpha: np.ndarray | None, icc_profile: bytes 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return len(payload).to_bytes(4, "big") + kind + payload + zlib.crc32(kind + payload).to_bytes(4, "big")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from f2n.runtime.types import FaceReport
-from f2n.weights.fileio import write_atomic
+from f2n.fileio import write_atomic
 
 Status = Literal["ok", "skipped", "failed"]
 

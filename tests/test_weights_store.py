@@ -19,7 +19,7 @@ from f2n.errors import WeightsError
 from f2n.nets.rrdbnet import RRDBNet
 from f2n.weights import KNOWN_WEIGHTS, WeightSpec, add_weight, weight_path
 from f2n.weights.cli import main
-from f2n.weights.fileio import sha256_file
+from f2n.fileio import sha256_file
 from f2n.weights.registry import find_spec
 
 

@@ -11,18 +11,16 @@ The train file is written first: a step whose f2n checkpoint exists is complete.
 """
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from f2n.errors import ConfigError, WeightsError
 from f2n.weights import save_f2n_checkpoint
+from f2n.weights.checkpoint import save_safetensors_atomic
 
 TRAIN_FORMAT = "f2n-train-state/1"
 SUFFIX = ".safetensors"
@@ -71,7 +69,7 @@ def save_checkpoint(
         "optimizers": json.dumps(optim_meta),
         "modules": json.dumps(sorted(state.modules)),
     }
-    _save_atomic(train_path, tensors, metadata)
+    save_safetensors_atomic(train_path, tensors, metadata)
     meta = {"alpha": alpha, "steps": 1, "optimizer": "sgd", "train_step": state.step}
     return save_f2n_checkpoint(f2n_path, deploy_sr, state.modules["masknet"], meta)
 
@@ -123,14 +121,3 @@ def _train_file(path: Path) -> Path:
             return train
         raise ConfigError(f"{path} has no training state beside it (expected {train.name}): it can be deployed, not resumed")
     raise ConfigError(f"resume path {path} is neither a run folder nor a {SUFFIX} checkpoint")
-
-
-def _save_atomic(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    contiguous = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(contiguous, temp, metadata=metadata)
-        os.replace(temp, path)
-    finally:
-        Path(temp).unlink(missing_ok=True)

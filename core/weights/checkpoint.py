@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from f2n.errors import WeightsError
-from f2n.weights.fileio import write_atomic
+from f2n.fileio import write_atomic
 
 F2N_FORMAT = "f2n-checkpoint/1"
 SR_PREFIX = "sr."

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from f2n.errors import WeightsError
 from f2n.weights.checkpoint import load_into, load_state_dict_file, save_safetensors_atomic
-from f2n.weights.fileio import CHUNK, sha256_file, write_atomic
+from f2n.fileio import CHUNK, sha256_file, write_atomic
 from f2n.weights.ncnn_convert import convert_ncnn_rrdbnet
 from f2n.weights.registry import BytesSource, NcnnSource, PackagedFile, WeightSpec, find_spec, known_names
 

@@ -1,4 +1,5 @@
-"""File helpers shared by the cache and the checkpoint writer: hashing, atomic writes."""
+"""File helpers every part of f2n shares: SHA-256 of a file, and atomic writes (temp file
+beside the destination, then rename: a reader never sees half a file, a failure leaves none)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,11 @@ def write_atomic(destination: Path, write: Callable[[Path], None]) -> Path:
         if os.path.exists(temp):
             os.unlink(temp)
     return destination
+
+
+def write_bytes_atomic(destination: Path, data: bytes) -> Path:
+    return write_atomic(destination, lambda temp: temp.write_bytes(data))
+
+
+def write_text_atomic(destination: Path, text: str) -> Path:
+    return write_atomic(destination, lambda temp: temp.write_text(text, encoding="utf-8"))
