@@ -28,7 +28,7 @@ from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime.types import PatchBatch
 
 # Measured on the oracle prior (docs/adaptation.md, runtime/measure_defaults.py).
-DEFAULT_STEPS = 10
+DEFAULT_STEPS = 20
 DEFAULT_LR = 1e-4
 DEFAULT_OPTIMIZER = "adam"
 
