@@ -171,6 +171,11 @@ def process(pipeline: AdaptAndRun, job: Job, overwrite: bool) -> RunReport:
     except F2NError as error:
         click.echo(f"failed {job.source}: {error}", err=True)
         return RunReport(str(job.source), None, "failed", False, reason=str(error))
+    except Exception as error:  # a folder run goes on past a photo that breaks in an unforeseen way
+        first_line = next(iter(str(error).strip().splitlines()), "")
+        reason = f"unexpected {type(error).__name__}: {first_line}"
+        click.echo(f"failed {job.source}: {reason}", err=True)
+        return RunReport(str(job.source), None, "failed", False, reason=reason)
     how = "adapted" if report.adapted else f"base network: {report.reason}"
     click.echo(f"ok {job.source} -> {job.output} ({how}; {report.timings.get('total', 0):.1f} s)", err=True)
     return report

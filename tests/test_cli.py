@@ -184,3 +184,17 @@ def test_real_weights_end_to_end_on_a_small_crop(real_sr_weights: Path, tmp_path
     bicubic = np.clip(cv2.resize(crop, (128, 128), interpolation=cv2.INTER_CUBIC), 0, 1)
     assert sr.shape == (128, 128, 3)
     assert 10 * np.log10(1 / np.mean((sr - bicubic) ** 2)) > 22
+
+
+def test_an_unexpected_error_fails_that_photo_only(tmp_path: Path) -> None:
+    """A photo that breaks in an unforeseen way (not an F2NError) is reported as failed in
+    one line, and the folder run goes on: process returns instead of raising."""
+
+    def breaking_pipeline(source: Path, output: Path, **_: object) -> None:
+        raise RuntimeError("decoder choked\nsecond line of detail")
+
+    job = cli.Job(tmp_path / "a.png", tmp_path / "out" / "a.png", None, None)
+    report = cli.process(breaking_pipeline, job, overwrite=False)
+    assert report.status == "failed"
+    assert report.reason == "unexpected RuntimeError: decoder choked"
+    assert not job.output.exists()
