@@ -11,10 +11,8 @@ The canvas under and around the faces is the bicubic x4 of the photo.
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -27,6 +25,7 @@ from f2n.runtime.face_align import estimate_affine, face_template, inverse_affin
 from f2n.runtime.face_detect import Detections
 from f2n.runtime.face_patches import PatchConfig, sample_pairs
 from f2n.runtime.face_prior import FacePrior
+from f2n.runtime.report import timed
 from f2n.runtime.types import FaceReport, FaceStageResult, PatchBatch
 
 SCALE = 4
@@ -62,11 +61,11 @@ def run_face_stage(image_rgb: np.ndarray, *, detector: Detector, prior: FacePrio
     mask_source = "masknet" if masknet is not None else MASK_ONES
 
     # 1. detect
-    with _timed(timings, "detect"):
+    with timed(timings, "detect"):
         detections = detector(image)
 
     # 2. select: score, size, landmark sanity, top-K; 3. align the survivors
-    with _timed(timings, "align"):
+    with timed(timings, "align"):
         reports = select_faces(detections, image.shape[:2], config)
         reports, affines = _align(reports, config.face_size)
         used = [report for report in reports if report.used]
@@ -77,13 +76,13 @@ def run_face_stage(image_rgb: np.ndarray, *, detector: Detector, prior: FacePrio
         aligned = np.stack([warp_face(image, affine, config.face_size) for affine in affines])
 
     # 4. restore
-    with _timed(timings, "restore"):
+    with timed(timings, "restore"):
         restored = prior.restore(aligned, affines_x4)
         if restored.shape != aligned.shape:
             raise ConfigError(f"face prior {prior.name} returned {restored.shape}, expected {aligned.shape}")
 
     # 5. paste the restored faces onto the bicubic x4 canvas
-    with _timed(timings, "paste"):
+    with timed(timings, "paste"):
         height, width = image.shape[:2]
         canvas = cv2.resize(image, (SCALE * width, SCALE * height), interpolation=cv2.INTER_CUBIC)
         np.clip(canvas, 0, 1, out=canvas)
@@ -93,7 +92,7 @@ def run_face_stage(image_rgb: np.ndarray, *, detector: Detector, prior: FacePrio
             face_mask = np.maximum(face_mask, mask)
 
     # 6. sample pairs inside the face boxes
-    with _timed(timings, "patches"):
+    with timed(timings, "patches"):
         pairs = sample_pairs(image, canvas, [report.box for report in used], config.patches,
                              np.random.default_rng(seed))
         lq = torch.from_numpy(pairs.lq).permute(0, 3, 1, 2).contiguous()
@@ -101,7 +100,7 @@ def run_face_stage(image_rgb: np.ndarray, *, detector: Detector, prior: FacePrio
         valid = torch.from_numpy(pairs.valid)[:, None]
 
     # 7. weigh each pixel
-    with _timed(timings, "mask"):
+    with timed(timings, "mask"):
         weight = patch_weights(lq, target, valid, masknet)
 
     counts = iter(np.bincount(pairs.face_index, minlength=len(used)).tolist())  # in the order of `used`
@@ -196,12 +195,3 @@ def _no_faces_reason(reports: list[FaceReport]) -> str:
     reasons = "; ".join(f"face {index} ({report.score:.2f}): {report.reason}" for index, report in enumerate(reports[:3]))
     more = f"; and {len(reports) - 3} more" if len(reports) > 3 else ""
     return f"all {len(reports)} detected faces were rejected: {reasons}{more}"
-
-
-@contextmanager
-def _timed(timings: dict[str, float], step: str) -> Iterator[None]:
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[step] = time.perf_counter() - start

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from f2n.runtime.types import FaceReport
-from f2n.fileio import write_atomic
+from f2n.fileio import write_text_atomic
 
 Status = Literal["ok", "skipped", "failed"]
 
@@ -52,7 +52,7 @@ def write_report_json(path: str | Path, reports: Sequence[RunReport]) -> None:
     """All photos' reports plus a summary, written atomically."""
     payload = {"summary": summarise(reports), "photos": [report.to_dict() for report in reports]}
     text = json.dumps(payload, indent=2, default=float)
-    write_atomic(Path(path), lambda temp: Path(temp).write_text(text + "\n", encoding="utf-8"))
+    write_text_atomic(Path(path), text + "\n")
 
 
 @contextmanager
