@@ -8,10 +8,8 @@ import pytest
 from f2n.runtime.face_align import (FFHQ_TEMPLATE_512, estimate_affine, face_mask, face_template, inverse_affine,
                                     paste_back, scale_affine_to_canvas, warp_face)
 from f2n.runtime.images import read_image
+from f2n.runtime.demo import psnr
 
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
 
 
 def _smooth_image(height: int, width: int, scale: float = 1.0) -> np.ndarray:
@@ -50,10 +48,10 @@ def test_lq_and_x4_warps_give_the_same_aligned_face() -> None:
     affine = estimate_affine(FFHQ_TEMPLATE_512 * 0.12 + [20, 15], face_template(256))
     from_lq = warp_face(lq, affine, 256)
     from_x4 = warp_face(x4, scale_affine_to_canvas(affine, 4), 256)
-    assert _psnr(from_lq[16:-16, 16:-16], from_x4[16:-16, 16:-16]) > 45  # measured 56 dB
+    assert psnr(from_lq[16:-16, 16:-16], from_x4[16:-16, 16:-16]) > 45  # measured 56 dB
     no_offset = np.concatenate([affine[:, :2] / 4, affine[:, 2:]], axis=1)  # x4 = 4x, the usual mistake
     shifted = warp_face(x4, no_offset, 256)
-    assert _psnr(from_lq[16:-16, 16:-16], shifted[16:-16, 16:-16]) < 40  # measured 35 dB
+    assert psnr(from_lq[16:-16, 16:-16], shifted[16:-16, 16:-16]) < 40  # measured 35 dB
 
 
 def test_paste_mask_is_soft_and_full_inside() -> None:
@@ -72,6 +70,6 @@ def test_align_and_paste_back_round_trip_on_a_real_face(shared_data: Path) -> No
     face = warp_face(image, affine, 512)
     pasted, mask = paste_back(image, face, inverse_affine(affine))
     assert mask[y0:y1, x0:x1].min() > 0.99  # the face box is fully covered by the paste
-    assert _psnr(pasted[y0:y1, x0:x1], image[y0:y1, x0:x1]) >= 30
+    assert psnr(pasted[y0:y1, x0:x1], image[y0:y1, x0:x1]) >= 30
     untouched = mask == 0
     np.testing.assert_array_equal(pasted[untouched], image[untouched])

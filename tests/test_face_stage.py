@@ -14,6 +14,7 @@ from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import CallablePrior, OraclePrior
 from f2n.runtime.face_stage import MASK_ONES, FaceStageConfig, run_face_stage
 from f2n.runtime.images import read_image
+from f2n.runtime.demo import psnr
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +37,6 @@ def _bicubic_down(patches: np.ndarray) -> np.ndarray:
                      for patch in patches])
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
-
 
 def test_oracle_pairs_are_the_same_spot_at_both_scales(detector, synthetic_pair) -> None:
     lq, hq = synthetic_pair
@@ -47,11 +45,11 @@ def test_oracle_pairs_are_the_same_spot_at_both_scales(detector, synthetic_pair)
     assert result.prior_name == "oracle" and result.mask_source == MASK_ONES
     lq_patches = result.patches.lq.permute(0, 2, 3, 1).numpy()
     targets = result.patches.target.permute(0, 2, 3, 1).numpy()
-    assert _psnr(_bicubic_down(targets), lq_patches) > 40  # measured 55 dB
+    assert psnr(_bicubic_down(targets), lq_patches) > 40  # measured 55 dB
     # Negative control: the x4 patch one LQ pixel to the right no longer matches.
     x0, y0, x1, y1 = result.patch_boxes[0]
     shifted = result.restored_canvas[4 * y0:4 * y1, 4 * x0 + 4:4 * x1 + 4]
-    assert _psnr(_bicubic_down(shifted[None]), lq_patches[:1]) < 38  # measured 33 dB
+    assert psnr(_bicubic_down(shifted[None]), lq_patches[:1]) < 38  # measured 33 dB
     # Patches lie inside the used face's box.
     (face,) = [f for f in result.faces if f.used]
     bx0, by0, bx1, by1 = face.box

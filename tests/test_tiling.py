@@ -16,12 +16,9 @@ from f2n.runtime.tiling import (
     tiled_upscale,
 )
 from f2n.runtime.torch_engine import TorchEngine
+from f2n.runtime.demo import psnr
 
 
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(1.0 / max(mse, 1e-20))
 
 
 @pytest.fixture(scope="module")
