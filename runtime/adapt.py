@@ -24,6 +24,7 @@ import torch._functorch.config as functorch_config
 from torch import nn
 from torch.func import functional_call, grad_and_value
 
+from f2n import inner_loop
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime.types import PatchBatch
 
@@ -85,7 +86,7 @@ class AdaptResult:
 def masked_l1(model: nn.Module, weights: Mapping[str, torch.Tensor], lq: torch.Tensor,
               target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The inner-loop loss mean(m · |f(LQ; θ) − target|) (MetaF2N eq. 5)."""
-    return (mask * (functional_call(model, dict(weights), (lq,)) - target).abs()).mean()
+    return inner_loop.masked_l1(functional_call(model, dict(weights), (lq,)), target, mask)
 
 
 def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig) -> Iterator[AdaptStep]:
@@ -130,7 +131,7 @@ def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool) -> Call
     def loss(weights: Weights, lq: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with torch.autocast(lq.device.type, dtype=dtype, enabled=dtype is not None):
             out = functional_call(model, weights, (lq,))
-        return (mask * (out.float() - target).abs()).mean()
+        return inner_loop.masked_l1(out.float(), target, mask)
 
     step = grad_and_value(loss)
     if not compiled:

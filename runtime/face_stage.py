@@ -17,13 +17,13 @@ from typing import Callable
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from f2n.errors import ConfigError, InputImageError
 from f2n.runtime.face_align import estimate_affine, face_template, inverse_affine, paste_back, scale_affine_to_canvas, warp_face
 from f2n.runtime.face_detect import Detections
 from f2n.runtime.face_patches import PatchConfig, sample_pairs
+from f2n.inner_loop import masknet_lq_input
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.report import timed
 from f2n.runtime.types import FaceReport, FaceStageResult, PatchBatch
@@ -160,7 +160,7 @@ def patch_weights(lq: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
         return valid.clone()
     device = next(masknet.parameters()).device
     with torch.inference_mode():
-        upsampled = F.interpolate(lq.to(device), scale_factor=SCALE, mode="bicubic", align_corners=False).clamp(0, 1)
+        upsampled = masknet_lq_input(lq.to(device), target.shape[-2:])
         weight = masknet(upsampled, target.to(device)).float().cpu()
     return weight * valid
 

@@ -4,12 +4,9 @@
 import torch
 import torch.nn.functional as F
 
+from f2n.inner_loop import masked_l1  # noqa: F401  (re-exported: the inner-loop loss is shared with the runtime)
+
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-
-
-def masked_l1(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Inner-loop loss mean(m · |f(x) − y|); ``weight`` (N, 1, H, W) broadcasts over channels."""
-    return (weight * (output - target).abs()).mean()
 
 
 def mask_regularisation(weight: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from f2n.inner_loop import masknet_lq_input
 from f2n.training.config import LossConfig, OptimConfig
 from f2n.training.losses import (
     discriminator_gan_loss,
@@ -76,7 +77,7 @@ class OuterResult:
 
 def face_weight(masknet: nn.Module, mask_params: Params, face_lq: torch.Tensor, face_target: torch.Tensor) -> torch.Tensor:
     """m = MaskNet(bicubic x4 of the LQ face, target)."""
-    upsampled = F.interpolate(face_lq, size=face_target.shape[-2:], mode="bicubic", align_corners=False).clamp(0, 1)
+    upsampled = masknet_lq_input(face_lq, face_target.shape[-2:])
     return functional_call(masknet, dict(mask_params), (upsampled, face_target))
 
 
