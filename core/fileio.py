@@ -12,6 +12,12 @@ from pathlib import Path
 CHUNK = 1 << 20
 
 
+def f2n_home() -> Path:
+    """f2n's cache folder (weights, engines, the compiled extension): ``$F2N_HOME``,
+    default ``~/.cache/f2n``, read from the environment at each call."""
+    return Path(os.environ.get("F2N_HOME") or Path.home() / ".cache" / "f2n").expanduser()
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

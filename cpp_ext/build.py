@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from f2n.errors import EngineUnavailableError
+from f2n.fileio import f2n_home
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,6 @@ BUILD_HINT = "build it with `python -m f2n.cpp_ext build` (needs a C++ compiler 
 # The one library loaded into this process: a TORCH_LIBRARY namespace can be
 # registered only once per process, so a second build cannot replace it.
 _loaded: dict[str, object] = {}
-
-
-def f2n_home() -> Path:
-    return Path(os.environ.get("F2N_HOME", Path.home() / ".cache" / "f2n"))
 
 
 def _source_hash(cuda: bool) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from torch import nn
 
-from f2n.weights.store import f2n_home
+from f2n.fileio import f2n_home
 
 
 def architecture(model: nn.Module) -> list[tuple[str, list[int]]]:

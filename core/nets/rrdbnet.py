@@ -11,9 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from f2n.cpp_ext import fused_rrdb, use_fused
-
-RESIDUAL_SCALE = 0.2
-LEAKY_SLOPE = 0.2
+from f2n.cpp_ext.ops import LEAKY_SLOPE, RESIDUAL_SCALE  # one definition for the plain block and the fused op
 
 
 class ResidualDenseBlock(nn.Module):

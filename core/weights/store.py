@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from f2n.errors import WeightsError
 from f2n.weights.checkpoint import load_into, load_state_dict_file, save_safetensors_atomic
-from f2n.fileio import CHUNK, sha256_file, write_atomic
+from f2n.fileio import CHUNK, f2n_home, sha256_file, write_atomic
 from f2n.weights.ncnn_convert import convert_ncnn_rrdbnet
 from f2n.weights.registry import BytesSource, NcnnSource, PackagedFile, WeightSpec, find_spec, known_names
 
@@ -42,11 +42,6 @@ class WeightStatus:
     spec: WeightSpec
     state: str  # "verified", "unpinned", "checksum mismatch", "builds from package", "missing"
     path: Path | None
-
-
-def f2n_home() -> Path:
-    """The cache folder, read from the environment at each call."""
-    return Path(os.environ.get("F2N_HOME") or Path.home() / ".cache" / "f2n").expanduser()
 
 
 def offline() -> bool:
