@@ -4,8 +4,8 @@ Methods, per photo: bicubic; each network unadapted ("base"); each network adapt
 photo's faces with each face prior, snapshotted after n steps for every n asked for. The
 networks are Real-ESRGAN x4plus and any checkpoint given; the priors are the oracle (faces
 cut from the ground truth: an upper bound for any prior) and GPEN when its weights are
-installed. One face stage per (photo, prior) and one inner loop per (photo, prior,
-network) serve all n: θ is snapshotted on the way.
+installed. One detection per photo, one face stage per (photo, prior) and one inner loop per
+(photo, prior, network) serve all n: θ is snapshotted on the way.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from f2n.eval.metrics import compute_metrics, face_mask, load_lpips, niqe_proble
 from f2n.eval.testset import load_test_set
 from f2n.runtime.adapt import AdaptConfig, Weights, iter_adaptation
 from f2n.runtime.face_prior import FacePrior, OraclePrior, make_prior
-from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
+from f2n.runtime.face_stage import FaceStageConfig, patch_weights, run_face_stage
 from f2n.runtime.images import read_image
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
@@ -162,15 +162,17 @@ def evaluate_set(set_dir: Path, config: EvalConfig = EvalConfig(), *,
                       if score >= face_config.score_threshold)
         outputs = {"bicubic": _quantise(cv2.resize(lq, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_CUBIC))}
         notes, most_adapted = [], []
+        # 2. face pairs, once per prior (detection reused): each network only re-weighs them
+        stages = {name: run_face_stage(lq, detector=lambda _image: detections, prior=factory(gt), config=face_config,
+                                       seed=config.seed)
+                  for name, factory in prior_factories.items()}
         for network, engine in zip(networks, engines):
             # 1. the network as it is
             engine.set_weights({k: p.detach() for k, p in network.model.named_parameters()})
             log(f"{pair.name}: {network.label} base")
             outputs[f"{network.label} base"] = _upscale(engine, lq, config)
-            for prior_name, factory in prior_factories.items():
-                # 2. face pairs from this prior, 3. one inner loop, an SR pass per snapshot
-                stage = run_face_stage(lq, detector=detector, prior=factory(gt), config=face_config,
-                                       masknet=network.masknet, seed=config.seed)
+            for prior_name, stage in stages.items():
+                # 3. one inner loop, an SR pass per snapshot
                 if stage.patches is None:
                     # As f2n-adapt-and-run does: no usable face, the base network's output.
                     notes.append(f"{network.label}, {prior_name} prior: base output used, not adapted "
@@ -178,7 +180,10 @@ def evaluate_set(set_dir: Path, config: EvalConfig = EvalConfig(), *,
                     for steps in config.steps:
                         outputs[adapted_label(network.label, prior_name, steps)] = outputs[f"{network.label} base"]
                 else:
-                    for steps, weights in _snapshots(network, stage.patches, config.steps):
+                    unweighted = stage.patches  # without a MaskNet: weight 1 on the face, 0 on padding
+                    patches = PatchBatch(unweighted.lq, unweighted.target,
+                                         patch_weights(unweighted.lq, unweighted.target, unweighted.weight, network.masknet))
+                    for steps, weights in _snapshots(network, patches, config.steps):
                         log(f"{pair.name}: {network.label} {prior_name} n={steps}")
                         engine.set_weights(weights)
                         outputs[adapted_label(network.label, prior_name, steps)] = _upscale(engine, lq, config)
