@@ -26,11 +26,10 @@ import torch
 
 from f2n.errors import ConfigError, InputImageError
 from f2n.fileio import write_text_atomic
-from f2n.runtime.images import read_image, write_image
+from f2n.runtime.images import IMAGE_SUFFIXES, image_files, read_image, write_image
 from f2n.training.degradations import DegradationConfig, degrade, sample_params
 
 Kind = Literal["iid", "ood"]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 MANIFEST = "manifest.json"
 
 
@@ -45,7 +44,7 @@ class EvalPair:
 def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InputImageError(f"HQ folder not found: {folder}")
-    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = image_files(folder)
     if not images:
         raise InputImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     return images

@@ -18,13 +18,13 @@ from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, Adap
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_stage import FaceStageConfig
 from f2n.runtime.face_prior import FacePrior
+from f2n.runtime.images import IMAGE_SUFFIXES, image_files
 from f2n.runtime.pipeline import AdaptAndRun, Detector, PipelineConfig
 from f2n.runtime.report import RunReport, summarise, write_report_json
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from f2n.runtime.types import SREngine
 from f2n.weights import LoadedSR, load_sr_network
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 OUTPUT_SUFFIX = ".png"  # lossless, and the only format that keeps 16 bits and alpha everywhere
 DEFAULT_OUT_DIR = Path("f2n_out")
 EXIT_PARTIAL, EXIT_ALL_FAILED = 1, 2
@@ -132,9 +132,9 @@ def collect_inputs(inputs: tuple[Path, ...]) -> list[Path]:
     sources: list[Path] = []
     for path in inputs:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = image_files(path)
             if not found:
-                raise ConfigError(f"no images in folder {path} (expected files ending in {sorted(IMAGE_SUFFIXES)})")
+                raise ConfigError(f"no images in folder {path} (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
             sources += found
         else:
             sources.append(path)  # a missing or unreadable file fails on its own, later

@@ -29,6 +29,14 @@ _PILLOW_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF
 _ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder`` (by suffix), sorted: a stable order keeps
+    seeds and outputs reproducible. Callers decide what an empty folder means."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
 @dataclass(frozen=True)
 class DecodedImage:
     """A decoded photo. ``rgb`` is (H, W, 3) float32 in [0, 1] with EXIF orientation applied;

@@ -7,10 +7,7 @@ import numpy as np
 import torch
 
 from f2n.errors import ConfigError, InputImageError
-from f2n.runtime.images import read_image
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
+from f2n.runtime.images import IMAGE_SUFFIXES, image_files, read_image
 
 def list_images(folder: Path | None, what: str) -> tuple[Path, ...]:
     """The image files directly inside ``folder``, sorted (a stable order makes task seeds reproducible)."""
@@ -18,7 +15,7 @@ def list_images(folder: Path | None, what: str) -> tuple[Path, ...]:
         raise ConfigError(f"no {what} folder given, expected a folder of images")
     if not Path(folder).is_dir():
         raise ConfigError(f"{what} folder {folder} does not exist, expected a folder of images")
-    files = tuple(sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+    files = tuple(image_files(Path(folder)))
     if not files:
         raise ConfigError(f"{what} folder {folder} holds no images, expected files ending in {', '.join(IMAGE_SUFFIXES)}")
     return files
