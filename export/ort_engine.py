@@ -118,7 +118,7 @@ class OrtEngine:
             want = self._shapes[self.names.canonical_to_onnx[key]]
             if tuple(value.shape) != want:
                 raise WeightsError(f"weight {key} has shape {tuple(value.shape)}, expected {want}")
-            arrays[key] = value.detach().cpu().numpy().copy()  # ORT keeps pointing at it: no aliasing of θ_n
+            arrays[key] = np.array(value.detach().cpu().numpy(), dtype=self.dtype)  # a copy: ORT keeps pointing at it
         self._loaded = self._load(arrays)
 
     def run(self, tiles: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from f2n.training.config import DataConfig, LossConfig, OptimConfig, TrainConfig
 from f2n.training.data import list_images
 from f2n.training.maml import MetaModules, MetaOptimizers, TaskBatch, face_weight, inner_adapt, train_step
 from f2n.training.models import build_masknet
+from f2n.fileio import write_text_atomic
 from f2n.training.tasks import TaskSampler
 
 
@@ -120,7 +121,7 @@ def run(data_dir: Path, out_dir: Path, exp: Experiment = Experiment()) -> dict:
 
 
 def _report(out_dir: Path, results: dict) -> None:
-    (out_dir / "evidence.json").write_text(json.dumps(results, indent=2))
+    write_text_atomic(out_dir / "evidence.json", json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
