@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from f2n.benchmarks.machine import machine_class
-from f2n.benchmarks.regression import (DEFAULT_THRESHOLD, BASELINE_DIR, StageResult, SuiteResult, baseline_path,
-                                       compare, load_result, run_suite, save_result)
+from f2n.benchmarks.regression import (DEFAULT_CONFIRMATIONS, DEFAULT_THRESHOLD, BASELINE_DIR, StageResult,
+                                       SuiteResult, baseline_path, confirmed_failures, load_result, run_suite,
+                                       save_result)
 from f2n.benchmarks.stages import Stage
 from f2n.benchmarks.suites import selected_suite, suite_names, suite_stages
 from f2n.errors import ConfigError, F2NError
@@ -95,24 +96,33 @@ def _record(suite: str | None, only: str, exclude: str, rounds: int, warmup: int
 @_suite_options
 @click.option("--threshold", type=click.FloatRange(0, min_open=True), default=DEFAULT_THRESHOLD, show_default=True,
               help="Largest allowed growth of a stage's time/reference ratio.")
+@click.option("--confirm", "confirmations", type=click.IntRange(0), default=DEFAULT_CONFIRMATIONS, show_default=True,
+              help="Re-measure a stage over the limit up to this many times; it fails only if every measurement is.")
 @click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write this run's figures here.")
 def check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None,
-          threshold: float, save: Path | None) -> None:
+          threshold: float, confirmations: int, save: Path | None) -> None:
     """Run the baseline's suite and fail if a stage is more than THRESHOLD slower than in the baseline."""
-    _run_command(lambda: _check(suite, only, exclude, rounds, warmup, threads, baseline or baseline_path(), threshold, save))
+    _run_command(lambda: _check(suite, only, exclude, rounds, warmup, threads, baseline or baseline_path(), threshold,
+                                confirmations, save))
 
 
 def _check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int | None, path: Path,
-           threshold: float, save: Path | None) -> None:
+           threshold: float, confirmations: int, save: Path | None) -> None:
     reference = load_result(path)  # before measuring: a missing baseline fails at once
-    result = _measure(suite or reference.suite, only, exclude, rounds, warmup,
-                      reference.threads if threads is None else threads)
-    if save is not None:
-        save_result(result, save)
+    suite = suite or reference.suite
+    threads = reference.threads if threads is None else threads
+    result = _measure(suite, only, exclude, rounds, warmup, threads)
     if only or exclude:  # a partial run is only compared on the stages it measured
         measured = set(result.by_key())
         reference = replace(reference, stages=tuple(stage for stage in reference.stages if stage.key in measured))
-    failures = compare(result, reference, threshold)
+
+    def remeasure(keys: tuple[str, ...]) -> SuiteResult:
+        click.echo(f"over the limit, measuring again: {', '.join(keys)}", err=True)
+        return _measure(suite, ",".join(keys), "", rounds, warmup, threads)
+
+    result, failures = confirmed_failures(result, reference, remeasure, threshold, confirmations)
+    if save is not None:
+        save_result(result, save)
     if failures:
         _fail(failures)
     click.echo(f"latency check passed: {len(result.stages)} stages within +{threshold:.0%} of {path.name}")

@@ -4,10 +4,14 @@ Each stage's median time is divided by the median time of a fixed reference work
 measured in the same rounds (:mod:`f2n.benchmarks.timing`); those ratios are compared
 with the committed baseline for this machine class, and a stage whose ratio grew by
 more than the threshold (25 %) fails with a line naming it and both figures.
+
+A stage over the limit is measured again (twice by default) and fails only if every
+measurement is over: on a shared CI runner one stage in sixteen came out 27 % slow
+once while the same commit passed on re-runs, whereas a real regression stays slow.
 """
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -21,6 +25,7 @@ from f2n.fileio import write_bytes_atomic
 
 BASELINE_DIR = Path(__file__).resolve().parent / "baseline"
 DEFAULT_THRESHOLD = 0.25
+DEFAULT_CONFIRMATIONS = 2
 FORMAT_VERSION = 2
 
 
@@ -124,6 +129,42 @@ def compare(current: SuiteResult, baseline: SuiteResult, threshold: float = DEFA
                 f"{base.seconds * 1e3:.1f} ms = {base.ratio:.2f}x reference "
                 f"({change:+.0%}, limit +{threshold:.0%})")
     return failures
+
+
+def over_threshold(current: SuiteResult, baseline: SuiteResult, threshold: float = DEFAULT_THRESHOLD) -> tuple[str, ...]:
+    """Keys of the stages that ran and are slower than the baseline by more than ``threshold``
+    (errors and missing stages are not timing noise, so they are not among them)."""
+    base = baseline.by_key()
+    return tuple(stage.key for stage in current.stages
+                 if stage.ratio is not None and stage.key in base and base[stage.key].ratio is not None
+                 and stage.ratio / base[stage.key].ratio - 1.0 > threshold)
+
+
+def keep_faster(current: SuiteResult, again: SuiteResult) -> SuiteResult:
+    """``current`` with each stage that ``again`` measured at a lower ratio replaced by that measurement."""
+    remeasured = again.by_key()
+
+    def faster(stage: StageResult) -> StageResult:
+        other = remeasured.get(stage.key)
+        if other is None or other.ratio is None or (stage.ratio is not None and stage.ratio <= other.ratio):
+            return stage
+        return other
+
+    return replace(current, stages=tuple(faster(stage) for stage in current.stages))
+
+
+def confirmed_failures(current: SuiteResult, baseline: SuiteResult, remeasure: Callable[[tuple[str, ...]], SuiteResult],
+                       threshold: float = DEFAULT_THRESHOLD, confirmations: int = DEFAULT_CONFIRMATIONS,
+                       ) -> tuple[SuiteResult, list[str]]:
+    """Compare, re-measuring the stages over the limit (``remeasure(keys)``) up to
+    ``confirmations`` times and keeping each stage's fastest measurement; returns the
+    merged result and ``compare``'s failure lines for it."""
+    for _ in range(confirmations):
+        slow = over_threshold(current, baseline, threshold)
+        if not slow:
+            break
+        current = keep_faster(current, remeasure(slow))
+    return current, compare(current, baseline, threshold)
 
 
 def baseline_path(folder: Path = BASELINE_DIR, klass: str | None = None) -> Path:

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from f2n.benchmarks.cli import main
 from f2n.benchmarks.machine import machine_class
-from f2n.benchmarks.regression import (StageResult, SuiteResult, compare, load_result, run_suite, save_result)
+from f2n.benchmarks.regression import (StageResult, SuiteResult, compare, confirmed_failures, load_result, run_suite,
+                                       save_result)
 from f2n.benchmarks.stages import Stage
 from f2n.benchmarks.timing import INJECT_DELAY_ENV, injected_delays, reference_workload
 from f2n.errors import ConfigError
@@ -56,6 +57,39 @@ def test_compare_fails_stages_that_vanished_or_raised() -> None:
 def test_compare_refuses_a_baseline_measured_with_other_threads() -> None:
     with pytest.raises(ConfigError, match="baseline was measured with 2 thread.*this run with 1"):
         compare(_suite(detect=1.0), replace(_suite(detect=1.0), threads=2))
+
+
+def test_a_stage_slow_once_is_measured_again_and_passes_when_the_new_figure_is_within_limits() -> None:
+    baseline = _suite(detect=2.0, tiled=1.0)
+    asked: list[tuple[str, ...]] = []
+
+    def remeasure(keys: tuple[str, ...]) -> SuiteResult:
+        asked.append(keys)
+        return _suite(detect=2.1)
+
+    merged, failures = confirmed_failures(_suite(detect=2.6, tiled=1.0), baseline, remeasure)
+    assert failures == [] and asked == [("detect[1x1]",)]
+    assert merged.by_key()["detect[1x1]"].ratio == pytest.approx(2.1)
+
+
+def test_a_stage_slow_in_every_measurement_fails_with_its_fastest_figure() -> None:
+    baseline = _suite(detect=2.0, tiled=1.0)
+    figures = iter([2.8, 2.7])
+    asked: list[tuple[str, ...]] = []
+
+    def remeasure(keys: tuple[str, ...]) -> SuiteResult:
+        asked.append(keys)
+        return _suite(detect=next(figures))
+
+    _, failures = confirmed_failures(_suite(detect=2.6, tiled=1.2), baseline, remeasure, confirmations=2)
+    assert asked == [("detect[1x1]",), ("detect[1x1]",)]
+    assert len(failures) == 1 and "2.60x reference" in failures[0] and "+30%" in failures[0]
+
+
+def test_failed_stages_are_not_measured_again() -> None:
+    current = SuiteResult("default", 5, 1, 1, MACHINE, (StageResult("detect[1x1]", "face", "cpu", error="E: bad"),))
+    _, failures = confirmed_failures(current, _suite(detect=1.0), lambda keys: pytest.fail(f"re-measured {keys}"))
+    assert failures == ["detect[1x1]: failed: E: bad"]
 
 
 def test_injected_delays_parse_and_reject_malformed_items() -> None:
@@ -111,6 +145,7 @@ def test_cli_record_then_check_exit_codes(tmp_path, monkeypatch: pytest.MonkeyPa
     assert slowed.exit_code == 1
     failing = [line for line in slowed.output.splitlines() if line.startswith("masknet[2x32x32]: ")]
     assert len(failing) == 1 and "limit +25%" in failing[0]
+    assert slowed.output.count("measuring again: masknet[2x32x32]") == 2  # confirmed twice before failing
 
     monkeypatch.delenv(INJECT_DELAY_ENV)
     unchanged = runner.invoke(main, ["check", *common, "--threshold", "2"])
