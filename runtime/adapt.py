@@ -15,8 +15,8 @@ bf16 autocast needs no GradScaler; fp16 is refused for adaptation.
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Callable, Literal
 
 import torch
@@ -78,9 +78,15 @@ class AdaptStep:
 @dataclass(frozen=True)
 class AdaptResult:
     weights: Weights  # θ_n on the CPU, canonical RRDBNet names
-    delta: Weights  # θ_n − θ_0 on the CPU
     losses: tuple[float, ...]  # loss at θ_0 … θ_{n−1}
     step_seconds: tuple[float, ...]
+    base: Weights = field(repr=False, compare=False)  # θ_0: the model's own parameters, not copied
+
+    @cached_property
+    def delta(self) -> Weights:
+        """θ_n − θ_0 on the CPU. Computed on first use: only analysis reads it, and a full
+        copy of the network per photo is too much to pay for nothing."""
+        return {name: value - self.base[name].detach().float().cpu() for name, value in self.weights.items()}
 
 
 def masked_l1(model: nn.Module, weights: Mapping[str, torch.Tensor], lq: torch.Tensor,
@@ -117,9 +123,8 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig) -> AdaptRe
         seconds.append(step.seconds)
         final = step.weights
     weights = {name: value.detach().float().cpu().clone() for name, value in final.items()}
-    base = {name: p.detach().float().cpu() for name, p in model.named_parameters()}
-    delta = {name: weights[name] - base[name] for name in weights}
-    return AdaptResult(weights, delta, tuple(losses), tuple(seconds))
+    base = {name: p.detach() for name, p in model.named_parameters()}
+    return AdaptResult(weights, tuple(losses), tuple(seconds), base)
 
 
 @lru_cache(maxsize=8)

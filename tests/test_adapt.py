@@ -44,6 +44,7 @@ def test_one_step_equals_hand_computed_sgd(lr: float) -> None:
     expected = {name: p.detach() - lr * p.grad for name, p in reference.named_parameters()}
 
     result = adapt(model, patches, AdaptConfig(steps=1, lr=lr, optimizer="sgd"))
+    assert "delta" not in vars(result)  # θ_n − θ_0 is only computed when asked for
     assert result.losses[0] == pytest.approx(loss.item(), abs=1e-6)
     for name, value in expected.items():
         torch.testing.assert_close(result.weights[name], value, atol=1e-5, rtol=0)
