@@ -97,6 +97,13 @@ def initializer_arrays(graph: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in graph.graph.initializer}
 
 
+def initializer_shapes(graph: onnx.ModelProto, names: WeightNameMap) -> dict[str, tuple[int, ...]]:
+    """Canonical key -> shape of its initializer, read from the graph's dims (no weight
+    values are decoded or kept)."""
+    dims = {init.name: tuple(init.dims) for init in graph.graph.initializer}
+    return {key: dims[name] for key, name in names.canonical_to_onnx.items()}
+
+
 def onnx_input_dtype(graph: onnx.ModelProto) -> np.dtype:
     """The numpy dtype of the graph's image input (float32 or float16)."""
     elem_type = next(i for i in graph.graph.input if i.name == INPUT_NAME).type.tensor_type.elem_type

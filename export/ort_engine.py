@@ -7,6 +7,12 @@ Two ways to replace the weights (measured in docs/export.md):
   with ``SessionOptions.add_initializer`` overrides (ORT can then pre-pack them); the
   optimisations that rewrite initializers must be off (``REWRITING_OPTIMIZERS``).
 
+Memory: ``inputs`` keeps θ_n once (the OrtValues; the graph bytes hold no weights);
+``reinit`` also keeps the serialized graph with its exported weights, because every
+new session is made from it (ORT needs the initializers present to override them).
+An fp16 graph (CUDA EP, or ``inputs`` on the CPU EP, which casts around every node)
+redoes NaN/Inf tiles through ``run_fp32``, an fp32 twin (:mod:`f2n.export.fallback`).
+
 CPU execution provider by default; ``device="cuda"`` uses the CUDA EP with the
 weights resident on the GPU. The TensorRT EP is not used: it would rebuild its engine
 for every photo's weights; use the ``trt`` engine (refit) instead.
@@ -21,9 +27,11 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
+from f2n.errors import ConfigError, EngineUnavailableError
+from f2n.export.fallback import Fp32Twin
 from f2n.export.names import WeightNameMap, map_initializers
-from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME, initializer_arrays, onnx_input_dtype
+from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME, initializer_shapes, onnx_input_dtype
+from f2n.weights.fit import check_weight_set
 
 REPLACEMENTS = ("reinit", "inputs")
 # ConvMulFusion folds the dense blocks' x0.2 into conv5; NchwcTransformer re-packs every conv weight.
@@ -77,11 +85,12 @@ class OrtEngine:
         graph = onnx.load(str(onnx_path))
         self.names: WeightNameMap = map_initializers(graph, weights.keys())
         self.dtype = onnx_input_dtype(graph)
-        if self.dtype != np.float32 and device == "cpu":
-            # ORT's CPU EP computes fp16 graphs through inserted Casts that also swallow
-            # add_initializer overrides; fp16 is for the CUDA EP.
-            raise ConfigError(f"--engine onnx on the CPU needs an fp32 ONNX graph, got {self.dtype}; export with --precision fp32")
-        self._shapes = {name: tuple(array.shape) for name, array in initializer_arrays(graph).items()}
+        if self.dtype != np.float32 and device == "cpu" and replacement == "reinit":
+            # ORT's CPU EP computes fp16 graphs through inserted Casts, which also swallow
+            # add_initializer overrides; weights fed as inputs go through them.
+            raise ConfigError(f"ONNX weight replacement 'reinit' on the CPU needs an fp32 ONNX graph, got {self.dtype}; use replacement 'inputs'")
+        self._twin = Fp32Twin(device, self.name) if self.dtype != np.float32 else None
+        self._shapes = initializer_shapes(graph, self.names)
         if replacement == "inputs":
             graph = _weights_as_inputs(graph, set(self.names.onnx_to_canonical))
         self._model_bytes = graph.SerializeToString()
@@ -109,17 +118,12 @@ class OrtEngine:
         return _Loaded(self._session(values), values)
 
     def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        expected = self.names.canonical_to_onnx.keys()
-        missing, extra = expected - state_dict.keys(), state_dict.keys() - expected
-        if missing or extra:
-            raise WeightsError(f"weights do not fit the ONNX graph: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}")
-        arrays = {}
-        for key, value in state_dict.items():
-            want = self._shapes[self.names.canonical_to_onnx[key]]
-            if tuple(value.shape) != want:
-                raise WeightsError(f"weight {key} has shape {tuple(value.shape)}, expected {want}")
-            arrays[key] = np.array(value.detach().cpu().numpy(), dtype=self.dtype)  # a copy: ORT keeps pointing at it
+        check_weight_set(self._shapes, state_dict, what="weights", target="the ONNX graph")
+        # A copy in the engine's dtype: ORT keeps pointing at it, the caller may change its tensors.
+        arrays = {key: np.array(value.detach().cpu().numpy(), dtype=self.dtype) for key, value in state_dict.items()}
         self._loaded = self._load(arrays)
+        if self._twin is not None:
+            self._twin.follow(state_dict)
 
     def run(self, tiles: torch.Tensor) -> torch.Tensor:
         loaded = self._loaded  # one consistent weight set even if set_weights runs meanwhile
@@ -133,6 +137,11 @@ class OrtEngine:
         loaded.session.run_with_iobinding(binding)
         out = binding.copy_outputs_to_cpu()[0]
         return torch.from_numpy(out.astype(np.float32, copy=False))
+
+
+    def run_fp32(self, tiles: torch.Tensor) -> torch.Tensor:
+        """``run`` for an fp32 graph; for an fp16 graph, the fp32 twin (:mod:`f2n.export.fallback`)."""
+        return self.run(tiles) if self._twin is None else self._twin.run(tiles)
 
 
 def _weights_as_inputs(graph: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
+from f2n.errors import ConfigError, EngineUnavailableError
+from f2n.weights.fit import check_weight_set, weight_shapes
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -48,17 +49,10 @@ class TorchEngine:
 
     def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         params = dict(self.module.named_parameters())
-        missing, extra = params.keys() - state_dict.keys(), state_dict.keys() - params.keys()
-        if missing or extra:
-            raise WeightsError(
-                f"weights do not fit the engine's network: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}"
-            )
+        check_weight_set(weight_shapes(params), state_dict, what="weights", target="the torch engine's network")
         with torch.no_grad():
             for name, param in params.items():
-                value = state_dict[name]
-                if value.shape != param.shape:
-                    raise WeightsError(f"weight {name} has shape {tuple(value.shape)}, expected {tuple(param.shape)}")
-                param.copy_(value)
+                param.copy_(state_dict[name])
 
     def run(self, tiles: torch.Tensor) -> torch.Tensor:
         return self._run(tiles, PRECISIONS[self.precision])

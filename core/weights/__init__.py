@@ -2,6 +2,7 @@
 converter and the f2n checkpoint format. Import what is listed in ``__all__``."""
 
 from f2n.weights.checkpoint import AdaptationDefaults, load_into, load_state_dict_file, save_f2n_checkpoint
+from f2n.weights.fit import check_weight_set, weight_shapes
 from f2n.weights.registry import KNOWN_WEIGHTS, WeightSpec
 from f2n.weights.sr import LoadedSR, SRDescriptor, load_sr_network
 from f2n.weights.store import add_weight, f2n_home, fetch, weight_path
@@ -13,6 +14,7 @@ __all__ = [
     "SRDescriptor",
     "WeightSpec",
     "add_weight",
+    "check_weight_set",
     "f2n_home",
     "fetch",
     "load_into",
@@ -20,4 +22,5 @@ __all__ = [
     "load_state_dict_file",
     "save_f2n_checkpoint",
     "weight_path",
+    "weight_shapes",
 ]

@@ -37,12 +37,12 @@ from torch import nn
 
 from f2n.errors import WeightsError
 from f2n.fileio import write_atomic
+from f2n.weights.fit import check_weight_set, names, weight_shapes
 
 F2N_FORMAT = "f2n-checkpoint/1"
 SR_PREFIX = "sr."
 MASKNET_PREFIX = "masknet."
 WRAPPER_KEYS = ("params_ema", "params", "state_dict")  # Real-ESRGAN/BasicSR first: params_ema is the EMA generator
-SHOWN_KEYS = 3  # how many offending keys an error message names
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path} holds a {type(obj).__name__}, expected a non-empty dict of tensors")
     not_tensors = [key for key, value in obj.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
-        raise WeightsError(f"{path}: entries {_names(not_tensors)} are not tensors, expected a state dict of tensors only")
+        raise WeightsError(f"{path}: entries {names(not_tensors)} are not tensors, expected a state dict of tensors only")
     return dict(obj)
 
 
@@ -129,37 +129,16 @@ def _strip_module(key: str) -> str:
 
 def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str) -> None:
     """Load ``state_dict`` into ``module`` strictly: every parameter and buffer
-    present, nothing extra, every shape equal; otherwise one WeightsError naming
-    the first few offenders. ``what`` names the weights in the message. A module
-    built under ``torch.device("meta")`` is filled by assignment."""
+    present, nothing extra, every shape equal; otherwise one WeightsError
+    (:func:`~f2n.weights.fit.check_weight_set`). ``what`` names the weights in the
+    message. A module built under ``torch.device("meta")`` is filled by assignment."""
     expected = module.state_dict()
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    wrong = [
-        f"{key} {tuple(state_dict[key].shape)} vs {tuple(value.shape)}"
-        for key, value in expected.items()
-        if key in state_dict and tuple(state_dict[key].shape) != tuple(value.shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_names(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_names(unexpected)}")
-    if wrong:
-        problems.append(f"wrong shapes (file vs network) {_names(wrong)}")
-    if problems:
-        raise WeightsError(f"{what} do not fit {type(module).__name__}: " + "; ".join(problems))
+    check_weight_set(weight_shapes(expected), state_dict, what=what, target=type(module).__name__)
     # A module built on the meta device takes the tensors themselves (no init, no copy).
     on_meta = any(value.is_meta for value in expected.values())
     if on_meta:
         state_dict = {key: value.to(dtype=expected[key].dtype) for key, value in state_dict.items()}
     module.load_state_dict(dict(state_dict), strict=True, assign=on_meta)
-
-
-def _names(items: list[str]) -> str:
-    shown = ", ".join(items[:SHOWN_KEYS])
-    more = f" and {len(items) - SHOWN_KEYS} more" if len(items) > SHOWN_KEYS else ""
-    return f"({len(items)}): {shown}{more}"
 
 
 def _first_line(error: BaseException) -> str:
@@ -196,7 +175,7 @@ def split_f2n_checkpoint(weights: WeightFile, path: Path) -> tuple[dict[str, tor
     masknet = {key[len(MASKNET_PREFIX) :]: value for key, value in weights.tensors.items() if key.startswith(MASKNET_PREFIX)}
     other = [key for key in weights.tensors if not key.startswith((SR_PREFIX, MASKNET_PREFIX))]
     if other:
-        raise WeightsError(f"{path}: keys {_names(other)} have neither the 'sr.' nor the 'masknet.' prefix of an f2n checkpoint")
+        raise WeightsError(f"{path}: keys {names(other)} have neither the 'sr.' nor the 'masknet.' prefix of an f2n checkpoint")
     try:
         meta = json.loads(weights.metadata.get("f2n_meta", "{}"))
     except json.JSONDecodeError as error:
