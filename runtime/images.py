@@ -64,9 +64,8 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
         with Image.open(path) as image:
             _check_size(path, image.size, max_pixels)  # header only: nothing decoded yet
             is_16bit_color = _is_16bit_color(image)  # before getexif(), which may decode a PNG
-            orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1))
+            orientation, exif = _orientation_and_upright_exif(image)
             icc_profile = image.info.get("icc_profile") or None
-            exif = _exif_without_orientation(image)
             if is_16bit_color:
                 pixels, alpha, was_gray = _decode_16bit_color(path)
                 bit_depth = 16
@@ -89,8 +88,9 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray |
                 icc_profile: bytes | None = None, exif: bytes | None = None) -> None:
     """Encode float RGB in [0, 1] to ``path`` atomically (temp file in the same folder, then rename).
 
-    ``alpha`` makes an RGBA file; ``bit_depth=16`` needs PNG. ICC profile and EXIF are kept,
-    the EXIF orientation is reset to 1 because the pixels are already upright.
+    ``alpha`` makes an RGBA file; ``bit_depth=16`` needs PNG. ICC profile and EXIF are written
+    as given: ``exif`` must describe upright pixels, as ``DecodedImage.exif`` does (its
+    orientation is reset when the photo is read, so the EXIF is parsed once per photo).
     """
     path = Path(path)
     fmt = _PILLOW_FORMATS.get(path.suffix.lower())
@@ -106,7 +106,6 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray |
         raise ConfigError(f"bit depth {bit_depth} with {path.suffix!r}: expected 8, or 16 with .png")
     if not path.parent.is_dir():
         raise ConfigError(f"output folder does not exist: {path.parent}")
-    exif = _reset_orientation(exif)
     data = (_encode_png16(rgb, alpha, icc_profile, exif) if bit_depth == 16
             else _encode_pillow(rgb, alpha, fmt, icc_profile, exif))
     write_bytes_atomic(path, data)
@@ -184,23 +183,16 @@ def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
     return array
 
 
-def _exif_without_orientation(image: Image.Image) -> bytes | None:
+def _orientation_and_upright_exif(image: Image.Image) -> tuple[int, bytes | None]:
+    """The EXIF orientation, and the EXIF to write back with it reset to 1 (the decoded
+    pixels are turned upright), from one parse of the EXIF."""
     exif = image.getexif()
+    orientation = int(exif.get(_EXIF_ORIENTATION, 1))
     if len(exif) == 0:
-        return None
+        return orientation, None
     if _EXIF_ORIENTATION in exif:
         exif[_EXIF_ORIENTATION] = 1
-    return exif.tobytes()
-
-
-def _reset_orientation(exif: bytes | None) -> bytes | None:
-    if not exif:
-        return None
-    parsed = Image.Exif()
-    parsed.load(exif)
-    if _EXIF_ORIENTATION in parsed:
-        parsed[_EXIF_ORIENTATION] = 1
-    return parsed.tobytes()
+    return orientation, exif.tobytes()
 
 
 def _to_uint(array: np.ndarray, bit_depth: int) -> np.ndarray:

@@ -158,6 +158,19 @@ def test_exif_rotation_is_applied_and_reset_on_save(tmp_path: Path, orientation:
         assert written.getexif()[0x010F] == "f2n test camera"
 
 
+def test_exif_is_parsed_once_per_photo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = Image.fromarray(np.zeros((4, 6, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "rotated.jpg", exif=exif.tobytes())
+    parses = []
+    original_load = Image.Exif.load
+    monkeypatch.setattr(Image.Exif, "load", lambda self, data: parses.append(data) or original_load(self, data))
+    decoded = read_image(tmp_path / "rotated.jpg")
+    write_image(tmp_path / "out.jpg", decoded.rgb, exif=decoded.exif)  # read, then written back: one parse
+    assert len(parses) == 1 and decoded.size == (4, 6)
+
+
 def test_icc_profile_is_kept_in_8_and_16_bit(tmp_path: Path) -> None:
     from PIL import ImageCms
 
