@@ -8,7 +8,9 @@ fold weights; the engine refuses a package whose constants do not cover every
 parameter. Batch, height and width are dynamic (the tiler's last batch and edge tiles
 are smaller). Packages are cached under ``$F2N_HOME/engines/aoti`` keyed by a hash of the
 architecture (parameter shapes), torch version, device (CPU ISA / GPU model),
-precision and compile settings; a package that fails to load is rebuilt.
+precision and compile settings, with a sidecar recording that key and the package's
+SHA-256: a package whose sidecar does not match (damaged, foreign, stale) is rebuilt.
+fp16/bf16 packages redo NaN/Inf tiles through an fp32 twin (:mod:`f2n.export.fallback`).
 """
 
 import copy
@@ -21,7 +23,9 @@ import torch
 from torch import nn
 
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
-from f2n.export.cache import architecture, cache_dir, digest
+from f2n.export.cache import architecture, cache_dir, digest, is_trusted, record_artifact
+from f2n.export.fallback import Fp32Twin
+from f2n.weights.fit import check_weight_set, weight_shapes
 
 AOTI_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 INDUCTOR_CONFIGS = MappingProxyType({"always_keep_tensor_constants": True})  # no constant inlining; freezing stays off
@@ -43,8 +47,9 @@ def device_tag(device: str) -> str:
     raise ConfigError(f"AOTInductor device must be cpu or cuda, got {device!r}")
 
 
-def package_key(model: nn.Module, *, device: str, precision: str) -> str:
-    fields = {
+def package_fields(model: nn.Module, *, device: str, precision: str) -> dict:
+    """Everything a compiled package depends on: its cache key and sidecar."""
+    return {
         "architecture": architecture(model),
         "torch": torch.__version__,
         "device": device_tag(device),
@@ -53,7 +58,10 @@ def package_key(model: nn.Module, *, device: str, precision: str) -> str:
         "limits": [MAX_BATCH, MAX_SIDE],
         "format": PACKAGE_FORMAT,
     }
-    return digest(fields)
+
+
+def package_key(model: nn.Module, *, device: str, precision: str) -> str:
+    return digest(package_fields(model, device=device, precision=precision))
 
 
 def _dtype(precision: str) -> torch.dtype:
@@ -91,7 +99,7 @@ class AotiEngine:
         self.device = torch.device(device)
         self.dtype = _dtype(precision)
         self._runner = torch._inductor.aoti_load_package(str(package))
-        self._shapes = {key: tuple(value.shape) for key, value in weights.items()}
+        self._shapes = weight_shapes(weights)
         constants = set(self._runner.get_constant_fqns())
         not_swappable = sorted(self._shapes.keys() - constants)
         if not_swappable:
@@ -99,18 +107,15 @@ class AotiEngine:
                 f"{len(not_swappable)} weights are baked into the AOTInductor package {package} (e.g. {', '.join(not_swappable[:3])}); "
                 f"expected all {len(self._shapes)} as constants: recompile with {dict(INDUCTOR_CONFIGS)}"
             )
+        self._twin = Fp32Twin(device, self.name) if self.dtype != torch.float32 else None
         self.set_weights(weights)
 
     def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        missing, extra = self._shapes.keys() - state_dict.keys(), state_dict.keys() - self._shapes.keys()
-        if missing or extra:
-            raise WeightsError(f"weights do not fit the AOTInductor package: missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}")
-        constants = {}
-        for key, value in state_dict.items():
-            if tuple(value.shape) != self._shapes[key]:
-                raise WeightsError(f"weight {key} has shape {tuple(value.shape)}, expected {self._shapes[key]}")
-            constants[key] = value.detach().to(device=self.device, dtype=self.dtype).contiguous()
+        check_weight_set(self._shapes, state_dict, what="weights", target="the AOTInductor package")
+        constants = {key: value.detach().to(device=self.device, dtype=self.dtype).contiguous() for key, value in state_dict.items()}
         self._runner.load_constants(constants, check_full_update=True)
+        if self._twin is not None:
+            self._twin.follow(state_dict)
 
     def run(self, tiles: torch.Tensor) -> torch.Tensor:
         if tiles.shape[0] > MAX_BATCH or max(tiles.shape[2:]) > MAX_SIDE or min(tiles.shape[2:]) < 2:
@@ -119,16 +124,18 @@ class AotiEngine:
             out = self._runner(tiles.to(device=self.device, dtype=self.dtype).contiguous())
         return out.float().cpu()
 
+    def run_fp32(self, tiles: torch.Tensor) -> torch.Tensor:
+        """``run`` for an fp32 package; for fp16/bf16, the fp32 twin (:mod:`f2n.export.fallback`)."""
+        return self.run(tiles) if self._twin is None else self._twin.run(tiles)
+
 
 def load_aoti_engine(model: nn.Module, *, device: str = "cpu", precision: str = "fp32") -> AotiEngine:
     """The engine for ``model`` from the package cache, compiling on a miss (minutes for
-    the full network on a small CPU) and rebuilding a cached package that fails to load."""
-    path = cache_dir("aoti") / f"rrdbnet-{package_key(model, device=device, precision=precision)}.pt2"
-    weights = model.state_dict()
-    if path.is_file():
-        try:
-            return AotiEngine(path, weights, device=device, precision=precision)
-        except (RuntimeError, OSError, ValueError, WeightsError):
-            path.unlink()  # stale or foreign: rebuild below
-    compile_package(model, path, device=device, precision=precision)
-    return AotiEngine(path, weights, device=device, precision=precision)
+    the full network on a small CPU). A cached package is used only when its sidecar
+    records this key and its bytes (:mod:`f2n.export.cache`); otherwise it is rebuilt."""
+    fields = package_fields(model, device=device, precision=precision)
+    path = cache_dir("aoti") / f"rrdbnet-{digest(fields)}.pt2"
+    if not is_trusted(path, fields):
+        compile_package(model, path, device=device, precision=precision)
+        record_artifact(path, fields)
+    return AotiEngine(path, model.state_dict(), device=device, precision=precision)

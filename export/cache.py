@@ -1,6 +1,12 @@
 """Keys and files of the compiled-artifact cache under ``$F2N_HOME`` (ONNX graphs,
 AOTInductor packages, TensorRT plans). A key is a hash of everything the artifact
-depends on, so a stale or foreign file is never picked up by name alone."""
+depends on, so a stale or foreign file is never picked up by name alone.
+
+Artifacts that are expensive to rebuild and cannot be checked by loading them cheaply
+(AOTInductor packages, TensorRT plans) get a JSON sidecar, ``<artifact>.json``, holding
+their key fields and SHA-256; an artifact without a sidecar that matches both is
+rebuilt, never trusted (a damaged file, one copied from another machine or written by
+another f2n version)."""
 
 import hashlib
 import json
@@ -8,7 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
-from f2n.fileio import f2n_home
+from f2n.fileio import f2n_home, sha256_file, write_text_atomic
 
 
 def architecture(model: nn.Module) -> list[tuple[str, list[int]]]:
@@ -22,3 +28,32 @@ def digest(fields: dict) -> str:
 
 def cache_dir(kind: str) -> Path:
     return f2n_home() / "engines" / kind
+
+
+def sidecar_path(artifact: Path) -> Path:
+    return artifact.with_name(f"{artifact.stem}.json")
+
+
+def record_artifact(artifact: Path, fields: dict) -> None:
+    """Write the sidecar of an artifact just written (after it: an artifact without a
+    valid sidecar is never read)."""
+    sidecar = {"key": _as_json(fields), "sha256": sha256_file(artifact)}
+    write_text_atomic(sidecar_path(artifact), json.dumps(sidecar, indent=1))
+
+
+def is_trusted(artifact: Path, fields: dict) -> bool:
+    """True when ``artifact`` exists and its sidecar records exactly ``fields`` and
+    the SHA-256 of its current bytes."""
+    sidecar = sidecar_path(artifact)
+    if not (artifact.is_file() and sidecar.is_file()):
+        return False
+    try:
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(recorded, dict) and recorded.get("key") == _as_json(fields) and recorded.get("sha256") == sha256_file(artifact)
+
+
+def _as_json(fields: dict) -> dict:
+    """Tuples become lists, as they come back from JSON."""
+    return json.loads(json.dumps(fields))

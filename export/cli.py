@@ -3,6 +3,7 @@ weight set) as ONNX, an AOTInductor package or a refittable TensorRT plan, and p
 how closely it reproduces PyTorch on a real image crop."""
 
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -12,10 +13,11 @@ from skimage import data
 
 from f2n.errors import EngineUnavailableError, F2NError
 from f2n.export.aoti import AotiEngine, compile_package
-from f2n.fileio import write_bytes_atomic
 from f2n.export.onnx_export import FP32_TOLERANCE, VerificationError, export_onnx, verify_onnx
-from f2n.export.trt_config import builder_flag_names, tile_profile
-from f2n.export.trt_engine import build_plan, import_tensorrt
+from f2n.export.trt_config import builder_flag_names, read_refit_source, tile_profile
+from f2n.export.trt_engine import TrtEngine, build_plan, import_tensorrt
+from f2n.fileio import write_bytes_atomic
+from f2n.runtime.types import SREngine
 from f2n.weights.sr import load_sr_network
 
 SUFFIXES = {"onnx": ".onnx", "aoti": ".pt2", "trt": ".plan"}
@@ -57,6 +59,7 @@ def export(source: str, fmt: str, precision: str, out: Path | None, device: str,
         trt = import_tensorrt()  # fail before any work when TensorRT or CUDA is missing
     loaded = load_sr_network(source)
     out = out or Path(f"{Path(source).stem}-{precision}{SUFFIXES[fmt]}")
+    weights = loaded.model.state_dict()
     if fmt == "onnx":
         export_onnx(loaded.model, out, precision=precision)
         if verify:
@@ -64,15 +67,28 @@ def export(source: str, fmt: str, precision: str, out: Path | None, device: str,
     elif fmt == "aoti":
         compile_package(loaded.model, out, device=device, precision=precision)
         if verify:
-            engine = AotiEngine(out, loaded.model.state_dict(), device=device, precision=precision)
-            crop = verification_crop()
-            with torch.inference_mode():
-                want = loaded.model(crop)
-            _check(float((engine.run(crop) - want).abs().max()), precision, "AOTInductor")
+            _check(_engine_difference(AotiEngine(out, weights, device=device, precision=precision), loaded.model), precision, "AOTInductor")
     else:
         if device != "cuda":
             raise EngineUnavailableError("--format trt needs --device cuda")
         builder_flag_names(precision)  # validate before exporting
-        onnx_path = export_onnx(loaded.model, out.with_suffix(".onnx"))
-        write_bytes_atomic(out, build_plan(trt, onnx_path, precision, tile_profile(TRT_TILE)))
+        profile = tile_profile(TRT_TILE)
+        # The ONNX graph is an intermediate here: a temp file, gone on success and failure
+        # (a side file next to --out could overwrite the user's own .onnx).
+        with tempfile.TemporaryDirectory(prefix="f2n-export-") as folder:
+            onnx_path = export_onnx(loaded.model, Path(folder) / "rrdbnet.onnx")
+            plan = build_plan(trt, onnx_path, precision, profile)
+            refit_source = read_refit_source(onnx_path, weights.keys())
+        write_bytes_atomic(out, plan)
+        if verify:
+            engine = TrtEngine(plan, refit_source, weights, precision=precision, profile=profile)
+            _check(_engine_difference(engine, loaded.model), precision, "TensorRT")
     return out
+
+
+def _engine_difference(engine: SREngine, model: torch.nn.Module) -> float:
+    """Max abs difference between ``engine`` and fp32 PyTorch on the verification crop."""
+    crop = verification_crop()
+    with torch.inference_mode():
+        want = model(crop)
+    return float((engine.run(crop) - want).abs().max())

@@ -9,7 +9,7 @@ from f2n.export.cache import cache_dir
 from f2n.export.onnx_export import cached_onnx
 from f2n.export.ort_engine import OrtEngine
 from f2n.export.trt_config import tile_profile
-from f2n.export.trt_engine import TrtEngine, import_tensorrt
+from f2n.export.trt_engine import import_tensorrt, load_trt_engine
 from f2n.runtime.types import SREngine
 from f2n.weights.sr import LoadedSR
 
@@ -35,4 +35,4 @@ def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, til
     import_tensorrt()  # say what is missing before exporting anything
     # TensorRT takes the fp32 graph and converts the weights itself at build and at every refit.
     onnx_path = cached_onnx(loaded.model, precision="fp32")
-    return TrtEngine(onnx_path, weights, precision=precision, profile=tile_profile(tile, batch_size), cache_dir=cache_dir("trt"))
+    return load_trt_engine(onnx_path, weights, precision=precision, profile=tile_profile(tile, batch_size), cache_dir=cache_dir("trt"))

@@ -8,22 +8,25 @@ that they are tested where TensorRT cannot be installed.
   change), plus FP16 or BF16. The ONNX graph stays fp32: TensorRT converts weights at
   build and at every refit, so θ_n is passed in fp32 whatever the precision.
 - Cache: a plan is stored with a JSON sidecar holding its key fields and its own
-  SHA-256; a plan whose sidecar differs (other GPU, TensorRT, precision, profile or
-  ONNX) or whose bytes do not hash to the recorded value is rebuilt, not trusted.
+  SHA-256 (:mod:`f2n.export.cache`); a plan whose sidecar differs (other GPU, TensorRT,
+  precision, profile or ONNX) or whose bytes do not hash to the recorded value is
+  rebuilt, not trusted.
 """
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
+from onnx import numpy_helper
 
 from f2n.errors import ConfigError, WeightsError
-from f2n.export.cache import digest
+from f2n.export.cache import digest, is_trusted, record_artifact
+from f2n.export.names import WeightNameMap, map_initializers
+from f2n.export.onnx_export import initializer_shapes
 from f2n.fileio import write_bytes_atomic
-from f2n.export.names import WeightNameMap
 
 TRT_PRECISIONS = {"fp32": (), "fp16": ("FP16",), "bf16": ("BF16",)}
 Shape = tuple[int, int, int, int]
@@ -71,43 +74,44 @@ class TrtCacheKey:
 
 
 def write_plan(cache_dir: Path, key: TrtCacheKey, plan: bytes) -> Path:
-    """Store the plan, then its sidecar (a plan without a valid sidecar is never read)."""
+    """Store the plan, then its sidecar (:func:`f2n.export.cache.record_artifact`)."""
     path = write_bytes_atomic(cache_dir / f"{key.file_stem()}.plan", plan)
-    sidecar = {"key": key.fields(), "plan_sha256": hashlib.sha256(plan).hexdigest()}
-    write_bytes_atomic(cache_dir / f"{key.file_stem()}.json", json.dumps(sidecar, indent=1).encode())
+    record_artifact(path, key.fields())
     return path
 
 
 def read_plan(cache_dir: Path, key: TrtCacheKey) -> bytes | None:
     """The cached plan for ``key``, or None when absent, stale, foreign or damaged."""
-    plan_path, sidecar_path = cache_dir / f"{key.file_stem()}.plan", cache_dir / f"{key.file_stem()}.json"
-    if not (plan_path.is_file() and sidecar_path.is_file()):
-        return None
-    try:
-        sidecar = json.loads(sidecar_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    plan = plan_path.read_bytes()
-    if sidecar.get("key") != key.fields() or sidecar.get("plan_sha256") != hashlib.sha256(plan).hexdigest():
-        return None
-    return plan
+    path = cache_dir / f"{key.file_stem()}.plan"
+    return path.read_bytes() if is_trusted(path, key.fields()) else None
 
 
-def refit_arrays(
-    names: WeightNameMap, initializers: Mapping[str, np.ndarray], state_dict: Mapping[str, np.ndarray]
-) -> dict[str, np.ndarray]:
-    """Values for every refittable TensorRT weight, by ONNX name: θ_n for the network's
-    weights, the exported value for any other initializer (constants the parser may also
-    mark refittable). fp32 and C-contiguous, as trt.Weights reads the raw buffer."""
-    missing = sorted(names.canonical_to_onnx.keys() - state_dict.keys())
-    if missing:
-        raise WeightsError(f"refit weights lack {len(missing)} network weights (e.g. {', '.join(missing[:3])})")
-    arrays = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in initializers.items() if name not in names.onnx_to_canonical}
+@dataclass(frozen=True)
+class RefitSource:
+    """What a refit needs from the ONNX graph, read once: the name map, the shape of
+    each network weight (to check θ_n; not the values) and the values of the other
+    initializers (small constants such as Resize scales)."""
+
+    names: WeightNameMap
+    shapes: Mapping[str, tuple[int, ...]]
+    constants: Mapping[str, np.ndarray]
+
+
+def read_refit_source(onnx_path: Path, keys: Iterable[str]) -> RefitSource:
+    graph = onnx.load(str(onnx_path))
+    names = map_initializers(graph, keys)
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.graph.initializer if init.name not in names.onnx_to_canonical}
+    return RefitSource(names, initializer_shapes(graph, names), constants)
+
+
+def refit_arrays(names: WeightNameMap, constants: Mapping[str, np.ndarray], state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Values for every refittable TensorRT weight, by ONNX name: θ_n (checked against
+    the graph already) for the network's weights, the exported value for the other
+    initializers (``constants``: ones the parser may also mark refittable). fp32 and
+    C-contiguous, as trt.Weights reads the raw buffer."""
+    arrays = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in constants.items()}
     for key, name in names.canonical_to_onnx.items():
-        value = np.ascontiguousarray(state_dict[key], dtype=np.float32)
-        if value.shape != initializers[name].shape:
-            raise WeightsError(f"weight {key} has shape {value.shape}, expected {initializers[name].shape}")
-        arrays[name] = value
+        arrays[name] = np.ascontiguousarray(state_dict[key], dtype=np.float32)
     return arrays
 
 

@@ -7,23 +7,25 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
-from f2n.fileio import sha256_file
-from f2n.export.names import map_initializers
-from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME, initializer_arrays
+from f2n.export.fallback import Fp32Twin
+from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME
 from f2n.export.trt_config import (
+    RefitSource,
     TrtCacheKey,
     TrtProfile,
     builder_flag_names,
     check_prototype,
     read_plan,
+    read_refit_source,
     refit_arrays,
     refit_names,
     write_plan,
 )
+from f2n.fileio import sha256_file
+from f2n.weights.fit import check_weight_set
 
 REFIT_THREADS = 4  # TensorRT refits weights in parallel when allowed to (default 1)
 UNAVAILABLE = "TensorRT cannot be imported here (pip install tensorrt on a CUDA machine); use the onnx engine instead (--engine onnx, --format onnx)"
@@ -65,46 +67,32 @@ def build_plan(trt, onnx_path: Path, precision: str, profile: TrtProfile) -> byt
 
 
 class TrtEngine:
-    """:class:`~f2n.runtime.types.SREngine` on a refittable TensorRT engine.
-    ``onnx_path`` must be an fp32 graph from :func:`f2n.export.onnx_export.export_onnx`."""
+    """:class:`~f2n.runtime.types.SREngine` on a refittable TensorRT plan built by
+    :func:`build_plan` from an fp32 graph of :func:`f2n.export.onnx_export.export_onnx`."""
 
     name = "trt"
 
-    def __init__(
-        self,
-        onnx_path: str | Path,
-        weights: Mapping[str, torch.Tensor],
-        *,
-        precision: str,
-        profile: TrtProfile,
-        cache_dir: Path,
-    ) -> None:
+    def __init__(self, plan: bytes, source: RefitSource, weights: Mapping[str, torch.Tensor], *, precision: str, profile: TrtProfile) -> None:
         trt = import_tensorrt()
         self._trt = trt
-        onnx_path = Path(onnx_path)
-        graph = onnx.load(str(onnx_path))
-        self.names = map_initializers(graph, weights.keys())
-        self._initializers = initializer_arrays(graph)
+        self._source = source
         self.profile = profile
-        key = TrtCacheKey(gpu_name(), trt.__version__, precision, profile, sha256_file(Path(onnx_path)))
-        plan = read_plan(cache_dir, key)
-        if plan is None:
-            plan = build_plan(trt, onnx_path, precision, profile)
-            write_plan(cache_dir, key, plan)
         logger = trt.Logger(trt.Logger.WARNING)
         self._engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
         if self._engine is None or not self._engine.refittable:
-            raise EngineUnavailableError(f"cached TensorRT plan {key.file_stem()} is not a refittable engine; delete it under {cache_dir}")
+            raise EngineUnavailableError("the TensorRT plan is not a refittable engine: build it with BuilderFlag.REFIT (build_plan does)")
         self._context = self._engine.create_execution_context()
         self._refitter = trt.Refitter(self._engine, logger)
         self._refitter.max_threads = REFIT_THREADS
+        self._twin = Fp32Twin("cuda", self.name) if precision != "fp32" else None
         self.set_weights(weights)
 
     def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         trt = self._trt
-        arrays = refit_arrays(self.names, self._initializers, {k: v.detach().float().cpu().numpy() for k, v in state_dict.items()})
+        check_weight_set(self._source.shapes, state_dict, what="weights", target="the TensorRT engine")
+        arrays = refit_arrays(self._source.names, self._source.constants, {k: v.detach().float().cpu().numpy() for k, v in state_dict.items()})
         keep_alive = []  # trt.Weights point into these buffers until the refit completes
-        for name in refit_names(self._refitter.get_all_weights(), self.names, arrays):
+        for name in refit_names(self._refitter.get_all_weights(), self._source.names, arrays):
             prototype = self._refitter.get_weights_prototype(name)
             check_prototype(name, arrays[name], prototype.size, np.dtype(trt.nptype(prototype.dtype)).name)
             weights = trt.Weights(arrays[name])
@@ -116,6 +104,12 @@ class TrtEngine:
             raise WeightsError(f"TensorRT refit is missing {len(missing)} weights (e.g. {', '.join(missing[:3])})")
         if not self._refitter.refit_cuda_engine():
             raise WeightsError("TensorRT refit_cuda_engine failed (see the TensorRT log above)")
+        if self._twin is not None:
+            self._twin.follow(state_dict)
+
+    def run_fp32(self, tiles: torch.Tensor) -> torch.Tensor:
+        """``run`` for an fp32 plan; for fp16/bf16, the fp32 twin (:mod:`f2n.export.fallback`)."""
+        return self.run(tiles) if self._twin is None else self._twin.run(tiles)
 
     def run(self, tiles: torch.Tensor) -> torch.Tensor:
         if not self.profile.contains(tuple(tiles.shape)):
@@ -132,3 +126,14 @@ class TrtEngine:
             raise EngineUnavailableError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
         stream.synchronize()
         return out.cpu()
+
+
+def load_trt_engine(onnx_path: Path, weights: Mapping[str, torch.Tensor], *, precision: str, profile: TrtProfile, cache_dir: Path) -> TrtEngine:
+    """The engine for ``onnx_path`` (fp32 graph) from the plan cache, built on a miss."""
+    trt = import_tensorrt()
+    key = TrtCacheKey(gpu_name(), trt.__version__, precision, profile, sha256_file(onnx_path))
+    plan = read_plan(cache_dir, key)
+    if plan is None:
+        plan = build_plan(trt, onnx_path, precision, profile)
+        write_plan(cache_dir, key, plan)
+    return TrtEngine(plan, read_refit_source(onnx_path, weights.keys()), weights, precision=precision, profile=profile)

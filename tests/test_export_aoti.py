@@ -10,7 +10,8 @@ import torch
 
 from f2n.errors import ConfigError, WeightsError
 from f2n.export import aoti
-from f2n.export.aoti import AotiEngine, compile_package, load_aoti_engine, package_key
+from f2n.export.aoti import AotiEngine, compile_package, load_aoti_engine, package_fields, package_key
+from f2n.export.cache import is_trusted, record_artifact, sidecar_path
 from f2n.nets.rrdbnet import RRDBNet
 
 TINY = dict(num_block=1, num_feat=8, num_grow_ch=4)  # biases of 4-8 values: the ones Inductor inlines by default
@@ -63,14 +64,14 @@ def test_swapped_weights_match_pytorch_with_those_weights(package: Path) -> None
 def test_swap_rejects_weights_that_do_not_fit(package: Path) -> None:
     engine = AotiEngine(package, tiny_net(0).state_dict())
     weights = dict(tiny_net(0).state_dict()) | {"conv_hr.bias": torch.zeros(9)}
-    with pytest.raises(WeightsError, match=r"conv_hr.bias has shape \(9,\), expected \(8,\)"):
+    with pytest.raises(WeightsError, match=r"^weights do not fit the AOTInductor package: wrong shapes \(given vs expected\) \(1\): conv_hr.bias \(9,\) vs \(8,\)$"):
         engine.set_weights(weights)
     with pytest.raises(ConfigError, match="up to 64 tiles"):
         engine.run(torch.rand(65, 3, 8, 8))
 
 
 @pytest.mark.slow
-def test_cache_compiles_once_and_rebuilds_a_damaged_package(package: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_compiles_once_and_rebuilds_a_damaged_or_foreign_package(package: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     compiled: list[Path] = []
 
     def fake_compile(model: torch.nn.Module, path: Path, **_: str) -> Path:
@@ -83,9 +84,16 @@ def test_cache_compiles_once_and_rebuilds_a_damaged_package(package: Path, monke
     load_aoti_engine(net)
     load_aoti_engine(net)
     assert len(compiled) == 1  # second call was a cache hit
-    compiled[0].write_bytes(b"not a package")
+    cached = compiled[0]
+    cached.write_bytes(b"not a package")  # damaged: its bytes no longer hash to the sidecar's
+    load_aoti_engine(net)
+    sidecar = sidecar_path(cached)
+    sidecar.unlink()  # a loadable package copied in by hand, without a sidecar
+    load_aoti_engine(net)
+    record_artifact(cached, {"precision": "bf16"})  # a sidecar of another key
     engine = load_aoti_engine(net)
-    assert len(compiled) == 2
+    assert len(compiled) == 4
+    assert is_trusted(cached, package_fields(net, device="cpu", precision="fp32"))
     tiles = torch.rand(1, 3, 8, 8)
     with torch.inference_mode():
         torch.testing.assert_close(engine.run(tiles), net(tiles), atol=1e-5, rtol=0)
