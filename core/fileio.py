@@ -33,12 +33,19 @@ def write_atomic(destination: Path, write: Callable[[Path], None]) -> Path:
     handle, temp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
     os.close(handle)
     try:
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600 files: give the result the usual mode
         write(Path(temp))
         os.replace(temp, destination)
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
     return destination
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def write_bytes_atomic(destination: Path, data: bytes) -> Path:

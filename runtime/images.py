@@ -108,7 +108,10 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray |
         raise ConfigError(f"output folder does not exist: {path.parent}")
     data = (_encode_png16(rgb, alpha, icc_profile, exif) if bit_depth == 16
             else _encode_pillow(rgb, alpha, fmt, icc_profile, exif))
-    write_bytes_atomic(path, data)
+    try:
+        write_bytes_atomic(path, data)
+    except OSError as error:  # read-only folder, full disk: one line, not a traceback
+        raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
 
 
 def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:

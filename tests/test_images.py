@@ -1,6 +1,8 @@
 """Image I/O: every input kind users hit (alpha, 16-bit, grayscale, CMYK, EXIF rotation)
 and every refusal (missing, non-image, truncated, too large)."""
 
+import os
+import stat
 import zlib
 from pathlib import Path
 
@@ -180,6 +182,15 @@ def test_icc_profile_is_kept_in_8_and_16_bit(tmp_path: Path) -> None:
         write_image(path, _gradient(), bit_depth=bit_depth, icc_profile=profile)
         decoded = read_image(path)
         assert decoded.icc_profile == profile and decoded.bit_depth == bit_depth
+
+
+def test_written_files_get_the_usual_mode(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        write_image(tmp_path / "out.png", _gradient())
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "out.png").stat().st_mode) == 0o644  # was 0600 (the temp file's mode)
 
 
 def test_write_leaves_no_partial_file_on_error(tmp_path: Path) -> None:
