@@ -13,6 +13,7 @@ torch.optim.Adam refuses a tensor lr with foreach anyway).
 bf16 autocast needs no GradScaler; fp16 is refused for adaptation.
 """
 
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -51,8 +52,8 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         if self.steps < 0:
             raise ConfigError(f"adaptation steps must be >= 0, got {self.steps}")
-        if not self.lr > 0:
-            raise ConfigError(f"adaptation learning rate must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"adaptation learning rate must be a finite number > 0, got {self.lr}")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError(f"adaptation optimizer must be sgd or adam, got {self.optimizer!r}")
         if self.precision not in _AUTOCAST:

@@ -1,13 +1,13 @@
 """f2n-adapt-and-run: super-resolve photos x4 with an SR network adapted to each photo's faces.
 
 Exit codes: 0 every photo written (or skipped because its output exists), 1 some photos
-failed, 2 every photo failed; an error before any photo is processed (options, weights,
-engine) exits with that error's code (ConfigError 5, WeightsError 3, EngineUnavailableError 4,
-InputImageError 2). Errors are one line on stderr, never a traceback.
+failed, 2 every photo failed, 130 interrupted (Ctrl-C); an error before any photo is
+processed (options, weights, engine) exits with that error's code (ConfigError 5,
+WeightsError 3, EngineUnavailableError 4, InputImageError 2). Errors are one line on
+stderr, never a traceback.
 """
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -18,27 +18,38 @@ from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, Adap
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_stage import FaceStageConfig
 from f2n.runtime.face_prior import FacePrior
-from f2n.runtime.images import IMAGE_SUFFIXES, image_files
+from f2n.runtime.images import DecodedImage, read_image
+from f2n.runtime.jobs import Job, collect_inputs, plan_jobs, prepare_folders
 from f2n.runtime.pipeline import AdaptAndRun, Detector, PipelineConfig
 from f2n.runtime.report import RunReport, summarise, write_report_json
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from f2n.runtime.types import SREngine
 from f2n.weights import LoadedSR, load_sr_network
 
-OUTPUT_SUFFIX = ".png"  # lossless, and the only format that keeps 16 bits and alpha everywhere
-DEFAULT_OUT_DIR = Path("f2n_out")
 EXIT_PARTIAL, EXIT_ALL_FAILED = 1, 2
+EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
 
 
-@dataclass(frozen=True)
-class Job:
-    source: Path
-    output: Path
-    weights_out: Path | None
-    debug_dir: Path | None
+class OptionError(click.ClickException):
+    """An option click itself rejects (``--tile abc``): one line and ConfigError's exit
+    code, like every other error, instead of click's usage text and exit code 2 (which
+    here means that every photo failed)."""
+
+    exit_code = ConfigError.exit_code
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+class Command(click.Command):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as error:
+            raise OptionError(error.format_message()) from None
+
+
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (one input) or folder [f2n_out].")
 @click.option("--engine", type=click.Choice(["torch", "onnx", "trt", "aoti"]), default="torch", show_default=True)
@@ -68,6 +79,9 @@ def command(inputs: tuple[Path, ...], **options: object) -> None:
     except F2NError as error:  # one line and the error's exit code, never a traceback
         click.echo(f"error: {error}", err=True)
         code = error.exit_code
+    except KeyboardInterrupt:  # outputs are written atomically: the photo in progress leaves no file
+        click.echo("interrupted: the photo in progress was not written", err=True)
+        code = EXIT_INTERRUPTED
     sys.exit(code)
 
 
@@ -87,9 +101,9 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         return run_demo(device=device, checkpoint=checkpoint, steps=steps, lr=lr, optimizer=optimizer)
     if no_adapt and require_adaptation:
         raise ConfigError("--no-adapt and --require-adaptation contradict each other: give at most one")
-    sources = collect_inputs(inputs)
-    jobs = plan_jobs(sources, out, save_weights, save_debug)
-    if prior.startswith("oracle:") and len(jobs) != 1:
+    jobs = plan_jobs(collect_inputs(inputs), out, save_weights, save_debug)
+    oracle = prior.startswith("oracle:") and not no_adapt
+    if oracle and len(jobs) != 1:
         raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
 
     loaded = load_sr_network(checkpoint, device="cpu")
@@ -106,15 +120,19 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt, require_adaptation=require_adaptation,
         paste_faces=paste_faces, progress=progress,
     )
+    prepare_folders(jobs, report)
     # The engine first: an engine that cannot run here fails before the prior is fetched.
     sr_engine = make_engine(engine, loaded, device=device, precision=precision, tile=tile)
-    face_prior, prior_problem = (None, "") if no_adapt else load_prior(prior, device, jobs[0].source, require_adaptation)
+    # The oracle checks its ground truth against the photo's size: that photo is decoded once, here.
+    decoded = {jobs[0].source: read_image(jobs[0].source)} if oracle else {}
+    lq_shape = decoded[jobs[0].source].rgb.shape[:2] if oracle else None
+    face_prior, prior_problem = (None, "") if no_adapt else load_prior(prior, device, lq_shape, require_adaptation)
     pipeline = AdaptAndRun(
         model=loaded.model.to(device), engine=sr_engine,
         detector=make_detector(), prior=face_prior, prior_problem=prior_problem,
         masknet=load_masknet(loaded.masknet_state, device), config=config,
     )
-    reports = [process(pipeline, job, overwrite) for job in jobs]
+    reports = [process(pipeline, job, overwrite, decoded.get(job.source)) for job in jobs]
     if report is not None:
         write_report_json(report, reports)
     counts = summarise(reports)
@@ -125,49 +143,14 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     return EXIT_ALL_FAILED if counts["failed"] == len(reports) else EXIT_PARTIAL
 
 
-def collect_inputs(inputs: tuple[Path, ...]) -> list[Path]:
-    """Files as given; folders expanded to their image files (sorted, not recursive)."""
-    if not inputs:
-        raise ConfigError("no input: expected one or more PHOTO_OR_DIR arguments (or --demo)")
-    sources: list[Path] = []
-    for path in inputs:
-        if path.is_dir():
-            found = image_files(path)
-            if not found:
-                raise ConfigError(f"no images in folder {path} (expected files ending in {', '.join(IMAGE_SUFFIXES)})")
-            sources += found
-        else:
-            sources.append(path)  # a missing or unreadable file fails on its own, later
-    return sources
-
-
-def plan_jobs(sources: list[Path], out: Path | None, save_weights: Path | None, save_debug: bool) -> list[Job]:
-    single_file_out = out is not None and len(sources) == 1 and out.suffix.lower() in IMAGE_SUFFIXES
-    out_dir = (out.parent if single_file_out else out) or DEFAULT_OUT_DIR
-    weights_file = save_weights is not None and len(sources) == 1 and save_weights.suffix == ".safetensors"
-    jobs = []
-    for source in sources:
-        output = out if single_file_out else out_dir / f"{source.stem}{OUTPUT_SUFFIX}"
-        weights_out = None
-        if save_weights is not None:
-            weights_out = save_weights if weights_file else save_weights / f"{source.stem}.safetensors"
-        debug_dir = out_dir / f"{source.stem}_debug" if save_debug else None
-        jobs.append(Job(source, output, weights_out, debug_dir))
-    outputs = [job.output for job in jobs]
-    if len(set(outputs)) != len(outputs):
-        duplicate = next(o for o in outputs if outputs.count(o) > 1)
-        raise ConfigError(f"two inputs would both be written to {duplicate}: rename one or run them separately")
-    return jobs
-
-
-def process(pipeline: AdaptAndRun, job: Job, overwrite: bool) -> RunReport:
-    """One photo; its failure is reported and does not stop the others."""
+def process(pipeline: AdaptAndRun, job: Job, overwrite: bool, decoded: DecodedImage | None = None) -> RunReport:
+    """One photo (``decoded``: already read); its failure is reported and does not stop the others."""
     if job.output.exists() and not overwrite:
         click.echo(f"skipped {job.source}: {job.output} exists (use --overwrite)", err=True)
         return RunReport(str(job.source), str(job.output), "skipped", False, reason="output exists")
     try:
-        job.output.parent.mkdir(parents=True, exist_ok=True)
-        report = pipeline(job.source, job.output, weights_out=job.weights_out, debug_dir=job.debug_dir)
+        report = pipeline(job.source, job.output, weights_out=job.weights_out, debug_dir=job.debug_dir,
+                          decoded=decoded)
     except F2NError as error:
         click.echo(f"failed {job.source}: {error}", err=True)
         return RunReport(str(job.source), None, "failed", False, reason=str(error))
@@ -181,15 +164,12 @@ def process(pipeline: AdaptAndRun, job: Job, overwrite: bool) -> RunReport:
     return report
 
 
-def load_prior(spec: str, device: str, first_source: Path, required: bool) -> tuple[FacePrior | None, str]:
-    """The face prior, or (None, why) when it cannot load and adaptation is optional."""
+def load_prior(spec: str, device: str, lq_shape: tuple[int, int] | None,
+               required: bool) -> tuple[FacePrior | None, str]:
+    """The face prior, or (None, why) when it cannot load and adaptation is optional.
+    ``lq_shape``: the photo's (H, W), which an ``oracle:`` ground truth must be x4 of."""
     from f2n.runtime.face_prior import make_prior
 
-    lq_shape = None
-    if spec.startswith("oracle:"):
-        from f2n.runtime.images import read_image
-
-        lq_shape = read_image(first_source).rgb.shape[:2]
     try:
         return make_prior(spec, device=device, lq_shape=lq_shape), ""
     except WeightsError as error:

@@ -28,10 +28,13 @@ class PatchConfig:
     count_mode: Literal["per_face", "total"] = "per_face"  # `count` for each face, or shared by all faces
 
     def __post_init__(self) -> None:
-        if self.lq_size < 1 or self.count < 1 or self.scale < 1:
-            raise ConfigError(f"patch size, count and scale must be >= 1, got {self.lq_size}, {self.count}, {self.scale}")
         if self.count_mode not in ("per_face", "total"):
             raise ConfigError(f"count_mode must be 'per_face' or 'total', got {self.count_mode!r}")
+        if self.count < 1:
+            per = "per face" if self.count_mode == "per_face" else "in total"
+            raise ConfigError(f"patches {per} must be >= 1, got {self.count}")
+        if self.lq_size < 1 or self.scale < 1:
+            raise ConfigError(f"patch size and scale must be >= 1, got {self.lq_size}, {self.scale}")
 
 
 @dataclass(frozen=True)

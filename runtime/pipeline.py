@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from f2n.errors import InputImageError
+from f2n.errors import ConfigError, InputImageError
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, adapt
 from f2n.runtime.debug_images import save_debug
 from f2n.runtime.face_detect import Detections
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
-from f2n.runtime.images import read_image, write_image
+from f2n.runtime.images import DecodedImage, read_image, write_image
 from f2n.runtime.report import RunReport, face_summary, timed
 from f2n.runtime.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, tiled_upscale
 from f2n.runtime.types import FaceStageResult, SREngine
@@ -44,6 +44,10 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         check_tiling(self.tile, self.overlap, self.batch_size)
+        if self.adapt_enabled and self.adapt.steps < 1:
+            # 0 steps would run the face stage (minutes with GPEN) for θ_0 and call it adapted.
+            raise ConfigError(f"adaptation steps must be >= 1, got {self.adapt.steps} "
+                              "(to run the base network only, disable adaptation: --no-adapt)")
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,13 @@ class AdaptAndRun:
         self.base_weights = {name: p.detach() for name, p in model.named_parameters()}
 
     def __call__(self, source: Path, output: Path, *, weights_out: Path | None = None,
-                 debug_dir: Path | None = None) -> RunReport:
+                 debug_dir: Path | None = None, decoded: DecodedImage | None = None) -> RunReport:
+        """``decoded``: ``source`` already read by the caller (it is then not read again)."""
         timings: dict[str, float] = {}
         with timed(timings, "total"):
             # 1. decode
             with timed(timings, "decode"):
-                image = read_image(source)
+                image = decoded if decoded is not None else read_image(source)
             # 2.-6. faces, adaptation, engine weights, tiles, optional face paste
             result = self.enhance(image.rgb, image.alpha)
             timings.update(result.timings)

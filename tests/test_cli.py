@@ -113,6 +113,11 @@ def test_single_file_out_and_saved_weights(photos: Path, tmp_path: Path, tiny_ch
     [
         (["--tile", "8"], 5, "tile must be at least"),
         (["--steps", "-1"], 5, "steps must be >= 0"),
+        (["--steps", "0"], 5, "steps must be >= 1"),  # was: the face stage ran, θ_0 reported as adapted
+        (["--patches-per-face", "0"], 5, "patches per face must be >= 1"),
+        (["--tile", "20", "--tile-overlap", "32"], 5, "tile overlap must be in [0, tile/2 = 10]"),
+        (["--tile", "abc"], 5, "Invalid value for '--tile'"),  # was: click's 4-line usage text, exit 2
+        (["--lr", "inf"], 5, "finite number > 0"),
         (["--checkpoint", "no-such-weights.pth"], 3, "neither a registry name"),
         (["--device", "cuda"], 4, "CUDA is not available"),
         (["--prior", "oracle:gt.png", "x.png"], 5, "exactly one input"),
@@ -120,9 +125,10 @@ def test_single_file_out_and_saved_weights(photos: Path, tmp_path: Path, tiny_ch
     ],
 )
 def test_errors_are_one_line_with_their_exit_code(photos: Path, tiny_checkpoint: Path, args: list[str],
-                                                  code: int, message: str) -> None:
+                                                  code: int, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if "--device" in args and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    monkeypatch.chdir(photos)  # where the default output folder would go if an error came too late
     checkpoint = [] if "--checkpoint" in args else ["--checkpoint", tiny_checkpoint]
     result = invoke(photos / "astronaut.png", *checkpoint, *args)
     assert result.exit_code == code, result.output
@@ -198,3 +204,60 @@ def test_an_unexpected_error_fails_that_photo_only(tmp_path: Path) -> None:
     assert report.status == "failed"
     assert report.reason == "unexpected RuntimeError: decoder choked"
     assert not job.output.exists()
+
+
+@pytest.mark.parametrize(
+    "make_args,message",
+    [
+        (lambda d: ["--out", d / "sr.gif"], "unsupported suffix '.gif'"),  # was: a folder named sr.gif
+        (lambda d: ["--out", d / "existing"], "is an existing file"),  # was: unexpected FileExistsError
+        (lambda d: ["--out", d / "existing" / "sub"], "cannot write to output folder"),
+        (lambda d: [d / "in" / "flat.png", "--out", d / "sr.png"], "names one file, but there are 2"),
+        (lambda d: ["--out", d / "in", "--overwrite"], "would replace the input photo"),  # was: input replaced
+        (lambda d: [d / "in" / ".." / "in" / "astronaut.png"], "is given twice (also as"),
+        (lambda d: ["--save-weights", d / "theta.bin"], "unsupported suffix '.bin'"),
+        (lambda d: ["--report", d], "is a folder"),  # was: a traceback after every photo had run
+    ],
+)
+def test_bad_output_paths_fail_before_any_photo(photos: Path, tmp_path: Path, tiny_checkpoint: Path,
+                                                make_args, message: str) -> None:
+    (photos / "broken.png").unlink()
+    (tmp_path / "existing").write_bytes(b"a file")
+    before = {p: p.read_bytes() for p in photos.iterdir()}
+    result = invoke(photos / "astronaut.png", *make_args(tmp_path), "--checkpoint", tiny_checkpoint, "--no-adapt",
+                    *FAST)
+    assert result.exit_code == 5, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
+    assert {p: p.read_bytes() for p in photos.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "in"]  # nothing created
+
+
+def test_ctrl_c_while_writing_leaves_no_file_and_exits_130(photos: Path, tmp_path: Path, tiny_checkpoint: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted_write(self: Path, data: bytes) -> None:
+        with open(self, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", interrupted_write)
+    out = tmp_path / "out"
+    result = invoke(photos / "flat.png", "--out", out, "--checkpoint", tiny_checkpoint, "--no-adapt", *FAST)
+    assert result.exit_code == cli.EXIT_INTERRUPTED, result.output
+    assert result.output.strip() == "interrupted: the photo in progress was not written"
+    assert list(out.iterdir()) == []  # no half-written PNG, no temp file
+
+
+def test_oracle_prior_decodes_the_photo_once(photos: Path, tmp_path: Path, tiny_checkpoint: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from f2n.runtime import images
+
+    gt, _ = demo_pair()
+    write_image(tmp_path / "gt.png", gt)
+    opened: list[Path] = []
+    check_size = images._check_size
+    monkeypatch.setattr(images, "_check_size", lambda path, *args: opened.append(path) or check_size(path, *args))
+    result = invoke(photos / "astronaut.png", "--out", tmp_path / "sr.png", "--checkpoint", tiny_checkpoint,
+                    "--prior", f"oracle:{tmp_path / 'gt.png'}", *FAST)
+    assert result.exit_code == 0 and "(adapted;" in result.output, result.output
+    assert sorted(path.name for path in opened) == ["astronaut.png", "gt.png"]
