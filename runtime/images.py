@@ -93,15 +93,11 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray |
     orientation is reset when the photo is read, so the EXIF is parsed once per photo).
     """
     path = Path(path)
-    fmt = _PILLOW_FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise ConfigError(f"unsupported output extension {path.suffix!r}; expected one of {sorted(_PILLOW_FORMATS)}")
+    fmt = _output_format(path, has_alpha=alpha is not None)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ConfigError(f"output image must be (H, W, 3), got shape {tuple(rgb.shape)}")
     if alpha is not None and alpha.shape != rgb.shape[:2]:
         raise ConfigError(f"alpha shape {tuple(alpha.shape)} does not match image {tuple(rgb.shape[:2])}")
-    if alpha is not None and fmt not in _ALPHA_FORMATS:
-        raise ConfigError(f"an image with alpha needs a PNG, TIFF or WebP output, got {path.suffix!r}")
     if bit_depth not in (8, 16) or (bit_depth == 16 and fmt != "PNG"):
         raise ConfigError(f"bit depth {bit_depth} with {path.suffix!r}: expected 8, or 16 with .png")
     if not path.parent.is_dir():
@@ -112,6 +108,22 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray |
         write_bytes_atomic(path, data)
     except OSError as error:  # read-only folder, full disk: one line, not a traceback
         raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def output_bit_depth(path: str | os.PathLike, bit_depth: int, has_alpha: bool) -> int:
+    """The bit depth to write a photo decoded at ``bit_depth`` to ``path``: 16 bits only where the
+    format holds them (PNG), else 8. The same ConfigErrors as ``write_image`` for the format,
+    so a caller can check before the photo is processed rather than when it is written."""
+    return bit_depth if _output_format(Path(path), has_alpha) == "PNG" else 8
+
+
+def _output_format(path: Path, has_alpha: bool) -> str:
+    fmt = _PILLOW_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"unsupported output extension {path.suffix!r}; expected one of {sorted(_PILLOW_FORMATS)}")
+    if has_alpha and fmt not in _ALPHA_FORMATS:
+        raise ConfigError(f"an image with alpha needs a PNG, TIFF or WebP output, got {path.suffix!r}")
+    return fmt
 
 
 def _check_size(path: Path, size: tuple[int, int], max_pixels: int) -> None:

@@ -19,7 +19,7 @@ from f2n.runtime.debug_images import save_debug
 from f2n.runtime.face_detect import Detections
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
-from f2n.runtime.images import DecodedImage, read_image, write_image
+from f2n.runtime.images import DecodedImage, output_bit_depth, read_image, write_image
 from f2n.runtime.report import RunReport, face_summary, timed
 from f2n.runtime.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, tiled_upscale
 from f2n.runtime.types import FaceStageResult, SREngine
@@ -86,12 +86,13 @@ class AdaptAndRun:
             # 1. decode
             with timed(timings, "decode"):
                 image = decoded if decoded is not None else read_image(source)
+            bit_depth = output_bit_depth(output, image.bit_depth, image.alpha is not None)  # fail before the work
             # 2.-6. faces, adaptation, engine weights, tiles, optional face paste
             result = self.enhance(image.rgb, image.alpha)
             timings.update(result.timings)
             # 7. encode (atomic: a failure leaves no partial file)
             with timed(timings, "encode"):
-                write_image(output, result.rgb, alpha=result.alpha, bit_depth=image.bit_depth,
+                write_image(output, result.rgb, alpha=result.alpha, bit_depth=bit_depth,
                             icc_profile=image.icc_profile, exif=image.exif)
             if weights_out is not None and result.adaptation is not None:
                 with timed(timings, "save_weights"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from f2n.errors import InputImageError
+from f2n.errors import ConfigError, InputImageError
 from f2n.nets import RRDBNet
 from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.demo import demo_pair, psnr
@@ -124,3 +124,26 @@ def test_rgba_keeps_its_alpha(pair, detector, tmp_path: Path) -> None:
     decoded = read_image(output)
     assert decoded.alpha is not None and decoded.alpha.shape == (256, 256)
     assert abs(float(decoded.alpha.mean()) - 0.5) < 0.02
+
+
+def test_output_format_decides_the_bit_depth_and_alpha_fails_before_the_work(pair, detector, tmp_path: Path) -> None:
+    gt, lq = pair
+    source = tmp_path / "deep.png"
+    write_image(source, lq[:16, :16], bit_depth=16)
+    pipeline = make_pipeline(gt, detector, adapt_enabled=False)
+    pipeline(source, tmp_path / "deep.jpg")  # was: an error after the work (JPEG holds no 16 bits)
+    assert read_image(tmp_path / "deep.jpg").bit_depth == 8
+    pipeline(source, tmp_path / "deep_again.png")
+    assert read_image(tmp_path / "deep_again.png").bit_depth == 16
+
+    write_image(source, lq[:16, :16], alpha=np.ones((16, 16), np.float32))
+
+    class NoEngine(TorchEngine):
+        def run(self, tiles: torch.Tensor) -> torch.Tensor:
+            raise AssertionError("the photo was processed although its output cannot be written")
+
+    model = tiny_model()
+    doomed = AdaptAndRun(model=model, engine=NoEngine(model), detector=detector, prior=None,
+                         config=PipelineConfig(adapt_enabled=False, tile=48, overlap=16))
+    with pytest.raises(ConfigError, match="alpha"):
+        doomed(source, tmp_path / "alpha.jpg")
