@@ -10,13 +10,13 @@ registry's AlexNet is installed; FID/KID are not computed (see ``unavailable_met
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from skimage.metrics import structural_similarity
 
 from f2n.errors import ConfigError, InputImageError
-from f2n.eval.niqe import BLOCK, niqe, pristine_model
+from f2n.eval.niqe import BLOCK, block_features, blocks_free_of, niqe, niqe_of_blocks, pristine_model
 
 Box = Sequence[float]  # x0, y0, x1, y1
 
@@ -55,33 +55,54 @@ def _crop(a: np.ndarray, crop: int) -> np.ndarray:
 def psnr_y(out: np.ndarray, gt: np.ndarray, *, crop: int = 4, exclude: np.ndarray | None = None) -> float:
     """PSNR (dB, peak 255) of the Y channel; ``exclude``: (H, W) bool pixels left out."""
     _check_pair(out, gt, exclude, crop)
-    err = _crop((rgb_to_y(out) - rgb_to_y(gt)) ** 2, crop)
-    keep = np.ones_like(err, dtype=bool) if exclude is None else ~_crop(exclude, crop)
-    if not keep.any():
-        return float("nan")
-    mse = float(err[keep].mean())
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+    return _psnr(_luma(out, crop), _luma(gt, crop), _kept(exclude, crop))
 
 
 def ssim_y(out: np.ndarray, gt: np.ndarray, *, crop: int = 4, exclude: np.ndarray | None = None) -> float:
     """SSIM of the Y channel (11x11 Gaussian window, sigma 1.5), mean of the SSIM map over
     kept pixels away from the window's border (as scikit-image's own mean)."""
     _check_pair(out, gt, exclude, crop)
-    _, ssim_map = structural_similarity(
-        _crop(rgb_to_y(out), crop), _crop(rgb_to_y(gt), crop), data_range=255.0,
-        gaussian_weights=True, sigma=_SSIM_SIGMA, use_sample_covariance=False, full=True,
-    )
-    keep = np.ones(ssim_map.shape, dtype=bool) if exclude is None else ~_crop(exclude, crop)
-    inner = _crop(ssim_map, _SSIM_PAD)[_crop(keep, _SSIM_PAD)]
-    return float(inner.mean()) if inner.size else float("nan")
+    return _ssim_mean(_ssim_map(_luma(out, crop), _luma(gt, crop)), _kept(exclude, crop))
 
 
 def niqe_y(out: np.ndarray, *, crop: int = 4, exclude: np.ndarray | None = None) -> float:
     """NIQE of the Y channel (lower is better); NaN when fewer than two face-free 96 px blocks remain."""
-    y = _crop(rgb_to_y(out), crop)
+    y = _luma(out, crop)
     if min(y.shape) < BLOCK:
         return float("nan")
     return niqe(y, exclude=None if exclude is None else _crop(exclude, crop))
+
+
+# The metrics of one image share their inputs: each luma, the SSIM map and the NIQE block
+# features are computed once and read by the whole-image and the non-face value alike.
+
+def _luma(rgb: np.ndarray, crop: int) -> np.ndarray:
+    return _crop(rgb_to_y(rgb), crop)
+
+
+def _kept(exclude: np.ndarray | None, crop: int) -> np.ndarray | None:
+    return None if exclude is None else ~_crop(exclude, crop)
+
+
+def _psnr(y_out: np.ndarray, y_gt: np.ndarray, keep: np.ndarray | None) -> float:
+    err = (y_out - y_gt) ** 2
+    keep = np.ones_like(err, dtype=bool) if keep is None else keep
+    if not keep.any():
+        return float("nan")
+    mse = float(err[keep].mean())
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def _ssim_map(y_out: np.ndarray, y_gt: np.ndarray) -> np.ndarray:
+    _, ssim_map = structural_similarity(y_out, y_gt, data_range=255.0, gaussian_weights=True, sigma=_SSIM_SIGMA,
+                                        use_sample_covariance=False, full=True)
+    return ssim_map
+
+
+def _ssim_mean(ssim_map: np.ndarray, keep: np.ndarray | None) -> float:
+    keep = np.ones(ssim_map.shape, dtype=bool) if keep is None else keep
+    inner = _crop(ssim_map, _SSIM_PAD)[_crop(keep, _SSIM_PAD)]
+    return float(inner.mean()) if inner.size else float("nan")
 
 
 def unavailable_metrics(lpips_problem: str | None) -> dict[str, str]:
@@ -129,14 +150,33 @@ def compute_metrics(out: np.ndarray, gt: np.ndarray, faces: np.ndarray | None, *
                     lpips: Callable[[np.ndarray, np.ndarray], float] | None = None) -> dict[str, float]:
     """The table's columns for one output: whole image and, given ``faces`` ((H, W) bool,
     True on the face boxes), the non-face region."""
-    row = {"psnr": psnr_y(out, gt, crop=crop), "ssim": ssim_y(out, gt, crop=crop)}
+    return metrics_table({"out": out}, gt, faces, crop=crop, with_niqe=with_niqe, lpips=lpips)["out"]
+
+
+def metrics_table(outputs: Mapping[str, np.ndarray], gt: np.ndarray, faces: np.ndarray | None, *, crop: int = 4,
+                  with_niqe: bool = True,
+                  lpips: Callable[[np.ndarray, np.ndarray], float] | None = None) -> dict[str, dict[str, float]]:
+    """``compute_metrics`` of every output (method -> row) of one photo; the ground truth's
+    luma is computed once for all of them."""
+    for out in outputs.values():
+        _check_pair(out, gt, faces, crop)
+    y_gt, keep = _luma(gt, crop), _kept(faces, crop)
+    return {method: _row(out, gt, y_gt, keep, crop, with_niqe, lpips) for method, out in outputs.items()}
+
+
+def _row(out: np.ndarray, gt: np.ndarray, y_gt: np.ndarray, keep: np.ndarray | None, crop: int, with_niqe: bool,
+         lpips: Callable[[np.ndarray, np.ndarray], float] | None) -> dict[str, float]:
+    y_out = _luma(out, crop)
+    ssim_map = _ssim_map(y_out, y_gt)
+    blocks = block_features(y_out) if with_niqe and min(y_out.shape) >= BLOCK else None
+    row = {"psnr": _psnr(y_out, y_gt, None), "ssim": _ssim_mean(ssim_map, None)}
     if with_niqe:
-        row["niqe"] = niqe_y(out, crop=crop)
+        row["niqe"] = float("nan") if blocks is None else niqe_of_blocks(blocks)
     if lpips is not None:
         row["lpips"] = lpips(out, gt)
-    if faces is not None:
-        row["psnr_nonface"] = psnr_y(out, gt, crop=crop, exclude=faces)
-        row["ssim_nonface"] = ssim_y(out, gt, crop=crop, exclude=faces)
+    if keep is not None:
+        row["psnr_nonface"] = _psnr(y_out, y_gt, keep)
+        row["ssim_nonface"] = _ssim_mean(ssim_map, keep)
         if with_niqe:
-            row["niqe_nonface"] = niqe_y(out, crop=crop, exclude=faces)
+            row["niqe_nonface"] = float("nan") if blocks is None else niqe_of_blocks(blocks[blocks_free_of(~keep)])
     return row

@@ -82,24 +82,32 @@ def _block_features(block: np.ndarray) -> list[float]:
     return feats
 
 
-def _features(gray: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
-    """(blocks, 36) features of the kept 96 px blocks (keep: (rows, cols) bool or None)."""
+def block_features(gray: np.ndarray) -> np.ndarray:
+    """(blocks, 36) features of every 96 px block of a (H, W) luminance image in [0, 255],
+    row-major. A block's features do not depend on the other blocks, so the NIQE of any
+    set of blocks (the non-face ones) is ``niqe_of_blocks`` of a subset of these rows."""
+    if gray.ndim != 2 or min(gray.shape) < BLOCK:
+        raise InputImageError(f"NIQE input is {gray.shape}, expected a 2-D image of at least {BLOCK}x{BLOCK}")
     rows, cols = gray.shape[0] // BLOCK, gray.shape[1] // BLOCK
-    img = gray[: rows * BLOCK, : cols * BLOCK]
+    img = gray[: rows * BLOCK, : cols * BLOCK].astype(np.float64)
     per_scale = []
     for step in (BLOCK, BLOCK // 2):
         mscn = _mscn(img)
         per_scale.append(
-            [
-                _block_features(mscn[r * step : (r + 1) * step, c * step : (c + 1) * step])
-                for r in range(rows)
-                for c in range(cols)
-                if keep is None or keep[r, c]
-            ]
+            [_block_features(mscn[r * step : (r + 1) * step, c * step : (c + 1) * step])
+             for r in range(rows) for c in range(cols)]
         )
         half = Image.fromarray((img / 255).astype(np.float32), mode="F")
         img = np.asarray(half.resize((img.shape[1] // 2, img.shape[0] // 2), Image.BICUBIC), np.float64) * 255
     return np.concatenate([np.asarray(f, np.float64).reshape(-1, 18) for f in per_scale], axis=1)
+
+
+def blocks_free_of(exclude: np.ndarray) -> np.ndarray:
+    """(blocks,) bool, row-major like ``block_features``: True for the 96 px blocks of an
+    (H, W) image that hold no excluded pixel."""
+    rows, cols = exclude.shape[0] // BLOCK, exclude.shape[1] // BLOCK
+    blocks = exclude[: rows * BLOCK, : cols * BLOCK].reshape(rows, BLOCK, cols, BLOCK)
+    return ~blocks.any(axis=(1, 3)).ravel()
 
 
 def niqe(gray: np.ndarray, *, exclude: np.ndarray | None = None) -> float:
@@ -108,16 +116,15 @@ def niqe(gray: np.ndarray, *, exclude: np.ndarray | None = None) -> float:
     ``exclude``: (H, W) bool, True where pixels must not count (e.g. faces); only 96 px
     blocks free of excluded pixels are used. NaN when no usable block remains.
     """
-    if gray.ndim != 2 or min(gray.shape) < BLOCK:
-        raise InputImageError(f"NIQE input is {gray.shape}, expected a 2-D image of at least {BLOCK}x{BLOCK}")
-    keep = None
-    if exclude is not None:
-        if exclude.shape != gray.shape:
-            raise InputImageError(f"NIQE exclude mask is {exclude.shape}, expected {gray.shape}")
-        rows, cols = gray.shape[0] // BLOCK, gray.shape[1] // BLOCK
-        blocks = exclude[: rows * BLOCK, : cols * BLOCK].reshape(rows, BLOCK, cols, BLOCK)
-        keep = ~blocks.any(axis=(1, 3))
-    feats = _features(gray.astype(np.float64), keep)
+    if exclude is not None and exclude.shape != gray.shape:
+        raise InputImageError(f"NIQE exclude mask is {exclude.shape}, expected {gray.shape}")
+    feats = block_features(gray)
+    return niqe_of_blocks(feats if exclude is None else feats[blocks_free_of(exclude)])
+
+
+def niqe_of_blocks(feats: np.ndarray) -> float:
+    """NIQE from (blocks, 36) block features; blocks without statistics (flat) are dropped,
+    NaN when fewer than two remain."""
     feats = feats[~np.isnan(feats).any(axis=1)]
     if len(feats) < 2:
         return float("nan")

@@ -19,7 +19,7 @@ import numpy as np
 from torch import nn
 
 from f2n.errors import ConfigError, WeightsError
-from f2n.eval.metrics import compute_metrics, face_mask, load_lpips, niqe_problem, unavailable_metrics
+from f2n.eval.metrics import face_mask, load_lpips, metrics_table, niqe_problem, unavailable_metrics
 from f2n.eval.testset import load_test_set
 from f2n.runtime.adapt import AdaptConfig, Weights, iter_adaptation
 from f2n.runtime.face_prior import FacePrior, OraclePrior, make_prior
@@ -189,7 +189,6 @@ def evaluate_set(set_dir: Path, config: EvalConfig = EvalConfig(), *,
                         outputs[adapted_label(network.label, prior_name, steps)] = _upscale(engine, lq, config)
                 most_adapted.append(adapted_label(network.label, prior_name, max(config.steps)))
         faces = face_mask(gt.shape[:2], boxes, scale=scale)
-        metrics = {method: compute_metrics(out, gt, faces, crop=scale, with_niqe=niqe_missing is None, lpips=lpips_fn)
-                   for method, out in outputs.items()}
+        metrics = metrics_table(outputs, gt, faces, crop=scale, with_niqe=niqe_missing is None, lpips=lpips_fn)
         photos.append(PhotoResult(pair.name, metrics, outputs, lq, gt, boxes, tuple(most_adapted), tuple(notes)))
     return EvalResult(manifest, tuple(photos), not_run)

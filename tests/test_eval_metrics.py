@@ -7,7 +7,7 @@ from PIL import Image
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from f2n.eval.metrics import compute_metrics, face_mask, niqe_y, psnr_y, rgb_to_y, ssim_y
+from f2n.eval.metrics import compute_metrics, face_mask, metrics_table, niqe_y, psnr_y, rgb_to_y, ssim_y
 from f2n.eval.niqe import niqe
 
 
@@ -75,3 +75,22 @@ def test_niqe_exclusion_drops_blocks_and_rejects_small_inputs():
     one_block_free[:192, :192] = False  # 4 of 9 blocks left
     assert np.isfinite(niqe(gray, exclude=one_block_free))
     assert np.isnan(niqe_y(np.zeros((90, 300, 3), np.float32)))
+
+
+def test_shared_inputs_give_the_same_numbers_as_each_metric_alone() -> None:
+    """metrics_table computes each luma, SSIM map and set of NIQE block features once per
+    image; every value must equal the metric computed on its own, and the numbers
+    compute_metrics gave before the inputs were shared (recorded from that version)."""
+    gt = skimage.data.astronaut()[:320, 96:416].astype(np.float32) / 255
+    out = np.round(np.clip(gt + np.random.default_rng(0).normal(0, 0.04, gt.shape), 0, 1) * 255).astype(np.float32) / 255
+    faces = face_mask(gt.shape[:2], [(40, 8, 70, 45)], scale=4)
+    table = metrics_table({"noisy": out, "gt": gt}, gt, faces)
+    alone = {"psnr": psnr_y(out, gt), "ssim": ssim_y(out, gt), "niqe": niqe_y(out),
+             "psnr_nonface": psnr_y(out, gt, exclude=faces), "ssim_nonface": ssim_y(out, gt, exclude=faces),
+             "niqe_nonface": niqe_y(out, exclude=faces)}
+    assert table["noisy"] == alone
+    before = {"psnr": 32.948021180663424, "ssim": 0.8157799095929665, "niqe": 7.386149226217909,
+              "psnr_nonface": 32.98058887909231, "ssim_nonface": 0.8355214641546828, "niqe_nonface": 8.54292319965405}
+    assert table["noisy"] == pytest.approx(before, rel=1e-12)
+    assert compute_metrics(gt, gt, faces) == table["gt"] and table["gt"]["psnr"] == float("inf")
+    assert np.isfinite(table["noisy"]["niqe_nonface"]) and table["noisy"]["niqe_nonface"] != table["noisy"]["niqe"]
