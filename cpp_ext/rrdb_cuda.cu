@@ -9,10 +9,12 @@
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAMacros.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 
 namespace f2n {
 namespace {
@@ -58,10 +60,22 @@ void check_sample_contiguous(const at::Tensor& t, const char* what) {
               t.strides());
 }
 
+// The SM count of each device, queried on its first launch only (0: not queried yet).
+// Two threads may both query a device first; they store the same value.
+int sm_count(int device) {
+  static std::atomic<int> counts[C10_COMPILE_TIME_MAX_GPUS];
+  TORCH_CHECK(device >= 0 && device < C10_COMPILE_TIME_MAX_GPUS, "f2n::rrdb (CUDA): device index ", device,
+              " out of range");
+  int count = counts[device].load(std::memory_order_relaxed);
+  if (count == 0) {
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+    counts[device].store(count, std::memory_order_relaxed);
+  }
+  return count;
+}
+
 unsigned int grid_for(int64_t numel, int device) {
-  int sm_count = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, device));
-  const int64_t max_blocks = int64_t(sm_count) * 32;
+  const int64_t max_blocks = int64_t(sm_count(device)) * 32;
   return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>((numel + kThreads - 1) / kThreads, max_blocks)));
 }
 
