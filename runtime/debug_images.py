@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from skimage.util import montage
 
 from f2n.runtime.images import write_image
 from f2n.runtime.types import FaceStageResult
@@ -71,13 +72,8 @@ def _rectangle(canvas: np.ndarray, box, factor: int, colour: tuple[float, float,
 
 
 def _weight_grid(weights: np.ndarray) -> np.ndarray:
-    """(N, h, w) weights -> one grey RGB picture, scaled so the largest weight is white."""
-    count, height, width = weights.shape
-    columns = min(count, 8)
-    rows = math.ceil(count / columns)
-    grid = np.zeros((rows * (height + 2), columns * (width + 2)), np.float32)
+    """(N, h, w) weights -> one grey RGB picture, 8 per row 2 px apart, scaled so the largest weight is white."""
+    columns = min(len(weights), 8)
     top = max(float(weights.max()), 1e-8)
-    for index, weight in enumerate(weights):
-        row, column = divmod(index, columns)
-        grid[row * (height + 2):row * (height + 2) + height, column * (width + 2):column * (width + 2) + width] = weight / top
+    grid = montage(weights / top, fill=0, grid_shape=(math.ceil(len(weights) / columns), columns), padding_width=2)
     return np.repeat(grid[..., None], 3, axis=2)

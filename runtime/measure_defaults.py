@@ -21,6 +21,7 @@ import click
 import cv2
 import numpy as np
 import torch
+from torch.nn.utils import parameters_to_vector
 
 from f2n.runtime.adapt import AdaptConfig, iter_adaptation, masked_l1
 from f2n.runtime.demo import region_psnrs
@@ -164,7 +165,7 @@ def precision(patches: int, repeats: int, checkpoint: str) -> None:
             result = adapt(model, batch, AdaptConfig(steps=1, lr=1e-2, optimizer="sgd", precision=name))
             seconds[name].append(result.step_seconds[0])
             results[name] = result
-    delta32, delta16 = (torch.cat([d.flatten() for d in results[n].delta.values()]) for n in ("fp32", "bf16"))
+    delta32, delta16 = (parameters_to_vector(results[n].delta.values()) for n in ("fp32", "bf16"))
     relative = float((delta16 - delta32).norm() / delta32.norm())
     cosine = float(torch.nn.functional.cosine_similarity(delta16, delta32, dim=0))
     loss_after = {n: float(masked_l1(model, results[n].weights, lq, target, batch.weight)) for n in results}
