@@ -59,7 +59,6 @@ def export(source: str, fmt: str, precision: str, out: Path | None, device: str,
         trt = import_tensorrt()  # fail before any work when TensorRT or CUDA is missing
     loaded = load_sr_network(source)
     out = out or Path(f"{Path(source).stem}-{precision}{SUFFIXES[fmt]}")
-    weights = loaded.model.state_dict()
     if fmt == "onnx":
         export_onnx(loaded.model, out, precision=precision)
         if verify:
@@ -67,23 +66,29 @@ def export(source: str, fmt: str, precision: str, out: Path | None, device: str,
     elif fmt == "aoti":
         compile_package(loaded.model, out, device=device, precision=precision)
         if verify:
-            _check(_engine_difference(AotiEngine(out, weights, device=device, precision=precision), loaded.model), precision, "AOTInductor")
+            engine = AotiEngine(out, loaded.model.state_dict(), device=device, precision=precision)
+            _check(_engine_difference(engine, loaded.model), precision, "AOTInductor")
     else:
         if device != "cuda":
             raise EngineUnavailableError("--format trt needs --device cuda")
-        builder_flag_names(precision)  # validate before exporting
-        profile = tile_profile(TRT_TILE)
-        # The ONNX graph is an intermediate here: a temp file, gone on success and failure
-        # (a side file next to --out could overwrite the user's own .onnx).
-        with tempfile.TemporaryDirectory(prefix="f2n-export-") as folder:
-            onnx_path = export_onnx(loaded.model, Path(folder) / "rrdbnet.onnx")
-            plan = build_plan(trt, onnx_path, precision, profile)
-            refit_source = read_refit_source(onnx_path, weights.keys())
-        write_bytes_atomic(out, plan)
-        if verify:
-            engine = TrtEngine(plan, refit_source, weights, precision=precision, profile=profile)
-            _check(_engine_difference(engine, loaded.model), precision, "TensorRT")
+        _export_trt(trt, loaded.model, out, precision, verify)
     return out
+
+
+def _export_trt(trt, model: torch.nn.Module, out: Path, precision: str, verify: bool) -> None:  # noqa: ANN001 - the tensorrt module
+    builder_flag_names(precision)  # validate before exporting
+    profile = tile_profile(TRT_TILE)
+    weights = model.state_dict()
+    # The ONNX graph is an intermediate here: a temp file, gone on success and failure
+    # (a side file next to --out could overwrite the user's own .onnx).
+    with tempfile.TemporaryDirectory(prefix="f2n-export-") as folder:
+        onnx_path = export_onnx(model, Path(folder) / "rrdbnet.onnx")
+        plan = build_plan(trt, onnx_path, precision, profile)
+        refit_source = read_refit_source(onnx_path, weights.keys())
+    write_bytes_atomic(out, plan)
+    if verify:
+        engine = TrtEngine(plan, refit_source, weights, precision=precision, profile=profile)
+        _check(_engine_difference(engine, model), precision, "TensorRT")
 
 
 def _engine_difference(engine: SREngine, model: torch.nn.Module) -> float:
