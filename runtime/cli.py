@@ -99,8 +99,9 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         from f2n.runtime.demo import run_demo
 
         return run_demo(device=device, checkpoint=checkpoint, steps=steps, lr=lr, optimizer=optimizer)
-    if no_adapt and require_adaptation:
-        raise ConfigError("--no-adapt and --require-adaptation contradict each other: give at most one")
+    if no_adapt and (require_adaptation or save_weights):
+        other = "--require-adaptation" if require_adaptation else "--save-weights (there is no θ_n to save)"
+        raise ConfigError(f"--no-adapt and {other} contradict each other: give at most one")
     jobs = plan_jobs(collect_inputs(inputs), out, save_weights, save_debug)
     oracle = prior.startswith("oracle:") and not no_adapt
     if oracle and len(jobs) != 1:

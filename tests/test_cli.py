@@ -122,6 +122,7 @@ def test_single_file_out_and_saved_weights(photos: Path, tmp_path: Path, tiny_ch
         (["--device", "cuda"], 4, "CUDA is not available"),
         (["--prior", "oracle:gt.png", "x.png"], 5, "exactly one input"),
         (["--no-adapt", "--require-adaptation"], 5, "contradict"),
+        (["--no-adapt", "--save-weights", "theta.safetensors"], 5, "no θ_n to save"),  # was: silently none saved
     ],
 )
 def test_errors_are_one_line_with_their_exit_code(photos: Path, tiny_checkpoint: Path, args: list[str],
