@@ -42,6 +42,8 @@ class OptionError(click.ClickException):
 
 
 class Command(click.Command):
+    """click's command, its usage errors raised as ``OptionError``."""
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
