@@ -225,8 +225,8 @@ def test_bad_output_paths_fail_before_any_photo(photos: Path, tmp_path: Path, ti
     (photos / "broken.png").unlink()
     (tmp_path / "existing").write_bytes(b"a file")
     before = {p: p.read_bytes() for p in photos.iterdir()}
-    result = invoke(photos / "astronaut.png", *make_args(tmp_path), "--checkpoint", tiny_checkpoint, "--no-adapt",
-                    *FAST)
+    result = invoke(photos / "astronaut.png", *make_args(tmp_path), "--checkpoint", tiny_checkpoint,
+                    "--prior", "numpy:copy", *FAST)
     assert result.exit_code == 5, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.output
