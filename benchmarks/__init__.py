@@ -5,8 +5,15 @@ same rounds; the check compares those ratios with a committed per-machine-class 
 """
 
 from f2n.benchmarks.machine import machine_class
-from f2n.benchmarks.regression import (DEFAULT_THRESHOLD, StageResult, SuiteResult, compare, load_result, run_suite,
-                                       save_result)
+from f2n.benchmarks.regression import (
+                                       DEFAULT_THRESHOLD,
+                                       StageResult,
+                                       SuiteResult,
+                                       compare,
+                                       load_result,
+                                       run_suite,
+                                       save_result,
+)
 from f2n.benchmarks.stages import Stage, StageUnavailable
 from f2n.benchmarks.suites import suite_stages
 

@@ -5,11 +5,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
-
 from f2n.benchmarks.machine import machine_class
-from f2n.benchmarks.regression import (DEFAULT_CONFIRMATIONS, DEFAULT_THRESHOLD, BASELINE_DIR, StageResult,
-                                       SuiteResult, baseline_path, confirmed_failures, load_result, run_suite,
-                                       save_result)
+from f2n.benchmarks.regression import (
+    BASELINE_DIR,
+    DEFAULT_CONFIRMATIONS,
+    DEFAULT_THRESHOLD,
+    StageResult,
+    SuiteResult,
+    baseline_path,
+    confirmed_failures,
+    load_result,
+    run_suite,
+    save_result,
+)
 from f2n.benchmarks.stages import Stage
 from f2n.benchmarks.suites import selected_suite, suite_names, suite_stages
 from f2n.errors import ConfigError, F2NError

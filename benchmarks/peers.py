@@ -8,8 +8,13 @@ from importlib import resources
 
 import numpy as np
 import torch
-
-from f2n.benchmarks.stages import StageUnavailable, TimedCall, photo_rgb, require_module, threads
+from f2n.benchmarks.stages import (
+    StageUnavailable,
+    TimedCall,
+    photo_rgb,
+    require_module,
+    threads,
+)
 
 NCNN_MODEL = "REALESRGAN_X4PLUS_UP4X"  # Real-ESRGAN x4plus; blob names "data" -> "output"
 

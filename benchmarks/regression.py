@@ -11,12 +11,11 @@ once while the same commit passed on re-runs, whereas a real regression stays sl
 """
 
 import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 import torch
-
 from f2n.benchmarks.machine import describe_machine, machine_class, usable_cores
 from f2n.benchmarks.stages import Stage, StageUnavailable
 from f2n.benchmarks.timing import injected_delays, measure

@@ -9,9 +9,9 @@ where a part is not there, ``setup`` raises :class:`StageUnavailable` with the r
 import functools
 import importlib
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np

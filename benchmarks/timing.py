@@ -14,13 +14,11 @@ import functools
 import os
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
-
 from f2n.errors import ConfigError
 
 INJECT_DELAY_ENV = "F2N_BENCH_INJECT_DELAY"

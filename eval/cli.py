@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from f2n.errors import ConfigError, F2NError
 
 
@@ -75,7 +74,7 @@ def run(set_dir: Path, out_dir: Path, steps: str, priors: tuple[str, ...], base_
     _run(work)
 
 
-def _run(work) -> None:  # noqa: ANN001 - any zero-argument callable
+def _run(work) -> None:
     """Run a command; an F2NError becomes one line on stderr and its exit code."""
     try:
         work()

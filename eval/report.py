@@ -11,9 +11,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from f2n.fileio import write_text_atomic
 from f2n.eval.run import EvalResult, PhotoResult
+from f2n.fileio import write_text_atomic
 from f2n.runtime.images import write_image
 
 METRICS = ("psnr", "ssim", "lpips", "niqe", "psnr_nonface", "ssim_nonface", "niqe_nonface")

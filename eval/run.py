@@ -16,10 +16,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from torch import nn
-
 from f2n.errors import ConfigError, WeightsError
-from f2n.eval.metrics import face_mask, load_lpips, metrics_table, niqe_problem, unavailable_metrics
+from f2n.eval.metrics import (
+    face_mask,
+    load_lpips,
+    metrics_table,
+    niqe_problem,
+    unavailable_metrics,
+)
 from f2n.eval.testset import load_test_set
 from f2n.runtime.adapt import AdaptConfig, Weights, iter_adaptation
 from f2n.runtime.face_prior import FacePrior, OraclePrior, make_prior
@@ -28,6 +32,7 @@ from f2n.runtime.images import read_image
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import PatchBatch
+from torch import nn
 
 BASE_NETWORK = "realesrgan-x4plus"
 PRIORS = ("oracle", "gpen")

@@ -9,16 +9,20 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-from skimage import data
-
 from f2n.errors import EngineUnavailableError, F2NError
 from f2n.export.aoti import AotiEngine, compile_package
-from f2n.export.onnx_export import FP32_TOLERANCE, VerificationError, export_onnx, verify_onnx
+from f2n.export.onnx_export import (
+    FP32_TOLERANCE,
+    VerificationError,
+    export_onnx,
+    verify_onnx,
+)
 from f2n.export.trt_config import builder_flag_names, read_refit_source, tile_profile
 from f2n.export.trt_engine import TrtEngine, build_plan, import_tensorrt
 from f2n.fileio import write_bytes_atomic
 from f2n.runtime.types import SREngine
 from f2n.weights.sr import load_sr_network
+from skimage import data
 
 SUFFIXES = {"onnx": ".onnx", "aoti": ".pt2", "trt": ".plan"}
 CROP = (slice(40, 104), slice(180, 244))  # 64 x 64 LR px around the astronaut's face
@@ -75,7 +79,7 @@ def export(source: str, fmt: str, precision: str, out: Path | None, device: str,
     return out
 
 
-def _export_trt(trt, model: torch.nn.Module, out: Path, precision: str, verify: bool) -> None:  # noqa: ANN001 - the tensorrt module
+def _export_trt(trt, model: torch.nn.Module, out: Path, precision: str, verify: bool) -> None:
     builder_flag_names(precision)  # validate before exporting
     profile = tile_profile(TRT_TILE)
     weights = model.state_dict()

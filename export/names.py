@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import onnx
-
 from f2n.errors import WeightsError
 
 SHOWN_NAMES = 3  # how many offending names an error message lists

@@ -26,11 +26,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.fallback import Fp32Twin
 from f2n.export.names import WeightNameMap, map_initializers
-from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME, initializer_shapes, onnx_input_dtype
+from f2n.export.onnx_export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    initializer_shapes,
+    onnx_input_dtype,
+)
 from f2n.weights.fit import check_weight_set
 
 REPLACEMENTS = ("reinit", "inputs")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.export.fallback import Fp32Twin
 from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME
@@ -31,7 +30,7 @@ REFIT_THREADS = 4  # TensorRT refits weights in parallel when allowed to (defaul
 UNAVAILABLE = "TensorRT cannot be imported here (pip install tensorrt on a CUDA machine); use the onnx engine instead (--engine onnx, --format onnx)"
 
 
-def import_tensorrt():  # noqa: ANN201 - the module, untyped without TensorRT installed
+def import_tensorrt():
     try:
         import tensorrt
     except ImportError as error:
@@ -46,7 +45,7 @@ def gpu_name() -> str:
     return f"{torch.cuda.get_device_name()} sm{major}{minor}"
 
 
-def build_plan(trt, onnx_path: Path, precision: str, profile: TrtProfile) -> bytes:  # noqa: ANN001
+def build_plan(trt, onnx_path: Path, precision: str, profile: TrtProfile) -> bytes:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode

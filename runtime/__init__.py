@@ -10,9 +10,22 @@ Public API (everything else in the sub-modules is private):
   ``SREngine`` over a photo; ``TorchEngine`` is the PyTorch one.
 """
 
-from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep, adapt, iter_adaptation, masked_l1
+from f2n.runtime.adapt import (
+    AdaptConfig,
+    AdaptResult,
+    AdaptStep,
+    adapt,
+    iter_adaptation,
+    masked_l1,
+)
 from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
-from f2n.runtime.pipeline import AdaptAndRun, Enhanced, PipelineConfig, paste_faces, save_adapted_weights
+from f2n.runtime.pipeline import (
+    AdaptAndRun,
+    Enhanced,
+    PipelineConfig,
+    paste_faces,
+    save_adapted_weights,
+)
 from f2n.runtime.report import RunReport, write_report_json
 from f2n.runtime.tiling import TileBox, blend_weights, tile_boxes, tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine

@@ -15,19 +15,18 @@ bf16 autocast needs no GradScaler; fp16 is refused for adaptation.
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 import torch._functorch.config as functorch_config
-from torch import nn
-from torch.func import functional_call, grad_and_value
-
 from f2n import inner_loop
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime.types import PatchBatch
+from torch import nn
+from torch.func import functional_call, grad_and_value
 
 # Measured on the oracle prior (docs/adaptation.md, runtime/measure_defaults.py).
 DEFAULT_STEPS = 20

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import click
 import torch
-
 from f2n.errors import ConfigError, EngineUnavailableError, F2NError, WeightsError
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
 from f2n.runtime.face_patches import PatchConfig
-from f2n.runtime.face_stage import FaceStageConfig
 from f2n.runtime.face_prior import FacePrior
+from f2n.runtime.face_stage import FaceStageConfig
 from f2n.runtime.images import DecodedImage, read_image
 from f2n.runtime.jobs import Job, collect_inputs, plan_jobs, prepare_folders
 from f2n.runtime.pipeline import AdaptAndRun, Detector, PipelineConfig

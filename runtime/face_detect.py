@@ -11,19 +11,24 @@ apply the real thresholds and say why it rejected a face.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
-from retinaface.postprocess import ANCHOR_SIZES, ANCHOR_STRIDES, generate_anchors, rebuild_boxes, rebuild_pts
+from f2n.errors import InputImageError
+from retinaface.postprocess import (
+    ANCHOR_SIZES,
+    ANCHOR_STRIDES,
+    generate_anchors,
+    rebuild_boxes,
+    rebuild_pts,
+)
 from retinaface.preprocess import MEAN, preprocess
 from retinaface.weights import WEIGHTS
-
-from f2n.errors import InputImageError
 
 
 @dataclass(frozen=True)
@@ -62,9 +67,8 @@ class _TorchResNet50:
     """facexlib's RetinaFace ResNet-50 network (forward only: decoding is shared with the ONNX model)."""
 
     def __init__(self, weights: Path, device: str | torch.device) -> None:
-        from facexlib.detection.retinaface import RetinaFace
-
         from f2n.weights import load_into, load_state_dict_file
+        from facexlib.detection.retinaface import RetinaFace
 
         with warnings.catch_warnings():  # torchvision's notice about resnet50(pretrained=False)
             warnings.simplefilter("ignore", UserWarning)

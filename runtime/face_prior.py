@@ -8,14 +8,14 @@ cut the same face out of a ground-truth x4 image), and returns the same shape.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from f2n.errors import ConfigError, InputImageError, WeightsError
 from f2n.nets.gpen import GPEN
 from f2n.runtime.face_align import warp_face

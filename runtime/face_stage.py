@@ -11,22 +11,28 @@ The canvas under and around the faces is the bicubic x4 of the photo.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import cv2
 import numpy as np
 import torch
-from torch import nn
-
 from f2n.errors import ConfigError, InputImageError
-from f2n.runtime.face_align import estimate_affine, face_template, inverse_affine, paste_back, scale_affine_to_canvas, warp_face
+from f2n.inner_loop import masknet_lq_input
+from f2n.runtime.face_align import (
+    estimate_affine,
+    face_template,
+    inverse_affine,
+    paste_back,
+    scale_affine_to_canvas,
+    warp_face,
+)
 from f2n.runtime.face_detect import Detections
 from f2n.runtime.face_patches import PatchConfig, sample_pairs
-from f2n.inner_loop import masknet_lq_input
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.report import timed
 from f2n.runtime.types import FaceReport, FaceStageResult, PatchBatch
+from torch import nn
 
 SCALE = 4
 MASK_ONES = "ones (no trained MaskNet)"

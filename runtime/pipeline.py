@@ -11,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-
 from f2n.errors import ConfigError, InputImageError
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, adapt
 from f2n.runtime.debug_images import save_debug
@@ -21,9 +19,16 @@ from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
 from f2n.runtime.images import DecodedImage, output_bit_depth, read_image, write_image
 from f2n.runtime.report import RunReport, face_summary, timed
-from f2n.runtime.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling, tiled_upscale
+from f2n.runtime.tiling import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    check_tiling,
+    tiled_upscale,
+)
 from f2n.runtime.types import FaceStageResult, SREngine
 from f2n.weights.checkpoint import save_safetensors_atomic
+from torch import nn
 
 Detector = Callable[[np.ndarray], Detections]
 ADAPTED_WEIGHTS_FORMAT = "f2n-adapted-rrdbnet"

@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from f2n.runtime.types import FaceReport
 from f2n.fileio import write_text_atomic
+from f2n.runtime.types import FaceReport
 
 Status = Literal["ok", "skipped", "failed"]
 

@@ -1,8 +1,9 @@
 """Data passed between the runtime's stages. Plain frozen dataclasses: every stage
 returns its results instead of keeping per-call state on an object."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch

@@ -10,11 +10,17 @@ from functools import partial
 
 import pytest
 from click.testing import CliRunner
-
 from f2n.benchmarks.cli import main
 from f2n.benchmarks.machine import machine_class
-from f2n.benchmarks.regression import (StageResult, SuiteResult, compare, confirmed_failures, load_result, run_suite,
-                                       save_result)
+from f2n.benchmarks.regression import (
+    StageResult,
+    SuiteResult,
+    compare,
+    confirmed_failures,
+    load_result,
+    run_suite,
+    save_result,
+)
 from f2n.benchmarks.stages import Stage
 from f2n.benchmarks.timing import INJECT_DELAY_ENV, injected_delays, reference_workload
 from f2n.errors import ConfigError

@@ -3,12 +3,19 @@
 import numpy as np
 import pytest
 import skimage.data
+from f2n.eval.metrics import (
+    compute_metrics,
+    face_mask,
+    metrics_table,
+    niqe_y,
+    psnr_y,
+    rgb_to_y,
+    ssim_y,
+)
+from f2n.eval.niqe import niqe
 from PIL import Image
 from skimage.color import rgb2ycbcr
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-from f2n.eval.metrics import compute_metrics, face_mask, metrics_table, niqe_y, psnr_y, rgb_to_y, ssim_y
-from f2n.eval.niqe import niqe
 
 
 @pytest.fixture(scope="module")

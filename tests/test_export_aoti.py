@@ -7,10 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from f2n.errors import ConfigError, WeightsError
 from f2n.export import aoti
-from f2n.export.aoti import AotiEngine, compile_package, load_aoti_engine, package_fields, package_key
+from f2n.export.aoti import (
+    AotiEngine,
+    compile_package,
+    load_aoti_engine,
+    package_fields,
+    package_key,
+)
 from f2n.export.cache import is_trusted, record_artifact, sidecar_path
 from f2n.nets.rrdbnet import RRDBNet
 

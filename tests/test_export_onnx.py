@@ -8,10 +8,15 @@ import numpy as np
 import onnx
 import pytest
 import torch
-
 from f2n.errors import ConfigError, WeightsError
 from f2n.export.names import map_initializers
-from f2n.export.onnx_export import FP32_TOLERANCE, check_weights_kept, export_onnx, initializer_arrays, verify_onnx
+from f2n.export.onnx_export import (
+    FP32_TOLERANCE,
+    check_weights_kept,
+    export_onnx,
+    initializer_arrays,
+    verify_onnx,
+)
 from f2n.export.ort_engine import REPLACEMENTS, OrtEngine
 from f2n.nets.rrdbnet import RRDBNet
 

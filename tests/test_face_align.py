@@ -4,12 +4,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from f2n.runtime.face_align import (FFHQ_TEMPLATE_512, estimate_affine, face_mask, face_template, inverse_affine,
-                                    paste_back, scale_affine_to_canvas, warp_face)
-from f2n.runtime.images import read_image
 from f2n.runtime.demo import psnr
-
+from f2n.runtime.face_align import (
+    FFHQ_TEMPLATE_512,
+    estimate_affine,
+    face_mask,
+    face_template,
+    inverse_affine,
+    paste_back,
+    scale_affine_to_canvas,
+    warp_face,
+)
+from f2n.runtime.images import read_image
 
 
 def _smooth_image(height: int, width: int, scale: float = 1.0) -> np.ndarray:

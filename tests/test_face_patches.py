@@ -3,9 +3,14 @@ padded by reflection with zero validity on the padding, per-face vs total counts
 
 import numpy as np
 import pytest
-
 from f2n.errors import ConfigError
-from f2n.runtime.face_patches import PatchConfig, counts_per_face, crop_pairs, sample_pairs, sample_patch_boxes
+from f2n.runtime.face_patches import (
+    PatchConfig,
+    counts_per_face,
+    crop_pairs,
+    sample_pairs,
+    sample_patch_boxes,
+)
 
 
 def _images(height: int = 40, width: int = 50) -> tuple[np.ndarray, np.ndarray]:

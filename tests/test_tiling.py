@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-
 from f2n.errors import ConfigError, F2NError, InputImageError
 from f2n.nets import RRDBNet
+from f2n.runtime.demo import psnr
 from f2n.runtime.tiling import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
@@ -16,9 +16,6 @@ from f2n.runtime.tiling import (
     tiled_upscale,
 )
 from f2n.runtime.torch_engine import TorchEngine
-from f2n.runtime.demo import psnr
-
-
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +118,7 @@ class _NanEngine:
         if with_retry:
             self.run_fp32 = self.inner.run
 
-    def set_weights(self, state_dict) -> None:  # noqa: ANN001 - protocol method
+    def set_weights(self, state_dict) -> None:
         self.inner.set_weights(state_dict)
 
     def run(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -151,7 +148,7 @@ class _OomOnceEngine:
         self.limit = limit
         self.sizes: list[int] = []
 
-    def set_weights(self, state_dict) -> None:  # noqa: ANN001
+    def set_weights(self, state_dict) -> None:
         self.inner.set_weights(state_dict)
 
     def run(self, tiles: torch.Tensor) -> torch.Tensor:

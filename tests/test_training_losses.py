@@ -1,6 +1,5 @@
 import torch
 import torch.nn.functional as F
-
 from f2n.training.losses import (
     detail_mask,
     discriminator_gan_loss,

@@ -2,11 +2,9 @@
 
 import pytest
 import torch
-
 from f2n.nets import MaskNet, RRDBNet
 from f2n.training.config import LossConfig
 from f2n.training.maml import MetaModules, TaskBatch, meta_gradients, meta_objective
-
 
 ALPHA = 0.5  # large, so that the second-order terms are far above the finite-difference error
 LOSSES = LossConfig(l1=1.0, lpips=0.0, gan=0.0, mask_reg=0.002, self_similarity=0.1)

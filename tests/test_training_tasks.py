@@ -5,13 +5,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from f2n.errors import ConfigError
 from f2n.runtime.face_prior import CallablePrior
-from f2n.training.config import DataConfig, TrainConfig, config_from_dict, config_to_dict
+from f2n.training.config import (
+    DataConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+)
 from f2n.training.data import list_images
-from f2n.training.face_targets import prior_restorer, resolve_face_targets
 from f2n.training.degradations import degrade, sample_params
+from f2n.training.face_targets import prior_restorer, resolve_face_targets
 from f2n.training.tasks import TaskSampler, make_task
 
 

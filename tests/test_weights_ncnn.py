@@ -6,10 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from f2n.errors import WeightsError
 from f2n.weights import load_sr_network
-from f2n.weights.ncnn_convert import TAG_FP16, TAG_INT8, convert_ncnn_rrdbnet, parse_param
+from f2n.weights.ncnn_convert import (
+    TAG_FP16,
+    TAG_INT8,
+    convert_ncnn_rrdbnet,
+    parse_param,
+)
 from f2n.weights.registry import find_spec
 from f2n.weights.store import packaged_file
 

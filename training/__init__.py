@@ -3,9 +3,24 @@ trained so that one inner step on a photo's faces improves the whole photo.
 Entry point: ``f2n-train`` (:mod:`f2n.training.cli`); import what is listed in ``__all__``."""
 
 from f2n.training.checkpoint import TrainState, latest_checkpoint, load_checkpoint
-from f2n.training.config import DataConfig, LossConfig, NetConfig, OptimConfig, RunConfig, TrainConfig
+from f2n.training.config import (
+    DataConfig,
+    LossConfig,
+    NetConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+)
 from f2n.training.losses import self_similarity_loss
-from f2n.training.maml import MetaModules, MetaOptimizers, TaskBatch, inner_adapt, meta_gradients, meta_objective, train_step
+from f2n.training.maml import (
+    MetaModules,
+    MetaOptimizers,
+    TaskBatch,
+    inner_adapt,
+    meta_gradients,
+    meta_objective,
+    train_step,
+)
 from f2n.training.trainer import train
 
 __all__ = [

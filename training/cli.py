@@ -6,9 +6,15 @@ from pathlib import Path
 
 import click
 import torch
-
 from f2n.errors import F2NError
-from f2n.training.config import DataConfig, LossConfig, NetConfig, OptimConfig, RunConfig, TrainConfig
+from f2n.training.config import (
+    DataConfig,
+    LossConfig,
+    NetConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+)
 from f2n.training.trainer import train
 
 _DEFAULT_LOSS, _DEFAULT_OPTIM, _DEFAULT_DATA, _DEFAULT_RUN = LossConfig(), OptimConfig(), DataConfig(), RunConfig()

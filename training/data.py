@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from f2n.errors import ConfigError, InputImageError
 from f2n.runtime.images import IMAGE_SUFFIXES, image_files, read_image
+
 
 def list_images(folder: Path | None, what: str) -> tuple[Path, ...]:
     """The image files directly inside ``folder``, sorted (a stable order makes task seeds reproducible)."""

@@ -28,21 +28,20 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import special
-
 from f2n.errors import ConfigError, InputImageError
+from scipy import special
 
 __all__ = [
     "BlurConfig",
-    "StageConfig",
     "DegradationConfig",
+    "DegradationParams",
     "KernelSpec",
     "NoiseSpec",
+    "StageConfig",
     "StageParams",
-    "DegradationParams",
-    "sample_params",
     "degrade",
     "make_kernel",
+    "sample_params",
 ]
 
 GAUSSIAN_FAMILIES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")

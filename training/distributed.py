@@ -8,8 +8,8 @@ gradients is the gradient of the whole batch.
 """
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.distributed as dist

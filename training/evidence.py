@@ -20,15 +20,21 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
+from f2n.fileio import write_text_atomic
 from f2n.nets import RRDBNet
 from f2n.training.config import DataConfig, LossConfig, OptimConfig, TrainConfig
 from f2n.training.data import list_images
-from f2n.training.maml import MetaModules, MetaOptimizers, TaskBatch, face_weight, inner_adapt, train_step
+from f2n.training.maml import (
+    MetaModules,
+    MetaOptimizers,
+    TaskBatch,
+    face_weight,
+    inner_adapt,
+    train_step,
+)
 from f2n.training.models import build_masknet
-from f2n.fileio import write_text_atomic
 from f2n.training.tasks import TaskSampler
+from torch import nn
 
 
 @dataclass(frozen=True)

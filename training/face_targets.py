@@ -1,12 +1,11 @@
 """Inner-loop face targets: the GT face, or a face prior's restoration of the LQ face
 (GPEN on the aligned 512 face), as at deployment time."""
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from f2n.errors import ConfigError, WeightsError
 from f2n.runtime.face_prior import FacePrior, GPENPrior
 from f2n.training.tasks import FaceRestorer

@@ -7,14 +7,11 @@ second-order gradients unless ``first_order``); the discriminator is updated in 
 outer loop only.
 """
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call
-
 from f2n.inner_loop import masknet_lq_input
 from f2n.training.config import LossConfig, OptimConfig
 from f2n.training.losses import (
@@ -24,6 +21,8 @@ from f2n.training.losses import (
     masked_l1,
     self_similarity_loss,
 )
+from torch import nn
+from torch.func import functional_call
 
 Params = Mapping[str, torch.Tensor]
 GradientReducer = Callable[[Sequence[torch.Tensor]], None]  # averages .grad of the given params across workers

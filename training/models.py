@@ -1,10 +1,9 @@
 """Building θ (RRDBNet), θ_m (MaskNet) and D for meta-training, from weights or fresh."""
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
-
 from f2n.errors import WeightsError
 from f2n.nets import MaskNet, RRDBNet
 from f2n.nets.discriminator import UNetDiscriminatorSN

@@ -7,14 +7,13 @@ the same task comes out wherever it is computed, so a resumed run repeats the st
 N workers that take consecutive slices of the indices see the tasks one worker would.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from f2n.training.config import DataConfig
 from f2n.training.data import load_rgb, random_crop
 from f2n.training.degradations import DegradationParams, degrade, sample_params

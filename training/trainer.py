@@ -5,16 +5,18 @@ Reads as: check → build → restore → loop (sample tasks → meta step → E
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
-
 from f2n.errors import ConfigError, WeightsError
-from f2n.training.checkpoint import TrainState, checkpoint_paths, load_checkpoint, save_checkpoint
+from f2n.training.checkpoint import (
+    TrainState,
+    checkpoint_paths,
+    load_checkpoint,
+    save_checkpoint,
+)
 from f2n.training.config import TrainConfig, config_from_dict, config_to_dict
 from f2n.training.data import list_images
 from f2n.training.distributed import (
@@ -26,11 +28,13 @@ from f2n.training.distributed import (
     task_slice,
 )
 from f2n.training.face_targets import resolve_face_targets
-from f2n.training.models import build_disc, build_masknet, build_sr
 from f2n.training.maml import MetaModules, MetaOptimizers, train_step
+from f2n.training.models import build_disc, build_masknet, build_sr
 from f2n.training.perceptual import build_lpips
 from f2n.training.tasks import TaskSampler
 from f2n.weights import load_into
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
 
 Log = Callable[[str], None]
 

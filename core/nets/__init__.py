@@ -2,6 +2,6 @@
 remapping live in :mod:`f2n.weights`."""
 
 from f2n.nets.masknet import MaskNet
-from f2n.nets.rrdbnet import RRDBNet, ResidualDenseBlock, RRDB
+from f2n.nets.rrdbnet import RRDB, ResidualDenseBlock, RRDBNet
 
-__all__ = ["MaskNet", "RRDBNet", "RRDB", "ResidualDenseBlock"]
+__all__ = ["RRDB", "MaskNet", "RRDBNet", "ResidualDenseBlock"]

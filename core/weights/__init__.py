@@ -1,15 +1,20 @@
 """Weights: the registry of known files, the verified cache, safe loading, the ncnn
 converter and the f2n checkpoint format. Import what is listed in ``__all__``."""
 
-from f2n.weights.checkpoint import AdaptationDefaults, load_into, load_state_dict_file, save_f2n_checkpoint
+from f2n.weights.checkpoint import (
+    AdaptationDefaults,
+    load_into,
+    load_state_dict_file,
+    save_f2n_checkpoint,
+)
 from f2n.weights.fit import check_weight_set, weight_shapes
 from f2n.weights.registry import KNOWN_WEIGHTS, WeightSpec
 from f2n.weights.sr import LoadedSR, SRDescriptor, load_sr_network
 from f2n.weights.store import add_weight, f2n_home, fetch, weight_path
 
 __all__ = [
-    "AdaptationDefaults",
     "KNOWN_WEIGHTS",
+    "AdaptationDefaults",
     "LoadedSR",
     "SRDescriptor",
     "WeightSpec",

@@ -31,13 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
-from torch import nn
-
 from f2n.errors import WeightsError
 from f2n.fileio import write_atomic
 from f2n.weights.fit import check_weight_set, names, weight_shapes
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
 
 F2N_FORMAT = "f2n-checkpoint/1"
 SR_PREFIX = "sr."
@@ -99,7 +98,7 @@ def _torch_load(path: Path) -> object:
                 "convert it to .safetensors from a trusted source"
             ) from None
         raise WeightsError(f"cannot read {path} as a PyTorch weight file ({reason}); the file is corrupt or truncated") from None
-    except Exception as error:  # noqa: BLE001 - on arbitrary bytes torch.load raises struct.error, KeyError, EOFError, ...
+    except Exception as error:
         raise WeightsError(f"cannot read {path} as a PyTorch weight file ({_first_line(error)}); the file is corrupt or truncated") from None
 
 
@@ -124,7 +123,7 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 def _strip_module(key: str) -> str:
-    return key[len("module.") :] if key.startswith("module.") else key
+    return key.removeprefix("module.")
 
 
 def load_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str) -> None:

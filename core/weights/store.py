@@ -22,13 +22,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
-
 from f2n.errors import WeightsError
-from f2n.weights.checkpoint import load_into, load_state_dict_file, save_safetensors_atomic
 from f2n.fileio import CHUNK, f2n_home, sha256_file, write_atomic
+from f2n.weights.checkpoint import (
+    load_into,
+    load_state_dict_file,
+    save_safetensors_atomic,
+)
 from f2n.weights.ncnn_convert import convert_ncnn_rrdbnet
-from f2n.weights.registry import BytesSource, NcnnSource, PackagedFile, WeightSpec, find_spec, known_names
+from f2n.weights.registry import (
+    BytesSource,
+    NcnnSource,
+    PackagedFile,
+    WeightSpec,
+    find_spec,
+    known_names,
+)
+from tqdm import tqdm
 
 DOWNLOAD_TIMEOUT_S = 60
 
