@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.func import functional_call
+
 from f2n import cpp_ext
 from f2n.benchmarks.machine import cpu_model, gpu_name, usable_cores
 from f2n.errors import EngineUnavailableError
 from f2n.nets.rrdbnet import RRDB
-from torch.func import functional_call
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """pytest-benchmark: face detection, alignment, the GPEN face prior (random weights) and MaskNet. See f2n.benchmarks.pytest_bench for how to run."""
 
 import pytest
+
 from f2n.benchmarks.pytest_bench import bench_stage, stage_params
 
 

@@ -1,6 +1,7 @@
 """pytest-benchmark: handing a photo's adapted weights to each engine. See f2n.benchmarks.pytest_bench for how to run."""
 
 import pytest
+
 from f2n.benchmarks.pytest_bench import bench_stage, stage_params
 
 

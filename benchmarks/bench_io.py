@@ -1,6 +1,7 @@
 """pytest-benchmark: image decode and encode. See f2n.benchmarks.pytest_bench for how to run."""
 
 import pytest
+
 from f2n.benchmarks.pytest_bench import bench_stage, stage_params
 
 

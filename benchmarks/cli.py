@@ -5,6 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+
 from f2n.benchmarks.machine import machine_class
 from f2n.benchmarks.regression import (
     BASELINE_DIR,

@@ -8,6 +8,7 @@ from importlib import resources
 
 import numpy as np
 import torch
+
 from f2n.benchmarks.stages import (
     StageUnavailable,
     TimedCall,

@@ -5,6 +5,7 @@ configuration disables benchmarks, so without the flag each stage runs once as a
 test); ``F2N_BENCH_SET=full`` picks the GPU sizes."""
 
 import pytest
+
 from f2n.benchmarks.stages import Stage, StageUnavailable
 from f2n.benchmarks.suites import suite_stages
 from f2n.errors import EngineUnavailableError

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+
 from f2n.benchmarks.machine import describe_machine, machine_class, usable_cores
 from f2n.benchmarks.stages import Stage, StageUnavailable
 from f2n.benchmarks.timing import injected_delays, measure

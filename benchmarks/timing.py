@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from f2n.errors import ConfigError
 
 INJECT_DELAY_ENV = "F2N_BENCH_INJECT_DELAY"

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import torch
+
 from f2n.errors import EngineUnavailableError
 from f2n.fileio import f2n_home
 

@@ -11,6 +11,7 @@ import os
 from typing import Literal
 
 import torch
+
 from f2n.cpp_ext.build import BUILD_HINT, is_loaded, loaded_with_cuda
 from f2n.errors import ConfigError, EngineUnavailableError
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from f2n.errors import ConfigError, F2NError
 
 

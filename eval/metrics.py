@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+from skimage.metrics import structural_similarity
+
 from f2n.errors import ConfigError, InputImageError
 from f2n.eval.niqe import (
     BLOCK,
@@ -22,7 +24,6 @@ from f2n.eval.niqe import (
     niqe_of_blocks,
     pristine_model,
 )
-from skimage.metrics import structural_similarity
 
 Box = Sequence[float]  # x0, y0, x1, y1
 
@@ -126,6 +127,7 @@ def unavailable_metrics(lpips_problem: str | None) -> dict[str, str]:
 def load_lpips() -> tuple[Callable[[np.ndarray, np.ndarray], float] | None, str | None]:
     """(LPIPS function, None) where the registry's AlexNet is installed, else (None, why not)."""
     import torch
+
     from f2n.errors import WeightsError
     from f2n.training.perceptual import build_lpips
 

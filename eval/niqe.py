@@ -18,9 +18,10 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-from f2n.errors import ConfigError, InputImageError
 from PIL import Image
 from scipy import ndimage, special
+
+from f2n.errors import ConfigError, InputImageError
 
 BLOCK = 96
 _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # horizontal, vertical, two diagonals

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from f2n.eval.run import EvalResult, PhotoResult
 from f2n.fileio import write_text_atomic
 from f2n.runtime.images import write_image

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from torch import nn
+
 from f2n.errors import ConfigError, WeightsError
 from f2n.eval.metrics import (
     face_mask,
@@ -32,7 +34,6 @@ from f2n.runtime.images import read_image
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import PatchBatch
-from torch import nn
 
 BASE_NETWORK = "realesrgan-x4plus"
 PRIORS = ("oracle", "gpen")

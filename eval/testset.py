@@ -23,6 +23,7 @@ from typing import Literal
 import cv2
 import numpy as np
 import torch
+
 from f2n.errors import ConfigError, InputImageError
 from f2n.fileio import write_text_atomic
 from f2n.runtime.images import IMAGE_SUFFIXES, image_files, read_image, write_image

@@ -20,6 +20,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 import torch
+from torch import nn
+
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.export.cache import (
     architecture,
@@ -30,7 +32,6 @@ from f2n.export.cache import (
 )
 from f2n.export.fallback import Fp32Twin
 from f2n.weights.fit import check_weight_set, weight_shapes
-from torch import nn
 
 AOTI_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 INDUCTOR_CONFIGS = MappingProxyType({"always_keep_tensor_constants": True})  # no constant inlining; freezing stays off

@@ -12,8 +12,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from f2n.fileio import f2n_home, sha256_file, write_text_atomic
 from torch import nn
+
+from f2n.fileio import f2n_home, sha256_file, write_text_atomic
 
 
 def architecture(model: nn.Module) -> list[tuple[str, list[int]]]:

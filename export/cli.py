@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
+from skimage import data
+
 from f2n.errors import EngineUnavailableError, F2NError
 from f2n.export.aoti import AotiEngine, compile_package
 from f2n.export.onnx_export import (
@@ -22,7 +24,6 @@ from f2n.export.trt_engine import TrtEngine, build_plan, import_tensorrt
 from f2n.fileio import write_bytes_atomic
 from f2n.runtime.types import SREngine
 from f2n.weights.sr import load_sr_network
-from skimage import data
 
 SUFFIXES = {"onnx": ".onnx", "aoti": ".pt2", "trt": ".plan"}
 CROP = (slice(40, 104), slice(180, 244))  # 64 x 64 LR px around the astronaut's face

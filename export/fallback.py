@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+
 from f2n.nets.rrdbnet import RRDBNet
 from f2n.runtime.torch_engine import TorchEngine
 from f2n.weights.sr import infer_hyperparameters

@@ -19,12 +19,13 @@ import click
 import numpy as np
 import onnxruntime as ort
 import torch
+from torch import nn
+
 from f2n.benchmarks import stages, timing
 from f2n.export.onnx_export import INPUT_NAME, cached_onnx
 from f2n.nets.gpen import GPEN
 from f2n.nets.masknet import MaskNet
 from f2n.weights.registry import find_spec
-from torch import nn
 
 ENGINE_KINDS = ("onnx-inputs", "onnx-reinit", "torch")  # benchmark stage names; aoti optional
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import onnx
+
 from f2n.errors import WeightsError
 
 SHOWN_NAMES = 3  # how many offending names an error message lists

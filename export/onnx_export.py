@@ -18,11 +18,12 @@ import numpy as np
 import onnx
 import onnxslim
 import torch
+from onnx import numpy_helper
+from torch import nn
+
 from f2n.errors import ConfigError, F2NError, WeightsError
 from f2n.export.cache import architecture, cache_dir, digest
 from f2n.export.names import WeightNameMap, map_initializers
-from onnx import numpy_helper
-from torch import nn
 
 OPSET = 17
 INPUT_NAME = "input"

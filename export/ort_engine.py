@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.fallback import Fp32Twin
 from f2n.export.names import WeightNameMap, map_initializers

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
+
 from f2n.errors import ConfigError, WeightsError
 from f2n.export.cache import digest, is_trusted, record_artifact
 from f2n.export.names import WeightNameMap, map_initializers
 from f2n.export.onnx_export import initializer_shapes
 from f2n.fileio import write_bytes_atomic
-from onnx import numpy_helper
 
 TRT_PRECISIONS = {"fp32": (), "fp16": ("FP16",), "bf16": ("BF16",)}
 Shape = tuple[int, int, int, int]

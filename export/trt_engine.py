@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.export.fallback import Fp32Twin
 from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME

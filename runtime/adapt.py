@@ -22,11 +22,12 @@ from typing import Literal
 
 import torch
 import torch._functorch.config as functorch_config
+from torch import nn
+from torch.func import functional_call, grad_and_value
+
 from f2n import inner_loop
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime.types import PatchBatch
-from torch import nn
-from torch.func import functional_call, grad_and_value
 
 # Measured on the oracle prior (docs/adaptation.md, runtime/measure_defaults.py).
 DEFAULT_STEPS = 20

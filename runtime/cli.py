@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 import torch
+
 from f2n.errors import ConfigError, EngineUnavailableError, F2NError, WeightsError
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
 from f2n.runtime.face_patches import PatchConfig

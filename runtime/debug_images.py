@@ -13,9 +13,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from skimage.util import montage
+
 from f2n.runtime.images import write_image
 from f2n.runtime.types import FaceStageResult
-from skimage.util import montage
 
 _GREEN, _RED, _YELLOW, _BLUE = (0.1, 0.9, 0.1), (0.95, 0.1, 0.1), (1.0, 0.9, 0.0), (0.2, 0.5, 1.0)
 _MIN_OVERVIEW_SIDE = 512  # small photos are enlarged (nearest) so the drawings can be seen

@@ -12,6 +12,8 @@ import click
 import cv2
 import numpy as np
 import skimage.data
+from torch import nn
+
 from f2n.errors import InputImageError, WeightsError
 from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.face_patches import PatchConfig
@@ -19,7 +21,6 @@ from f2n.runtime.face_prior import FacePrior, OraclePrior
 from f2n.runtime.face_stage import FaceStageConfig
 from f2n.runtime.pipeline import AdaptAndRun, Detector, PipelineConfig
 from f2n.runtime.torch_engine import TorchEngine
-from torch import nn
 
 # Ground-truth crop of the 512 x 512 astronaut, (y0, y1, x0, x1): the face and some suit.
 CROP = (0, 256, 96, 352)

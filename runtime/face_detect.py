@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 import torch
-from f2n.errors import InputImageError
 from retinaface.postprocess import (
     ANCHOR_SIZES,
     ANCHOR_STRIDES,
@@ -29,6 +28,8 @@ from retinaface.postprocess import (
 )
 from retinaface.preprocess import MEAN, preprocess
 from retinaface.weights import WEIGHTS
+
+from f2n.errors import InputImageError
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,9 @@ class _TorchResNet50:
     """facexlib's RetinaFace ResNet-50 network (forward only: decoding is shared with the ONNX model)."""
 
     def __init__(self, weights: Path, device: str | torch.device) -> None:
-        from f2n.weights import load_into, load_state_dict_file
         from facexlib.detection.retinaface import RetinaFace
+
+        from f2n.weights import load_into, load_state_dict_file
 
         with warnings.catch_warnings():  # torchvision's notice about resnet50(pretrained=False)
             warnings.simplefilter("ignore", UserWarning)

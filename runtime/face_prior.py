@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from f2n.errors import ConfigError, InputImageError, WeightsError
 from f2n.nets.gpen import GPEN
 from f2n.runtime.face_align import warp_face

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 import torch
+from torch import nn
+
 from f2n.errors import ConfigError, InputImageError
 from f2n.inner_loop import masknet_lq_input
 from f2n.runtime.face_align import (
@@ -32,7 +34,6 @@ from f2n.runtime.face_patches import PatchConfig, sample_pairs
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.report import timed
 from f2n.runtime.types import FaceReport, FaceStageResult, PatchBatch
-from torch import nn
 
 SCALE = 4
 MASK_ONES = "ones (no trained MaskNet)"

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
 from f2n.errors import ConfigError, InputImageError
 from f2n.fileio import write_bytes_atomic
-from PIL import Image, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000
 _EXIF_ORIENTATION = 0x0112

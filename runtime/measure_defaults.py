@@ -21,6 +21,8 @@ import click
 import cv2
 import numpy as np
 import torch
+from torch.nn.utils import parameters_to_vector
+
 from f2n.runtime.adapt import AdaptConfig, iter_adaptation, masked_l1
 from f2n.runtime.demo import region_psnrs
 from f2n.runtime.face_patches import PatchConfig
@@ -29,7 +31,6 @@ from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
 from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import PatchBatch
-from torch.nn.utils import parameters_to_vector
 
 GRID = (("sgd", 1e-2), ("adam", 1e-4), ("sgd", 1e-3), ("adam", 1e-5))  # likeliest first: a cut-short run still informs
 SNAPSHOTS = (1, 5, 10, 20)

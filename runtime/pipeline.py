@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+
 from f2n.errors import ConfigError, InputImageError
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, adapt
 from f2n.runtime.debug_images import save_debug
@@ -28,7 +30,6 @@ from f2n.runtime.tiling import (
 )
 from f2n.runtime.types import FaceStageResult, SREngine
 from f2n.weights.checkpoint import save_safetensors_atomic
-from torch import nn
 
 Detector = Callable[[np.ndarray], Detections]
 ADAPTED_WEIGHTS_FORMAT = "f2n-adapted-rrdbnet"

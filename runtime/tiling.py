@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
+
 from f2n.errors import ConfigError, F2NError, InputImageError
 from f2n.runtime.types import SREngine
-from tqdm import tqdm
 
 SCALE = 4
 DEFAULT_TILE = 192  # LR pixels

@@ -6,9 +6,10 @@ import copy
 from collections.abc import Mapping
 
 import torch
+from torch import nn
+
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.weights.fit import check_weight_set, weight_shapes
-from torch import nn
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
 from f2n.errors import ConfigError
 from f2n.nets import RRDBNet
 from f2n.runtime.adapt import AdaptConfig, adapt, iter_adaptation, masked_l1

@@ -10,6 +10,7 @@ from functools import partial
 
 import pytest
 from click.testing import CliRunner
+
 from f2n.benchmarks.cli import main
 from f2n.benchmarks.machine import machine_class
 from f2n.benchmarks.regression import (

@@ -6,6 +6,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+
 from f2n.benchmarks.machine import machine_class
 from f2n.benchmarks.regression import measure_stage, run_suite
 from f2n.benchmarks.report import GROUP_ORDER

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import save_file
+
 from f2n.errors import WeightsError
 from f2n.nets import RRDBNet
 from f2n.runtime import cli
 from f2n.runtime.demo import demo_pair
 from f2n.runtime.images import read_image, write_image
-from safetensors.torch import save_file
 
 FAST = ["--tile", "64", "--tile-overlap", "16", "--steps", "2", "--patches-per-face", "2", "--no-progress"]
 

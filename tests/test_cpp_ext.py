@@ -13,14 +13,15 @@ import time
 import onnx
 import pytest
 import torch
+from functorch.compile import make_boxed_func
+from torch._dynamo.backends.common import aot_autograd
+from torch.func import functional_call, grad_and_value
+
 from f2n import cpp_ext
 from f2n.cpp_ext import build
 from f2n.cpp_ext.__main__ import main as cpp_ext_cli
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.nets.rrdbnet import RRDB, RRDBNet
-from functorch.compile import make_boxed_func
-from torch._dynamo.backends.common import aot_autograd
-from torch.func import functional_call, grad_and_value
 
 BF16_ATOL = 0.05  # bf16 keeps 8 mantissa bits; fusing x + 0.2 y rounds once instead of twice
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
 from f2n.errors import InputImageError
 from f2n.training.degradations import (
     GAUSSIAN_FAMILIES,
@@ -20,7 +22,6 @@ from f2n.training.degradations import (
     make_kernel,
     sample_params,
 )
-from PIL import Image
 
 
 def _load(path, size: int) -> torch.Tensor:

@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from click.testing import CliRunner
+from safetensors.torch import save_file
+
 from f2n.nets import RRDBNet
 from f2n.runtime import cli
 from f2n.runtime.demo import demo_pair, psnr
-from safetensors.torch import save_file
 
 
 def test_demo_pair_is_fixed_and_degraded() -> None:

@@ -1,5 +1,6 @@
 import pytest
 import torch
+
 from f2n.errors import WeightsError
 from f2n.nets.discriminator import UNetDiscriminatorSN
 from f2n.training.models import load_discriminator

@@ -3,6 +3,10 @@
 import numpy as np
 import pytest
 import skimage.data
+from PIL import Image
+from skimage.color import rgb2ycbcr
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
 from f2n.eval.metrics import (
     compute_metrics,
     face_mask,
@@ -13,9 +17,6 @@ from f2n.eval.metrics import (
     ssim_y,
 )
 from f2n.eval.niqe import niqe
-from PIL import Image
-from skimage.color import rgb2ycbcr
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
 @pytest.fixture(scope="module")

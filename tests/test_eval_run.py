@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import save_file
+
 from f2n.eval.cli import main
 from f2n.eval.report import write_report
 from f2n.eval.run import EvalConfig, evaluate_set
 from f2n.eval.testset import build_test_set
 from f2n.nets.rrdbnet import RRDBNet
-from PIL import Image
-from safetensors.torch import save_file
 
 
 @pytest.fixture(scope="module")

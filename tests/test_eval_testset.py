@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from PIL import Image
+
 from f2n.errors import ConfigError, InputImageError
 from f2n.eval.testset import build_test_set, load_test_set
 from f2n.training.degradations import DegradationParams, degrade
-from PIL import Image
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from f2n.errors import ConfigError, WeightsError
 from f2n.export import aoti
 from f2n.export.aoti import (

@@ -8,6 +8,8 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import save_file
+
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.cli import main
 from f2n.export.engines import make_engine
@@ -16,7 +18,6 @@ from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
 from f2n.weights import load_sr_network
 from f2n.weights.sr import LoadedSR
-from safetensors.torch import save_file
 
 TINY = dict(num_block=1, num_feat=8, num_grow_ch=4)
 

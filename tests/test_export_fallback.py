@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from f2n.export.onnx_export import export_onnx
 from f2n.export.ort_engine import OrtEngine
 from f2n.nets.rrdbnet import RRDBNet

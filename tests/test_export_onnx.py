@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+
 from f2n.errors import ConfigError, WeightsError
 from f2n.export.names import map_initializers
 from f2n.export.onnx_export import (

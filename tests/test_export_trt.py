@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.export.names import map_initializers
 from f2n.export.onnx_export import export_onnx, initializer_arrays
@@ -215,6 +216,7 @@ def tiny_file(tmp_path: Path) -> Path:
 
 def export_trt(tiny_file: Path, out: Path, *extra: str) -> object:
     from click.testing import CliRunner
+
     from f2n.export.cli import main
 
     return CliRunner().invoke(main, ["--weights", str(tiny_file), "--format", "trt", "--device", "cuda", "--out", str(out), *extra])

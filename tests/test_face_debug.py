@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+
 from f2n.runtime.debug_images import save_debug
 from f2n.runtime.face_detect import RetinaFaceDetector
 from f2n.runtime.face_patches import PatchConfig

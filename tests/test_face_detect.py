@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from f2n.errors import InputImageError
 from f2n.runtime.face_detect import RetinaFaceDetector
 from f2n.runtime.images import read_image

@@ -3,6 +3,7 @@ padded by reflection with zero validity on the padding, per-face vs total counts
 
 import numpy as np
 import pytest
+
 from f2n.errors import ConfigError
 from f2n.runtime.face_patches import (
     PatchConfig,

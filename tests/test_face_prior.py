@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from f2n.errors import ConfigError, WeightsError
 from f2n.runtime.face_align import (
     FFHQ_TEMPLATE_512,
@@ -65,8 +66,9 @@ def test_prior_specs(tmp_path: Path) -> None:
 def test_gpen_prior_runs_a_gpen_file_with_gpen_normalisation(tmp_path: Path) -> None:
     import torch
     import torch.nn.functional as F
-    from f2n.nets.gpen import GPEN
     from safetensors.torch import save_file
+
+    from f2n.nets.gpen import GPEN
 
     torch.manual_seed(0)
     model = GPEN(size=64, narrow=0.125).eval()  # small stand-in; the layout is that of the official files
@@ -96,8 +98,9 @@ def test_a_file_that_is_not_gpen_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 def test_gpen_prior_in_half_precision_on_cuda_is_close_to_fp32(tmp_path: Path, dtype_name: str) -> None:
     import torch
-    from f2n.nets.gpen import GPEN
     from safetensors.torch import save_file
+
+    from f2n.nets.gpen import GPEN
 
     torch.manual_seed(0)
     model = GPEN(size=256, narrow=0.25).eval()

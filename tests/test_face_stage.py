@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from f2n.nets.masknet import MaskNet
 from f2n.runtime.demo import psnr
 from f2n.runtime.face_detect import RetinaFaceDetector
@@ -13,7 +15,6 @@ from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import CallablePrior, OraclePrior
 from f2n.runtime.face_stage import MASK_ONES, FaceStageConfig, run_face_stage
 from f2n.runtime.images import read_image
-from PIL import Image
 
 
 @pytest.fixture(scope="module")

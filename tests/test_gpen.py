@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from f2n.errors import WeightsError
 from f2n.nets.gpen import GPEN, upfirdn2d
 from f2n.weights import load_into

@@ -9,9 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
+
 from f2n.errors import ConfigError, InputImageError
 from f2n.runtime.images import read_image, write_image
-from PIL import Image
 
 
 def _gradient(height: int = 24, width: int = 32) -> np.ndarray:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from f2n.errors import ConfigError, InputImageError
 from f2n.nets import RRDBNet
 from f2n.runtime.adapt import AdaptConfig

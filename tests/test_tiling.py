@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from f2n.errors import ConfigError, F2NError, InputImageError
 from f2n.nets import RRDBNet
 from f2n.runtime.demo import psnr

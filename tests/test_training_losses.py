@@ -1,5 +1,6 @@
 import torch
 import torch.nn.functional as F
+
 from f2n.training.losses import (
     detail_mask,
     discriminator_gan_loss,

@@ -5,6 +5,7 @@ not perceptual quality."""
 import pytest
 import torch
 import torchvision
+
 from f2n.errors import WeightsError
 from f2n.training.perceptual import build_lpips
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from f2n.nets import MaskNet, RRDBNet
 from f2n.training.config import LossConfig
 from f2n.training.maml import MetaModules, TaskBatch, meta_gradients, meta_objective

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 from click.testing import CliRunner
+from safetensors import safe_open
+
 from f2n.nets import RRDBNet
 from f2n.nets.discriminator import UNetDiscriminatorSN
 from f2n.training.checkpoint import latest_checkpoint, load_checkpoint
@@ -20,7 +22,6 @@ from f2n.training.config import (
 from f2n.training.models import build_disc, build_masknet, build_sr
 from f2n.training.trainer import train
 from f2n.weights import load_sr_network
-from safetensors import safe_open
 
 
 def _config(shared_data: Path, out_dir: Path, steps: int, resume: Path | None = None) -> TrainConfig:

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from f2n.errors import ConfigError
 from f2n.runtime.face_prior import CallablePrior
 from f2n.training.config import (

@@ -5,6 +5,7 @@ engines in their own test files)."""
 import numpy as np
 import pytest
 import torch
+
 from f2n.errors import WeightsError
 from f2n.nets.rrdbnet import RRDBNet
 from f2n.runtime.torch_engine import TorchEngine

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
 from f2n.errors import WeightsError
 from f2n.nets.masknet import MaskNet
 from f2n.nets.rrdbnet import RRDBNet
@@ -15,7 +17,6 @@ from f2n.weights import (
     load_state_dict_file,
     save_f2n_checkpoint,
 )
-from safetensors.torch import save_file
 
 HYPERPARAMETERS = [
     {"num_in_ch": 3, "num_out_ch": 3, "scale": 4, "num_feat": 8, "num_block": 1, "num_grow_ch": 4},

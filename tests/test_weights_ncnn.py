@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from f2n.errors import WeightsError
 from f2n.weights import load_sr_network
 from f2n.weights.ncnn_convert import (

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+
 from f2n.errors import WeightsError
 from f2n.fileio import sha256_file
 from f2n.nets.rrdbnet import RRDBNet

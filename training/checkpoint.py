@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+
 from f2n.errors import ConfigError, WeightsError
 from f2n.weights import save_f2n_checkpoint
 from f2n.weights.checkpoint import save_safetensors_atomic
-from safetensors import SafetensorError, safe_open
 
 TRAIN_FORMAT = "f2n-train-state/1"
 SUFFIX = ".safetensors"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 import torch
+
 from f2n.errors import F2NError
 from f2n.training.config import (
     DataConfig,

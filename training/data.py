@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from f2n.errors import ConfigError, InputImageError
 from f2n.runtime.images import IMAGE_SUFFIXES, image_files, read_image
 

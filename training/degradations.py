@@ -28,8 +28,9 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from f2n.errors import ConfigError, InputImageError
 from scipy import special
+
+from f2n.errors import ConfigError, InputImageError
 
 __all__ = [
     "BlurConfig",

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from f2n.fileio import write_text_atomic
 from f2n.nets import RRDBNet
 from f2n.training.config import DataConfig, LossConfig, OptimConfig, TrainConfig
@@ -34,7 +36,6 @@ from f2n.training.maml import (
 )
 from f2n.training.models import build_masknet
 from f2n.training.tasks import TaskSampler
-from torch import nn
 
 
 @dataclass(frozen=True)

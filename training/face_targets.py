@@ -6,6 +6,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from f2n.errors import ConfigError, WeightsError
 from f2n.runtime.face_prior import FacePrior, GPENPrior
 from f2n.training.tasks import FaceRestorer

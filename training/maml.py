@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
 from f2n.inner_loop import masknet_lq_input
 from f2n.training.config import LossConfig, OptimConfig
 from f2n.training.losses import (
@@ -21,8 +24,6 @@ from f2n.training.losses import (
     masked_l1,
     self_similarity_loss,
 )
-from torch import nn
-from torch.func import functional_call
 
 Params = Mapping[str, torch.Tensor]
 GradientReducer = Callable[[Sequence[torch.Tensor]], None]  # averages .grad of the given params across workers

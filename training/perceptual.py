@@ -8,8 +8,9 @@ user's cache or the official URL), never from a silent torchvision download.
 import warnings
 from pathlib import Path
 
-from f2n.weights import load_into, load_state_dict_file, weight_path
 from torch import nn
+
+from f2n.weights import load_into, load_state_dict_file, weight_path
 
 
 def build_lpips(alexnet_weights: Path | None = None) -> nn.Module:

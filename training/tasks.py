@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from f2n.training.config import DataConfig
 from f2n.training.data import load_rgb, random_crop
 from f2n.training.degradations import DegradationParams, degrade, sample_params

@@ -10,6 +10,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
 from f2n.errors import ConfigError, WeightsError
 from f2n.training.checkpoint import (
     TrainState,
@@ -33,8 +36,6 @@ from f2n.training.models import build_disc, build_masknet, build_sr
 from f2n.training.perceptual import build_lpips
 from f2n.training.tasks import TaskSampler
 from f2n.weights import load_into
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm import tqdm
 
 Log = Callable[[str], None]
 

@@ -8,12 +8,13 @@ names derive from them.
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from f2n.cpp_ext import fused_rrdb, use_fused
 from f2n.cpp_ext.ops import (  # one definition for the plain block and the fused op
     LEAKY_SLOPE,
     RESIDUAL_SCALE,
 )
-from torch import nn
 
 
 class ResidualDenseBlock(nn.Module):

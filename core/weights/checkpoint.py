@@ -31,12 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from f2n.errors import WeightsError
-from f2n.fileio import write_atomic
-from f2n.weights.fit import check_weight_set, names, weight_shapes
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from f2n.errors import WeightsError
+from f2n.fileio import write_atomic
+from f2n.weights.fit import check_weight_set, names, weight_shapes
 
 F2N_FORMAT = "f2n-checkpoint/1"
 SR_PREFIX = "sr."

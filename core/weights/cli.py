@@ -8,6 +8,7 @@ from functools import wraps
 from typing import TypeVar
 
 import click
+
 from f2n.errors import F2NError
 from f2n.weights.registry import KNOWN_WEIGHTS
 from f2n.weights.store import add_weight, f2n_home, fetch, weight_path, weight_status

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from f2n.errors import WeightsError
 from f2n.nets.rrdbnet import LEAKY_SLOPE, RRDBNet
 

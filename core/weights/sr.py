@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from f2n.errors import WeightsError
 from f2n.nets.rrdbnet import RRDBNet
 from f2n.weights.checkpoint import (

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
+
 from f2n.errors import WeightsError
 from f2n.fileio import CHUNK, f2n_home, sha256_file, write_atomic
 from f2n.weights.checkpoint import (
@@ -38,7 +40,6 @@ from f2n.weights.registry import (
     find_spec,
     known_names,
 )
-from tqdm import tqdm
 
 DOWNLOAD_TIMEOUT_S = 60
 
