@@ -281,12 +281,12 @@ def end_to_end(height: int, width: int, steps: int, patches: int, engine: str = 
     folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
     source, output = Path(folder.name) / "photo.png", Path(folder.name) / "photo_x4.png"
     images.write_image(source, photo_rgb(height, width))
-    config = pipeline.PipelineConfig(
-        adapt=adapt.AdaptConfig(steps=steps, device=device),
+    method = require_module("f2n.runtime.methods").FaceAdaptation(
+        require_module("f2n.runtime.face_detect").RetinaFaceDetector(threads=threads()), prior,
         face=face_stage.FaceStageConfig(patches=patches_module.PatchConfig(count=patches)))
     run_pipeline = pipeline.AdaptAndRun(
-        model=sr_model("real"), engine=make_engine(engine, precision, device),
-        detector=require_module("f2n.runtime.face_detect").RetinaFaceDetector(threads=threads()), prior=prior, config=config)
+        model=sr_model("real"), engine=make_engine(engine, precision, device), method=method,
+        config=pipeline.PipelineConfig(adapt=adapt.AdaptConfig(steps=steps, device=device)))
 
     def run() -> object:
         _ = folder, prior_folder

@@ -1,4 +1,5 @@
-"""f2n-adapt-and-run: super-resolve photos x4 with an SR network adapted to each photo's faces.
+"""f2n-adapt-and-run: super-resolve photos x4 with an SR network adapted to each photo, from
+its faces (MetaF2N) or from its own LR patches (CMDSR, when the checkpoint has a ConditionNet).
 
 Exit codes: 0 every photo written (or skipped because its output exists), 1 some photos
 failed, 2 every photo failed, 130 interrupted (Ctrl-C); an error before any photo is
@@ -17,11 +18,13 @@ from f2n.errors import ConfigError, EngineUnavailableError, F2NError, WeightsErr
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior
-from f2n.runtime.face_stage import FaceStageConfig
+from f2n.runtime.face_stage import Detector, FaceStageConfig
 from f2n.runtime.images import DecodedImage, read_image
 from f2n.runtime.jobs import Job, collect_inputs, plan_jobs, prepare_folders
-from f2n.runtime.pipeline import AdaptAndRun, Detector, PipelineConfig
+from f2n.runtime.methods import AdaptationMethod, FaceAdaptation
+from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.report import RunReport, summarise, write_report_json
+from f2n.runtime.support import SupportConfig
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from f2n.runtime.types import SREngine
 from f2n.weights import LoadedSR, load_sr_network
@@ -58,7 +61,11 @@ class Command(click.Command):
 @click.option("--steps", type=int, help=f"Adaptation steps n [checkpoint's, else {DEFAULT_STEPS}].")
 @click.option("--lr", type=float, help=f"Adaptation learning rate α [checkpoint's, else {DEFAULT_LR}].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
+@click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr"]), default="auto", show_default=True,
+              help="faces: MetaF2N; cmdsr: ConditionNet on the photo's LR patches; auto: cmdsr when the checkpoint has a ConditionNet.")
 @click.option("--patches-per-face", type=int, default=PatchConfig().count, show_default=True)
+@click.option("--support-patch", type=int, default=SupportConfig().patch, show_default=True, help="CMDSR support patch side, LR pixels.")
+@click.option("--support-count", type=int, default=SupportConfig().count, show_default=True, help="CMDSR support patches per photo.")
 @click.option("--tile", type=int, default=DEFAULT_TILE, show_default=True, help="Tile size, LR pixels.")
 @click.option("--tile-overlap", type=int, default=DEFAULT_OVERLAP, show_default=True, help="LR pixels.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="[cuda if available, else cpu]")
@@ -75,7 +82,7 @@ class Command(click.Command):
 @click.option("--demo", is_flag=True, help="Run the built-in demo (astronaut photo) and print PSNRs.")
 @click.option("--progress/--no-progress", default=True, help="Progress bar over tiles.")
 def command(inputs: tuple[Path, ...], **options: object) -> None:
-    """Super-resolve PHOTO_OR_DIR... x4, adapting the SR network to each photo's faces."""
+    """Super-resolve PHOTO_OR_DIR... x4, adapting the SR network to each photo (faces or CMDSR)."""
     try:
         code = run(inputs, **options)
     except F2NError as error:  # one line and the error's exit code, never a traceback
@@ -91,10 +98,10 @@ main = command  # the console script's entry point
 
 
 def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int | None, lr: float | None,
-        optimizer: str | None, patches_per_face: int, tile: int, tile_overlap: int, device: str | None,
-        precision: str | None, prior: str, checkpoint: str, paste_faces: bool, save_debug: bool,
-        save_weights: Path | None, report: Path | None, no_adapt: bool, require_adaptation: bool,
-        overwrite: bool, demo: bool, progress: bool) -> int:
+        optimizer: str | None, adapt_method: str, patches_per_face: int, support_patch: int, support_count: int,
+        tile: int, tile_overlap: int, device: str | None, precision: str | None, prior: str, checkpoint: str,
+        paste_faces: bool, save_debug: bool, save_weights: Path | None, report: Path | None, no_adapt: bool,
+        require_adaptation: bool, overwrite: bool, demo: bool, progress: bool) -> int:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     precision = precision or ("fp16" if device == "cuda" else "fp32")
     if demo:
@@ -105,11 +112,14 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         other = "--require-adaptation" if require_adaptation else "--save-weights (there is no θ_n to save)"
         raise ConfigError(f"--no-adapt and {other} contradict each other: give at most one")
     jobs = plan_jobs(collect_inputs(inputs), out, save_weights, save_debug)
-    oracle = prior.startswith("oracle:") and not no_adapt
+    loaded = load_sr_network(checkpoint, device="cpu")
+    method_name = resolve_method(adapt_method, loaded)
+    face_config = FaceStageConfig(patches=PatchConfig(count=patches_per_face))  # options checked before any work
+    support = SupportConfig(patch=support_patch, count=support_count)
+    oracle = prior.startswith("oracle:") and not no_adapt and method_name == "faces"
     if oracle and len(jobs) != 1:
         raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
 
-    loaded = load_sr_network(checkpoint, device="cpu")
     defaults = loaded.adaptation_defaults
     adapt_config = AdaptConfig(
         steps=steps if steps is not None else (defaults.steps if defaults else DEFAULT_STEPS),
@@ -119,8 +129,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         precision="bf16" if device == "cuda" and precision != "fp32" else "fp32",
     )
     config = PipelineConfig(
-        adapt=adapt_config, face=FaceStageConfig(patches=PatchConfig(count=patches_per_face)),
-        tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt, require_adaptation=require_adaptation,
+        adapt=adapt_config, tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt, require_adaptation=require_adaptation,
         paste_faces=paste_faces, progress=progress,
     )
     prepare_folders(jobs, report)
@@ -128,13 +137,17 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     sr_engine = make_engine(engine, loaded, device=device, precision=precision, tile=tile)
     # The oracle checks its ground truth against the photo's size: that photo is decoded once, here.
     decoded = {jobs[0].source: read_image(jobs[0].source)} if oracle else {}
-    lq_shape = decoded[jobs[0].source].rgb.shape[:2] if oracle else None
-    face_prior, prior_problem = (None, "") if no_adapt else load_prior(prior, device, lq_shape, require_adaptation)
-    pipeline = AdaptAndRun(
-        model=loaded.model.to(device), engine=sr_engine,
-        detector=make_detector(), prior=face_prior, prior_problem=prior_problem,
-        masknet=load_masknet(loaded.masknet_state, device), config=config,
-    )
+    if method_name == "cmdsr":
+        from f2n.runtime.cmdsr import CmdsrAdaptation
+
+        method: AdaptationMethod = CmdsrAdaptation(loaded.condition_net.to(device), support)
+    else:
+        lq_shape = decoded[jobs[0].source].rgb.shape[:2] if oracle else None
+        face_prior, prior_problem = (None, "") if no_adapt else load_prior(prior, device, lq_shape, require_adaptation)
+        method = FaceAdaptation(make_detector(), face_prior, masknet=load_masknet(loaded.masknet_state, device),
+                                face=face_config,
+                                prior_problem=prior_problem)
+    pipeline = AdaptAndRun(model=loaded.model.to(device), engine=sr_engine, method=method, config=config)
     reports = [process(pipeline, job, overwrite, decoded.get(job.source)) for job in jobs]
     if report is not None:
         write_report_json(report, reports)
@@ -162,9 +175,19 @@ def process(pipeline: AdaptAndRun, job: Job, overwrite: bool, decoded: DecodedIm
         reason = f"unexpected {type(error).__name__}: {first_line}"
         click.echo(f"failed {job.source}: {reason}", err=True)
         return RunReport(str(job.source), None, "failed", False, reason=reason)
-    how = "adapted" if report.adapted else f"base network: {report.reason}"
+    how = f"adapted with {report.method}" if report.adapted else f"base network: {report.reason}"
     click.echo(f"ok {job.source} -> {job.output} ({how}; {report.timings.get('total', 0):.1f} s)", err=True)
     return report
+
+
+def resolve_method(requested: str, loaded: LoadedSR) -> str:
+    """``faces`` or ``cmdsr``: the checkpoint decides under ``auto`` (a ConditionNet means CMDSR)."""
+    if requested == "auto":
+        return "cmdsr" if loaded.condition_net is not None else "faces"
+    if requested == "cmdsr" and loaded.condition_net is None:
+        raise ConfigError(f"--adapt-method cmdsr needs a checkpoint with ConditionNet weights, {loaded.path} has none "
+                          "(train one with f2n-train --method cmdsr)")
+    return requested
 
 
 def load_prior(spec: str, device: str, lq_shape: tuple[int, int] | None,

@@ -18,8 +18,9 @@ from f2n.errors import InputImageError, WeightsError
 from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, OraclePrior
-from f2n.runtime.face_stage import FaceStageConfig
-from f2n.runtime.pipeline import AdaptAndRun, Detector, PipelineConfig
+from f2n.runtime.face_stage import Detector, FaceStageConfig
+from f2n.runtime.methods import FaceAdaptation
+from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.torch_engine import TorchEngine
 
 # Ground-truth crop of the 512 x 512 astronaut, (y0, y1, x0, x1): the face and some suit.
@@ -61,15 +62,15 @@ def evaluate(model: nn.Module, detector: Detector, priors: Mapping[str, FacePrio
     """PSNR (whole / non-face / face) of bicubic, the base network and one adapted run per prior."""
     engine = TorchEngine(model, device=device)
     face_config = FaceStageConfig(patches=PatchConfig(count=patches_per_face))
-    runs = {name: AdaptAndRun(model=model, engine=engine, detector=detector, prior=prior,
-                              config=PipelineConfig(adapt=adapt_config, face=face_config, tile=512, overlap=0))
+    runs = {name: AdaptAndRun(model=model, engine=engine, method=FaceAdaptation(detector, prior, face=face_config),
+                              config=PipelineConfig(adapt=adapt_config, tile=512, overlap=0))
             for name, prior in priors.items()}
     adapted = {name: run.enhance(lq) for name, run in runs.items()}
     first = next(iter(adapted.values()))
     if first.faces is None or first.faces.face_mask_canvas is None:
         raise InputImageError(f"demo: no usable face found in the astronaut crop ({first.reason})")
     mask = first.faces.face_mask_canvas
-    base = AdaptAndRun(model=model, engine=engine, detector=detector, prior=None,
+    base = AdaptAndRun(model=model, engine=engine, method=FaceAdaptation(detector, None),
                        config=PipelineConfig(adapt=adapt_config, tile=512, overlap=0, adapt_enabled=False)).enhance(lq)
     height, width = lq.shape[:2]
     bicubic = np.clip(cv2.resize(lq, (width * 4, height * 4), interpolation=cv2.INTER_CUBIC), 0, 1)

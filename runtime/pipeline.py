@@ -1,11 +1,12 @@
 """The adapt-and-run pipeline: thin glue over components that are passed in.
 
-``AdaptAndRun(...)(source, output)`` decodes a photo, builds face training pairs,
-adapts a copy of the SR weights, hands them to the engine, upscales in tiles,
-optionally pastes the restored faces back, and encodes the result.
+``AdaptAndRun(...)(source, output)`` decodes a photo, adapts a copy of the SR weights
+with its adaptation method (MetaF2N faces or CMDSR, :mod:`f2n.runtime.methods`), hands
+them to the engine, upscales in tiles, optionally pastes the restored faces back, and
+encodes the result.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,12 +15,10 @@ import torch
 from torch import nn
 
 from f2n.errors import ConfigError, InputImageError
-from f2n.runtime.adapt import AdaptConfig, AdaptResult, adapt
+from f2n.runtime.adapt import AdaptConfig, AdaptResult
 from f2n.runtime.debug_images import save_debug
-from f2n.runtime.face_detect import Detections
-from f2n.runtime.face_prior import FacePrior
-from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
 from f2n.runtime.images import DecodedImage, output_bit_depth, read_image, write_image
+from f2n.runtime.methods import AdaptationMethod, MethodOutcome
 from f2n.runtime.report import RunReport, face_summary, timed
 from f2n.runtime.tiling import (
     DEFAULT_BATCH_SIZE,
@@ -31,14 +30,12 @@ from f2n.runtime.tiling import (
 from f2n.runtime.types import FaceStageResult, SREngine
 from f2n.weights.checkpoint import save_safetensors_atomic
 
-Detector = Callable[[np.ndarray], Detections]
 ADAPTED_WEIGHTS_FORMAT = "f2n-adapted-rrdbnet"
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
-    face: FaceStageConfig = field(default_factory=FaceStageConfig)
     tile: int = DEFAULT_TILE
     overlap: int = DEFAULT_OVERLAP
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -66,21 +63,19 @@ class Enhanced:
     faces: FaceStageResult | None  # None when the face stage did not run
     reason: str  # why the photo was not adapted ('' if it was)
     timings: Mapping[str, float]
+    method: str = ""  # the method that adapted the photo ('' if none did)
+    provenance: Mapping[str, str] = field(default_factory=dict)  # how θ′ was made
 
 
 class AdaptAndRun:
-    """Components in, photos out. ``prior`` None means the prior could not be loaded;
-    ``prior_problem`` then says why (reported as the reason for not adapting)."""
+    """Components in, photos out: the SR ``model`` (θ), the ``engine`` that runs it and the
+    ``method`` that adapts θ to each photo."""
 
-    def __init__(self, *, model: nn.Module, engine: SREngine, detector: Detector, prior: FacePrior | None,
-                 config: PipelineConfig = PipelineConfig(), masknet: nn.Module | None = None,
-                 prior_problem: str = "") -> None:
+    def __init__(self, *, model: nn.Module, engine: SREngine, method: AdaptationMethod,
+                 config: PipelineConfig = PipelineConfig()) -> None:
         self.model = model
         self.engine = engine
-        self.detector = detector
-        self.prior = prior
-        self.prior_problem = prior_problem or "no face prior"
-        self.masknet = masknet
+        self.method = method
         self.config = config
         self.base_weights = {name: p.detach() for name, p in model.named_parameters()}
 
@@ -102,7 +97,7 @@ class AdaptAndRun:
                             icc_profile=image.icc_profile, exif=image.exif)
             if weights_out is not None and result.adaptation is not None:
                 with timed(timings, "save_weights"):
-                    save_adapted_weights(weights_out, result.adaptation, source, self.config.adapt)
+                    save_adapted_weights(weights_out, result.adaptation, source, result.provenance)
             if debug_dir is not None and result.faces is not None:
                 with timed(timings, "save_debug"):
                     save_debug(result.faces, image.rgb, debug_dir)
@@ -111,25 +106,15 @@ class AdaptAndRun:
     def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None) -> Enhanced:
         """Steps 2-6 on a decoded photo ((H, W, 3) float32 RGB in [0, 1])."""
         timings: dict[str, float] = {}
-        faces, adaptation, reason = None, None, ""
-        # 2. detect, align, restore, mask: the face stage
-        if not self.config.adapt_enabled:
-            reason = "adaptation disabled (--no-adapt)"
-        elif self.prior is None:
-            reason = self.prior_problem
+        # 2.-3. adapt: the method's own steps (faces: detect, align, restore, mask, inner loop)
+        if self.config.adapt_enabled:
+            outcome = self.method(self.model, rgb, adapt=self.config.adapt, seed=self.config.seed)
         else:
-            faces = run_face_stage(rgb, detector=self.detector, prior=self.prior, config=self.config.face,
-                                   masknet=self.masknet, seed=self.config.seed)
-            timings.update({f"face.{step}": seconds for step, seconds in faces.timings.items()})
-            if faces.patches is None:
-                reason = faces.no_faces_reason
-        if reason and self.config.require_adaptation:
-            raise InputImageError(f"cannot adapt: {reason} (--require-adaptation is set)")
-        # 3. adapt θ to the face pairs
-        if faces is not None and faces.patches is not None:
-            with timed(timings, "adapt"):
-                adaptation = adapt(self.model, faces.patches, self.config.adapt)
-            timings.update({f"adapt.step_{i}": t for i, t in enumerate(adaptation.step_seconds, start=1)})
+            outcome = MethodOutcome(None, "adaptation disabled (--no-adapt)", {})
+        timings.update(outcome.timings)
+        adaptation, faces = outcome.adaptation, outcome.faces
+        if adaptation is None and self.config.require_adaptation:
+            raise InputImageError(f"cannot adapt: {outcome.reason} (--require-adaptation is set)")
         # 4. hand the weights to the engine (base weights too: the last photo's may be loaded)
         with timed(timings, "set_weights"):
             self.engine.set_weights(adaptation.weights if adaptation is not None else self.base_weights)
@@ -144,21 +129,21 @@ class AdaptAndRun:
         if self.config.paste_faces and faces is not None and faces.restored_canvas is not None:
             with timed(timings, "paste"):
                 sr_rgb = paste_faces(sr_rgb, faces.restored_canvas, faces.face_mask_canvas)
-        return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, reason, timings)
+        method = self.method.name if adaptation is not None else ""
+        return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, outcome.reason, timings, method,
+                        outcome.provenance)
 
     def _report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float]) -> RunReport:
         faces = result.faces.faces if result.faces is not None else ()
         settings = {
-            "adapt": asdict(self.config.adapt),
+            **self.method.settings(), "adapt": asdict(self.config.adapt),
             "tile": self.config.tile, "overlap": self.config.overlap, "batch_size": self.config.batch_size,
             "paste_faces": self.config.paste_faces, "engine": self.engine.name,
-            "prior": self.prior.name if self.prior is not None else None,
-            "mask": result.faces.mask_source if result.faces is not None else None,
-            "patches": asdict(self.config.face.patches), "seed": self.config.seed,
+            "mask": result.faces.mask_source if result.faces is not None else None, "seed": self.config.seed,
         }
         return RunReport(
             input=str(source), output=str(output), status="ok", adapted=result.adaptation is not None,
-            reason=result.reason, faces_found=len(faces), faces_used=sum(face.used for face in faces),
+            method=result.method, reason=result.reason, faces_found=len(faces), faces_used=sum(face.used for face in faces),
             faces=tuple(face_summary(face) for face in faces),
             losses=result.adaptation.losses if result.adaptation is not None else (),
             timings={stage: round(seconds, 4) for stage, seconds in timings.items()}, settings=settings,
@@ -173,12 +158,8 @@ def paste_faces(sr: np.ndarray, restored_canvas: np.ndarray, mask: np.ndarray | 
     return sr * (1.0 - weight) + restored_canvas * weight
 
 
-def save_adapted_weights(path: Path, adaptation: AdaptResult, source: Path, config: AdaptConfig) -> Path:
-    """θ_n as safetensors with canonical RRDBNet names (loadable by f2n-export and
-    ``load_sr_network``), and how it was made in the metadata."""
-    metadata = {
-        "format": ADAPTED_WEIGHTS_FORMAT, "source_photo": str(source), "steps": str(config.steps),
-        "lr": repr(config.lr), "optimizer": config.optimizer, "precision": config.precision,
-        "final_loss": repr(adaptation.losses[-1]) if adaptation.losses else "",
-    }
+def save_adapted_weights(path: Path, adaptation: AdaptResult, source: Path, provenance: Mapping[str, str]) -> Path:
+    """θ′ as safetensors with canonical RRDBNet names (loadable by f2n-export and
+    ``load_sr_network``), and how it was made (``provenance``) in the metadata."""
+    metadata = {"format": ADAPTED_WEIGHTS_FORMAT, "source_photo": str(source), **provenance}
     return save_safetensors_atomic(path, {k: v.to(torch.float32) for k, v in adaptation.weights.items()}, metadata)

@@ -19,13 +19,15 @@ class RunReport:
     """Per-photo record. ``timings`` in seconds, keyed by stage (``decode``,
     ``face.detect`` …, ``adapt.step_1`` …, ``adapt``, ``set_weights``, ``tile``,
     ``paste``, ``encode``, ``total``). ``reason`` says why the photo was not adapted,
-    skipped or failed (empty when adapted and written)."""
+    skipped or failed (empty when adapted and written); ``method`` which adaptation
+    method made its θ′ (``faces`` or ``cmdsr``; empty when not adapted)."""
 
     input: str
     output: str | None
     status: Status
     adapted: bool
     reason: str = ""
+    method: str = ""
     faces_found: int = 0
     faces_used: int = 0
     faces: tuple[dict[str, Any], ...] = ()

@@ -165,7 +165,7 @@ def test_onnx_and_aoti_engines_take_the_adapted_weights(photos: Path, tmp_path: 
         result = invoke(photos / "astronaut.png", "--out", outputs[engine], "--engine", engine, "--checkpoint",
                         tiny_checkpoint, "--prior", f"oracle:{tmp_path / 'gt.png'}", "--precision", "fp32", *FAST,
                         "--steps", "5", "--optimizer", "adam", "--lr", "0.01")
-        assert result.exit_code == 0 and "(adapted;" in result.output, result.output
+        assert result.exit_code == 0 and "(adapted with faces;" in result.output, result.output
     torch_rgb, onnx_rgb = read_image(outputs["torch"]).rgb, read_image(outputs["onnx"]).rgb
     assert np.abs(torch_rgb - onnx_rgb).max() <= 2 / 255
     assert np.abs(torch_rgb - read_image(outputs["aoti"]).rgb).max() <= 2 / 255
@@ -260,5 +260,5 @@ def test_oracle_prior_decodes_the_photo_once(photos: Path, tmp_path: Path, tiny_
     monkeypatch.setattr(images, "_check_size", lambda path, *args: opened.append(path) or check_size(path, *args))
     result = invoke(photos / "astronaut.png", "--out", tmp_path / "sr.png", "--checkpoint", tiny_checkpoint,
                     "--prior", f"oracle:{tmp_path / 'gt.png'}", *FAST)
-    assert result.exit_code == 0 and "(adapted;" in result.output, result.output
+    assert result.exit_code == 0 and "(adapted with faces;" in result.output, result.output
     assert sorted(path.name for path in opened) == ["astronaut.png", "gt.png"]

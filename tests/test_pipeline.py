@@ -15,6 +15,7 @@ from f2n.runtime.demo import demo_pair, psnr
 from f2n.runtime.face_detect import RetinaFaceDetector
 from f2n.runtime.face_prior import OraclePrior
 from f2n.runtime.images import read_image, write_image
+from f2n.runtime.methods import FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.report import write_report_json
 from f2n.runtime.torch_engine import TorchEngine
@@ -41,7 +42,7 @@ def tiny_model() -> RRDBNet:
 
 def make_pipeline(gt: np.ndarray, detector: RetinaFaceDetector, **config: object) -> AdaptAndRun:
     model = tiny_model()
-    return AdaptAndRun(model=model, engine=TorchEngine(model), detector=detector, prior=OraclePrior(gt),
+    return AdaptAndRun(model=model, engine=TorchEngine(model), method=FaceAdaptation(detector, OraclePrior(gt)),
                        config=PipelineConfig(adapt=ADAPT, tile=48, overlap=16, **config))
 
 
@@ -51,7 +52,7 @@ def test_run_writes_output_and_reports_every_stage(pair, detector, tmp_path: Pat
     write_image(source, lq)
     report = make_pipeline(gt, detector)(source, output, weights_out=weights)
 
-    assert report.status == "ok" and report.adapted and report.reason == ""
+    assert report.status == "ok" and report.adapted and report.reason == "" and report.method == "faces"
     assert report.faces_used == 1 and len(report.losses) == ADAPT.steps
     expected = {"decode", "face.detect", "face.align", "face.restore", "face.patches", "face.mask", "adapt",
                 "adapt.step_1", "adapt.step_2", "adapt.step_3", "set_weights", "tile", "encode", "total"}
@@ -97,8 +98,8 @@ def test_no_face_with_require_adaptation_fails_without_output(pair, detector, tm
 def test_missing_prior_runs_the_base_network_with_the_reason(pair, detector) -> None:
     _, lq = pair
     model = tiny_model()
-    pipeline = AdaptAndRun(model=model, engine=TorchEngine(model), detector=detector, prior=None,
-                           prior_problem="face prior 'gpen' unavailable: weights missing",
+    method = FaceAdaptation(detector, None, prior_problem="face prior 'gpen' unavailable: weights missing")
+    pipeline = AdaptAndRun(model=model, engine=TorchEngine(model), method=method,
                            config=PipelineConfig(adapt=ADAPT))
     result = pipeline.enhance(lq)
     assert result.adaptation is None and "unavailable" in result.reason
@@ -143,7 +144,7 @@ def test_output_format_decides_the_bit_depth_and_alpha_fails_before_the_work(pai
             raise AssertionError("the photo was processed although its output cannot be written")
 
     model = tiny_model()
-    doomed = AdaptAndRun(model=model, engine=NoEngine(model), detector=detector, prior=None,
+    doomed = AdaptAndRun(model=model, engine=NoEngine(model), method=FaceAdaptation(detector, None),
                          config=PipelineConfig(adapt_enabled=False, tile=48, overlap=16))
     with pytest.raises(ConfigError, match="alpha"):
         doomed(source, tmp_path / "alpha.jpg")

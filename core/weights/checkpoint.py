@@ -11,11 +11,14 @@ f2n checkpoint format (version 1) — written by f2n-train, read by ``load_sr_ne
 - one ``.safetensors`` file;
 - tensors ``sr.<name>`` for every RRDBNet parameter under its canonical name
   (``sr.conv_first.weight``, ``sr.body.0.rdb1.conv1.weight``, ...), and optionally
-  ``masknet.<name>`` for every MaskNet parameter (``masknet.body.0.weight``, ...);
+  ``masknet.<name>`` for every MaskNet parameter (``masknet.body.0.weight``, ...), and
+  optionally ``condition.<name>`` for every CMDSR ConditionNet parameter;
 - safetensors metadata ``{"f2n_format": "f2n-checkpoint/1", "f2n_meta": "<JSON>"}``
   where the JSON object may hold the adaptation defaults ``alpha`` (inner-loop
-  learning rate, float), ``steps`` (int) and ``optimizer`` (str) — all three or none —
-  plus any other string/number entries (training step, data, ...), kept as they are.
+  learning rate, float), ``steps`` (int) and ``optimizer`` (str) — all three or none —,
+  ``condition_net`` (the ConditionNet's config: ``num_feat``, ``num_layers``,
+  ``modulate``; present exactly when ``condition.`` tensors are), plus any other
+  string/number entries (training step, data, ...), kept as they are.
 
 An adapted weight set (``f2n-adapt-and-run --save-weights``) is simpler: a
 ``.safetensors`` of canonical RRDBNet names without prefix; its metadata is free.
@@ -42,6 +45,9 @@ from f2n.weights.fit import check_weight_set, names, weight_shapes
 F2N_FORMAT = "f2n-checkpoint/1"
 SR_PREFIX = "sr."
 MASKNET_PREFIX = "masknet."
+CONDITION_PREFIX = "condition."
+CONDITION_META = "condition_net"
+PREFIXES = (SR_PREFIX, MASKNET_PREFIX, CONDITION_PREFIX)
 WRAPPER_KEYS = ("params_ema", "params", "state_dict")  # Real-ESRGAN/BasicSR first: params_ema is the EMA generator
 
 
@@ -53,6 +59,17 @@ class AdaptationDefaults:
     alpha: float
     steps: int
     optimizer: str
+
+
+@dataclass(frozen=True)
+class F2NCheckpoint:
+    """The parts of an f2n checkpoint; the optional ones None when absent."""
+
+    sr: dict[str, torch.Tensor]
+    masknet: dict[str, torch.Tensor] | None
+    adaptation_defaults: AdaptationDefaults | None
+    condition: dict[str, torch.Tensor] | None  # ConditionNet state
+    condition_config: dict[str, object] | None  # its ConditionNetConfig fields, as JSON
 
 
 @dataclass(frozen=True)
@@ -150,13 +167,22 @@ def save_f2n_checkpoint(
     path: str | Path,
     sr_state: Mapping[str, torch.Tensor],
     masknet_state: Mapping[str, torch.Tensor] | None = None,
-    meta: Mapping[str, str | int | float] | None = None,
+    meta: Mapping[str, object] | None = None,
+    *,
+    condition_state: Mapping[str, torch.Tensor] | None = None,
+    condition_config: Mapping[str, object] | None = None,
 ) -> Path:
-    """Write an f2n checkpoint (format in the module docstring) atomically."""
+    """Write an f2n checkpoint (format in the module docstring) atomically. A ConditionNet
+    comes as its state and its config (``dataclasses.asdict`` of a ConditionNetConfig)."""
     meta = dict(meta or {})
     adaptation_defaults(meta, Path(path))  # refuse a partial alpha/steps/optimizer set before writing
+    if (condition_state is None) != (condition_config is None):
+        raise WeightsError(f"{path}: a ConditionNet needs both its weights and its config, got only one")
+    if condition_config is not None:
+        meta[CONDITION_META] = dict(condition_config)
     tensors = {SR_PREFIX + key: value for key, value in sr_state.items()}
     tensors.update({MASKNET_PREFIX + key: value for key, value in (masknet_state or {}).items()})
+    tensors.update({CONDITION_PREFIX + key: value for key, value in (condition_state or {}).items()})
     metadata = {"f2n_format": F2N_FORMAT, "f2n_meta": json.dumps(meta, sort_keys=True)}
     return save_safetensors_atomic(path, tensors, metadata)
 
@@ -167,20 +193,27 @@ def save_safetensors_atomic(path: str | Path, tensors: Mapping[str, torch.Tensor
     return write_atomic(Path(path), lambda temp: save_file(contiguous, str(temp), metadata=dict(metadata)))
 
 
-def split_f2n_checkpoint(weights: WeightFile, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, AdaptationDefaults | None]:
-    """(SR state, MaskNet state or None, adaptation defaults or None) of an f2n checkpoint."""
+def split_f2n_checkpoint(weights: WeightFile, path: Path) -> F2NCheckpoint:
+    """The parts of an f2n checkpoint (format in the module docstring)."""
     if weights.metadata.get("f2n_format") != F2N_FORMAT:
         raise WeightsError(f"{path} has f2n_format {weights.metadata.get('f2n_format')!r}, expected {F2N_FORMAT!r}")
-    sr = {key[len(SR_PREFIX) :]: value for key, value in weights.tensors.items() if key.startswith(SR_PREFIX)}
-    masknet = {key[len(MASKNET_PREFIX) :]: value for key, value in weights.tensors.items() if key.startswith(MASKNET_PREFIX)}
-    other = [key for key in weights.tensors if not key.startswith((SR_PREFIX, MASKNET_PREFIX))]
+    other = [key for key in weights.tensors if not key.startswith(PREFIXES)]
     if other:
-        raise WeightsError(f"{path}: keys {names(other)} have neither the 'sr.' nor the 'masknet.' prefix of an f2n checkpoint")
+        raise WeightsError(f"{path}: keys {names(other)} have none of the prefixes {', '.join(PREFIXES)} of an f2n checkpoint")
     try:
         meta = json.loads(weights.metadata.get("f2n_meta", "{}"))
     except json.JSONDecodeError as error:
         raise WeightsError(f"{path}: f2n_meta is not JSON ({error})") from None
-    return sr, masknet or None, adaptation_defaults(meta, path)
+    sr, masknet, condition = (_strip_prefix(weights.tensors, prefix) for prefix in PREFIXES)
+    condition_config = meta.get(CONDITION_META)
+    if bool(condition) != isinstance(condition_config, dict):
+        raise WeightsError(f"{path}: ConditionNet tensors ({len(condition)}) and config ({condition_config!r}) "
+                           "must come together")
+    return F2NCheckpoint(sr, masknet or None, adaptation_defaults(meta, path), condition or None, condition_config)
+
+
+def _strip_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
 
 
 def is_f2n_checkpoint(weights: WeightFile) -> bool:

@@ -4,8 +4,8 @@ map it onto the canonical Real-ESRGAN names, read hyperparameters from tensor sh
 Layouts: Real-ESRGAN / BasicSR / f2n (``conv_first``, ``body.N.rdbK.convM``, ...),
 old-architecture ESRGAN (``model.0``, ``model.1.sub.N.RDBK.convM.0``, ``model.3``, ...),
 new-architecture ESRGAN (``RRDB_trunk.N.RDBK.convM``, ``trunk_conv``, ``upconv1``,
-``HRconv``), and the f2n checkpoint format (``sr.``/``masknet.`` prefixes, see
-:mod:`f2n.weights.checkpoint`).
+``HRconv``), and the f2n checkpoint format (``sr.``/``masknet.``/``condition.`` prefixes,
+see :mod:`f2n.weights.checkpoint`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from f2n.errors import WeightsError
+from f2n.nets.condition_net import ConditionNet, ConditionNetConfig, modulated_convs
 from f2n.nets.rrdbnet import RRDBNet
 from f2n.weights.checkpoint import (
     AdaptationDefaults,
@@ -57,13 +58,14 @@ class SRDescriptor:
 @dataclass(frozen=True)
 class LoadedSR:
     """An RRDBNet in eval mode with its descriptor; for an f2n checkpoint also the
-    adaptation defaults and the MaskNet state dict (else None)."""
+    adaptation defaults, the MaskNet state dict and the CMDSR ConditionNet (else None)."""
 
     model: RRDBNet
     descriptor: SRDescriptor
     adaptation_defaults: AdaptationDefaults | None
     masknet_state: dict[str, torch.Tensor] | None
     path: Path
+    condition_net: ConditionNet | None = None
 
 
 def canonicalize_rrdbnet(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -140,14 +142,33 @@ def load_sr_network(source: str | Path = "realesrgan-x4plus", *, device: str | t
         if not path.is_file():
             raise WeightsError(f"SR weights {source!r} are neither a registry name (see f2n-models list) nor an existing file")
     weights = read_weight_file(path)
-    masknet_state, defaults = None, None
-    tensors = weights.tensors
-    if is_f2n_checkpoint(weights):
-        tensors, masknet_state, defaults = split_f2n_checkpoint(weights, path)
-    canonical = canonicalize_rrdbnet(tensors, path)
+    checkpoint = split_f2n_checkpoint(weights, path) if is_f2n_checkpoint(weights) else None
+    canonical = canonicalize_rrdbnet(checkpoint.sr if checkpoint else weights.tensors, path)
     hyper = infer_hyperparameters(canonical, path)
     with torch.device("meta"):
         model = RRDBNet(**hyper)
     load_into(model, canonical, what=f"SR weights {path}")
     descriptor = SRDescriptor(**hyper, size_multiple=4 // hyper["scale"])
-    return LoadedSR(model.to(device).eval(), descriptor, defaults, masknet_state, path)
+    if checkpoint is None:
+        return LoadedSR(model.to(device).eval(), descriptor, None, None, path)
+    condition = (load_condition_net(model, checkpoint.condition, checkpoint.condition_config, path)
+                 if checkpoint.condition is not None and checkpoint.condition_config is not None else None)
+    return LoadedSR(model.to(device).eval(), descriptor, checkpoint.adaptation_defaults, checkpoint.masknet, path,
+                    condition.to(device).eval() if condition is not None else None)
+
+
+def load_condition_net(model: RRDBNet, state: dict[str, torch.Tensor], config: dict[str, object], path: Path) -> ConditionNet:
+    """A checkpoint's ConditionNet: its config from the metadata, the modulated convs (and
+    so the head's size) from ``model``, strict loading of its weights."""
+    try:
+        net_config = ConditionNetConfig(num_feat=int(config["num_feat"]), num_layers=int(config["num_layers"]),
+                                        modulate=tuple(str(prefix) for prefix in config["modulate"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise WeightsError(f"{path}: condition_net config {config!r} is not valid ({error}); "
+                           "expected num_feat, num_layers and a list of modulate prefixes") from None
+    convs = modulated_convs(model, net_config.modulate)
+    if not convs:
+        raise WeightsError(f"{path}: no conv of the SR network matches the ConditionNet prefixes {list(net_config.modulate)}")
+    condition_net = ConditionNet(convs, net_config)
+    load_into(condition_net, state, what=f"ConditionNet weights {path}")
+    return condition_net

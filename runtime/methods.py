@@ -1,0 +1,82 @@
+"""Adaptation methods: how a photo's θ′ is made. Every method takes the decoded photo
+and returns an ``AdaptResult`` (or why it could not adapt); the pipeline hands its
+weights to the engine through the one ``set_weights`` call, whatever the method.
+
+* ``FaceAdaptation`` (MetaF2N): faces → restored faces → inner-loop steps on face patches;
+* ``CmdsrAdaptation`` (:mod:`f2n.runtime.cmdsr`): a ConditionNet reads LR patches of the
+  photo itself and modulates the convs — no faces needed.
+"""
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from torch import nn
+
+from f2n.runtime.adapt import AdaptConfig, AdaptResult
+from f2n.runtime.adapt import adapt as run_inner_loop
+from f2n.runtime.face_prior import FacePrior
+from f2n.runtime.face_stage import Detector, FaceStageConfig, run_face_stage
+from f2n.runtime.report import timed
+from f2n.runtime.types import FaceStageResult
+
+
+@dataclass(frozen=True)
+class MethodOutcome:
+    """One photo through one method. ``adaptation`` None: not adapted, ``reason`` says why."""
+
+    adaptation: AdaptResult | None
+    reason: str
+    timings: Mapping[str, float]
+    faces: FaceStageResult | None = None  # the face stage's results (paste, debug images), faces only
+    provenance: Mapping[str, str] = field(default_factory=dict)  # how θ′ was made: saved with --save-weights
+
+
+class AdaptationMethod(Protocol):
+    name: str  # "faces" or "cmdsr": in the report and the per-photo line
+
+    def __call__(self, model: nn.Module, rgb: np.ndarray, *, adapt: AdaptConfig, seed: int) -> MethodOutcome:
+        """Adapt ``model``'s weights (never modified) to one (H, W, 3) float32 photo in [0, 1]."""
+
+    def settings(self) -> dict[str, Any]:
+        """The method's options, for the JSON report."""
+
+
+class FaceAdaptation:
+    """MetaF2N: ``prior`` None means the prior could not be loaded; ``prior_problem`` then
+    says why (reported as the reason for not adapting)."""
+
+    name = "faces"
+
+    def __init__(self, detector: Detector, prior: FacePrior | None, *, masknet: nn.Module | None = None,
+                 face: FaceStageConfig = FaceStageConfig(), prior_problem: str = "") -> None:
+        self.detector = detector
+        self.prior = prior
+        self.masknet = masknet
+        self.face = face
+        self.prior_problem = prior_problem or "no face prior"
+
+    def __call__(self, model: nn.Module, rgb: np.ndarray, *, adapt: AdaptConfig, seed: int) -> MethodOutcome:
+        if self.prior is None:
+            return MethodOutcome(None, self.prior_problem, {})
+        # detect, align, restore, mask: the face stage
+        faces = run_face_stage(rgb, detector=self.detector, prior=self.prior, config=self.face,
+                               masknet=self.masknet, seed=seed)
+        timings = {f"face.{step}": seconds for step, seconds in faces.timings.items()}
+        if faces.patches is None:
+            return MethodOutcome(None, faces.no_faces_reason, timings, faces)
+        # adapt θ to the face pairs
+        with timed(timings, "adapt"):
+            result = run_inner_loop(model, faces.patches, adapt)
+        timings.update({f"adapt.step_{i}": t for i, t in enumerate(result.step_seconds, start=1)})
+        provenance = {
+            "method": self.name, "steps": str(adapt.steps), "lr": repr(adapt.lr), "optimizer": adapt.optimizer,
+            "precision": adapt.precision, "final_loss": repr(result.losses[-1]) if result.losses else "",
+        }
+        return MethodOutcome(result, "", timings, faces, provenance)
+
+    def settings(self) -> dict[str, Any]:
+        return {"method": self.name, "prior": self.prior.name if self.prior is not None else None,
+                "patches": asdict(self.face.patches)}
+
