@@ -1,10 +1,11 @@
 """Training checkpoints: two safetensors files per saved step, in ``<run>/checkpoints/``.
 
 * ``step_NNNNNNN.safetensors``: an f2n checkpoint (``f2n.weights.save_f2n_checkpoint``) of
-  θ (its EMA when enabled) and θ_m with the adaptation defaults (α, 1 step, sgd). This
-  is the file ``f2n-adapt-and-run --checkpoint`` and ``load_sr_network`` read.
+  θ (its EMA when enabled) and θ_m with the adaptation defaults (α, 1 step, sgd) — or,
+  for CMDSR, θ and the ConditionNet with its config. This is the file
+  ``f2n-adapt-and-run --checkpoint`` and ``load_sr_network`` read.
 * ``step_NNNNNNN.train.safetensors``: what resuming needs beyond it: raw θ, θ_m, D, the
-  EMA, the optimiser states (tensors as ``optim.<name>.<param index>.<key>``, the rest as
+  EMA (or the ConditionNet), the optimiser states (tensors as ``optim.<name>.<param index>.<key>``, the rest as
   JSON), the step and the config (JSON metadata).
 
 The train file is written first: a step whose f2n checkpoint exists is complete.
@@ -49,10 +50,12 @@ def save_checkpoint(
     run_dir: Path,
     state: TrainState,
     deploy_sr: Mapping[str, torch.Tensor],
-    alpha: float,
+    alpha: float | None,
+    condition_config: Mapping[str, object] | None = None,
 ) -> Path:
     """Write both files of ``state.step``; returns the f2n checkpoint's path. ``deploy_sr``
-    is the θ users get (the EMA when enabled)."""
+    is the θ users get (the EMA when enabled); ``alpha`` the MetaF2N inner step size (None
+    for CMDSR); ``condition_config`` the config of ``state.modules["condition"]`` (CMDSR)."""
     f2n_path, train_path = checkpoint_paths(run_dir, state.step)
     f2n_path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -71,8 +74,12 @@ def save_checkpoint(
         "modules": json.dumps(sorted(state.modules)),
     }
     save_safetensors_atomic(train_path, tensors, metadata)
-    meta = {"alpha": alpha, "steps": 1, "optimizer": "sgd", "train_step": state.step}
-    return save_f2n_checkpoint(f2n_path, deploy_sr, state.modules["masknet"], meta)
+    meta: dict[str, object] = {"train_step": state.step}
+    if alpha is not None:  # θ was meta-trained for one SGD step of size α
+        meta.update(alpha=alpha, steps=1, optimizer="sgd")
+    condition = state.modules["condition"] if condition_config is not None else None
+    return save_f2n_checkpoint(f2n_path, deploy_sr, state.modules.get("masknet"), meta,
+                               condition_state=condition, condition_config=condition_config)
 
 
 def load_checkpoint(path: Path) -> TrainState:

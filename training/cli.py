@@ -1,5 +1,7 @@
-"""``f2n-train``: MetaF2N meta-training. Run alone, or with ``torchrun --nproc-per-node N
--m f2n.training.cli ...`` for data parallelism (gloo on CPU, nccl on GPU)."""
+"""``f2n-train``: MetaF2N meta-training (``--method metaf2n``, the default) or CMDSR
+ConditionNet training (``--method cmdsr``, natural images only). MetaF2N runs alone or with
+``torchrun --nproc-per-node N -m f2n.training.cli ...`` for data parallelism (gloo on CPU,
+nccl on GPU); CMDSR runs in one process."""
 
 import sys
 from pathlib import Path
@@ -8,7 +10,9 @@ import click
 import torch
 
 from f2n.errors import F2NError
+from f2n.training.cmdsr import train_cmdsr
 from f2n.training.config import (
+    CmdsrConfig,
     DataConfig,
     LossConfig,
     NetConfig,
@@ -19,13 +23,15 @@ from f2n.training.config import (
 from f2n.training.trainer import train
 
 _DEFAULT_LOSS, _DEFAULT_OPTIM, _DEFAULT_DATA, _DEFAULT_RUN = LossConfig(), OptimConfig(), DataConfig(), RunConfig()
-_DEFAULT_NET = NetConfig()
+_DEFAULT_NET, _DEFAULT_CMDSR = NetConfig(), CmdsrConfig()
 _DIR = click.Path(path_type=Path, file_okay=False)
 _FILE = click.Path(path_type=Path, dir_okay=False)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--faces", "faces_dir", type=_DIR, required=True, help="Folder of HQ aligned face images.")
+@click.option("--method", type=click.Choice(["metaf2n", "cmdsr"]), default=_DEFAULT_RUN.method,
+              help="metaf2n: θ, MaskNet, D from faces; cmdsr: a ConditionNet from natural images only.")
+@click.option("--faces", "faces_dir", type=_DIR, default=None, help="Folder of HQ aligned face images (metaf2n).")
 @click.option("--natural", "natural_dir", type=_DIR, required=True, help="Folder of HQ natural images.")
 @click.option("--out", "out_dir", type=_DIR, default=_DEFAULT_RUN.out_dir, help="Run folder: checkpoints/, log.jsonl.")
 @click.option("--steps", type=click.IntRange(1), default=_DEFAULT_RUN.steps, help="Total meta steps (resumed runs count on).")
@@ -58,6 +64,19 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--lr-mask", type=float, default=_DEFAULT_OPTIM.lr_mask)
 @click.option("--lr-disc", type=float, default=_DEFAULT_OPTIM.lr_disc)
 @click.option("--ema", "ema_decay", type=float, default=_DEFAULT_OPTIM.ema_decay, help="EMA decay of θ (0: off).")
+@click.option("--support-patch", type=int, default=_DEFAULT_CMDSR.support_patch, help="cmdsr: support patch side, LR px.")
+@click.option("--support-count", type=int, default=_DEFAULT_CMDSR.support_count, help="cmdsr: support patches per task.")
+@click.option("--query-patch", type=int, default=_DEFAULT_CMDSR.query_patch, help="cmdsr: query patch side, LR px.")
+@click.option("--query-count", type=int, default=_DEFAULT_CMDSR.query_count, help="cmdsr: query patches per task.")
+@click.option("--cond-feat", type=click.IntRange(1), default=_DEFAULT_CMDSR.cond_feat, help="cmdsr: ConditionNet features.")
+@click.option("--cond-layers", type=click.IntRange(1), default=_DEFAULT_CMDSR.cond_layers, help="cmdsr: ConditionNet conv layers.")
+@click.option("--modulate", multiple=True, default=_DEFAULT_CMDSR.modulate,
+              help="cmdsr: RRDBNet conv-name prefix to modulate (repeatable; default the RRDB trunk).")
+@click.option("--lr-cond", type=float, default=_DEFAULT_CMDSR.lr_cond, help="cmdsr: ConditionNet learning rate.")
+@click.option("--train-sr", is_flag=True, help="cmdsr: also train θ (at --lr-sr); θ is frozen otherwise.")
+@click.option("--val-images", type=click.IntRange(0), default=_DEFAULT_CMDSR.val_images,
+              help="cmdsr: natural images held out for the query-L1 check at each checkpoint.")
+@click.option("--val-tasks", type=click.IntRange(1), default=_DEFAULT_CMDSR.val_tasks, help="cmdsr: held-out tasks.")
 @click.option("--seed", type=int, default=_DEFAULT_RUN.seed)
 @click.option("--checkpoint-every", type=click.IntRange(1), default=_DEFAULT_RUN.checkpoint_every)
 @click.option("--log-every", type=click.IntRange(1), default=_DEFAULT_RUN.log_every)
@@ -65,13 +84,14 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def main(**options: object) -> None:
-    """Meta-train θ (RRDBNet), θ_m (MaskNet) and D as in MetaF2N Alg. 1."""
+    """Meta-train θ (RRDBNet), θ_m (MaskNet) and D as in MetaF2N Alg. 1, or a CMDSR ConditionNet."""
     try:
         config = _config(options)
         if options["threads"]:
             torch.set_num_threads(int(options["threads"]))
-        last = train(config, log=lambda line: click.echo(line, err=True), progress=not options["no_progress"],
-                     device=str(options["device"]))
+        run = train_cmdsr if config.run.method == "cmdsr" else train
+        last = run(config, log=lambda line: click.echo(line, err=True), progress=not options["no_progress"],
+                   device=str(options["device"]))
     except F2NError as error:
         click.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
@@ -89,7 +109,11 @@ def _config(o: dict) -> TrainConfig:
         data=DataConfig(faces_dir=o["faces_dir"], natural_dir=o["natural_dir"], tasks_per_step=o["tasks_per_step"],
                         inner_patch=o["inner_patch"], outer_patch=o["outer_patch"], face_size=o["face_size"],
                         ood=o["ood"], face_targets=o["face_targets"]),
-        run=RunConfig(out_dir=o["out_dir"], steps=o["steps"], seed=o["seed"], checkpoint_every=o["checkpoint_every"],
+        cmdsr=CmdsrConfig(support_patch=o["support_patch"], support_count=o["support_count"],
+                          query_patch=o["query_patch"], query_count=o["query_count"], cond_feat=o["cond_feat"],
+                          cond_layers=o["cond_layers"], modulate=tuple(o["modulate"]), lr_cond=o["lr_cond"],
+                          train_sr=o["train_sr"], val_images=o["val_images"], val_tasks=o["val_tasks"]),
+        run=RunConfig(method=o["method"], out_dir=o["out_dir"], steps=o["steps"], seed=o["seed"], checkpoint_every=o["checkpoint_every"],
                       log_every=o["log_every"], sr_weights=o["sr_weights"], disc_weights=o["disc_weights"],
                       resume=o["resume"]),
     )

@@ -1,5 +1,6 @@
-"""Meta-training configuration (MetaF2N Alg. 1). One frozen dataclass per concern;
-``TrainConfig`` groups them and is what checkpoints store (as JSON)."""
+"""Training configuration: MetaF2N meta-training (Alg. 1) or CMDSR (``RunConfig.method``).
+One frozen dataclass per concern; ``TrainConfig`` groups them and is what checkpoints
+store (as JSON)."""
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -61,7 +62,26 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class CmdsrConfig:
+    """CMDSR training (``--method cmdsr``). A task is one degradation of one HQ natural crop
+    (``DataConfig.outer_patch``); support and query patches are in LR pixels."""
+
+    support_patch: int = 32
+    support_count: int = 8
+    query_patch: int = 24
+    query_count: int = 4
+    cond_feat: int = 64
+    cond_layers: int = 3
+    modulate: tuple[str, ...] = ("body.",)  # RRDBNet conv-name prefixes the ConditionNet modulates
+    lr_cond: float = 1e-4
+    train_sr: bool = False  # also train θ (at OptimConfig.lr_sr); by default θ is frozen
+    val_images: int = 1  # the last natural images (sorted) are held out for the query-L1 check
+    val_tasks: int = 8
+
+
+@dataclass(frozen=True)
 class RunConfig:
+    method: str = "metaf2n"  # "metaf2n" (MetaF2N meta-training) or "cmdsr"
     out_dir: Path = Path("runs/meta")
     steps: int = 1000
     seed: int = 0
@@ -79,6 +99,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    cmdsr: CmdsrConfig = field(default_factory=CmdsrConfig)
 
     def __post_init__(self) -> None:
         data = self.data
@@ -97,6 +118,25 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be odd, got {getattr(self.loss, name)}")
         if not 0.0 <= self.optim.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.optim.ema_decay}")
+        if self.run.method not in ("metaf2n", "cmdsr"):
+            raise ConfigError(f"training method must be metaf2n or cmdsr, got {self.run.method!r}")
+        if self.run.method == "cmdsr":
+            _check_cmdsr(self.cmdsr, data.outer_patch)
+
+
+def _check_cmdsr(cmdsr: CmdsrConfig, crop: int) -> None:
+    lq_side = crop // 4
+    for name in ("support_patch", "query_patch"):
+        size = getattr(cmdsr, name)
+        if not 4 <= size <= lq_side:
+            raise ConfigError(f"{name} must be in [4, outer_patch/4 = {lq_side}] LR pixels, got {size}")
+    for name in ("support_count", "query_count", "cond_feat", "cond_layers", "val_tasks"):
+        if getattr(cmdsr, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cmdsr, name)}")
+    if cmdsr.val_images < 0:
+        raise ConfigError(f"val_images must be >= 0, got {cmdsr.val_images}")
+    if not cmdsr.modulate:
+        raise ConfigError("modulate needs at least one RRDBNet conv-name prefix")
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
@@ -127,13 +167,14 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**kwargs)
 
 
-_GROUPS = {"net": NetConfig, "loss": LossConfig, "optim": OptimConfig, "data": DataConfig, "run": RunConfig}
+_GROUPS = {"net": NetConfig, "loss": LossConfig, "optim": OptimConfig, "data": DataConfig, "run": RunConfig,
+           "cmdsr": CmdsrConfig}
 _PATH_FIELDS = {"faces_dir", "natural_dir", "out_dir", "sr_weights", "disc_weights", "resume"}
 
 
 def _restore(name: str, value: Any) -> Any:
     if name in _PATH_FIELDS and value is not None:
         return Path(value)
-    if name == "betas":
+    if name in ("betas", "modulate"):
         return tuple(value)
     return value
