@@ -2,9 +2,10 @@
 
 Public API (everything else in the sub-modules is private):
 
-* ``AdaptAndRun(model=, engine=, detector=, prior=, config=PipelineConfig(...))(source, output)``
+* ``AdaptAndRun(model=, engine=, method=, config=PipelineConfig(...))(source, output)``
   runs the whole pipeline on one photo and returns a ``RunReport``; ``.enhance(rgb)`` does
-  the same on an array.
+  the same on an array. ``method`` is ``FaceAdaptation(detector, prior)`` (MetaF2N) or
+  ``CmdsrAdaptation(condition_net)`` (CMDSR, no faces).
 * ``adapt(model, patches, AdaptConfig(...)) -> AdaptResult`` is the inner loop alone.
 * ``tiled_upscale(engine, image, tile=, overlap=, batch_size=, progress=)`` runs any
   ``SREngine`` over a photo; ``TorchEngine`` is the PyTorch one.
@@ -18,7 +19,9 @@ from f2n.runtime.adapt import (
     iter_adaptation,
     masked_l1,
 )
+from f2n.runtime.cmdsr import CmdsrAdaptation
 from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
+from f2n.runtime.methods import AdaptationMethod, FaceAdaptation, MethodOutcome
 from f2n.runtime.pipeline import (
     AdaptAndRun,
     Enhanced,
@@ -27,6 +30,7 @@ from f2n.runtime.pipeline import (
     save_adapted_weights,
 )
 from f2n.runtime.report import RunReport, write_report_json
+from f2n.runtime.support import SupportConfig, sample_support
 from f2n.runtime.tiling import TileBox, blend_weights, tile_boxes, tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import FaceReport, FaceStageResult, PatchBatch, SREngine
@@ -36,14 +40,19 @@ __all__ = [
     "AdaptConfig",
     "AdaptResult",
     "AdaptStep",
+    "AdaptationMethod",
+    "CmdsrAdaptation",
     "Enhanced",
+    "FaceAdaptation",
     "FaceReport",
     "FaceStageConfig",
     "FaceStageResult",
+    "MethodOutcome",
     "PatchBatch",
     "PipelineConfig",
     "RunReport",
     "SREngine",
+    "SupportConfig",
     "TileBox",
     "TorchEngine",
     "adapt",
@@ -52,6 +61,7 @@ __all__ = [
     "masked_l1",
     "paste_faces",
     "run_face_stage",
+    "sample_support",
     "save_adapted_weights",
     "tile_boxes",
     "tiled_upscale",

@@ -20,6 +20,9 @@ from f2n.runtime.support import SupportConfig, sample_support
 
 
 class CmdsrAdaptation:
+    """``condition_net`` must sit on the SR model's device. The ``adapt`` options of the
+    face method's inner loop (steps, lr, optimizer) do not apply."""
+
     name = "cmdsr"
 
     def __init__(self, condition_net: ConditionNet, support: SupportConfig = SupportConfig()) -> None:
@@ -33,7 +36,7 @@ class CmdsrAdaptation:
                 patches = sample_support(rgb, self.support, seed)
             device = next(model.parameters()).device
             with timed(timings, "adapt.modulate"), torch.no_grad():
-                modulated = modulated_weights(model, self.condition_net.to(device), patches.to(device))
+                modulated = modulated_weights(model, self.condition_net, patches.to(device))
                 # A copy: unmodulated entries are the model's own tensors, and θ′ must outlive them.
                 weights = {name: value.float().cpu().clone() for name, value in modulated.items()}
         base = {name: p.detach() for name, p in model.named_parameters()}

@@ -7,6 +7,7 @@ Single process (no torchrun): the ConditionNet is small and a step is a few forw
 """
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -18,7 +19,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
-from f2n.errors import ConfigError
+from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.nets.condition_net import ConditionNet, ConditionNetConfig, modulated_convs, modulated_weights
 from f2n.training.checkpoint import TrainState, checkpoint_paths, load_checkpoint, save_checkpoint
 from f2n.training.cmdsr_tasks import CmdsrTask, CmdsrTaskSampler
@@ -32,8 +33,7 @@ Log = Callable[[str], None]
 
 def train_cmdsr(config: TrainConfig, *, log: Log = print, progress: bool = True, device: str = "auto") -> Path:
     """Train to ``config.run.steps``; returns the last f2n checkpoint (θ + ConditionNet)."""
-    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          "cpu" if device == "auto" else device)
+    target = _device(device)
     train_images, val_images = _split_images(config)
     torch.manual_seed(config.run.seed)
     sr = build_sr(config, log).to(target).requires_grad_(config.cmdsr.train_sr)
@@ -99,6 +99,14 @@ def validate(sr: nn.Module, condition_net: ConditionNet, tasks: Sequence[CmdsrTa
     base = dict(sr.named_parameters())
     return {"val_l1_base": sum(float(query_l1(sr, base, task)) for task in tasks) / len(tasks),
             "val_l1_cmdsr": sum(float(task_loss(sr, condition_net, task)) for task in tasks) / len(tasks)}
+
+
+def _device(name: str) -> torch.device:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("f2n-train --method cmdsr runs in one process; start it without torchrun")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EngineUnavailableError("--device cuda requested but CUDA is not available here")
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
 def _split_images(config: TrainConfig) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
