@@ -112,14 +112,14 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         other = "--require-adaptation" if require_adaptation else "--save-weights (there is no θ_n to save)"
         raise ConfigError(f"--no-adapt and {other} contradict each other: give at most one")
     jobs = plan_jobs(collect_inputs(inputs), out, save_weights, save_debug)
-    loaded = load_sr_network(checkpoint, device="cpu")
-    method_name = resolve_method(adapt_method, loaded)
     face_config = FaceStageConfig(patches=PatchConfig(count=patches_per_face))  # options checked before any work
     support = SupportConfig(patch=support_patch, count=support_count)
-    oracle = prior.startswith("oracle:") and not no_adapt and method_name == "faces"
+    oracle = prior.startswith("oracle:") and not no_adapt and adapt_method != "cmdsr"
     if oracle and len(jobs) != 1:
         raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
 
+    loaded = load_sr_network(checkpoint, device="cpu")
+    method_name = resolve_method(adapt_method, loaded)
     defaults = loaded.adaptation_defaults
     adapt_config = AdaptConfig(
         steps=steps if steps is not None else (defaults.steps if defaults else DEFAULT_STEPS),
@@ -129,13 +129,14 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         precision="bf16" if device == "cuda" and precision != "fp32" else "fp32",
     )
     config = PipelineConfig(
-        adapt=adapt_config, tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt, require_adaptation=require_adaptation,
-        paste_faces=paste_faces, progress=progress,
+        adapt=adapt_config, tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt,
+        require_adaptation=require_adaptation, paste_faces=paste_faces, progress=progress,
     )
     prepare_folders(jobs, report)
     # The engine first: an engine that cannot run here fails before the prior is fetched.
     sr_engine = make_engine(engine, loaded, device=device, precision=precision, tile=tile)
     # The oracle checks its ground truth against the photo's size: that photo is decoded once, here.
+    oracle = oracle and method_name == "faces"
     decoded = {jobs[0].source: read_image(jobs[0].source)} if oracle else {}
     if method_name == "cmdsr":
         from f2n.runtime.cmdsr import CmdsrAdaptation
@@ -145,8 +146,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         lq_shape = decoded[jobs[0].source].rgb.shape[:2] if oracle else None
         face_prior, prior_problem = (None, "") if no_adapt else load_prior(prior, device, lq_shape, require_adaptation)
         method = FaceAdaptation(make_detector(), face_prior, masknet=load_masknet(loaded.masknet_state, device),
-                                face=face_config,
-                                prior_problem=prior_problem)
+                                face=face_config, prior_problem=prior_problem)
     pipeline = AdaptAndRun(model=loaded.model.to(device), engine=sr_engine, method=method, config=config)
     reports = [process(pipeline, job, overwrite, decoded.get(job.source)) for job in jobs]
     if report is not None:
