@@ -33,8 +33,10 @@ def write_atomic(destination: Path, write: Callable[[Path], None]) -> Path:
     handle, temp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600 files: give the result the usual mode
         write(Path(temp))
+        # mkstemp makes 0600 files, and some writers (safetensors) replace the temp file
+        # with a fresh 0600 one: give the result the usual mode once it is written.
+        os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, destination)
     finally:
         if os.path.exists(temp):

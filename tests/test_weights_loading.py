@@ -1,6 +1,7 @@
 """Checkpoint layouts round-trip through files into load_sr_network; bad files are
 refused with messages that name what is wrong."""
 
+import os
 import re
 from pathlib import Path
 
@@ -178,3 +179,15 @@ def test_unknown_layout_and_unknown_source_are_refused(tmp_path: Path) -> None:
         load_sr_network(tmp_path / "other.safetensors")
     with pytest.raises(WeightsError, match="neither a registry name"):
         load_sr_network("realesrgan-x9000")
+
+
+def test_saved_weight_files_get_the_usual_mode_not_mkstemps_0600(tmp_path: Path) -> None:
+    # safetensors replaces the temp file with a fresh 0600 one: the mode is set after writing.
+    from f2n.weights.checkpoint import save_safetensors_atomic
+
+    mask = os.umask(0o022)
+    try:
+        written = save_safetensors_atomic(tmp_path / "w.safetensors", {"a": torch.zeros(2)}, {})
+    finally:
+        os.umask(mask)
+    assert written.stat().st_mode & 0o777 == 0o644
