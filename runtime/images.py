@@ -85,10 +85,11 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray | None = None, bit_depth: int = 8,
-                icc_profile: bytes | None = None, exif: bytes | None = None) -> None:
+                icc_profile: bytes | None = None, exif: bytes | None = None, grayscale: bool = False) -> None:
     """Encode float RGB in [0, 1] to ``path`` atomically (temp file in the same folder, then rename).
 
-    ``alpha`` makes an RGBA file; ``bit_depth=16`` needs PNG. ICC profile and EXIF are written
+    ``alpha`` makes an RGBA file; ``bit_depth=16`` needs PNG; ``grayscale`` writes the mean of
+    the channels as one gray channel (a gray photo comes back gray). ICC profile and EXIF are written
     as given: ``exif`` must describe upright pixels, as ``DecodedImage.exif`` does (its
     orientation is reset when the photo is read, so the EXIF is parsed once per photo).
     """
@@ -102,8 +103,9 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray |
         raise ConfigError(f"bit depth {bit_depth} with {path.suffix!r}: expected 8, or 16 with .png")
     if not path.parent.is_dir():
         raise ConfigError(f"output folder does not exist: {path.parent}")
-    data = (_encode_png16(rgb, alpha, icc_profile, exif) if bit_depth == 16
-            else _encode_pillow(rgb, alpha, fmt, icc_profile, exif))
+    pixels = np.clip(rgb, 0.0, 1.0).mean(axis=2, keepdims=True) if grayscale else rgb
+    data = (_encode_png16(pixels, alpha, icc_profile, exif) if bit_depth == 16
+            else _encode_pillow(pixels, alpha, fmt, icc_profile, exif))
     try:
         write_bytes_atomic(path, data)
     except OSError as error:  # read-only folder, full disk: one line, not a traceback
@@ -215,10 +217,13 @@ def _to_uint(array: np.ndarray, bit_depth: int) -> np.ndarray:
     return np.round(np.clip(array, 0.0, 1.0) * top).astype(np.uint16 if bit_depth == 16 else np.uint8)
 
 
-def _encode_pillow(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, icc_profile: bytes | None,
+def _encode_pillow(color: np.ndarray, alpha: np.ndarray | None, fmt: str, icc_profile: bytes | None,
                    exif: bytes | None) -> bytes:
-    pixels = rgb if alpha is None else np.dstack([rgb, alpha])
-    image = Image.fromarray(_to_uint(pixels, 8), mode="RGB" if alpha is None else "RGBA")
+    """``color``: (H, W, 3) RGB or (H, W, 1) gray."""
+    pixels = color if alpha is None else np.dstack([color, alpha])
+    gray = color.shape[2] == 1
+    mode = ("L" if gray else "RGB") if alpha is None else ("LA" if gray else "RGBA")
+    image = Image.fromarray(_to_uint(pixels, 8).squeeze(axis=2) if mode == "L" else _to_uint(pixels, 8), mode=mode)
     options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     if icc_profile and fmt != "BMP":
         options["icc_profile"] = icc_profile
@@ -229,9 +234,12 @@ def _encode_pillow(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, icc_prof
     return buffer.getvalue()
 
 
-def _encode_png16(rgb: np.ndarray, alpha: np.ndarray | None, icc_profile: bytes | None, exif: bytes | None) -> bytes:
-    """16-bit PNG through OpenCV, with iCCP / eXIf chunks added after IHDR (OpenCV writes neither)."""
-    pixels = rgb[..., ::-1] if alpha is None else np.dstack([rgb[..., ::-1], alpha])  # RGB -> BGR(A)
+def _encode_png16(color: np.ndarray, alpha: np.ndarray | None, icc_profile: bytes | None, exif: bytes | None) -> bytes:
+    """16-bit PNG through OpenCV, with iCCP / eXIf chunks added after IHDR (OpenCV writes neither).
+    ``color``: (H, W, 3) RGB or (H, W, 1) gray; OpenCV has no gray+alpha, so that is written as RGBA."""
+    if color.shape[2] == 1 and alpha is not None:
+        color = np.repeat(color, 3, axis=2)
+    pixels = color[..., ::-1] if alpha is None else np.dstack([color[..., ::-1], alpha])  # RGB -> BGR(A)
     ok, encoded = cv2.imencode(".png", _to_uint(pixels, 16))
     if not ok:
         raise ConfigError(f"OpenCV could not encode a 16-bit PNG of shape {tuple(pixels.shape)}")

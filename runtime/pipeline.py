@@ -94,7 +94,7 @@ class AdaptAndRun:
             # 7. encode (atomic: a failure leaves no partial file)
             with timed(timings, "encode"):
                 write_image(output, result.rgb, alpha=result.alpha, bit_depth=bit_depth,
-                            icc_profile=image.icc_profile, exif=image.exif)
+                            icc_profile=image.icc_profile, exif=image.exif, grayscale=image.was_grayscale)
             if weights_out is not None and result.adaptation is not None:
                 with timed(timings, "save_weights"):
                     save_adapted_weights(weights_out, result.adaptation, source, result.provenance)

@@ -115,6 +115,22 @@ def test_grayscale_becomes_three_equal_channels(tmp_path: Path) -> None:
     np.testing.assert_array_equal(decoded.rgb[..., 0], decoded.rgb[..., 2])
 
 
+@pytest.mark.parametrize(("name", "bit_depth", "with_alpha", "mode"), [
+    ("g.png", 8, False, "L"), ("g.jpg", 8, False, "L"), ("ga.png", 8, True, "LA"),
+    ("g16.png", 16, False, "I;16"), ("ga16.png", 16, True, "RGBA"),  # OpenCV has no 16-bit gray+alpha
+])
+def test_grayscale_output_is_one_gray_channel(tmp_path: Path, name: str, bit_depth: int, with_alpha: bool,
+                                              mode: str) -> None:
+    rgb = _gradient()
+    rgb[..., 1] = rgb[..., 0] + 0.1  # unequal channels: the gray written is their mean
+    alpha = np.full(rgb.shape[:2], 0.5, np.float32) if with_alpha else None
+    write_image(tmp_path / name, rgb, alpha=alpha, bit_depth=bit_depth, grayscale=True)
+    decoded = read_image(tmp_path / name)
+    with Image.open(tmp_path / name) as written:
+        assert written.mode.startswith(mode)
+    np.testing.assert_allclose(decoded.rgb[..., 0], np.clip(rgb, 0, 1).mean(axis=2), atol=0.01 if name.endswith(".jpg") else 0.003)
+
+
 def test_rgba_alpha_is_kept_and_written_back(tmp_path: Path) -> None:
     rgba = np.zeros((8, 6, 4), dtype=np.uint8)
     rgba[..., 0] = 200

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from f2n.errors import ConfigError, InputImageError
 from f2n.nets import RRDBNet
@@ -125,6 +126,15 @@ def test_rgba_keeps_its_alpha(pair, detector, tmp_path: Path) -> None:
     decoded = read_image(output)
     assert decoded.alpha is not None and decoded.alpha.shape == (256, 256)
     assert abs(float(decoded.alpha.mean()) - 0.5) < 0.02
+
+
+def test_grayscale_photo_comes_back_gray(pair, detector, tmp_path: Path) -> None:
+    gt, lq = pair
+    source, output = tmp_path / "gray.png", tmp_path / "out.png"
+    Image.fromarray(np.round(lq[:16, :16].mean(axis=2) * 255).astype(np.uint8), mode="L").save(source)
+    make_pipeline(gt, detector, adapt_enabled=False)(source, output)
+    with Image.open(output) as written:
+        assert written.mode == "L" and written.size == (64, 64)
 
 
 def test_output_format_decides_the_bit_depth_and_alpha_fails_before_the_work(pair, detector, tmp_path: Path) -> None:
