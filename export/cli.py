@@ -2,6 +2,7 @@
 weight set) as ONNX, an AOTInductor package or a refittable TensorRT plan, and print
 how closely it reproduces PyTorch on a real image crop."""
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from skimage import data
 
-from f2n.errors import EngineUnavailableError, F2NError
+from f2n.errors import ConfigError, EngineUnavailableError, F2NError
 from f2n.export.aoti import AotiEngine, compile_package
 from f2n.export.onnx_export import (
     FP32_TOLERANCE,
@@ -62,22 +63,46 @@ def main(source: str, fmt: str, precision: str, out: Path | None, device: str, v
 def export(source: str, fmt: str, precision: str, out: Path | None, device: str, verify: bool) -> Path:
     if fmt == "trt":
         trt = import_tensorrt()  # fail before any work when TensorRT or CUDA is missing
+    out = output_path(out, source, fmt, precision)
     loaded = load_sr_network(source)
-    out = out or Path(f"{Path(source).stem}-{precision}{SUFFIXES[fmt]}")
+    # Written and verified under a temp name beside --out, then renamed: an export that fails
+    # its check leaves no file, and an existing --out stays as it was.
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
+            staged = Path(folder) / out.name
+            _export_to(staged, fmt, loaded.model, precision, device, verify, trt if fmt == "trt" else None)
+            os.replace(staged, out)
+    except OSError as error:  # read-only folder, full disk: one line, not a traceback
+        raise ConfigError(f"cannot write {out}: {error.strerror or error}") from None
+    return out
+
+
+def output_path(out: Path | None, source: str, fmt: str, precision: str) -> Path:
+    """``--out``, or ``<weights name>-<precision><suffix>`` here; the suffix must be the format's,
+    because engines and other tools pick the loader from it (an ONNX file named .pt2 loads as nothing)."""
+    suffix = SUFFIXES[fmt]
+    if out is None:
+        return Path(f"{Path(source).stem}-{precision}{suffix}")
+    if out.suffix.lower() != suffix:
+        raise ConfigError(f"--out {out} must end in {suffix} for --format {fmt}, got {out.suffix or 'no suffix'!r}")
+    return out
+
+
+def _export_to(path: Path, fmt: str, model: torch.nn.Module, precision: str, device: str, verify: bool, trt) -> None:
     if fmt == "onnx":
-        export_onnx(loaded.model, out, precision=precision)
+        export_onnx(model, path, precision=precision)
         if verify:
-            _check(verify_onnx(out, loaded.model, verification_crop()), precision, "ONNX Runtime")
+            _check(verify_onnx(path, model, verification_crop()), precision, "ONNX Runtime")
     elif fmt == "aoti":
-        compile_package(loaded.model, out, device=device, precision=precision)
+        compile_package(model, path, device=device, precision=precision)
         if verify:
-            engine = AotiEngine(out, loaded.model.state_dict(), device=device, precision=precision)
-            _check(_engine_difference(engine, loaded.model), precision, "AOTInductor")
+            engine = AotiEngine(path, model.state_dict(), device=device, precision=precision)
+            _check(_engine_difference(engine, model), precision, "AOTInductor")
     else:
         if device != "cuda":
             raise EngineUnavailableError("--format trt needs --device cuda")
-        _export_trt(trt, loaded.model, out, precision, verify)
-    return out
+        _export_trt(trt, model, path, precision, verify)
 
 
 def _export_trt(trt, model: torch.nn.Module, out: Path, precision: str, verify: bool) -> None:

@@ -98,6 +98,8 @@ def test_cli_exports_onnx_and_prints_the_verification(tiny_weights: Path, tmp_pa
         (["--format", "trt"], 4, "TensorRT cannot be imported here"),
         (["--precision", "bf16"], 5, "ONNX export precision must be one of ['fp16', 'fp32'], got 'bf16'"),
         (["--weights", "no-such-weights.pth"], 3, "neither a registry name"),
+        (["--out", "x.pt2"], 5, "must end in .onnx for --format onnx, got '.pt2'"),
+        (["--format", "aoti"], 5, "must end in .pt2 for --format aoti, got '.onnx'"),
     ],
 )
 def test_cli_errors_are_one_line_and_leave_no_file(tiny_weights: Path, tmp_path: Path, args: list[str], exit_code: int, message: str) -> None:
@@ -109,6 +111,16 @@ def test_cli_errors_are_one_line_and_leave_no_file(tiny_weights: Path, tmp_path:
     assert message in result.output and len(result.output.strip().splitlines()) == 1
     assert "Traceback" not in result.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_export_that_fails_verification_leaves_the_old_file(tiny_weights: Path, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "x.onnx"
+    out.write_bytes(b"the user's previous export")
+    monkeypatch.setattr("f2n.export.cli.verify_onnx", lambda *args: 1.0)  # far above the fp32 tolerance
+    result = CliRunner().invoke(main, ["--weights", str(tiny_weights), "--out", str(out)])
+    assert result.exit_code == 6 and "differs from PyTorch by 1" in result.output
+    assert out.read_bytes() == b"the user's previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.safetensors", "x.onnx"]  # no temp left
 
 
 def importlib_has_tensorrt() -> bool:
