@@ -68,11 +68,22 @@ def run(set_dir: Path, out_dir: Path, steps: str, priors: tuple[str, ...], base_
         # Priors named on the command line must load; by default GPEN is skipped when absent.
         config = EvalConfig(steps=_steps(steps), priors=tuple(dict.fromkeys(priors)) or PRIORS,
                             require_priors=bool(priors), base_network=base_network, checkpoints=checkpoints, device=device, lpips=not no_lpips)
+        _check_report_folder(out_dir)  # before the evaluation (minutes), not after it
         result = evaluate_set(set_dir, config, log=lambda message: click.echo(message, err=True))
-        write_report(result, out_dir)
+        try:
+            write_report(result, out_dir)
+        except OSError as error:  # read-only folder, full disk: one line, not a traceback
+            raise ConfigError(f"cannot write the report to {out_dir}: {error.strerror or error}") from None
         click.echo(markdown(result))
 
     _run(work)
+
+
+def _check_report_folder(out_dir: Path) -> None:
+    """``out_dir`` must be a folder or creatable as one: its nearest existing path is a folder."""
+    existing = next(path for path in (out_dir, *out_dir.parents) if path.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out_dir} must be a folder, but {existing} is a file")
 
 
 def _run(work) -> None:

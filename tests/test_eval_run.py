@@ -92,6 +92,10 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path, tiny_network):
     gpen = runner.invoke(main, ["run", str(tmp_path / "set"), "--out", str(tmp_path / "r"), "--prior", "gpen",
                                 "--base", str(tiny_network)])
     assert gpen.exit_code == 3 and gpen.output.startswith("error: ")
+    (tmp_path / "taken.md").write_text("a file")
+    for out in (tmp_path / "taken.md", tmp_path / "taken.md" / "sub"):  # was: a traceback after the evaluation
+        onto_file = runner.invoke(main, ["run", str(tmp_path / "set"), "--out", str(out), "--base", "nope"])
+        assert onto_file.exit_code == 5 and onto_file.output.count("\n") == 1 and "is a file" in onto_file.output
 
 
 def test_photo_without_usable_face_falls_back_to_the_base_output(shared_data, tiny_network, tmp_path):
