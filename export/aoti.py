@@ -21,6 +21,7 @@ from types import MappingProxyType
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.export.cache import (
@@ -37,6 +38,7 @@ AOTI_PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.b
 INDUCTOR_CONFIGS = MappingProxyType({"always_keep_tensor_constants": True})  # no constant inlining; freezing stays off
 MAX_BATCH = 64
 MAX_SIDE = 4096  # LR pixels per tile side
+MIN_SIDE = 2  # torch.export specialises a dynamic side of 1
 SAMPLE = (2, 3, 32, 32)  # batch 2: torch.export specialises a dimension traced at size 1
 PACKAGE_FORMAT = 1  # bump when the compile recipe changes
 
@@ -82,8 +84,8 @@ def compile_package(model: nn.Module, path: str | Path, *, device: str = "cpu", 
     net = copy.deepcopy(model).to(device=device, dtype=dtype).eval().requires_grad_(False)
     sample = torch.rand(SAMPLE, device=device, dtype=dtype)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    height = torch.export.Dim("height", min=2, max=MAX_SIDE)
-    width = torch.export.Dim("width", min=2, max=MAX_SIDE)
+    height = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
+    width = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
     program = torch.export.export(net, (sample,), dynamic_shapes=({0: batch, 2: height, 3: width},))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,11 +126,17 @@ class AotiEngine:
             self._twin.follow(state_dict)
 
     def run(self, tiles: torch.Tensor) -> torch.Tensor:
-        if tiles.shape[0] > MAX_BATCH or max(tiles.shape[2:]) > MAX_SIDE or min(tiles.shape[2:]) < 2:
-            raise ConfigError(f"AOTInductor package takes up to {MAX_BATCH} tiles of 2..{MAX_SIDE} px, got {tuple(tiles.shape)}")
+        if tiles.shape[0] > MAX_BATCH or max(tiles.shape[2:]) > MAX_SIDE:
+            raise ConfigError(f"AOTInductor package takes up to {MAX_BATCH} tiles of up to {MAX_SIDE} px, got {tuple(tiles.shape)}")
+        height, width = tiles.shape[2:]
+        if min(height, width) < MIN_SIDE:
+            # torch.export specialises a side of 1, so the package takes sides >= 2: a 1-px strip
+            # of a photo is run with its edge repeated and the result cropped back.
+            tiles = F.pad(tiles, (0, max(0, MIN_SIDE - width), 0, max(0, MIN_SIDE - height)), mode="replicate")
         with torch.inference_mode():
             out = self._runner(tiles.to(device=self.device, dtype=self.dtype).contiguous())
-        return out.float().cpu()
+        scale = out.shape[2] // tiles.shape[2]
+        return out[:, :, : scale * height, : scale * width].float().cpu()
 
     def run_fp32(self, tiles: torch.Tensor) -> torch.Tensor:
         """``run`` for an fp32 package; for fp16/bf16, the fp32 twin (:mod:`f2n.export.fallback`)."""

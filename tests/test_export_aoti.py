@@ -51,6 +51,19 @@ def test_package_matches_pytorch_for_any_batch_and_size(package: Path) -> None:
 
 
 @pytest.mark.slow
+def test_one_pixel_strips_run_with_their_edge_repeated(package: Path) -> None:
+    # A 1xN photo gives 1-px tiles; the package takes sides >= 2 (was: the photo failed).
+    net = tiny_net(0)
+    engine = AotiEngine(package, net.state_dict())
+    for shape in [(2, 3, 1, 9), (1, 3, 7, 1), (1, 3, 1, 1)]:
+        tiles = torch.rand(shape)
+        padded = torch.nn.functional.pad(tiles, (0, 2 - min(shape[3], 2), 0, 2 - min(shape[2], 2)), mode="replicate")
+        with torch.inference_mode():
+            want = net(padded)[:, :, : 4 * shape[2], : 4 * shape[3]]
+        torch.testing.assert_close(engine.run(tiles), want, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
 def test_swapped_weights_match_pytorch_with_those_weights(package: Path) -> None:
     base, adapted = tiny_net(0), tiny_net(1)
     engine = AotiEngine(package, base.state_dict())
