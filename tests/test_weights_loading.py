@@ -149,6 +149,14 @@ def test_truncated_and_corrupt_files_are_refused(tmp_path: Path) -> None:
         load_state_dict_file(tmp_path / "cut.safetensors")
 
 
+@pytest.mark.parametrize(("name", "kind"), [("net.onnx", "ONNX graph"), ("net.pt2", "AOTInductor package"),
+                                           ("net.PLAN", "TensorRT plan")])
+def test_an_exported_engine_given_as_weights_is_named_as_such(tmp_path: Path, name: str, kind: str) -> None:
+    (tmp_path / name).write_bytes(b"\x08\x07engine bytes")  # was: "corrupt or truncated"
+    with pytest.raises(WeightsError, match=f"is an exported {kind}, not a weight file; give the .pth/.safetensors"):
+        load_state_dict_file(tmp_path / name)
+
+
 def test_strict_messages_name_missing_unexpected_and_misshaped_keys() -> None:
     net = RRDBNet(num_feat=8, num_block=2, num_grow_ch=4)
     state = net.state_dict()

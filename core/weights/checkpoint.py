@@ -49,6 +49,7 @@ CONDITION_PREFIX = "condition."
 CONDITION_META = "condition_net"
 PREFIXES = (SR_PREFIX, MASKNET_PREFIX, CONDITION_PREFIX)
 WRAPPER_KEYS = ("params_ema", "params", "state_dict")  # Real-ESRGAN/BasicSR first: params_ema is the EMA generator
+ENGINE_SUFFIXES = {".onnx": "ONNX graph", ".pt2": "AOTInductor package", ".plan": "TensorRT plan"}  # f2n-export outputs
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,9 @@ def read_weight_file(path: str | Path) -> WeightFile:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weight file {path} does not exist")
+    if path.suffix.lower() in ENGINE_SUFFIXES:  # torch.load would call it corrupt
+        raise WeightsError(f"{path} is an exported {ENGINE_SUFFIXES[path.suffix.lower()]}, not a weight file; "
+                           "give the .pth/.safetensors it was exported from")
     if path.suffix == ".safetensors":
         tensors, metadata = _read_safetensors(path)
     else:
