@@ -21,7 +21,7 @@ from f2n.benchmarks.regression import (
 )
 from f2n.benchmarks.stages import Stage
 from f2n.benchmarks.suites import selected_suite, suite_names, suite_stages
-from f2n.errors import ConfigError, F2NError
+from f2n.errors import ConfigError, one_line_errors
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
@@ -83,10 +83,10 @@ def main() -> None:
 
 @main.command()
 @_suite_options
+@one_line_errors
 def record(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None) -> None:
     """Measure the suite and write it as this machine class's baseline (on purpose only)."""
-    _run_command(lambda: _record(suite, only, exclude, rounds, warmup, 1 if threads is None else threads,
-                                 baseline or baseline_path()))
+    _record(suite, only, exclude, rounds, warmup, 1 if threads is None else threads, baseline or baseline_path())
 
 
 def _record(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int, path: Path) -> None:
@@ -108,11 +108,11 @@ def _record(suite: str | None, only: str, exclude: str, rounds: int, warmup: int
 @click.option("--confirm", "confirmations", type=click.IntRange(0), default=DEFAULT_CONFIRMATIONS, show_default=True,
               help="Re-measure a stage over the limit up to this many times; it fails only if every measurement is.")
 @click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write this run's figures here.")
+@one_line_errors
 def check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None,
           threshold: float, confirmations: int, save: Path | None) -> None:
     """Run the baseline's suite and fail if a stage is more than THRESHOLD slower than in the baseline."""
-    _run_command(lambda: _check(suite, only, exclude, rounds, warmup, threads, baseline or baseline_path(), threshold,
-                                confirmations, save))
+    _check(suite, only, exclude, rounds, warmup, threads, baseline or baseline_path(), threshold, confirmations, save)
 
 
 def _check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int | None, path: Path,
@@ -142,24 +142,16 @@ def _check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int,
               help="Figures to report (default: this machine class's baseline).")
 @click.option("--out-dir", type=click.Path(path_type=Path), default=RESULTS_DIR, show_default=True)
 @click.option("--docs-dir", type=click.Path(path_type=Path), default=DOCS_DIR, show_default=True)
+@one_line_errors
 def report(result_path: Path | None, out_dir: Path, docs_dir: Path) -> None:
     """Write the Markdown table and PNG chart of per-stage latency."""
     from f2n.benchmarks.report import write_report  # matplotlib is only needed here
 
-    _run_command(lambda: click.echo(
-        "\n".join(str(p) for p in write_report(load_result(result_path or baseline_path()), out_dir, docs_dir))))
+    paths = write_report(load_result(result_path or baseline_path()), out_dir, docs_dir)
+    click.echo("\n".join(str(path) for path in paths))
 
 
 def _fail(lines: list[str]) -> None:
     for line in lines:
         click.echo(line, err=True)
     sys.exit(1)
-
-
-def _run_command(action) -> None:
-    """F2N errors become one line and their exit code, never a traceback."""
-    try:
-        action()
-    except F2NError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(error.exit_code)

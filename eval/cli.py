@@ -6,12 +6,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from f2n.errors import ConfigError, F2NError
+from f2n.errors import ConfigError, one_line_errors
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -35,15 +34,13 @@ def main() -> None:
 @click.option("--seed", type=int, required=True, help="Same seed, same files.")
 @click.option("--scale", type=int, default=4, show_default=True)
 @click.option("--max-side", type=int, default=None, help="Shrink each HQ photo to this long side first (CPU time).")
+@one_line_errors
 def build(hq_dir: Path, out_dir: Path, kind: str, seed: int, scale: int, max_side: int | None) -> None:
     """Make LQ/GT pairs (and their degradation parameters) from the photos in HQ_DIR."""
     from f2n.eval.testset import build_test_set
 
-    def work() -> None:
-        for pair in build_test_set(hq_dir, out_dir, kind=kind, seed=seed, scale=scale, max_side=max_side):
-            click.echo(f"{pair.name}: {pair.lq} {pair.gt}")
-
-    _run(work)
+    for pair in build_test_set(hq_dir, out_dir, kind=kind, seed=seed, scale=scale, max_side=max_side):
+        click.echo(f"{pair.name}: {pair.lq} {pair.gt}")
 
 
 @main.command()
@@ -57,26 +54,23 @@ def build(hq_dir: Path, out_dir: Path, kind: str, seed: int, scale: int, max_sid
 @click.option("--checkpoint", "checkpoints", multiple=True, help="More SR weights to compare (repeatable).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-lpips", is_flag=True, help="Skip LPIPS even where its weights are installed.")
+@one_line_errors
 def run(set_dir: Path, out_dir: Path, steps: str, priors: tuple[str, ...], base_network: str,
         checkpoints: tuple[str, ...], device: str, no_lpips: bool) -> None:
     """Run bicubic, base and adapted SR on SET_DIR; write results.md/.csv and crops to --out."""
+    from f2n.eval.report import markdown, write_report
+    from f2n.eval.run import PRIORS, EvalConfig, evaluate_set
 
-    def work() -> None:
-        from f2n.eval.report import markdown, write_report
-        from f2n.eval.run import PRIORS, EvalConfig, evaluate_set
-
-        # Priors named on the command line must load; by default GPEN is skipped when absent.
-        config = EvalConfig(steps=_steps(steps), priors=tuple(dict.fromkeys(priors)) or PRIORS,
-                            require_priors=bool(priors), base_network=base_network, checkpoints=checkpoints, device=device, lpips=not no_lpips)
-        _check_report_folder(out_dir)  # before the evaluation (minutes), not after it
-        result = evaluate_set(set_dir, config, log=lambda message: click.echo(message, err=True))
-        try:
-            write_report(result, out_dir)
-        except OSError as error:  # read-only folder, full disk: one line, not a traceback
-            raise ConfigError(f"cannot write the report to {out_dir}: {error.strerror or error}") from None
-        click.echo(markdown(result))
-
-    _run(work)
+    # Priors named on the command line must load; by default GPEN is skipped when absent.
+    config = EvalConfig(steps=_steps(steps), priors=tuple(dict.fromkeys(priors)) or PRIORS,
+                        require_priors=bool(priors), base_network=base_network, checkpoints=checkpoints, device=device, lpips=not no_lpips)
+    _check_report_folder(out_dir)  # before the evaluation (minutes), not after it
+    result = evaluate_set(set_dir, config, log=lambda message: click.echo(message, err=True))
+    try:
+        write_report(result, out_dir)
+    except OSError as error:  # read-only folder, full disk: one line, not a traceback
+        raise ConfigError(f"cannot write the report to {out_dir}: {error.strerror or error}") from None
+    click.echo(markdown(result))
 
 
 def _check_report_folder(out_dir: Path) -> None:
@@ -84,12 +78,3 @@ def _check_report_folder(out_dir: Path) -> None:
     existing = next(path for path in (out_dir, *out_dir.parents) if path.exists())
     if not existing.is_dir():
         raise ConfigError(f"--out {out_dir} must be a folder, but {existing} is a file")
-
-
-def _run(work) -> None:
-    """Run a command; an F2NError becomes one line on stderr and its exit code."""
-    try:
-        work()
-    except F2NError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(error.exit_code)

@@ -3,7 +3,6 @@ weight set) as ONNX, an AOTInductor package or a refittable TensorRT plan, and p
 how closely it reproduces PyTorch on a real image crop."""
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import numpy as np
 import torch
 from skimage import data
 
-from f2n.errors import ConfigError, EngineUnavailableError, F2NError
+from f2n.errors import ConfigError, EngineUnavailableError, one_line_errors
 from f2n.export.aoti import AotiEngine, compile_package
 from f2n.export.onnx_export import (
     FP32_TOLERANCE,
@@ -50,14 +49,10 @@ def _check(diff: float, precision: str, what: str) -> None:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="default: <weights name>-<precision><suffix> here")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="AOTInductor target; TensorRT needs cuda")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="run the export on a real crop and compare with PyTorch")
+@one_line_errors
 def main(source: str, fmt: str, precision: str, out: Path | None, device: str, verify: bool) -> None:
     """Export the x4 SR network for an inference engine."""
-    try:
-        path = export(source, fmt, precision, out, device, verify)
-    except F2NError as error:
-        click.echo(f"f2n-export: {error}", err=True)
-        sys.exit(error.exit_code)
-    click.echo(f"wrote {path}")
+    click.echo(f"wrote {export(source, fmt, precision, out, device, verify)}")
 
 
 def export(source: str, fmt: str, precision: str, out: Path | None, device: str, verify: bool) -> Path:

@@ -3,13 +3,12 @@ ConditionNet training (``--method cmdsr``, natural images only). MetaF2N runs al
 ``torchrun --nproc-per-node N -m f2n.training.cli ...`` for data parallelism (gloo on CPU,
 nccl on GPU); CMDSR runs in one process."""
 
-import sys
 from pathlib import Path
 
 import click
 import torch
 
-from f2n.errors import F2NError
+from f2n.errors import one_line_errors
 from f2n.training.cmdsr import train_cmdsr
 from f2n.training.config import (
     CmdsrConfig,
@@ -83,18 +82,15 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@one_line_errors
 def main(**options: object) -> None:
     """Meta-train θ (RRDBNet), θ_m (MaskNet) and D as in MetaF2N Alg. 1, or a CMDSR ConditionNet."""
-    try:
-        config = _config(options)
-        if options["threads"]:
-            torch.set_num_threads(int(options["threads"]))
-        run = train_cmdsr if config.run.method == "cmdsr" else train
-        last = run(config, log=lambda line: click.echo(line, err=True), progress=not options["no_progress"],
-                   device=str(options["device"]))
-    except F2NError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(error.exit_code)
+    config = _config(options)
+    if options["threads"]:
+        torch.set_num_threads(int(options["threads"]))
+    run = train_cmdsr if config.run.method == "cmdsr" else train
+    last = run(config, log=lambda line: click.echo(line, err=True), progress=not options["no_progress"],
+               device=str(options["device"]))
     if last is not None:  # only the main worker reports
         click.echo(str(last))
 

@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import TypeVar
-
 import click
 
-from f2n.errors import F2NError
+from f2n.errors import one_line_errors
 from f2n.weights.registry import KNOWN_WEIGHTS
 from f2n.weights.store import add_weight, f2n_home, fetch, weight_path, weight_status
-
-T = TypeVar("T")
-
-
-def one_line_errors(command: Callable[..., T]) -> Callable[..., T]:
-    """Turn an F2NError into its one-line message on stderr and its exit code."""
-
-    @wraps(command)
-    def wrapper(*args: object, **kwargs: object) -> T:
-        try:
-            return command(*args, **kwargs)
-        except F2NError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(error.exit_code)
-
-    return wrapper
 
 
 @click.group()
