@@ -17,7 +17,7 @@ import torch
 from f2n.errors import ConfigError, EngineUnavailableError, F2NError, WeightsError
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
 from f2n.runtime.face_patches import PatchConfig
-from f2n.runtime.face_prior import FacePrior
+from f2n.runtime.face_prior import FacePrior, parse_prior_options
 from f2n.runtime.face_stage import Detector, FaceStageConfig
 from f2n.runtime.images import DecodedImage, read_image
 from f2n.runtime.jobs import Job, collect_inputs, plan_jobs, prepare_folders
@@ -70,7 +70,11 @@ class Command(click.Command):
 @click.option("--tile-overlap", type=int, default=DEFAULT_OVERLAP, show_default=True, help="LR pixels.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="[cuda if available, else cpu]")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), help="Engine precision [fp16 on cuda, fp32 on cpu].")
-@click.option("--prior", default="gpen", show_default=True, help="gpen | gpen-256 | oracle:GT_PATH | module:callable")
+@click.option("--prior", default="gpen", show_default=True,
+              help="gpen | gpen-256 | gfpgan | codeformer | restoreformer | a .pth/.safetensors/.onnx face restorer "
+                   "| oracle:GT_PATH | module:callable. GPEN and CodeFormer weights: non-commercial use only.")
+@click.option("--prior-option", "prior_options", multiple=True, metavar="NAME=VALUE",
+              help="A prior's option, repeatable: w=0.7 sets CodeFormer's fidelity (default 0.5).")
 @click.option("--checkpoint", default="realesrgan-x4plus", show_default=True, help="Registry name or weight file.")
 @click.option("--paste-faces", is_flag=True, help="Blend the restored faces over the result.")
 @click.option("--save-debug", is_flag=True, help="Write aligned/restored faces and patches beside the output.")
@@ -99,7 +103,8 @@ main = command  # the console script's entry point
 
 def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int | None, lr: float | None,
         optimizer: str | None, adapt_method: str, patches_per_face: int, support_patch: int, support_count: int,
-        tile: int, tile_overlap: int, device: str | None, precision: str | None, prior: str, checkpoint: str,
+        tile: int, tile_overlap: int, device: str | None, precision: str | None, prior: str,
+        prior_options: tuple[str, ...], checkpoint: str,
         paste_faces: bool, save_debug: bool, save_weights: Path | None, report: Path | None, no_adapt: bool,
         require_adaptation: bool, overwrite: bool, demo: bool, progress: bool) -> int:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -113,6 +118,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         raise ConfigError(f"--no-adapt and {other} contradict each other: give at most one")
     jobs = plan_jobs(collect_inputs(inputs), out, save_weights, save_debug)
     face_config = FaceStageConfig(patches=PatchConfig(count=patches_per_face))  # options checked before any work
+    parsed_prior_options = parse_prior_options(prior_options)
     support = SupportConfig(patch=support_patch, count=support_count)
     oracle = prior.startswith("oracle:") and not no_adapt and adapt_method != "cmdsr"
     if oracle and len(jobs) != 1:
@@ -144,7 +150,8 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         method: AdaptationMethod = CmdsrAdaptation(loaded.condition_net.to(device), support)
     else:
         lq_shape = decoded[jobs[0].source].rgb.shape[:2] if oracle else None
-        face_prior, prior_problem = (None, "") if no_adapt else load_prior(prior, device, lq_shape, require_adaptation)
+        face_prior, prior_problem = (None, "") if no_adapt else load_prior(prior, device, lq_shape, require_adaptation,
+                                                                                  parsed_prior_options)
         method = FaceAdaptation(make_detector(), face_prior, masknet=load_masknet(loaded.masknet_state, device),
                                 face=face_config, prior_problem=prior_problem)
     pipeline = AdaptAndRun(model=loaded.model.to(device), engine=sr_engine, method=method, config=config)
@@ -191,13 +198,13 @@ def resolve_method(requested: str, loaded: LoadedSR) -> str:
 
 
 def load_prior(spec: str, device: str, lq_shape: tuple[int, int] | None,
-               required: bool) -> tuple[FacePrior | None, str]:
+               required: bool, options: dict[str, float] | None = None) -> tuple[FacePrior | None, str]:
     """The face prior, or (None, why) when it cannot load and adaptation is optional.
     ``lq_shape``: the photo's (H, W), which an ``oracle:`` ground truth must be x4 of."""
     from f2n.runtime.face_prior import make_prior
 
     try:
-        return make_prior(spec, device=device, lq_shape=lq_shape), ""
+        return make_prior(spec, device=device, lq_shape=lq_shape, options=options), ""
     except WeightsError as error:
         if required:
             raise
@@ -228,11 +235,6 @@ def load_masknet(state: dict[str, torch.Tensor] | None, device: str) -> torch.nn
     """The checkpoint's MaskNet when it has one; without it every pixel weighs 1."""
     if state is None:
         return None
-    from f2n.nets import MaskNet
-    from f2n.weights import load_into
+    from f2n.weights.masknet import load_masknet as masknet_from_state
 
-    num_feat = state["body.0.weight"].shape[0]
-    num_layers = sum(key.endswith(".weight") for key in state)
-    masknet = MaskNet(num_feat=num_feat, num_layers=num_layers)
-    load_into(masknet, state, what="MaskNet weights")
-    return masknet.to(device).eval()
+    return masknet_from_state(state, "the checkpoint's masknet").to(device)

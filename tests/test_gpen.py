@@ -1,82 +1,52 @@
-"""GPEN: a checkpoint in the official key layout (names and shapes written out from the
-structure of yangxy/GPEN's FullGenerator, random values) loads strictly and runs."""
+"""GPEN: checkpoints written by the official code (yangxy/GPEN, random weights, see
+tests/data/gpen_official/README.md) load strictly and give the official outputs;
+hyperparameters are read back from the shapes; the upfirdn2d op against numpy."""
 
-import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from f2n.errors import WeightsError
 from f2n.nets.gpen import GPEN, upfirdn2d
-from f2n.weights import load_into
+from f2n.weights import load_state_dict_file
+from f2n.weights.gpen import GPEN_BFR, gpen_hyperparameters, is_gpen, load_gpen
+from f2n.weights.networks import identify
 
 
-def official_gpen_shapes(size: int, style_dim: int = 512, n_mlp: int = 8, multiplier: int = 2) -> dict[str, tuple]:
-    """Key -> shape of GPEN-BFR-<size>.pth, enumerated from the official module tree."""
-    ch = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * multiplier, 128: 128 * multiplier, 256: 64 * multiplier,
-          512: 32 * multiplier, 1024: 16 * multiplier}
-    shapes: dict[str, tuple] = {}
-    for i in range(1, n_mlp + 1):
-        shapes[f"generator.style.{i}.weight"] = (style_dim, style_dim)
-        shapes[f"generator.style.{i}.bias"] = (style_dim,)
-    shapes["generator.input.input"] = (1, ch[4], 4, 4)
+FIXTURES = Path(__file__).parent / "data" / "gpen_official"  # made by the official code: see its README
 
-    def styled(prefix: str, cin: int, cout: int, up: bool) -> None:
-        shapes[f"{prefix}.conv.weight"] = (1, cout, cin, 3, 3)
-        shapes[f"{prefix}.conv.modulation.weight"] = (cin, style_dim)
-        shapes[f"{prefix}.conv.modulation.bias"] = (cin,)
-        if up:
-            shapes[f"{prefix}.conv.blur.kernel"] = (4, 4)
-        shapes[f"{prefix}.noise.weight"] = (1,)
-        shapes[f"{prefix}.activate.bias"] = (2 * cout,)
 
-    def to_rgb(prefix: str, cin: int, up: bool) -> None:
-        if up:
-            shapes[f"{prefix}.upsample.kernel"] = (4, 4)
-        shapes[f"{prefix}.conv.weight"] = (1, 3, cin, 1, 1)
-        shapes[f"{prefix}.conv.modulation.weight"] = (cin, style_dim)
-        shapes[f"{prefix}.conv.modulation.bias"] = (cin,)
-        shapes[f"{prefix}.bias"] = (1, 3, 1, 1)
-
-    styled("generator.conv1", ch[4], ch[4], False)
-    to_rgb("generator.to_rgb1", 2 * ch[4], False)
-    cin = ch[4]
-    for n, log_res in enumerate(range(3, int(math.log2(size)) + 1)):
-        cout = ch[2**log_res]
-        styled(f"generator.convs.{2 * n}", 2 * cin, cout, True)
-        styled(f"generator.convs.{2 * n + 1}", 2 * cout, cout, False)
-        to_rgb(f"generator.to_rgbs.{n}", 2 * cout, True)
-        cin = cout
-    shapes["ecd0.0.0.weight"] = (ch[size], 3, 1, 1)
-    shapes["ecd0.0.1.bias"] = (ch[size],)
-    for i in range(1, int(math.log2(size)) - 1):
-        res = size >> i
-        shapes[f"ecd{i}.0.0.kernel"] = (4, 4)
-        shapes[f"ecd{i}.0.1.weight"] = (ch[res], ch[2 * res], 3, 3)
-        shapes[f"ecd{i}.0.2.bias"] = (ch[res],)
-    shapes["final_linear.0.weight"] = (style_dim, ch[4] * 16)
-    shapes["final_linear.0.bias"] = (style_dim,)
-    return shapes
+@pytest.mark.parametrize("name, multiplier", [("gpen_cm2", 2), ("gpen_cm1", 1)])
+def test_a_checkpoint_of_the_official_code_loads_and_restores_as_the_official_code(name: str, multiplier: int) -> None:
+    state = load_state_dict_file(FIXTURES / f"{name}.pth")
+    assert is_gpen(state) and identify(state) == "gpen"
+    hyper = gpen_hyperparameters(state, FIXTURES / f"{name}.pth")
+    assert hyper == {"size": 64, "style_dim": 16, "n_mlp": 2, "channel_multiplier": multiplier, "narrow": 1 / 64}
+    model = load_gpen(state, FIXTURES / f"{name}.pth")
+    io = load_file(FIXTURES / f"{name}_io.safetensors")
+    with torch.no_grad():
+        restored = model(io["input"])
+    torch.testing.assert_close(restored, io["output"], rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("size", [512, 256])
-def test_official_layout_loads_strictly(size: int) -> None:
-    expected = official_gpen_shapes(size)
+def test_released_gpen_bfr_hyperparameters_are_read_back_from_the_shapes(size: int) -> None:
     with torch.device("meta"):
-        model = GPEN(size=size)  # shapes only: no random init of 71 M parameters
-    assert {key: tuple(value.shape) for key, value in model.state_dict().items()} == expected
-    checkpoint = {key: torch.full(shape, index / len(expected)) for index, (key, shape) in enumerate(expected.items())}
-    load_into(model, checkpoint, what="official-layout GPEN checkpoint")
-    assert torch.equal(model.final_linear[0].weight, checkpoint["final_linear.0.weight"])
-    assert torch.equal(model.generator.convs[0].conv.blur.kernel, checkpoint["generator.convs.0.conv.blur.kernel"])
-    with pytest.raises(WeightsError, match="missing keys"):
-        load_into(model, {k: v for k, v in checkpoint.items() if k != "ecd0.0.1.bias"}, what="a checkpoint")
-    parameters = sum(p.numel() for p in model.parameters())
-    kernels = sum(1 for key in expected if key.endswith("kernel"))
-    assert parameters == sum(math.prod(s) for s in expected.values()) - 16 * kernels
+        model = GPEN(**GPEN_BFR[size])
+    hyper = gpen_hyperparameters(model.state_dict(), Path(f"GPEN-BFR-{size}.pth"))
+    assert hyper == {**GPEN_BFR[size], "style_dim": 512, "n_mlp": 8}
     if size == 512:
-        assert parameters == 71_005_223  # GPEN-BFR-512.pth holds 71.0 M parameters (284 MB in fp32)
+        assert sum(p.numel() for p in model.parameters()) == 71_005_223  # GPEN-BFR-512.pth: 71.0 M (284 MB fp32)
+
+
+def test_a_gpen_missing_a_weight_is_refused_in_one_line() -> None:
+    state = load_state_dict_file(FIXTURES / "gpen_cm1.pth")
+    del state["ecd0.0.1.bias"]
+    with pytest.raises(WeightsError, match="missing keys"):
+        load_gpen(state, Path("gpen.pth"))
 
 
 def test_narrow_gpen_restores_a_512_face_and_depends_on_it() -> None:

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import torch
 
-from f2n.errors import WeightsError
 from f2n.nets import MaskNet, RRDBNet
 from f2n.nets.discriminator import UNetDiscriminatorSN
 from f2n.training.config import TrainConfig
-from f2n.weights import load_into, load_sr_network, load_state_dict_file
+from f2n.weights import load_sr_network, load_state_dict_file
+from f2n.weights.discriminator import load_discriminator as discriminator_from_state
 
 Log = Callable[[str], None]
 
@@ -45,11 +45,5 @@ def build_disc(config: TrainConfig, log: Log) -> UNetDiscriminatorSN:
 
 
 def load_discriminator(path: Path) -> UNetDiscriminatorSN:
-    """A U-Net discriminator from a Real-ESRGAN netD file (``params`` unwrapped) or a plain
-    state dict; its width is read from ``conv0.weight``."""
-    state = load_state_dict_file(path)
-    if "conv0.weight" not in state:
-        raise WeightsError(f"{path} has no conv0.weight, expected a Real-ESRGAN U-Net discriminator")
-    disc = UNetDiscriminatorSN(num_in_ch=state["conv0.weight"].shape[1], num_feat=state["conv0.weight"].shape[0])
-    load_into(disc, state, what=f"discriminator weights {path}")
-    return disc
+    """A U-Net discriminator from a Real-ESRGAN netD file (``params`` unwrapped) or a plain state dict."""
+    return discriminator_from_state(load_state_dict_file(path), path).train()

@@ -26,8 +26,13 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         x = F.pad(x.reshape(batch, channels, height, 1, width, 1), (0, up - 1, 0, 0, 0, up - 1))
         x = x.reshape(batch, channels, height * up, width * up)
     x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
-    weight = kernel.flip(0, 1).to(x.dtype).expand(channels, 1, *kernel.shape)  # true convolution
-    x = F.conv2d(x, weight, groups=channels)
+    # A true convolution flips the kernel (index_select, not flip: the ONNX exporter then knows its shape);
+    # every channel is filtered alike, as one single-channel image each.
+    rows, cols = (torch.arange(size - 1, -1, -1, device=kernel.device) for size in kernel.shape)
+    weight = kernel.index_select(0, rows).index_select(1, cols).to(x.dtype)[None, None]
+    padded_height, padded_width = x.shape[-2:]
+    x = F.conv2d(x.reshape(-1, 1, padded_height, padded_width), weight)
+    x = x.reshape(batch, channels, x.shape[-2], x.shape[-1])
     return x[..., ::down, ::down]
 
 
@@ -135,20 +140,22 @@ class ModulatedConv2d(nn.Module):
         self.demodulate = demodulate
         self.upsample = upsample
         self.padding = kernel_size // 2
+        # Plain ints, so that the ONNX exporter knows the modulated kernels' shapes.
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        batch, in_channels, height, width = x.shape
-        _, out_channels, _, kh, kw = self.weight.shape
+        batch, _, height, width = x.shape
+        in_channels, out_channels, k = self.in_channels, self.out_channels, self.kernel_size
         weight = self.scale * self.weight * self.modulation(style).view(batch, 1, in_channels, 1, 1)
         if self.demodulate:
             weight = weight * torch.rsqrt(weight.pow(2).sum(dim=(2, 3, 4)) + 1e-8).view(batch, out_channels, 1, 1, 1)
         x = x.reshape(1, batch * in_channels, height, width)  # one grouped conv for the whole batch
         if self.upsample:
-            weight = weight.transpose(1, 2).reshape(batch * in_channels, out_channels, kh, kw)
+            weight = weight.transpose(1, 2).reshape(-1, out_channels, k, k)
             out = F.conv_transpose2d(x, weight, stride=2, groups=batch)
             out = self.blur(out.reshape(batch, out_channels, *out.shape[2:]))
         else:
-            out = F.conv2d(x, weight.reshape(batch * out_channels, in_channels, kh, kw), padding=self.padding,
+            out = F.conv2d(x, weight.reshape(-1, in_channels, k, k), padding=self.padding,
                            groups=batch)
             out = out.reshape(batch, out_channels, *out.shape[2:])
         return out
@@ -245,7 +252,8 @@ class Generator(nn.Module):
 
 
 class GPEN(nn.Module):
-    """GPEN's FullGenerator. Defaults are those of GPEN-BFR-512; GPEN-BFR-256 is ``size=256``."""
+    """GPEN's FullGenerator. Defaults are those of GPEN-BFR-512; GPEN-BFR-256 is ``size=256,
+    channel_multiplier=1, narrow=0.5`` (see :data:`f2n.weights.gpen.GPEN_BFR`)."""
 
     def __init__(self, size: int = 512, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
                  narrow: float = 1.0) -> None:

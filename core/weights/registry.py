@@ -4,8 +4,8 @@ Each entry names the official file (``filename``, ``url``, ``sha256``) and, wher
 Python package installed with f2n already ships the same weights in another form,
 that ``source``: the store then builds the cached file from the package instead of
 downloading. ``sha256=None`` means no published checksum was found: such files are
-reported "unpinned" and checked by loading them strictly into their f2n network
-(``network``) when added or downloaded, never by an invented hash.
+reported "unpinned" and checked by loading them strictly as the network ``network``
+names (:mod:`f2n.weights.networks`) when added or downloaded, never by an invented hash.
 """
 
 from __future__ import annotations
@@ -45,15 +45,6 @@ class BytesSource:
 
 
 @dataclass(frozen=True)
-class NetworkRef:
-    """The f2n network a file must load into strictly (``module:class`` and keyword
-    arguments): the check for files without a published checksum."""
-
-    target: str
-    kwargs: tuple[tuple[str, int | float | bool], ...] = ()
-
-
-@dataclass(frozen=True)
 class WeightSpec:
     name: str
     filename: str  # the official file's name in the cache
@@ -62,7 +53,7 @@ class WeightSpec:
     license: str
     description: str
     source: NcnnSource | BytesSource | None = None
-    network: NetworkRef | None = None
+    network: str | None = None  # a name in f2n.weights.networks: what an unpinned file must load as
 
 
 # SHA-256 of the official files: from public mirrors' Git-LFS pointers (several agree for
@@ -99,7 +90,7 @@ KNOWN_WEIGHTS: tuple[WeightSpec, ...] = (
         sha256=None,
         license="BSD-3-Clause (Real-ESRGAN)",
         description="Real-ESRGAN x4plus U-Net discriminator (spectral norm); for meta-training",
-        network=NetworkRef("f2n.nets.discriminator:UNetDiscriminatorSN"),
+        network="unet-discriminator",
     ),
     WeightSpec(
         name="gpen-bfr-512",
@@ -107,7 +98,8 @@ KNOWN_WEIGHTS: tuple[WeightSpec, ...] = (
         url="https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-512.pth",
         sha256="f1002c41add95b0decad69604d80455576f7187dd99ca16bd611bcfd44c10b51",
         license="GPEN terms: academic and non-commercial use",
-        description="GPEN blind face restoration, 512x512 faces; the face prior",
+        description="GPEN blind face restoration, 512x512 faces; the default face prior (--prior gpen)",
+        network="gpen",
     ),
     WeightSpec(
         name="gpen-bfr-256",
@@ -115,8 +107,39 @@ KNOWN_WEIGHTS: tuple[WeightSpec, ...] = (
         url="https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-256.pth",
         sha256=None,
         license="GPEN terms: academic and non-commercial use",
-        description="GPEN blind face restoration, 256x256 faces; lighter face prior",
-        network=NetworkRef("f2n.nets.gpen:GPEN", (("size", 256), ("channel_multiplier", 1), ("narrow", 0.5))),  # GPEN README's demo flags
+        description="GPEN blind face restoration, 256x256 faces (multiplier 1, narrow 0.5); lighter face prior (--prior gpen-256)",
+        network="gpen",
+    ),
+    # The three below: SHA-256 of the official release assets as recorded, identically, by
+    # many independent download manifests (the authors publish none). RestoreFormer's is
+    # not recorded anywhere found (only an MD5, eaeeff6c4a1caa1673977cb374e6f699, in
+    # lama-cleaner): unpinned, checked by loading.
+    WeightSpec(
+        name="gfpgan-v1.4",
+        filename="GFPGANv1.4.pth",
+        url="https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",
+        sha256="e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
+        license="Apache-2.0 (GFPGAN; StyleGAN2 parts under NVIDIA's licence)",
+        description="GFPGAN v1.4 (clean) face restorer, 512x512 faces (--prior gfpgan)",
+        network="gfpgan",
+    ),
+    WeightSpec(
+        name="codeformer",
+        filename="codeformer.pth",
+        url="https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth",
+        sha256="1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
+        license="NTU S-Lab License 1.0: non-commercial use only",
+        description="CodeFormer v0.1.0 face restorer, 512x512 faces, fidelity w (--prior codeformer)",
+        network="codeformer",
+    ),
+    WeightSpec(
+        name="restoreformer",
+        filename="RestoreFormer.pth",
+        url="https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/RestoreFormer.pth",
+        sha256=None,
+        license="Apache-2.0 (RestoreFormer, as released with GFPGAN)",
+        description="RestoreFormer face restorer (GFPGAN's release), 512x512 faces (--prior restoreformer)",
+        network="restoreformer",
     ),
     WeightSpec(
         name="retinaface-mobilenet0.25",

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from f2n.errors import WeightsError
-from f2n.nets.condition_net import ConditionNet, ConditionNetConfig, modulated_convs
+from f2n.nets.condition_net import ConditionNet
 from f2n.nets.rrdbnet import RRDBNet
 from f2n.weights.checkpoint import (
     AdaptationDefaults,
@@ -26,6 +26,7 @@ from f2n.weights.checkpoint import (
     read_weight_file,
     split_f2n_checkpoint,
 )
+from f2n.weights.condition_net import load_condition_net
 from f2n.weights.registry import find_spec
 from f2n.weights.store import weight_path
 
@@ -66,6 +67,25 @@ class LoadedSR:
     masknet_state: dict[str, torch.Tensor] | None
     path: Path
     condition_net: ConditionNet | None = None
+
+
+def is_rrdbnet(state: dict[str, torch.Tensor]) -> bool:
+    """Whether ``state`` has the keys of one of the RRDBNet layouts above."""
+    canonical = "conv_first.weight" in state and any(CANONICAL_BODY.match(key) for key in state)
+    return canonical or "model.1.sub.0.RDB1.conv1.0.weight" in state or "RRDB_trunk.0.RDB1.conv1.weight" in state
+
+
+def load_rrdbnet(state: dict[str, torch.Tensor], path: Path) -> RRDBNet:
+    """An RRDBNet in eval mode on the CPU from a state dict in any known layout."""
+    return _build_rrdbnet(canonicalize_rrdbnet(state, path), path)[0].eval()
+
+
+def _build_rrdbnet(canonical: dict[str, torch.Tensor], path: Path) -> tuple[RRDBNet, dict[str, int]]:
+    hyper = infer_hyperparameters(canonical, path)
+    with torch.device("meta"):
+        model = RRDBNet(**hyper)
+    load_into(model, canonical, what=f"SR weights {path}")
+    return model, hyper
 
 
 def canonicalize_rrdbnet(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
@@ -144,10 +164,7 @@ def load_sr_network(source: str | Path = "realesrgan-x4plus", *, device: str | t
     weights = read_weight_file(path)
     checkpoint = split_f2n_checkpoint(weights, path) if is_f2n_checkpoint(weights) else None
     canonical = canonicalize_rrdbnet(checkpoint.sr if checkpoint else weights.tensors, path)
-    hyper = infer_hyperparameters(canonical, path)
-    with torch.device("meta"):
-        model = RRDBNet(**hyper)
-    load_into(model, canonical, what=f"SR weights {path}")
+    model, hyper = _build_rrdbnet(canonical, path)
     descriptor = SRDescriptor(**hyper, size_multiple=4 // hyper["scale"])
     if checkpoint is None:
         return LoadedSR(model.to(device).eval(), descriptor, None, None, path)
@@ -156,19 +173,3 @@ def load_sr_network(source: str | Path = "realesrgan-x4plus", *, device: str | t
     return LoadedSR(model.to(device).eval(), descriptor, checkpoint.adaptation_defaults, checkpoint.masknet, path,
                     condition.to(device).eval() if condition is not None else None)
 
-
-def load_condition_net(model: RRDBNet, state: dict[str, torch.Tensor], config: dict[str, object], path: Path) -> ConditionNet:
-    """A checkpoint's ConditionNet: its config from the metadata, the modulated convs (and
-    so the head's size) from ``model``, strict loading of its weights."""
-    try:
-        net_config = ConditionNetConfig(num_feat=int(config["num_feat"]), num_layers=int(config["num_layers"]),
-                                        modulate=tuple(str(prefix) for prefix in config["modulate"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise WeightsError(f"{path}: condition_net config {config!r} is not valid ({error}); "
-                           "expected num_feat, num_layers and a list of modulate prefixes") from None
-    convs = modulated_convs(model, net_config.modulate)
-    if not convs:
-        raise WeightsError(f"{path}: no conv of the SR network matches the ConditionNet prefixes {list(net_config.modulate)}")
-    condition_net = ConditionNet(convs, net_config)
-    load_into(condition_net, state, what=f"ConditionNet weights {path}")
-    return condition_net

@@ -26,11 +26,7 @@ from tqdm import tqdm
 
 from f2n.errors import WeightsError
 from f2n.fileio import CHUNK, f2n_home, sha256_file, write_atomic
-from f2n.weights.checkpoint import (
-    load_into,
-    load_state_dict_file,
-    save_safetensors_atomic,
-)
+from f2n.weights.checkpoint import load_state_dict_file, save_safetensors_atomic
 from f2n.weights.ncnn_convert import convert_ncnn_rrdbnet
 from f2n.weights.registry import (
     BytesSource,
@@ -142,14 +138,13 @@ def weight_status(name: str | WeightSpec) -> WeightStatus:
 
 
 def check_loads(spec: WeightSpec, path: Path) -> dict[str, torch.Tensor]:
-    """An unpinned file's check: a code-free state dict that loads strictly into the
+    """An unpinned file's check: a code-free state dict that loads strictly as the
     spec's network (when it names one). Returns the state dict."""
     state = load_state_dict_file(path)
     if spec.network is not None:
-        module_name, _, class_name = spec.network.target.partition(":")
-        network_class = getattr(importlib.import_module(module_name), class_name)
-        # Built on the CPU: on the meta device spectral_norm's init takes seconds of decompositions.
-        load_into(network_class(**dict(spec.network.kwargs)), state, what=f"{spec.name} weights {path}")
+        from f2n.weights.networks import load_network  # the networks import this module
+
+        load_network(state, path, expected=spec.network)
     return state
 
 

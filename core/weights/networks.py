@@ -1,0 +1,65 @@
+"""The one dispatcher from a state dict to a network: which network it is (by its keys)
+and the loaded module (hyperparameters from its shapes). The CLI, the registry's check
+of unpinned files and the face priors all ask here; each network's own rules live in
+its module (:mod:`f2n.weights.sr` for RRDBNet, :mod:`f2n.weights.gpen`, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from f2n.errors import WeightsError
+from f2n.weights.discriminator import is_unet_discriminator, load_discriminator
+from f2n.weights.face_restorers import SPANDREL_ARCHITECTURES, is_face_restorer, load_face_restorer
+from f2n.weights.gpen import is_gpen, load_gpen
+from f2n.weights.masknet import is_masknet, load_masknet
+from f2n.weights.sr import is_rrdbnet, load_rrdbnet
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    detect: Callable[[StateDict], bool]
+    load: Callable[[StateDict, Path], nn.Module]
+    face_restorer: bool = False
+
+
+# Read top to bottom; the first whose keys match wins.
+NETWORKS: tuple[Network, ...] = (
+    Network("rrdbnet", is_rrdbnet, load_rrdbnet),
+    Network("gpen", is_gpen, load_gpen, face_restorer=True),
+    *(Network(name, partial(is_face_restorer, name), partial(load_face_restorer, name), face_restorer=True)
+      for name in SPANDREL_ARCHITECTURES),
+    Network("masknet", is_masknet, load_masknet),
+    Network("unet-discriminator", is_unet_discriminator, load_discriminator),
+)
+
+
+def identify(state: StateDict) -> str | None:
+    """The name of the network whose keys ``state`` has, or None."""
+    return next((network.name for network in NETWORKS if network.detect(state)), None)
+
+
+def load_network(state: StateDict, path: Path, *, expected: str | tuple[str, ...] | None = None) -> tuple[str, nn.Module]:
+    """(name, module in eval mode on the CPU) for ``state``; ``expected`` (a name or names)
+    turns any other network into a WeightsError."""
+    name = identify(state)
+    allowed = (expected,) if isinstance(expected, str) else expected
+    if name is None or (allowed is not None and name not in allowed):
+        wanted = " or ".join(allowed) if allowed is not None else " or ".join(network.name for network in NETWORKS)
+        found = f"a {name} network" if name else f"no known network (keys start {', '.join(list(state)[:3])})"
+        raise WeightsError(f"{path} holds {found}, expected {wanted}")
+    network = next(network for network in NETWORKS if network.name == name)
+    return name, network.load(state, path)
+
+
+def face_restorer_names() -> tuple[str, ...]:
+    return tuple(network.name for network in NETWORKS if network.face_restorer)
