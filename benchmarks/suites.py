@@ -67,7 +67,7 @@ def _default() -> tuple[Stage, ...]:
         Stage("decode", "jpeg-512x512", "io", partial(stages.decode, 512, 512, ".jpg")),
         Stage("detect", "512x512", "face", partial(stages.detect, 512, 512)),
         Stage("align", "512x512", "face", partial(stages.align, 512, 512)),
-        Stage("face_prior/gpen-random-cpu", "1x256", "face", partial(stages.face_prior, 1, 256)),
+        Stage("face_prior/gpen-256-random-cpu", "1x512", "face", partial(stages.face_prior, 1, "gpen-256")),
         Stage("masknet", "16x64x64", "face", partial(stages.masknet, 16, 64)),
         Stage("adapt_step/fp32-cpu", "4x16x16", "adapt", partial(stages.adapt_step, 4, 16)),
         _handover("torch", "fp32", "cpu"),
@@ -92,7 +92,8 @@ def _full() -> tuple[Stage, ...]:
         Stage("decode", "jpeg-1200x1200", "io", partial(stages.decode, 1200, 1200, ".jpg")),
         Stage("detect", "1200x1200", "face", partial(stages.detect, 1200, 1200)),
         Stage("align", "1200x1200", "face", partial(stages.align, 1200, 1200)),
-        Stage("face_prior/gpen-random-cuda", "4x512", "face", partial(stages.face_prior, 4, 512, "cuda")),
+        *(Stage(f"face_prior/{prior}-random-cuda", "4x512", "face", partial(stages.face_prior, 4, prior, "cuda"))
+          for prior in ("gpen-512", "gpen-256", "gfpgan", "codeformer", "restoreformer")),
         Stage("masknet", "64x64x64-cuda", "face", partial(stages.masknet, 64, 64, "cuda")),
         Stage("adapt_step/fp32-cuda", "16x16x16", "adapt", partial(stages.adapt_step, 16, 16, "cuda", "fp32")),
         Stage("adapt_step/bf16-cuda", "16x16x16", "adapt", partial(stages.adapt_step, 16, 16, "cuda", "bf16")),

@@ -84,14 +84,15 @@ def run_demo(*, device: str, checkpoint: str, steps: int | None, lr: float | Non
     """The CLI's --demo: prints the PSNR table; exit code 1 if adaptation did not beat the base."""
     from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
     from f2n.runtime.face_detect import RetinaFaceDetector
-    from f2n.runtime.face_prior import GPENPrior
+    from f2n.runtime.face_prior import load_prior_file
     from f2n.weights import load_sr_network, weight_path
 
     gt, lq = demo_pair()
     model = load_sr_network(checkpoint).model.to(device)
     priors: dict[str, FacePrior] = {"oracle prior, upper bound": OraclePrior(gt)}
     try:  # only when already installed: the demo never downloads
-        priors["GPEN"] = GPENPrior(weight_path("gpen-bfr-512", allow_download=False), device=device)
+        priors["GPEN"] = load_prior_file(weight_path("gpen-bfr-512", allow_download=False), device=device,
+                                         architecture="gpen")
     except WeightsError as error:
         click.echo(f"GPEN skipped (weights not installed): {error}", err=True)
     config = AdaptConfig(steps=steps if steps is not None else DEFAULT_STEPS, lr=lr or DEFAULT_LR,

@@ -2,91 +2,36 @@
 
 Every prior takes a batch of aligned faces, (N, S, S, 3) float32 RGB in [0, 1], together
 with the affines that map the x4 canvas onto each aligned face (an oracle needs them to
-cut the same face out of a ground-truth x4 image), and returns the same shape.
+cut the same face out of a ground-truth x4 image), and returns the same shape. Network
+priors (:class:`~f2n.runtime.torch_prior.TorchFacePrior`,
+:class:`~f2n.runtime.onnx_prior.OnnxFacePrior`) convert to each network's own conventions
+(:mod:`f2n.runtime.prior_conventions`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from f2n.errors import ConfigError, InputImageError, WeightsError
-from f2n.nets.gpen import GPEN
 from f2n.runtime.face_align import warp_face
+from f2n.runtime.prior_conventions import CONVENTIONS, PRIOR_NAMES, PriorConventions
+from f2n.runtime.torch_prior import TorchFacePrior
 
 RestoreFn = Callable[[np.ndarray], np.ndarray]
 
 
 class FacePrior(Protocol):
     name: str
+    provenance: dict[str, str]  # what the report records: file, sha256, architecture, options
 
     def restore(self, aligned_faces: np.ndarray, affines_x4: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) aligned LQ faces + (N, 2, 3) canvas->face affines -> (N, S, S, 3) restored."""
-
-
-class GPENPrior:
-    """GPEN-BFR-512 (or -256: faces are resized to its size and back) on ``device``.
-
-    On CUDA it runs under autocast in ``dtype`` (float16 or bfloat16); on the CPU in float32.
-    """
-
-    def __init__(self, weights: str | Path | None = None, *, size: int = 512, device: str | torch.device = "cpu",
-                 dtype: torch.dtype = torch.float16, batch_size: int = 4) -> None:
-        """``weights``: a GPEN file; None takes the registry's ``gpen-bfr-<size>``. The network's
-        size and width are read from the file's tensor shapes."""
-        from f2n.weights import load_into, load_state_dict_file, weight_path
-
-        path = Path(weights) if weights is not None else weight_path(f"gpen-bfr-{size}")
-        state = load_state_dict_file(path)  # WeightsError when missing or corrupt
-        hyperparameters = gpen_hyperparameters(state, path)
-        with torch.device("meta"):
-            model = GPEN(**hyperparameters)  # no random init of 71 M parameters: the file fills it
-        load_into(model, state, what=f"GPEN weights {path}")
-        self.model = model.eval().to(device)
-        self.name = f"gpen-bfr-{model.size}"
-        self.device = torch.device(device)
-        self.dtype = dtype
-        self.batch_size = batch_size
-
-    @torch.inference_mode()
-    def restore(self, aligned_faces: np.ndarray, affines_x4: np.ndarray) -> np.ndarray:
-        faces = torch.from_numpy(np.ascontiguousarray(aligned_faces)).permute(0, 3, 1, 2)
-        outputs = []
-        for batch in faces.split(self.batch_size):
-            batch = batch.to(self.device, torch.float32)
-            face_size = batch.shape[-1]
-            if face_size != self.model.size:
-                batch = F.interpolate(batch, size=self.model.size, mode="bicubic", align_corners=False)
-            autocast = (torch.autocast("cuda", dtype=self.dtype) if self.device.type == "cuda" else nullcontext())
-            with autocast:
-                restored = self.model(batch * 2 - 1).float()  # GPEN works in [-1, 1]
-            if face_size != self.model.size:
-                restored = F.interpolate(restored, size=face_size, mode="bicubic", align_corners=False)
-            outputs.append(((restored + 1) / 2).clamp(0, 1).cpu())
-        return torch.cat(outputs).permute(0, 2, 3, 1).numpy()
-
-
-def gpen_hyperparameters(state: dict[str, torch.Tensor], path: Path) -> dict[str, float]:
-    """GPEN's constructor arguments from a state dict's key names and tensor shapes."""
-    try:
-        num_encoders = 1 + max(int(key.split(".")[0][3:]) for key in state if key.startswith("ecd"))
-        style_dim, flat = state["final_linear.0.weight"].shape
-        n_mlp = sum(1 for key in state if key.startswith("generator.style.") and key.endswith(".weight"))
-        size = 2 ** (num_encoders + 1)
-        narrow = flat / 16 / 512  # channels at 4x4 are 512 * narrow
-        # channels at full size are (16384 / size) * multiplier * narrow for sizes >= 64
-        multiplier = round(state["ecd0.0.0.weight"].shape[0] / (16384 / size * narrow))
-    except (KeyError, ValueError, ZeroDivisionError) as error:
-        raise WeightsError(f"{path} is not a GPEN checkpoint (cannot read its layout: {error!r})") from None
-    return {"size": size, "style_dim": int(style_dim), "n_mlp": n_mlp, "channel_multiplier": multiplier,
-            "narrow": narrow}
 
 
 class OraclePrior:
@@ -96,6 +41,7 @@ class OraclePrior:
     name = "oracle"
 
     def __init__(self, ground_truth_x4: np.ndarray) -> None:
+        self.provenance: dict[str, str] = {}
         if ground_truth_x4.ndim != 3 or ground_truth_x4.shape[2] != 3:
             raise InputImageError(f"oracle ground truth must be (H, W, 3), got {tuple(ground_truth_x4.shape)}")
         self.ground_truth_x4 = ground_truth_x4.astype(np.float32)
@@ -111,6 +57,7 @@ class CallablePrior:
     def __init__(self, fn: RestoreFn, name: str) -> None:
         self.fn = fn
         self.name = name
+        self.provenance = {"callable": name}
 
     def restore(self, aligned_faces: np.ndarray, affines_x4: np.ndarray) -> np.ndarray:
         restored = np.asarray(self.fn(aligned_faces), dtype=np.float32)
@@ -119,13 +66,30 @@ class CallablePrior:
         return restored
 
 
-def make_prior(spec: str, *, device: str | torch.device = "cpu", lq_shape: tuple[int, int] | None = None) -> FacePrior:
-    """``gpen`` / ``gpen-256``, ``oracle:PATH`` (ground-truth x4 image) or ``package.module:function``.
+PRIOR_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".ckpt", ".onnx")
+
+
+def make_prior(spec: str, *, device: str | torch.device = "cpu", lq_shape: tuple[int, int] | None = None,
+               options: Mapping[str, float] | None = None) -> FacePrior:
+    """A face prior from ``--prior``: a name (gpen, gpen-256, gfpgan, codeformer,
+    restoreformer: registry weights, fetched on first use), a weight file (.pth /
+    .safetensors of a recognised architecture, or an .onnx face restorer),
+    ``oracle:PATH`` (ground-truth x4 image) or ``package.module:callable``.
 
     ``lq_shape`` (H, W) of the LQ photo lets ``oracle:`` check that the ground truth is its x4.
+    ``options``: ``--prior-option`` values (CodeFormer's fidelity ``w``).
     """
-    if spec in ("gpen", "gpen-512", "gpen-256"):
-        return GPENPrior(size=256 if spec == "gpen-256" else 512, device=device)
+    options = dict(options or {})
+    if spec in PRIOR_NAMES:
+        from f2n.weights import weight_path
+
+        weight_name, architecture = PRIOR_NAMES[spec]
+        return load_prior_file(weight_path(weight_name), device=device, options=options, name=weight_name,
+                               architecture=architecture)
+    if _is_prior_file(spec):
+        return load_prior_file(Path(spec), device=device, options=options)
+    if options:
+        raise ConfigError(f"--prior-option {', '.join(options)}: the prior {spec!r} takes no options")
     if spec.startswith("oracle:"):
         from f2n.runtime.images import read_image
 
@@ -136,7 +100,8 @@ def make_prior(spec: str, *, device: str | torch.device = "cpu", lq_shape: tuple
         return OraclePrior(ground_truth)
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise ConfigError(f"unknown face prior {spec!r}; expected 'gpen', 'gpen-256', 'oracle:PATH' or 'module.path:callable'")
+        raise ConfigError(f"unknown face prior {spec!r}; expected one of {', '.join(PRIOR_NAMES)}, a .pth/.safetensors/"
+                          ".onnx file, 'oracle:PATH' or 'module.path:callable'")
     try:
         fn = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
@@ -144,3 +109,68 @@ def make_prior(spec: str, *, device: str | torch.device = "cpu", lq_shape: tuple
     if not callable(fn):
         raise ConfigError(f"face prior {spec!r} is a {type(fn).__name__}, expected a callable")
     return CallablePrior(fn, name=spec)
+
+
+def load_prior_file(path: Path, *, device: str | torch.device = "cpu", options: Mapping[str, float] | None = None,
+                    name: str | None = None, architecture: str | None = None, batch_size: int = 4) -> FacePrior:
+    """A face prior from a weight file, its architecture recognised from its keys (or an
+    .onnx graph); ``architecture`` refuses any other. A user's file is never refused for
+    its hash: its SHA-256 is recorded in the prior's provenance (and so in the report)."""
+    from f2n.fileio import sha256_file
+    from f2n.weights import load_state_dict_file
+    from f2n.weights.networks import face_restorer_names, load_network
+
+    if not path.is_file():
+        raise WeightsError(f"face prior file {path} does not exist")
+    provenance = {"file": str(path), "sha256": sha256_file(path)}
+    if path.suffix.lower() == ".onnx":
+        if options:
+            raise ConfigError(f"--prior-option {', '.join(options)}: an ONNX prior takes no options")
+        from f2n.runtime.onnx_prior import OnnxFacePrior
+
+        return OnnxFacePrior(path, provenance={**provenance, "architecture": "onnx"}, device=device,
+                             batch_size=batch_size)
+    state = load_state_dict_file(path)  # WeightsError when missing or corrupt
+    architecture, model = load_network(state, path, expected=architecture or face_restorer_names())
+    conventions = CONVENTIONS[architecture]
+    chosen = resolve_options(conventions, options or {}, architecture)
+    label = name or (f"gpen-bfr-{model.size}" if architecture == "gpen" else architecture)
+    provenance.update(architecture=architecture, **{f"option.{key}": repr(value) for key, value in chosen.items()})
+    return TorchFacePrior(model, conventions, name=label, options=chosen, provenance=provenance, device=device,
+                          batch_size=batch_size)
+
+
+def resolve_options(conventions: PriorConventions, given: Mapping[str, float], architecture: str) -> dict[str, float]:
+    """The prior's option defaults overridden by ``given``, each checked against its range."""
+    unknown = sorted(set(given) - set(conventions.options))
+    if unknown:
+        known = ", ".join(conventions.options) or "none"
+        raise ConfigError(f"--prior-option {', '.join(unknown)}: unknown for {architecture} (its options: {known})")
+    chosen = {}
+    for key, (default, low, high) in conventions.options.items():
+        value = float(given.get(key, default))
+        if not low <= value <= high:
+            raise ConfigError(f"--prior-option {key}={value}: {architecture}'s {key} must lie in [{low}, {high}]")
+        chosen[key] = value
+    return chosen
+
+
+def parse_prior_options(items: Iterable[str]) -> dict[str, float]:
+    """``("w=0.7", ...)`` from ``--prior-option`` into {"w": 0.7}."""
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep or not key:
+                raise ValueError
+            options[key.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--prior-option {item!r}: expected NAME=NUMBER, such as w=0.7") from None
+    return options
+
+
+def _is_prior_file(spec: str) -> bool:
+    """A path, by its suffix or because it exists (module:callable and oracle: are not)."""
+    if spec.startswith("oracle:"):
+        return False
+    return Path(spec).suffix.lower() in PRIOR_FILE_SUFFIXES or Path(spec).is_file()

@@ -78,5 +78,6 @@ class FaceAdaptation:
 
     def settings(self) -> dict[str, Any]:
         return {"method": self.name, "prior": self.prior.name if self.prior is not None else None,
+                "prior_provenance": dict(self.prior.provenance) if self.prior is not None else None,
                 "patches": asdict(self.face.patches)}
 

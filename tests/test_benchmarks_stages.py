@@ -6,6 +6,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from f2n.benchmarks.machine import machine_class
 from f2n.benchmarks.regression import measure_stage, run_suite
@@ -77,3 +78,24 @@ def test_cpu_clock_leaves_out_time_spent_waiting(no_reference: None) -> None:
     """CPU stages are timed in CPU time, so time descheduled (here: asleep) is not counted."""
     assert measure(lambda: time.sleep(0.05), rounds=3, warmup=0, clock="cpu").seconds < 0.02
     assert measure(lambda: time.sleep(0.05), rounds=3, warmup=0, clock="wall").seconds >= 0.05
+
+
+@pytest.mark.parametrize("architecture", ["gpen-512", "gpen-256", "gfpgan", "codeformer", "restoreformer"])
+def test_face_prior_stages_build_networks_that_load_as_the_released_files(architecture: str) -> None:
+    """Each bench prior's weights are recognised and loaded by the dispatcher (spandrel's
+    loaders for GFPGAN/CodeFormer/RestoreFormer read the released hyperparameters from the
+    shapes), so the timed network has the released architecture and size."""
+    from pathlib import Path
+
+    from f2n.benchmarks.stages import random_face_prior
+    from f2n.weights.gpen import GPEN_BFR, gpen_hyperparameters
+    from f2n.weights.networks import load_network
+
+    prior = random_face_prior(architecture, torch.device("cpu"))
+    state = prior.model.state_dict()
+    kind, loaded = load_network(state, Path(architecture))
+    assert kind == architecture.split("-")[0]
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in prior.model.parameters())
+    if kind == "gpen":  # the official run.sh flags: GPEN-BFR-256 is multiplier 1, narrow 0.5
+        size = int(architecture.split("-")[1])
+        assert gpen_hyperparameters(state, Path(architecture)) == {**GPEN_BFR[size], "style_dim": 512, "n_mlp": 8}

@@ -123,6 +123,8 @@ def test_single_file_out_and_saved_weights(photos: Path, tmp_path: Path, tiny_ch
         (["--prior", "oracle:gt.png", "x.png"], 5, "exactly one input"),
         (["--no-adapt", "--require-adaptation"], 5, "contradict"),
         (["--no-adapt", "--save-weights", "theta.safetensors"], 5, "no θ_n to save"),  # was: silently none saved
+        (["--prior-option", "w"], 5, "expected NAME=NUMBER"),
+        (["--prior", "numpy:copy", "--prior-option", "w=0.7"], 5, "takes no options"),
     ],
 )
 def test_errors_are_one_line_with_their_exit_code(photos: Path, tiny_checkpoint: Path, args: list[str],
@@ -150,6 +152,21 @@ def test_prior_that_cannot_load_falls_back_to_the_base_network(photos: Path, tmp
     assert photo["adapted"] is False and "not installed" in photo["reason"]
     strict = invoke(*args, "--require-adaptation", "--overwrite")
     assert strict.exit_code == WeightsError.exit_code and "not installed" in strict.output
+
+
+def test_a_prior_given_by_path_adapts_and_the_report_names_its_file_and_hash(
+        photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+    from f2n.fileio import sha256_file
+
+    gpen = Path(__file__).parent / "data" / "gpen_official" / "gpen_cm1.pth"  # a GPEN made by the official code
+    result = invoke(photos / "astronaut.png", "--out", tmp_path / "o.png", "--checkpoint", tiny_checkpoint,
+                    "--prior", gpen, "--report", tmp_path / "r.json", "--require-adaptation", *FAST)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    photo = report["photos"][0]
+    assert photo["adapted"] is True
+    provenance = json.dumps(report)
+    assert str(gpen) in provenance and sha256_file(gpen) in provenance and '"architecture": "gpen"' in provenance
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from f2n.runtime.face_align import (
     scale_affine_to_canvas,
     warp_face,
 )
-from f2n.runtime.face_prior import CallablePrior, GPENPrior, OraclePrior, make_prior
+from f2n.runtime.face_prior import CallablePrior, OraclePrior, make_prior
 from f2n.runtime.images import write_image
 
 
@@ -42,7 +42,7 @@ def test_callable_prior_checks_the_shape_it_gets_back() -> None:
 
 def test_missing_gpen_weights_are_a_weights_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(WeightsError, match="does not exist"):
-        GPENPrior(tmp_path / "GPEN-BFR-512.pth")
+        make_prior(str(tmp_path / "GPEN-BFR-512.pth"))
     monkeypatch.setenv("F2N_OFFLINE", "1")  # the cache (F2N_HOME) is empty in tests
     with pytest.raises(WeightsError, match="gpen-bfr-512"):
         make_prior("gpen")
@@ -63,37 +63,6 @@ def test_prior_specs(tmp_path: Path) -> None:
             make_prior(bad)
 
 
-def test_gpen_prior_runs_a_gpen_file_with_gpen_normalisation(tmp_path: Path) -> None:
-    import torch
-    import torch.nn.functional as F
-    from safetensors.torch import save_file
-
-    from f2n.nets.gpen import GPEN
-
-    torch.manual_seed(0)
-    model = GPEN(size=64, narrow=0.125).eval()  # small stand-in; the layout is that of the official files
-    save_file({key: value.contiguous() for key, value in model.state_dict().items()}, tmp_path / "gpen.safetensors")
-    prior = GPENPrior(tmp_path / "gpen.safetensors", batch_size=2)
-    assert prior.name == "gpen-bfr-64"
-    faces = np.random.default_rng(0).random((3, 128, 128, 3), dtype=np.float32)
-    restored = prior.restore(faces, np.zeros((3, 2, 3)))
-    with torch.no_grad():
-        x = F.interpolate(torch.from_numpy(faces).permute(0, 3, 1, 2), size=64, mode="bicubic", align_corners=False)
-        y = F.interpolate(model(x * 2 - 1), size=128, mode="bicubic", align_corners=False)
-    expected = ((y + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    assert restored.shape == faces.shape
-    np.testing.assert_allclose(restored, expected, atol=1e-5)
-
-
-def test_a_file_that_is_not_gpen_is_refused(tmp_path: Path) -> None:
-    import torch
-    from safetensors.torch import save_file
-
-    save_file({"conv_first.weight": torch.zeros(64, 3, 3, 3)}, tmp_path / "rrdb.safetensors")
-    with pytest.raises(WeightsError, match="not a GPEN checkpoint"):
-        GPENPrior(tmp_path / "rrdb.safetensors")
-
-
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device (fp16/bf16 GPEN)")
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
 def test_gpen_prior_in_half_precision_on_cuda_is_close_to_fp32(tmp_path: Path, dtype_name: str) -> None:
@@ -102,12 +71,15 @@ def test_gpen_prior_in_half_precision_on_cuda_is_close_to_fp32(tmp_path: Path, d
 
     from f2n.nets.gpen import GPEN
 
+    from f2n.runtime.face_prior import load_prior_file
+
     torch.manual_seed(0)
     model = GPEN(size=256, narrow=0.25).eval()
     save_file({key: value.contiguous() for key, value in model.state_dict().items()}, tmp_path / "gpen.safetensors")
     faces = np.random.default_rng(0).random((2, 256, 256, 3), dtype=np.float32)
-    reference = GPENPrior(tmp_path / "gpen.safetensors").restore(faces, np.zeros((2, 2, 3)))
-    half = GPENPrior(tmp_path / "gpen.safetensors", device="cuda", dtype=getattr(torch, dtype_name))
+    reference = load_prior_file(tmp_path / "gpen.safetensors").restore(faces, np.zeros((2, 2, 3)))
+    half = load_prior_file(tmp_path / "gpen.safetensors", device="cuda")
+    half.autocast = getattr(torch, dtype_name)
     restored = half.restore(faces, np.zeros((2, 2, 3)))
     assert np.isfinite(restored).all()
     assert np.abs(restored - reference).mean() < 0.02

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from f2n.errors import ConfigError, WeightsError
-from f2n.runtime.face_prior import FacePrior, GPENPrior
+from f2n.runtime.face_prior import FacePrior, make_prior
 from f2n.training.tasks import FaceRestorer
 from f2n.weights import weight_path
 
@@ -28,7 +28,7 @@ def resolve_face_targets(mode: str, device: torch.device, log: Callable[[str], N
             return None
     elif mode != "prior":
         raise ConfigError(f"face_targets must be auto, prior or gt, got {mode!r}")
-    prior = GPENPrior(device=device)
+    prior = make_prior("gpen", device=device)
     log(f"face targets: {prior.name} restorations of the LQ faces")
     return prior_restorer(prior)
 
