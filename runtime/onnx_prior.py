@@ -26,13 +26,15 @@ class OnnxFacePrior:
     def __init__(self, path: Path, *, provenance: Mapping[str, str], device: str | torch.device = "cpu",
                  batch_size: int = 4) -> None:
         import onnxruntime as ort
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if torch.device(device).type == "cuda" \
             else ["CPUExecutionProvider"]
         providers = [name for name in providers if name in ort.get_available_providers()]
         try:
             self.session = ort.InferenceSession(str(path), providers=providers)
-        except Exception as error:  # onnxruntime raises its own untyped errors for a bad graph
+        except (ort_errors.Fail, ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.InvalidArgument,
+                ort_errors.NoSuchFile, ort_errors.NotImplemented, ort_errors.RuntimeException) as error:
             first = next(iter(str(error).strip().splitlines()), type(error).__name__)[:200]
             raise WeightsError(f"cannot load {path} as an ONNX face restorer: {first}") from None
         graph_input = self.session.get_inputs()[0]

@@ -15,7 +15,6 @@ from f2n.weights import load_state_dict_file
 from f2n.weights.gpen import GPEN_BFR, gpen_hyperparameters, is_gpen, load_gpen
 from f2n.weights.networks import identify
 
-
 FIXTURES = Path(__file__).parent / "data" / "gpen_official"  # made by the official code: see its README
 
 
