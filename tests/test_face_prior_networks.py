@@ -152,3 +152,21 @@ def test_the_registry_checks_an_unpinned_prior_by_its_architecture(tmp_path: Pat
     check_loads(find_spec("restoreformer"), path)
     with pytest.raises(WeightsError, match="holds a gpen network, expected restoreformer"):
         check_loads(find_spec("restoreformer"), GPEN_FIXTURE)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (autocast)")
+def test_a_batch_that_overflows_in_half_precision_is_redone_in_float32() -> None:
+    from f2n.runtime.prior_conventions import PriorConventions
+    from f2n.runtime.torch_prior import TorchFacePrior
+
+    net = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)).cuda()
+    with torch.no_grad():  # 27 * 300 * 27 * 300 = 6.6e7: inf in float16, fine in float32; scaled back down after
+        for conv in net:
+            conv.weight.fill_(300.0)
+            conv.bias.zero_()
+    conventions = PriorConventions("toy", 16, lambda model, x, options: model(x) / 6.6e7,
+                                   autocast=(torch.float16,))
+    prior = TorchFacePrior(net, conventions, name="toy", options={}, provenance={}, device="cuda")
+    faces = np.full((1, 16, 16, 3), 0.9, np.float32)
+    restored = prior.restore(faces, np.zeros((1, 2, 3)))
+    assert np.isfinite(restored).all() and restored[0, 8, 8].min() > 0.5

@@ -1,5 +1,6 @@
-"""Weights: the registry of known files, the verified cache, safe loading, the ncnn
-converter and the f2n checkpoint format. Import what is listed in ``__all__``."""
+"""Weights: the registry of known files, the verified cache, safe loading, one loader per
+network behind one dispatcher (:mod:`f2n.weights.networks`), the ncnn converter and the
+f2n checkpoint format. Import what is listed in ``__all__``."""
 
 from f2n.weights.checkpoint import (
     AdaptationDefaults,
@@ -8,12 +9,14 @@ from f2n.weights.checkpoint import (
     save_f2n_checkpoint,
 )
 from f2n.weights.fit import check_weight_set, weight_shapes
+from f2n.weights.networks import NETWORKS, identify, load_network
 from f2n.weights.registry import KNOWN_WEIGHTS, WeightSpec
 from f2n.weights.sr import LoadedSR, SRDescriptor, load_sr_network
 from f2n.weights.store import add_weight, f2n_home, fetch, weight_path
 
 __all__ = [
     "KNOWN_WEIGHTS",
+    "NETWORKS",
     "AdaptationDefaults",
     "LoadedSR",
     "SRDescriptor",
@@ -22,7 +25,9 @@ __all__ = [
     "check_weight_set",
     "f2n_home",
     "fetch",
+    "identify",
     "load_into",
+    "load_network",
     "load_sr_network",
     "load_state_dict_file",
     "save_f2n_checkpoint",
