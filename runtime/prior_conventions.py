@@ -69,6 +69,9 @@ def _restoreformer(model: nn.Module, faces: torch.Tensor, options: Mapping[str, 
 CONVENTIONS: Mapping[str, PriorConventions] = MappingProxyType({
     "gpen": PriorConventions("gpen", None, _gpen, license="GPEN terms: academic and non-commercial use",
                              autocast=(torch.float16, torch.bfloat16)),
+    # A restorer trained by f2n-train --method mmrb: GPEN's convention (its generator is GPEN's).
+    "mmrb": PriorConventions("mmrb", None, _gpen, license="your training's; GPEN-initialised weights inherit GPEN's "
+                             "academic and non-commercial terms", autocast=(torch.float16, torch.bfloat16)),
     "gfpgan": PriorConventions("gfpgan", 512, _gfpgan, license="Apache-2.0 (StyleGAN2 parts: NVIDIA licence)"),
     "codeformer": PriorConventions("codeformer", 512, _codeformer,
                                    options=MappingProxyType({"w": (0.5, 0.0, 1.0)}),

@@ -8,7 +8,9 @@
   EMA (or the ConditionNet), the optimiser states (tensors as ``optim.<name>.<param index>.<key>``, the rest as
   JSON), the step and the config (JSON metadata).
 
-The train file is written first: a step whose f2n checkpoint exists is complete.
+The train file is written first: a step whose f2n checkpoint exists is complete. The MMRB
+restorer's runs (``f2n-train --method mmrb``) use the same pair, with the restorer file
+(:mod:`f2n.weights.mmrb`) in place of the f2n checkpoint.
 """
 
 import json
@@ -56,8 +58,21 @@ def save_checkpoint(
     """Write both files of ``state.step``; returns the f2n checkpoint's path. ``deploy_sr``
     is the θ users get (the EMA when enabled); ``alpha`` the MetaF2N inner step size (None
     for CMDSR); ``condition_config`` the config of ``state.modules["condition"]`` (CMDSR)."""
-    f2n_path, train_path = checkpoint_paths(run_dir, state.step)
-    f2n_path.parent.mkdir(parents=True, exist_ok=True)
+    f2n_path = checkpoint_paths(run_dir, state.step)[0]
+    save_train_state(run_dir, state)
+    meta: dict[str, object] = {"train_step": state.step}
+    if alpha is not None:  # θ was meta-trained for one SGD step of size α
+        meta.update(alpha=alpha, steps=1, optimizer="sgd")
+    condition = state.modules["condition"] if condition_config is not None else None
+    return save_f2n_checkpoint(f2n_path, deploy_sr, state.modules.get("masknet"), meta,
+                               condition_state=condition, condition_config=condition_config)
+
+
+def save_train_state(run_dir: Path, state: TrainState) -> Path:
+    """Write the train-state file of ``state.step`` (the deployable file beside it is the
+    trainer's to write, after this one: a step whose deployable file exists is complete)."""
+    train_path = checkpoint_paths(run_dir, state.step)[1]
+    train_path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     for name, module_state in state.modules.items():
         tensors.update({f"{name}.{key}": value for key, value in module_state.items()})
@@ -73,13 +88,7 @@ def save_checkpoint(
         "optimizers": json.dumps(optim_meta),
         "modules": json.dumps(sorted(state.modules)),
     }
-    save_safetensors_atomic(train_path, tensors, metadata)
-    meta: dict[str, object] = {"train_step": state.step}
-    if alpha is not None:  # θ was meta-trained for one SGD step of size α
-        meta.update(alpha=alpha, steps=1, optimizer="sgd")
-    condition = state.modules["condition"] if condition_config is not None else None
-    return save_f2n_checkpoint(f2n_path, deploy_sr, state.modules.get("masknet"), meta,
-                               condition_state=condition, condition_config=condition_config)
+    return save_safetensors_atomic(train_path, tensors, metadata)
 
 
 def load_checkpoint(path: Path) -> TrainState:

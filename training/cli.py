@@ -1,5 +1,6 @@
-"""``f2n-train``: MetaF2N meta-training (``--method metaf2n``, the default) or CMDSR
-ConditionNet training (``--method cmdsr``, natural images only). MetaF2N runs alone or with
+"""``f2n-train``: MetaF2N meta-training (``--method metaf2n``, the default), CMDSR
+ConditionNet training (``--method cmdsr``, natural images only) or the MMRB face restorer
+(``--method mmrb``, aligned HQ faces only). MetaF2N and MMRB run alone or with
 ``torchrun --nproc-per-node N -m f2n.training.cli ...`` for data parallelism (gloo on CPU,
 nccl on GPU); CMDSR runs in one process."""
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import click
 import torch
 
-from f2n.errors import one_line_errors
+from f2n.errors import ConfigError, one_line_errors
 from f2n.training.cmdsr import train_cmdsr
 from f2n.training.config import (
     CmdsrConfig,
@@ -19,6 +20,7 @@ from f2n.training.config import (
     RunConfig,
     TrainConfig,
 )
+from f2n.training.mmrb import MmrbConfig, MmrbLosses, train_mmrb
 from f2n.training.trainer import train
 
 _DEFAULT_LOSS, _DEFAULT_OPTIM, _DEFAULT_DATA, _DEFAULT_RUN = LossConfig(), OptimConfig(), DataConfig(), RunConfig()
@@ -28,10 +30,11 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--method", type=click.Choice(["metaf2n", "cmdsr"]), default=_DEFAULT_RUN.method,
-              help="metaf2n: θ, MaskNet, D from faces; cmdsr: a ConditionNet from natural images only.")
-@click.option("--faces", "faces_dir", type=_DIR, default=None, help="Folder of HQ aligned face images (metaf2n).")
-@click.option("--natural", "natural_dir", type=_DIR, required=True, help="Folder of HQ natural images.")
+@click.option("--method", type=click.Choice(["metaf2n", "cmdsr", "mmrb"]), default=_DEFAULT_RUN.method,
+              help="metaf2n: θ, MaskNet, D from faces; cmdsr: a ConditionNet from natural images only; "
+                   "mmrb: the MMRB face restorer from aligned HQ faces.")
+@click.option("--faces", "faces_dir", type=_DIR, default=None, help="Folder of HQ aligned face images (metaf2n, mmrb).")
+@click.option("--natural", "natural_dir", type=_DIR, default=None, help="Folder of HQ natural images (metaf2n, cmdsr).")
 @click.option("--out", "out_dir", type=_DIR, default=_DEFAULT_RUN.out_dir, help="Run folder: checkpoints/, log.jsonl.")
 @click.option("--steps", type=click.IntRange(1), default=_DEFAULT_RUN.steps, help="Total meta steps (resumed runs count on).")
 @click.option("--tasks-per-step", type=click.IntRange(1), default=_DEFAULT_DATA.tasks_per_step, help="Tasks per step and worker.")
@@ -43,7 +46,18 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
               help="Inner-loop targets: GPEN restorations or GT faces; auto takes the prior when its weights are cached.")
 @click.option("--sr-weights", type=_FILE, default=None,
               help="Start θ from these weights: a file or a registry name (realesrgan-x4plus).")
-@click.option("--disc-weights", type=_FILE, default=None, help="Start D from these weights (RealESRGAN_x4plus_netD.pth).")
+@click.option("--disc-weights", type=_FILE, default=None,
+              help="Start D from these weights: RealESRGAN_x4plus_netD.pth (metaf2n), GPEN-BFR-512-D.pth (mmrb).")
+@click.option("--gpen-weights", type=_FILE, default=None, help="mmrb: initialise the restorer from GPEN-BFR-512.pth.")
+@click.option("--vgg-weights", type=_FILE, default=None, help="mmrb: VGG-19 for feature matching [registry vgg19].")
+@click.option("--arcface-weights", type=_FILE, default=None,
+              help="mmrb: ArcFace IR-SE50 for the identity loss [registry arcface-ir-se50].")
+@click.option("--no-feature-matching", is_flag=True, help="mmrb: train without the VGG feature-matching loss.")
+@click.option("--no-identity", is_flag=True, help="mmrb: train without the ArcFace identity loss.")
+@click.option("--batch-size", type=click.IntRange(1), default=4, help="mmrb: faces per step and worker.")
+@click.option("--decoder-blocks", type=click.IntRange(0), default=1, help="mmrb: MMRBs per decoder scale (encoder: +1).")
+@click.option("--mmrb-narrow", type=float, default=1.0, help="mmrb: width of a random restorer (no --gpen-weights).")
+@click.option("--local-size", type=click.IntRange(8), default=64, help="mmrb: side of the eye/mouth crops.")
 @click.option("--resume", type=click.Path(path_type=Path), default=None, help="Training checkpoint or run folder to resume.")
 @click.option("--num-block", type=click.IntRange(1), default=_DEFAULT_NET.num_block, help="RRDB blocks (random θ only).")
 @click.option("--num-feat", type=click.IntRange(1), default=_DEFAULT_NET.num_feat, help="RRDBNet features (random θ only).")
@@ -84,11 +98,16 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @one_line_errors
 def main(**options: object) -> None:
-    """Meta-train θ (RRDBNet), θ_m (MaskNet) and D as in MetaF2N Alg. 1, or a CMDSR ConditionNet."""
-    config = _config(options)
+    """Meta-train θ (RRDBNet), θ_m (MaskNet) and D as in MetaF2N Alg. 1, a CMDSR ConditionNet, or the MMRB restorer."""
     if options["threads"]:
         torch.set_num_threads(int(options["threads"]))
-    run = train_cmdsr if config.run.method == "cmdsr" else train
+    if options["method"] == "mmrb":
+        config, run = _mmrb_config(options), train_mmrb
+    else:
+        if options["natural_dir"] is None:
+            raise ConfigError(f"--method {options['method']} needs --natural, a folder of HQ natural images")
+        config = _config(options)
+        run = train_cmdsr if config.run.method == "cmdsr" else train
     last = run(config, log=lambda line: click.echo(line, err=True), progress=not options["no_progress"],
                device=str(options["device"]))
     if last is not None:  # only the main worker reports
@@ -112,6 +131,20 @@ def _config(o: dict) -> TrainConfig:
         run=RunConfig(method=o["method"], out_dir=o["out_dir"], steps=o["steps"], seed=o["seed"], checkpoint_every=o["checkpoint_every"],
                       log_every=o["log_every"], sr_weights=o["sr_weights"], disc_weights=o["disc_weights"],
                       resume=o["resume"]),
+    )
+
+
+def _mmrb_config(o: dict) -> MmrbConfig:
+    if o["faces_dir"] is None:
+        raise ConfigError("--method mmrb needs --faces, a folder of HQ aligned face images")
+    return MmrbConfig(
+        faces_dir=o["faces_dir"], out_dir=o["out_dir"], steps=o["steps"], gpen_weights=o["gpen_weights"],
+        disc_weights=o["disc_weights"], vgg_weights=o["vgg_weights"], arcface_weights=o["arcface_weights"],
+        batch_size=o["batch_size"], size=o["face_size"], narrow=o["mmrb_narrow"], decoder_blocks=o["decoder_blocks"],
+        local_size=o["local_size"], ood=o["ood"], seed=o["seed"], checkpoint_every=o["checkpoint_every"],
+        log_every=o["log_every"], resume=o["resume"],
+        losses=MmrbLosses(feature_matching=0.0 if o["no_feature_matching"] else MmrbLosses.feature_matching,
+                          identity=0.0 if o["no_identity"] else MmrbLosses.identity),
     )
 
 

@@ -206,16 +206,20 @@ class ConstantInput(nn.Module):
 
 
 class ConvLayer(nn.Sequential):
-    """[Blur] -> EqualConv2d -> FusedLeakyReLU, named 0/1/2 as in the official Sequential."""
+    """[Blur] -> EqualConv2d -> [FusedLeakyReLU], named 0/1/2 as in the official Sequential.
+    ``activate=False`` is the official ``ConvLayer(..., activate=False, bias=False)``: a plain
+    (blurred) conv, the discriminator's residual skip."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, downsample: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, downsample: bool = False,
+                 activate: bool = True) -> None:
         layers: list[nn.Module] = []
         if downsample:
             spare = len(_BLUR_KERNEL) - 2 + (kernel_size - 1)
             layers.append(Blur(pad=((spare + 1) // 2, spare // 2)))
         layers.append(EqualConv2d(in_channels, out_channels, kernel_size, stride=2 if downsample else 1,
                                   padding=0 if downsample else kernel_size // 2, bias=False))
-        layers.append(FusedLeakyReLU(out_channels))
+        if activate:
+            layers.append(FusedLeakyReLU(out_channels))
         super().__init__(*layers)
 
 

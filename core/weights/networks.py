@@ -18,7 +18,10 @@ from f2n.errors import WeightsError
 from f2n.weights.discriminator import is_unet_discriminator, load_discriminator
 from f2n.weights.face_restorers import SPANDREL_ARCHITECTURES, is_face_restorer, load_face_restorer
 from f2n.weights.gpen import is_gpen, load_gpen
+from f2n.weights.gpen_discriminator import is_gpen_discriminator, load_gpen_discriminator
+from f2n.weights.loss_networks import is_arcface_ir_se50, is_vgg19, load_arcface_ir_se50, load_vgg19
 from f2n.weights.masknet import is_masknet, load_masknet
+from f2n.weights.mmrb import is_mmrb_restorer, load_mmrb_restorer
 from f2n.weights.sr import is_rrdbnet, load_rrdbnet
 
 StateDict = dict[str, torch.Tensor]
@@ -32,14 +35,18 @@ class Network:
     face_restorer: bool = False
 
 
-# Read top to bottom; the first whose keys match wins.
+# Read top to bottom; the first whose keys match wins (an MMRB restorer has GPEN's keys too).
 NETWORKS: tuple[Network, ...] = (
     Network("rrdbnet", is_rrdbnet, load_rrdbnet),
+    Network("mmrb", is_mmrb_restorer, load_mmrb_restorer, face_restorer=True),
     Network("gpen", is_gpen, load_gpen, face_restorer=True),
     *(Network(name, partial(is_face_restorer, name), partial(load_face_restorer, name), face_restorer=True)
       for name in SPANDREL_ARCHITECTURES),
     Network("masknet", is_masknet, load_masknet),
     Network("unet-discriminator", is_unet_discriminator, load_discriminator),
+    Network("gpen-discriminator", is_gpen_discriminator, load_gpen_discriminator),
+    Network("vgg19", is_vgg19, load_vgg19),
+    Network("arcface-ir-se50", is_arcface_ir_se50, load_arcface_ir_se50),
 )
 
 

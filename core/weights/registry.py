@@ -172,6 +172,33 @@ KNOWN_WEIGHTS: tuple[WeightSpec, ...] = (
         license="BSD-3-Clause (torchvision)",
         description="torchvision AlexNet ImageNet weights; the LPIPS backbone",
     ),
+    WeightSpec(
+        name="gpen-bfr-512-d",
+        filename="GPEN-BFR-512-D.pth",
+        url="https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-512-D.pth",
+        sha256=None,
+        license="GPEN terms: academic and non-commercial use",
+        description="GPEN-BFR-512's StyleGAN2 discriminator; the MMRB restorer's global D (f2n-train --method mmrb)",
+        network="gpen-discriminator",
+    ),
+    WeightSpec(
+        name="vgg19",
+        filename="vgg19-dcbb9e9d.pth",
+        url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        sha256=None,  # torchvision's file name carries only the first 8 hex digits (dcbb9e9d)
+        license="BSD-3-Clause (torchvision)",
+        description="torchvision VGG-19 ImageNet weights; the MMRB restorer's feature-matching loss",
+        network="vgg19",
+    ),
+    WeightSpec(
+        name="arcface-ir-se50",
+        filename="model_ir_se50.pth",
+        url="https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/model_ir_se50.pth",
+        sha256=None,
+        license="MIT (InsightFace_Pytorch); distributed with GPEN",
+        description="ArcFace IR-SE50 face recogniser (GPEN's identity loss); the MMRB restorer's identity loss",
+        network="arcface-ir-se50",
+    ),
     # MetaF2N's own checkpoints are TensorFlow files in Google Drive / Baidu folders
     # (github.com/yinzhicun/MetaF2N README): no direct URL, so no entry.
 )
