@@ -16,7 +16,15 @@ from f2n.nets.gpen_discriminator import GPENDiscriminator
 from f2n.nets.mmrb import MMRB, MMRBRestorer
 from f2n.training.distributed import DistContext
 from f2n.training.face_losses import component_boxes
-from f2n.training.mmrb import MmrbConfig, MmrbLosses, build_nets, build_optimizers, train_mmrb, train_step, training_pairs
+from f2n.training.mmrb import (
+    MmrbConfig,
+    MmrbLosses,
+    build_nets,
+    build_optimizers,
+    train_mmrb,
+    train_step,
+    training_pairs,
+)
 from f2n.weights import load_network, load_state_dict_file
 from f2n.weights.mmrb import init_from_gpen, save_mmrb_restorer
 
@@ -94,7 +102,7 @@ def test_freezed_keeps_the_first_five_discriminator_convs_and_trains_the_rest(sh
     frozen = [p for layer in nets.disc.conv_layers()[:5] for p in layer.parameters()]
     trained = [p for layer in nets.disc.conv_layers()[5:] for p in layer.parameters()]
     before_frozen, before_trained = [p.clone() for p in frozen], [p.clone() for p in trained]
-    lq, hq = training_pairs((sorted((shared_data / "faces_hq").iterdir())[0],), 0, DistContext(0, 1, torch.device("cpu")),
+    lq, hq = training_pairs((min((shared_data / "faces_hq").iterdir()),), 0, DistContext(0, 1, torch.device("cpu")),
                             config, 64)
     train_step(nets, optimizers, lq, hq, component_boxes(64), config)
     assert all(p.grad is None and torch.equal(p, b) for p, b in zip(frozen, before_frozen))

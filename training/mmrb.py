@@ -114,10 +114,9 @@ def train_mmrb(config: MmrbConfig, *, log: Log = print, progress: bool = True, d
     faces = list_images(config.faces_dir, "face")
     torch.manual_seed(config.seed)
     nets = build_nets(config, log)
-    nets.restorer.to(context.device), nets.disc.to(context.device), nets.local.to(context.device)
-    for loss in (nets.feature_matching, nets.identity):
-        if loss is not None:
-            loss.to(context.device)
+    for module in (nets.restorer, nets.disc, nets.local, nets.feature_matching, nets.identity):
+        if module is not None:
+            module.to(context.device)
     optimizers = build_optimizers(nets, config.rates)
     start = _resume(nets, optimizers, config, log) if config.resume is not None else 0
     if start >= config.steps:

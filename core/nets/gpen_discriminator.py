@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from f2n.nets.gpen import ConvLayer, EqualConv2d, EqualLinear, _channels
+from f2n.nets.gpen import ConvLayer, EqualLinear, _channels
 
 
 class ResBlock(nn.Module):
@@ -55,9 +55,10 @@ class GPENDiscriminator(nn.Module):
         out = torch.cat([out, minibatch_stddev(out)], dim=1)
         return self.final_linear(self.final_conv(out).flatten(1))
 
-    def conv_layers(self) -> list[nn.Module]:
-        """Every convolution in forward order (the skip after the block's two convs), for FreezeD."""
-        return [module for module in self.modules() if isinstance(module, EqualConv2d)]
+    def conv_layers(self) -> list[ConvLayer]:
+        """Every conv layer (conv weight and its activation bias) in order, each block's skip
+        after its two convs: what FreezeD counts."""
+        return [module for module in self.modules() if isinstance(module, ConvLayer)]
 
 
 def minibatch_stddev(features: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ adds the encoder's feature of the same scale. Input and output are RGB in [−1,
 """
 
 import math
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,7 @@ class MMRBRestorer(nn.Module):
         climbing = list(reversed(self.resolutions))  # 4 ... size
         # up[i] takes the decoder from climbing[i] to climbing[i + 1] (after a bilinear x2).
         self.up = nn.ModuleList(nn.Sequential(nn.Conv2d(channels[low], channels[high], 3, padding=1), nn.LeakyReLU(0.2))
-                                for low, high in zip(climbing, climbing[1:]))
+                                for low, high in pairwise(climbing))
         self.decoder = nn.ModuleList(nn.Sequential(*[MMRB(channels[resolution]) for _ in range(decoder_blocks)])
                                      for resolution in climbing)
         self.to_rgb = nn.ModuleList(nn.Conv2d(channels[resolution], 3, 1) for resolution in climbing)
