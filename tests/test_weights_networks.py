@@ -10,6 +10,9 @@ from torch import nn
 from f2n.errors import WeightsError
 from f2n.nets import MaskNet, RRDBNet
 from f2n.nets.discriminator import UNetDiscriminatorSN
+from f2n.nets.gpen import GPEN
+from f2n.nets.gpen_discriminator import GPENDiscriminator
+from f2n.nets.mmrb import MMRBRestorer
 from f2n.weights.networks import NETWORKS, identify, load_network
 
 
@@ -20,6 +23,17 @@ from f2n.weights.networks import NETWORKS, identify, load_network
     ("masknet", lambda: MaskNet(num_feat=8, num_layers=3), lambda: (torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))),
     ("masknet", lambda: MaskNet(num_feat=4, num_layers=5), lambda: (torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))),
     ("unet-discriminator", lambda: UNetDiscriminatorSN(num_feat=8), lambda: (torch.rand(1, 3, 32, 32),)),
+    ("gpen-discriminator", lambda: GPENDiscriminator(64, channel_multiplier=1, narrow=0.0625),
+     lambda: (torch.rand(2, 3, 64, 64),)),
+    ("gpen-discriminator", lambda: GPENDiscriminator(32, channel_multiplier=2, narrow=0.03125),
+     lambda: (torch.rand(2, 3, 32, 32),)),
+    # An MMRB restorer carries GPEN's keys too: it must be told apart, with its decoder depth.
+    ("mmrb", lambda: MMRBRestorer(64, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=0.0625, decoder_blocks=2),
+     lambda: (torch.rand(1, 3, 64, 64),)),
+    ("mmrb", lambda: MMRBRestorer(64, style_dim=16, n_mlp=1, channel_multiplier=2, narrow=0.03125, decoder_blocks=0),
+     lambda: (torch.rand(1, 3, 64, 64),)),
+    ("gpen", lambda: GPEN(64, style_dim=32, n_mlp=2, channel_multiplier=1, narrow=0.0625),
+     lambda: (torch.rand(1, 3, 64, 64),)),
 ])
 def test_a_state_dict_is_recognised_and_loads_back_with_the_same_output(
         name: str, build: object, example: object) -> None:
@@ -45,3 +59,17 @@ def test_an_expected_network_refuses_any_other_in_one_line() -> None:
 def test_network_names_are_unique() -> None:
     names = [network.name for network in NETWORKS]
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("name, build", [
+    ("vgg19", lambda: __import__("torchvision").models.vgg19()),
+    ("arcface-ir-se50", lambda: __import__("facexlib.recognition.arcface_arch", fromlist=["Backbone"]).Backbone(
+        num_layers=50, drop_ratio=0.6, mode="ir_se")),
+])
+def test_loss_networks_are_recognised_and_load_strictly(name: str, build: object) -> None:
+    with torch.device("meta"):  # shapes only: random values below are faster than the networks' init
+        shapes = build().state_dict()
+    state = {key: torch.rand(value.shape).to(value.dtype) for key, value in shapes.items()}
+    assert identify(state) == name
+    _, loaded = load_network(state, Path("weights.pth"), expected=name)
+    assert all(torch.equal(loaded.state_dict()[key], value) for key, value in state.items())

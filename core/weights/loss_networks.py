@@ -20,7 +20,8 @@ def is_vgg19(state: dict[str, torch.Tensor]) -> bool:
 def load_vgg19(state: dict[str, torch.Tensor], path: Path) -> nn.Module:
     import torchvision
 
-    model = torchvision.models.vgg19()
+    with torch.device("meta"):  # no random init of 143 M parameters: the file fills them
+        model = torchvision.models.vgg19()
     load_into(model, state, what=f"VGG-19 weights {path}")
     return model.eval()
 
@@ -32,6 +33,7 @@ def is_arcface_ir_se50(state: dict[str, torch.Tensor]) -> bool:
 def load_arcface_ir_se50(state: dict[str, torch.Tensor], path: Path) -> nn.Module:
     from facexlib.recognition.arcface_arch import Backbone
 
-    model = Backbone(num_layers=50, drop_ratio=0.6, mode="ir_se")
+    with torch.device("meta"):
+        model = Backbone(num_layers=50, drop_ratio=0.6, mode="ir_se")
     load_into(model, state, what=f"ArcFace IR-SE50 weights {path}")
     return model.eval()
