@@ -106,7 +106,7 @@ def load_networks(config: EvalConfig) -> list[Network]:
         label = "x4plus" if source == BASE_NETWORK else Path(source).stem
         if any(n.label == label for n in networks):  # two files of one name: keep rows apart
             label = f"{label}#{len(networks)}"
-        networks.append(Network(label, loaded.model, adapt, load_masknet(loaded.masknet_state, config.device)))
+        networks.append(Network(label, loaded.model, adapt, load_masknet(loaded.masknet_state, config.device, loaded.masknet_lq_resize)))
     return networks
 
 

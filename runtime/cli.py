@@ -15,6 +15,7 @@ import click
 import torch
 
 from f2n.errors import ConfigError, EngineUnavailableError, F2NError, WeightsError
+from f2n.nets.masknet import MaskNet
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, parse_prior_options
@@ -28,6 +29,7 @@ from f2n.runtime.support import SupportConfig
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from f2n.runtime.types import SREngine
 from f2n.weights import LoadedSR, load_sr_network
+from f2n.weights.checkpoint import PatchDefaults
 
 EXIT_PARTIAL, EXIT_ALL_FAILED = 1, 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
@@ -63,7 +65,9 @@ class Command(click.Command):
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
 @click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr"]), default="auto", show_default=True,
               help="faces: MetaF2N; cmdsr: ConditionNet on the photo's LR patches; auto: cmdsr when the checkpoint has a ConditionNet.")
-@click.option("--patches-per-face", type=int, default=PatchConfig().count, show_default=True)
+@click.option("--patches-per-face", type=int, help=f"Face patch pairs per face [checkpoint's, else {PatchConfig().count}].")
+@click.option("--patches-per-image", type=int, help="Face patch pairs per photo, spread over its faces by area "
+              "(instead of --patches-per-face) [checkpoint's].")
 @click.option("--support-patch", type=int, default=SupportConfig().patch, show_default=True, help="CMDSR support patch side, LR pixels.")
 @click.option("--support-count", type=int, default=SupportConfig().count, show_default=True, help="CMDSR support patches per photo.")
 @click.option("--tile", type=int, default=DEFAULT_TILE, show_default=True, help="Tile size, LR pixels.")
@@ -102,7 +106,8 @@ main = command  # the console script's entry point
 
 
 def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int | None, lr: float | None,
-        optimizer: str | None, adapt_method: str, patches_per_face: int, support_patch: int, support_count: int,
+        optimizer: str | None, adapt_method: str, patches_per_face: int | None,
+        patches_per_image: int | None, support_patch: int, support_count: int,
         tile: int, tile_overlap: int, device: str | None, precision: str | None, prior: str,
         prior_options: tuple[str, ...], checkpoint: str,
         paste_faces: bool, save_debug: bool, save_weights: Path | None, report: Path | None, no_adapt: bool,
@@ -117,7 +122,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         other = "--require-adaptation" if require_adaptation else "--save-weights (there is no θ_n to save)"
         raise ConfigError(f"--no-adapt and {other} contradict each other: give at most one")
     jobs = plan_jobs(collect_inputs(inputs), out, save_weights, save_debug)
-    face_config = FaceStageConfig(patches=PatchConfig(count=patches_per_face))  # options checked before any work
+    patch_config(patches_per_face, patches_per_image, None)  # options checked before any work
     parsed_prior_options = parse_prior_options(prior_options)
     support = SupportConfig(patch=support_patch, count=support_count)
     oracle = prior.startswith("oracle:") and not no_adapt and adapt_method != "cmdsr"
@@ -152,8 +157,10 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         lq_shape = decoded[jobs[0].source].rgb.shape[:2] if oracle else None
         face_prior, prior_problem = (None, "") if no_adapt else load_prior(prior, device, lq_shape, require_adaptation,
                                                                                   parsed_prior_options)
-        method = FaceAdaptation(make_detector(), face_prior, masknet=load_masknet(loaded.masknet_state, device),
-                                face=face_config, prior_problem=prior_problem)
+        face_config = FaceStageConfig(patches=patch_config(patches_per_face, patches_per_image, loaded.patch_defaults))
+        masknet = load_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize)
+        method = FaceAdaptation(make_detector(), face_prior, masknet=masknet, face=face_config,
+                                prior_problem=prior_problem)
     pipeline = AdaptAndRun(model=loaded.model.to(device), engine=sr_engine, method=method, config=config)
     reports = [process(pipeline, job, overwrite, decoded.get(job.source)) for job in jobs]
     if report is not None:
@@ -231,10 +238,21 @@ def make_detector() -> Detector:
     return RetinaFaceDetector()
 
 
-def load_masknet(state: dict[str, torch.Tensor] | None, device: str) -> torch.nn.Module | None:
+def patch_config(per_face: int | None, per_image: int | None, defaults: PatchDefaults | None) -> PatchConfig:
+    """Face patch pairs: the options, else the checkpoint's, else PatchConfig's defaults."""
+    if per_face is not None and per_image is not None:
+        raise ConfigError(f"--patches-per-face {per_face} and --patches-per-image {per_image} exclude each other: give one")
+    if per_face is None and per_image is None and defaults is not None:
+        per_face, per_image = defaults.per_face, defaults.per_image
+    lq_size = defaults.lq_size if defaults is not None and defaults.lq_size is not None else PatchConfig().lq_size
+    return PatchConfig(lq_size=lq_size, count=per_face if per_face is not None else PatchConfig().count,
+                       per_image=per_image)
+
+
+def load_masknet(state: dict[str, torch.Tensor] | None, device: str, lq_resize: str = "bicubic") -> MaskNet | None:
     """The checkpoint's MaskNet when it has one; without it every pixel weighs 1."""
     if state is None:
         return None
     from f2n.weights.masknet import load_masknet as masknet_from_state
 
-    return masknet_from_state(state, "the checkpoint's masknet").to(device)
+    return masknet_from_state(state, "the checkpoint's masknet", lq_resize=lq_resize).to(device)

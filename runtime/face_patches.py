@@ -12,8 +12,8 @@ adaptation is meant to learn, and the padding is kept out of the loss through ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
@@ -22,17 +22,19 @@ from f2n.errors import ConfigError
 
 @dataclass(frozen=True)
 class PatchConfig:
+    """``count`` pairs from each used face, or, with ``per_image``, that many pairs in
+    total for the photo, spread over its faces (:func:`counts_per_face`)."""
+
     lq_size: int = 16  # LQ patch side; the target side is scale * lq_size
     scale: int = 4
-    count: int = 16
-    count_mode: Literal["per_face", "total"] = "per_face"  # `count` for each face, or shared by all faces
+    count: int = 16  # pairs per face
+    per_image: int | None = None  # pairs per photo, replacing `count` when set
 
     def __post_init__(self) -> None:
-        if self.count_mode not in ("per_face", "total"):
-            raise ConfigError(f"count_mode must be 'per_face' or 'total', got {self.count_mode!r}")
         if self.count < 1:
-            per = "per face" if self.count_mode == "per_face" else "in total"
-            raise ConfigError(f"patches {per} must be >= 1, got {self.count}")
+            raise ConfigError(f"patches per face must be >= 1, got {self.count}")
+        if self.per_image is not None and self.per_image < 1:
+            raise ConfigError(f"patches per image must be >= 1, got {self.per_image}")
         if self.lq_size < 1 or self.scale < 1:
             raise ConfigError(f"patch size and scale must be >= 1, got {self.lq_size}, {self.scale}")
 
@@ -50,12 +52,31 @@ class PatchPairs:
     face_index: np.ndarray
 
 
-def counts_per_face(num_faces: int, config: PatchConfig) -> list[int]:
-    """Pairs to draw from each face: ``count`` each, or ``count`` split as evenly as possible."""
-    if config.count_mode == "per_face":
-        return [config.count] * num_faces
-    base, extra = divmod(config.count, num_faces)
-    return [base + (1 if index < extra else 0) for index in range(num_faces)]
+def counts_per_face(face_boxes: Sequence[tuple[int, int, int, int]], config: PatchConfig) -> list[int]:
+    """Pairs to draw from each face box (LQ x0, y0, x1, y1).
+
+    Per face: ``count`` each. Per image (``per_image`` = N): every face gets one pair
+    (when N is smaller than the number of faces, the N largest faces, the earlier on a
+    tie); the rest goes to the faces that can give more than one pair — a box at least
+    one patch wide and high — in proportion to their box area, rounded by largest
+    remainder (ties to the earlier face). A face smaller than a patch gives exactly one
+    pair (its padded box, :func:`sample_patch_boxes`), so N is reached whenever some face
+    is patch-sized, and otherwise the photo gives one pair per face. Deterministic: the
+    seed only moves the patches inside each box."""
+    if config.per_image is None:
+        return [config.count] * len(face_boxes)
+    areas = np.array([max(x1 - x0, 0) * max(y1 - y0, 0) for x0, y0, x1, y1 in face_boxes], dtype=np.float64)
+    counts = np.zeros(len(face_boxes), dtype=np.int64)
+    counts[np.argsort(-areas, kind="stable")[: config.per_image]] = 1
+    fits = np.array([x1 - x0 >= config.lq_size and y1 - y0 >= config.lq_size for x0, y0, x1, y1 in face_boxes])
+    rest = config.per_image - int(counts.sum())
+    if rest > 0 and fits.any():
+        quota = rest * np.where(fits, areas, 0.0) / areas[fits].sum()
+        extra = np.floor(quota).astype(np.int64)
+        leftover = rest - int(extra.sum())
+        extra[np.argsort(-(quota - extra), kind="stable")[:leftover]] += 1
+        counts += extra
+    return counts.tolist()
 
 
 def sample_patch_boxes(box: tuple[int, int, int, int], count: int, lq_size: int,
@@ -94,7 +115,7 @@ def sample_pairs(lq: np.ndarray, target: np.ndarray, face_boxes: list[tuple[int,
     """Pairs from every face box (LQ pixels, already clipped to the image)."""
     if not face_boxes:
         raise ConfigError("sample_pairs needs at least one face box, got none")
-    per_face = counts_per_face(len(face_boxes), config)
+    per_face = counts_per_face(face_boxes, config)
     drawn = {index: sample_patch_boxes(box, count, config.lq_size, rng)
              for index, (box, count) in enumerate(zip(face_boxes, per_face)) if count > 0}
     face_index = np.concatenate([np.full(len(b), index) for index, b in drawn.items()])

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 import torch
-from torch import nn
 
 from f2n.errors import ConfigError, InputImageError
 from f2n.inner_loop import masknet_lq_input
+from f2n.nets.masknet import MaskNet
 from f2n.runtime.face_align import (
     estimate_affine,
     face_template,
@@ -57,7 +57,7 @@ class FaceStageConfig:
 
 
 def run_face_stage(image_rgb: np.ndarray, *, detector: Detector, prior: FacePrior,
-                   config: FaceStageConfig = FaceStageConfig(), masknet: nn.Module | None = None,
+                   config: FaceStageConfig = FaceStageConfig(), masknet: MaskNet | None = None,
                    seed: int = 0) -> FaceStageResult:
     """Training pairs for one photo ((H, W, 3) float32 RGB in [0, 1]). Never raises for a photo
     without usable faces: ``patches`` is then None and ``no_faces_reason`` says why."""
@@ -160,14 +160,15 @@ def landmark_problem(landmarks: np.ndarray, box: tuple[int, int, int, int], min_
 
 
 def patch_weights(lq: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-                  masknet: nn.Module | None) -> torch.Tensor:
+                  masknet: MaskNet | None) -> torch.Tensor:
     """MaskNet(bicubic x4 of the LQ patch, restored patch) where a MaskNet is given, else ones;
-    zero on padding that made a small face up to the patch size."""
+    zero on padding that made a small face up to the patch size. The bicubic is the one
+    the MaskNet was trained with (``masknet.lq_resize``)."""
     if masknet is None:
         return valid.clone()
     device = next(masknet.parameters()).device
     with torch.inference_mode():
-        upsampled = masknet_lq_input(lq.to(device), target.shape[-2:])
+        upsampled = masknet_lq_input(lq.to(device), target.shape[-2:], masknet.lq_resize)
         weight = masknet(upsampled, target.to(device)).float().cpu()
     return weight * valid
 

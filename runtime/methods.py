@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from torch import nn
 
+from f2n.nets.masknet import MaskNet
 from f2n.runtime.adapt import AdaptConfig, AdaptResult
 from f2n.runtime.adapt import adapt as run_inner_loop
 from f2n.runtime.face_prior import FacePrior
@@ -49,7 +50,7 @@ class FaceAdaptation:
 
     name = "faces"
 
-    def __init__(self, detector: Detector, prior: FacePrior | None, *, masknet: nn.Module | None = None,
+    def __init__(self, detector: Detector, prior: FacePrior | None, *, masknet: MaskNet | None = None,
                  face: FaceStageConfig = FaceStageConfig(), prior_problem: str = "") -> None:
         self.detector = detector
         self.prior = prior
@@ -79,5 +80,6 @@ class FaceAdaptation:
     def settings(self) -> dict[str, Any]:
         return {"method": self.name, "prior": self.prior.name if self.prior is not None else None,
                 "prior_provenance": dict(self.prior.provenance) if self.prior is not None else None,
-                "patches": asdict(self.face.patches)}
+                "patches": asdict(self.face.patches),
+                "masknet_lq_resize": self.masknet.lq_resize if self.masknet is not None else None}
 

@@ -1,5 +1,5 @@
 """Patch sampling: positions inside the box, seeded, exact LQ/x4 correspondence, small faces
-padded by reflection with zero validity on the padding, per-face vs total counts."""
+padded by reflection with zero validity on the padding, per-face counts and per-image budgets."""
 
 import numpy as np
 import pytest
@@ -51,21 +51,32 @@ def test_a_face_smaller_than_a_patch_gives_its_box_padded_by_reflection() -> Non
     np.testing.assert_array_equal(pairs.target[0, ::4, ::4], pairs.lq[0])
 
 
-def test_total_count_is_shared_between_faces() -> None:
-    assert counts_per_face(3, PatchConfig(count=16, count_mode="total")) == [6, 5, 5]
-    assert counts_per_face(3, PatchConfig(count=2, count_mode="total")) == [1, 1, 0]
-    assert counts_per_face(2, PatchConfig(count=16)) == [16, 16]
+def test_per_image_budget_is_spread_over_faces_by_area() -> None:
+    boxes = [(0, 0, 40, 40), (0, 0, 20, 20), (0, 0, 20, 20)]  # areas 1600, 400, 400
+    assert counts_per_face(boxes, PatchConfig(per_image=16)) == [10, 3, 3]  # 3 + 13 * (4/6, 1/6, 1/6), largest remainder
+    assert counts_per_face(boxes, PatchConfig(per_image=3)) == [1, 1, 1]  # at least one each
+    assert counts_per_face(boxes, PatchConfig(per_image=2)) == [1, 1, 0]  # fewer than faces: the largest, earlier on a tie
+    assert counts_per_face(boxes, PatchConfig(count=5)) == [5, 5, 5]  # per face, the default
+    # a face smaller than a patch gives one pair whatever it is given: the rest goes to the others
+    assert counts_per_face([(0, 0, 10, 40), (0, 0, 20, 20)], PatchConfig(per_image=16)) == [1, 15]
+    assert counts_per_face([(0, 0, 10, 40), (0, 0, 12, 12)], PatchConfig(per_image=16)) == [1, 1]
+
+
+def test_per_image_pairs_total_the_budget() -> None:
     lq, x4 = _images()
-    pairs = sample_pairs(lq, x4, [(0, 0, 20, 20), (20, 20, 40, 40), (30, 0, 50, 20)],
-                         PatchConfig(count=2, count_mode="total"), np.random.default_rng(0))
-    np.testing.assert_array_equal(pairs.face_index, [0, 1])
+    boxes = [(0, 0, 20, 20), (20, 20, 40, 40), (30, 0, 50, 20)]
+    pairs = sample_pairs(lq, x4, boxes, PatchConfig(per_image=7), np.random.default_rng(0))
+    assert len(pairs.lq) == 7
+    np.testing.assert_array_equal(np.bincount(pairs.face_index), [3, 2, 2])
+    again = sample_pairs(lq, x4, boxes, PatchConfig(per_image=7), np.random.default_rng(0))
+    np.testing.assert_array_equal(pairs.boxes, again.boxes)  # seeded
 
 
 def test_bad_settings_are_refused() -> None:
-    with pytest.raises(ConfigError, match="count_mode"):
-        PatchConfig(count_mode="each")
-    with pytest.raises(ConfigError, match=">= 1"):
+    with pytest.raises(ConfigError, match="per face must be >= 1"):
         PatchConfig(count=0)
+    with pytest.raises(ConfigError, match="per image must be >= 1"):
+        PatchConfig(per_image=0)
     lq, x4 = _images()
     with pytest.raises(ConfigError, match="expected x4"):
         crop_pairs(lq, x4[:-4], np.array([[0, 0, 16, 16]]), 16)

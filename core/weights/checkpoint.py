@@ -17,8 +17,11 @@ f2n checkpoint format (version 1) — written by f2n-train, read by ``load_sr_ne
   where the JSON object may hold the adaptation defaults ``alpha`` (inner-loop
   learning rate, float), ``steps`` (int) and ``optimizer`` (str) — all three or none —,
   ``condition_net`` (the ConditionNet's config: ``num_feat``, ``num_layers``,
-  ``modulate``; present exactly when ``condition.`` tensors are), plus any other
-  string/number entries (training step, data, ...), kept as they are.
+  ``modulate``; present exactly when ``condition.`` tensors are), the patch defaults
+  ``patches_per_face`` or ``patches_per_image`` (int, at most one) and ``patch_lq_size``
+  (int), ``masknet_lq_resize`` (how MaskNet's LQ input is upsampled: ``bicubic``, the
+  default, or ``tf1-bicubic`` for the official MetaF2N MaskNet), plus any other
+  entries (training step, data, provenance, ...), kept as they are.
 
 An adapted weight set (``f2n-adapt-and-run --save-weights``) is simpler: a
 ``.safetensors`` of canonical RRDBNet names without prefix; its metadata is free.
@@ -40,6 +43,7 @@ from torch import nn
 
 from f2n.errors import WeightsError
 from f2n.fileio import write_atomic
+from f2n.nets.masknet import LQ_RESIZES
 from f2n.weights.fit import check_weight_set, names, weight_shapes
 
 F2N_FORMAT = "f2n-checkpoint/1"
@@ -63,6 +67,16 @@ class AdaptationDefaults:
 
 
 @dataclass(frozen=True)
+class PatchDefaults:
+    """How many face patch pairs a checkpoint is adapted with: ``per_face`` or
+    ``per_image`` (exactly one), and the LQ patch side when it says so."""
+
+    per_face: int | None = None
+    per_image: int | None = None
+    lq_size: int | None = None
+
+
+@dataclass(frozen=True)
 class F2NCheckpoint:
     """The parts of an f2n checkpoint; the optional ones None when absent."""
 
@@ -71,6 +85,8 @@ class F2NCheckpoint:
     adaptation_defaults: AdaptationDefaults | None
     condition: dict[str, torch.Tensor] | None  # ConditionNet state
     condition_config: dict[str, object] | None  # its ConditionNetConfig fields, as JSON
+    patch_defaults: PatchDefaults | None = None
+    masknet_lq_resize: str = "bicubic"  # f2n.nets.masknet.LQ_RESIZES
 
 
 @dataclass(frozen=True)
@@ -180,6 +196,8 @@ def save_f2n_checkpoint(
     comes as its state and its config (``dataclasses.asdict`` of a ConditionNetConfig)."""
     meta = dict(meta or {})
     adaptation_defaults(meta, Path(path))  # refuse a partial alpha/steps/optimizer set before writing
+    patch_defaults(meta, Path(path))
+    masknet_lq_resize(meta, Path(path))
     if (condition_state is None) != (condition_config is None):
         raise WeightsError(f"{path}: a ConditionNet needs both its weights and its config, got only one")
     if condition_config is not None:
@@ -213,7 +231,8 @@ def split_f2n_checkpoint(weights: WeightFile, path: Path) -> F2NCheckpoint:
     if bool(condition) != isinstance(condition_config, dict):
         raise WeightsError(f"{path}: ConditionNet tensors ({len(condition)}) and config ({condition_config!r}) "
                            "must come together")
-    return F2NCheckpoint(sr, masknet or None, adaptation_defaults(meta, path), condition or None, condition_config)
+    return F2NCheckpoint(sr, masknet or None, adaptation_defaults(meta, path), condition or None, condition_config,
+                         patch_defaults(meta, path), masknet_lq_resize(meta, path))
 
 
 def _strip_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -234,3 +253,24 @@ def adaptation_defaults(meta: Mapping[str, object], path: Path) -> AdaptationDef
         return AdaptationDefaults(alpha=float(meta["alpha"]), steps=int(meta["steps"]), optimizer=str(meta["optimizer"]))
     except (TypeError, ValueError):
         raise WeightsError(f"{path}: alpha={meta['alpha']!r}, steps={meta['steps']!r} are not a float and an int") from None
+
+
+def patch_defaults(meta: Mapping[str, object], path: Path) -> PatchDefaults | None:
+    counts = {key: meta[key] for key in ("patches_per_face", "patches_per_image") if key in meta}
+    if not counts and "patch_lq_size" not in meta:
+        return None
+    if len(counts) > 1:
+        raise WeightsError(f"{path}: meta has both patches_per_face and patches_per_image, expected at most one")
+    values = {**counts, **({"patch_lq_size": meta["patch_lq_size"]} if "patch_lq_size" in meta else {})}
+    bad = {key: value for key, value in values.items() if not isinstance(value, int) or isinstance(value, bool) or value < 1}
+    if bad:
+        raise WeightsError(f"{path}: meta {bad} are not integers >= 1")
+    return PatchDefaults(per_face=counts.get("patches_per_face"), per_image=counts.get("patches_per_image"),
+                         lq_size=values.get("patch_lq_size"))
+
+
+def masknet_lq_resize(meta: Mapping[str, object], path: Path) -> str:
+    resize = meta.get("masknet_lq_resize", "bicubic")
+    if resize not in LQ_RESIZES:
+        raise WeightsError(f"{path}: masknet_lq_resize is {resize!r}, expected one of {', '.join(LQ_RESIZES)}")
+    return str(resize)

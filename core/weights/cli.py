@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from f2n.errors import one_line_errors
@@ -53,3 +55,21 @@ def path(name: str, no_download: bool) -> None:
 def fetch_command(name: str) -> None:
     """Download the official file of NAME now."""
     click.echo(fetch(name))
+
+
+@main.group("import")
+def import_group() -> None:
+    """Convert a checkpoint of another framework into an f2n checkpoint."""
+
+
+@import_group.command("metaf2n")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The f2n checkpoint to write (.safetensors).")
+@one_line_errors
+def import_metaf2n_command(checkpoint: Path, out: Path) -> None:
+    """The official MetaF2N TensorFlow checkpoint (a prefix such as model-400000, or its
+    folder: the newest there) as an f2n checkpoint with the official test-time settings.
+    Needs TensorFlow (pip install "f2n[tf]")."""
+    from f2n.weights.metaf2n_import import import_metaf2n
+
+    click.echo(import_metaf2n(checkpoint, out))

@@ -28,9 +28,10 @@ def masknet_hyperparameters(state: dict[str, torch.Tensor], path: Path | str) ->
     return {"in_channels": first.shape[1], "num_feat": first.shape[0], "num_layers": len(convs)}
 
 
-def load_masknet(state: dict[str, torch.Tensor], path: Path | str) -> MaskNet:
-    """A MaskNet in eval mode on the CPU, loaded strictly."""
-    masknet = MaskNet(**masknet_hyperparameters(state, path))
+def load_masknet(state: dict[str, torch.Tensor], path: Path | str, lq_resize: str = "bicubic") -> MaskNet:
+    """A MaskNet in eval mode on the CPU, loaded strictly; ``lq_resize``: the bicubic its
+    LQ input is made with (a checkpoint's ``masknet_lq_resize``)."""
+    masknet = MaskNet(**masknet_hyperparameters(state, path), lq_resize=lq_resize)
     load_into(masknet, state, what=f"MaskNet weights {path}")
     return masknet.eval()
 

@@ -21,6 +21,7 @@ from f2n.nets.condition_net import ConditionNet
 from f2n.nets.rrdbnet import RRDBNet
 from f2n.weights.checkpoint import (
     AdaptationDefaults,
+    PatchDefaults,
     is_f2n_checkpoint,
     load_into,
     read_weight_file,
@@ -59,7 +60,8 @@ class SRDescriptor:
 @dataclass(frozen=True)
 class LoadedSR:
     """An RRDBNet in eval mode with its descriptor; for an f2n checkpoint also the
-    adaptation defaults, the MaskNet state dict and the CMDSR ConditionNet (else None)."""
+    adaptation defaults, the MaskNet state dict (and the bicubic its LQ input is made
+    with), the patch defaults and the CMDSR ConditionNet (else None)."""
 
     model: RRDBNet
     descriptor: SRDescriptor
@@ -67,6 +69,8 @@ class LoadedSR:
     masknet_state: dict[str, torch.Tensor] | None
     path: Path
     condition_net: ConditionNet | None = None
+    patch_defaults: PatchDefaults | None = None
+    masknet_lq_resize: str = "bicubic"
 
 
 def is_rrdbnet(state: dict[str, torch.Tensor]) -> bool:
@@ -171,5 +175,6 @@ def load_sr_network(source: str | Path = "realesrgan-x4plus", *, device: str | t
     condition = (load_condition_net(model, checkpoint.condition, checkpoint.condition_config, path)
                  if checkpoint.condition is not None and checkpoint.condition_config is not None else None)
     return LoadedSR(model.to(device).eval(), descriptor, checkpoint.adaptation_defaults, checkpoint.masknet, path,
-                    condition.to(device).eval() if condition is not None else None)
+                    condition.to(device).eval() if condition is not None else None,
+                    checkpoint.patch_defaults, checkpoint.masknet_lq_resize)
 
