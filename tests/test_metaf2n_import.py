@@ -313,3 +313,60 @@ def test_one_f2n_step_equals_the_official_test_step(source: tuple[Path, dict[str
         scale = np.abs(step_tf[name]).max()
         assert scale > 0, name
         np.testing.assert_allclose(step_f2n, step_tf[name], rtol=0, atol=1e-3 * scale + 1e-9, err_msg=name)
+
+
+@pytest.mark.slow
+def test_imported_checkpoint_runs_as_the_paper_does_on_every_cpu_engine(imported: Path, tmp_path: Path) -> None:
+    """f2n-adapt-and-run --checkpoint imported.safetensors: one SGD step at 1e-2 with the
+    imported MaskNet and 16 pairs per face, whatever the engine (the AOTInductor package
+    compiles once, for the tiny network)."""
+    from f2n.runtime import cli as run_cli
+    from f2n.runtime.demo import demo_pair
+    from f2n.runtime.images import read_image, write_image
+
+    gt, lq = demo_pair()
+    write_image(tmp_path / "gt.png", gt)
+    write_image(tmp_path / "photo.png", lq)
+    fast = ["--tile", "64", "--tile-overlap", "16", "--no-progress", "--precision", "fp32",
+            "--checkpoint", str(imported), "--prior", f"oracle:{tmp_path / 'gt.png'}"]
+    outputs = {}
+    for engine in ("torch", "onnx", "aoti"):
+        outputs[engine], report = tmp_path / f"{engine}.png", tmp_path / f"{engine}.json"
+        result = CliRunner().invoke(run_cli.command, [str(tmp_path / "photo.png"), "--out", str(outputs[engine]),
+                                                      "--engine", engine, "--report", str(report), *fast])
+        assert result.exit_code == 0, result.output
+        photo = json.loads(report.read_text())["photos"][0]
+        settings = photo["settings"]
+        assert photo["adapted"] and len(photo["losses"]) == 1
+        assert (settings["adapt"]["optimizer"], settings["adapt"]["lr"], settings["adapt"]["steps"]) == ("sgd", 0.01, 1)
+        assert settings["mask"] == "masknet" and settings["masknet_lq_resize"] == "tf1-bicubic"
+        assert settings["patches"]["count"] == 16 and settings["patches"]["per_image"] is None
+        assert [face["num_patches"] for face in photo["faces"] if face["used"]] == [16]
+    torch_rgb = read_image(outputs["torch"]).rgb
+    for engine in ("onnx", "aoti"):
+        assert np.abs(read_image(outputs[engine]).rgb - torch_rgb).max() <= 2 / 255, engine
+    base = CliRunner().invoke(run_cli.command, [str(tmp_path / "photo.png"), "--out", str(tmp_path / "base.png"),
+                                                "--no-adapt", *fast])
+    assert base.exit_code == 0
+    assert np.abs(read_image(tmp_path / "base.png").rgb - torch_rgb).max() > 2 / 255  # θ_1 reached the engines
+
+
+def test_an_imported_file_is_added_as_metaf2n_and_loads_by_name(tmp_path: Path, imported: Path,
+                                                                isolated_f2n_home: Path) -> None:
+    """``f2n-models add metaf2n FILE`` takes a file of the official (x4plus-sized) shapes
+    only; ``--checkpoint metaf2n`` then loads it with its settings."""
+    from f2n.nets import MaskNet, RRDBNet
+    from f2n.weights.checkpoint import save_f2n_checkpoint
+    from f2n.weights.metaf2n_import import OFFICIAL_SETTINGS
+
+    torch.manual_seed(0)
+    full = save_f2n_checkpoint(tmp_path / "full.safetensors", RRDBNet().state_dict(), MaskNet().state_dict(),
+                               OFFICIAL_SETTINGS)
+    runner = CliRunner()
+    tiny = runner.invoke(models_cli.main, ["add", "metaf2n", str(imported)])
+    assert tiny.exit_code == 3 and "do not fit ImportedMetaF2N" in tiny.stderr and tiny.stderr.count("\n") == 1
+    added = runner.invoke(models_cli.main, ["add", "metaf2n", str(full)])
+    assert added.exit_code == 0, added.output
+    loaded = load_sr_network("metaf2n")
+    assert loaded.path == isolated_f2n_home / "metaf2n.safetensors" and loaded.adaptation_defaults.optimizer == "sgd"
+    assert loaded.descriptor.num_block == 23 and loaded.masknet_lq_resize == "tf1-bicubic"

@@ -49,7 +49,7 @@ from f2n.errors import ConfigError, WeightsError
 from f2n.fileio import sha256_file
 from f2n.nets.masknet import MaskNet
 from f2n.nets.rrdbnet import RRDBNet
-from f2n.weights.checkpoint import save_f2n_checkpoint
+from f2n.weights.checkpoint import MASKNET_PREFIX, SR_PREFIX, load_into, save_f2n_checkpoint
 
 # test.py: GradientDescentOptimizer(0.01), --fine_tune_num 1, --patch_size 64 (HR) and
 # --patch_num_per_img 16, drawn for each face crop; MaskNet input from resize_bicubic.
@@ -70,6 +70,31 @@ SR_BLOCK = re.compile(r"^body\.(\d+)\.")
 TF2_MARKERS = ("_CHECKPOINTABLE_OBJECT_GRAPH", "/.ATTRIBUTES/")
 DATA_SHARD = re.compile(r"\.data-\d{5}-of-\d{5}$")
 STEP_IN_NAME = re.compile(r"-(\d+)$")
+
+
+class ImportedMetaF2N(nn.Module):
+    """The official pair as one module, its keys those of an imported f2n checkpoint
+    (``sr.…``, ``masknet.…``): what ``f2n-models add metaf2n FILE`` loads FILE into."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sr = RRDBNet()  # the official SR network is x4plus-shaped: 23 blocks, 64 features
+        self.masknet = MaskNet(lq_resize="tf1-bicubic")
+
+
+def is_imported_metaf2n(state: Mapping[str, torch.Tensor]) -> bool:
+    """An f2n checkpoint of an SR network and a MaskNet, nothing else (the dispatcher's
+    test, :mod:`f2n.weights.networks`)."""
+    prefixes = {key.split(".", 1)[0] for key in state}
+    return prefixes == {SR_PREFIX.rstrip("."), MASKNET_PREFIX.rstrip(".")}
+
+
+def load_imported_metaf2n(state: Mapping[str, torch.Tensor], path: Path | str) -> ImportedMetaF2N:
+    """The pair loaded strictly: the official shapes or one WeightsError."""
+    with torch.device("meta"):
+        module = ImportedMetaF2N()
+    load_into(module, state, what=f"MetaF2N weights {path}")
+    return module.eval()
 
 
 @dataclass(frozen=True)

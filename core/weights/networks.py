@@ -22,6 +22,7 @@ from f2n.weights.gpen_discriminator import is_gpen_discriminator, load_gpen_disc
 from f2n.weights.loss_networks import is_arcface_ir_se50, is_vgg19, load_arcface_ir_se50, load_vgg19
 from f2n.weights.masknet import is_masknet, load_masknet
 from f2n.weights.mmrb import is_mmrb_restorer, load_mmrb_restorer
+from f2n.weights.metaf2n_import import is_imported_metaf2n, load_imported_metaf2n
 from f2n.weights.sr import is_rrdbnet, load_rrdbnet
 
 StateDict = dict[str, torch.Tensor]
@@ -47,6 +48,7 @@ NETWORKS: tuple[Network, ...] = (
     Network("gpen-discriminator", is_gpen_discriminator, load_gpen_discriminator),
     Network("vgg19", is_vgg19, load_vgg19),
     Network("arcface-ir-se50", is_arcface_ir_se50, load_arcface_ir_se50),
+    Network("metaf2n", is_imported_metaf2n, load_imported_metaf2n),  # f2n-models import metaf2n's output
 )
 
 

@@ -199,8 +199,18 @@ KNOWN_WEIGHTS: tuple[WeightSpec, ...] = (
         description="ArcFace IR-SE50 face recogniser (GPEN's identity loss); the MMRB restorer's identity loss",
         network="arcface-ir-se50",
     ),
-    # MetaF2N's own checkpoints are TensorFlow files in Google Drive / Baidu folders
-    # (github.com/yinzhicun/MetaF2N README): no direct URL, so no entry.
+    WeightSpec(
+        name="metaf2n",
+        filename="metaf2n.safetensors",
+        # The official checkpoint is a TensorFlow file in Google Drive / Baidu folders
+        # (github.com/yinzhicun/MetaF2N README): no direct URL. Users import it
+        # (f2n-models import metaf2n) and add the result; no pin exists for that file.
+        url=None,
+        sha256=None,
+        license="MetaF2N (Yin et al.): no licence file in the official repository",
+        description="MetaF2N's meta-trained RRDBNet + MaskNet, from 'f2n-models import metaf2n CHECKPOINT --out FILE'",
+        network="metaf2n",
+    ),
 )
 
 
