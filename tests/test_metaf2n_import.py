@@ -17,12 +17,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from f2n.errors import WeightsError
 from f2n.runtime.adapt import AdaptConfig, adapt
 from f2n.runtime.cli import load_masknet
 from f2n.runtime.face_stage import patch_weights
 from f2n.runtime.types import PatchBatch
 from f2n.weights import cli as models_cli
-from f2n.errors import WeightsError
 from f2n.weights.checkpoint import read_weight_file
 from f2n.weights.metaf2n_import import INSTALL_HINT, import_tensorflow, plan_import
 from f2n.weights.sr import load_sr_network
@@ -33,7 +33,7 @@ except WeightsError:
     pytest.skip(INSTALL_HINT, allow_module_level=True)
 
 OFFICIAL_VARIABLES = Path(__file__).parent / "data" / "metaf2n_official_variables.json"
-TINY = dict(num_block=2, num_feat=8, num_grow_ch=4, mask_feat=8)
+TINY = {"num_block": 2, "num_feat": 8, "num_grow_ch": 4, "mask_feat": 8}
 STEP = 1234
 
 
@@ -214,7 +214,10 @@ def test_bad_checkpoints_are_one_line_exit_3_and_no_file(tmp_path: Path, case: s
     values = random_values(official_shapes(num_block=1, num_feat=8, num_grow_ch=4, mask_feat=8), seed=2)
     folder = tmp_path / "ckpt"
     folder.mkdir()
-    write = lambda values, **extra: write_tf1_checkpoint(folder, values, optimizers=False, **extra)  # noqa: E731
+
+    def write(values: dict[str, np.ndarray], **extra: dict[str, np.ndarray]) -> Path:
+        return write_tf1_checkpoint(folder, values, optimizers=False, **extra)
+
     if case == "missing":
         checkpoint = write(_drop(values, "MODEL/body/0/rdb2/conv3/bias"))
     elif case == "missing_mask":
@@ -253,7 +256,9 @@ def tf_conv(x, p: dict, name: str, kernel: str = "weight"):
 
 def tf_sr(x, p: dict, num_block: int):
     """The official MODEL.forward (model/model.py), NHWC."""
-    lrelu = lambda t: tf.nn.leaky_relu(t, 0.2)  # noqa: E731
+    def lrelu(t):
+        return tf.nn.leaky_relu(t, 0.2)
+
     head = res = tf_conv(x, p, "MODEL/conv_first")
     for i in range(num_block):
         block_in = res

@@ -30,6 +30,7 @@ TensorFlow is imported here only, lazily, and only for ``tf.train.load_checkpoin
 
 from __future__ import annotations
 
+import glob
 import importlib
 import importlib.util
 import os
@@ -124,7 +125,7 @@ def import_metaf2n(checkpoint: str | Path, out: str | Path) -> Path:
     provenance = {
         "source": str(prefix.resolve()),
         "source_step": step,
-        "source_sha256": {path.name: sha256_file(path) for path in data_files(prefix)},
+        "source_sha256": {path.name: sha256_file(path) for path in _data_files(prefix)},
     }
     return save_f2n_checkpoint(out, sr, masknet, {**OFFICIAL_SETTINGS, **provenance})
 
@@ -137,25 +138,21 @@ def resolve_prefix(path: Path) -> Path:
         if not prefixes:
             raise WeightsError(f"folder {path} holds no TensorFlow checkpoint (no *.index file); "
                                "expected the official model-NNNN.index and model-NNNN.data-* files")
-        return max(prefixes, key=lambda p: (_step_from_name(p) or -1, p.with_suffix(".index").stat().st_mtime))
-    if path.suffix == ".index":
+        path = max(prefixes, key=lambda p: (_step_or(p, -1), p.with_suffix(".index").stat().st_mtime))
+    elif path.suffix == ".index":
         path = path.with_suffix("")
     elif DATA_SHARD.search(path.name):
         path = path.with_name(DATA_SHARD.sub("", path.name))
     if not path.with_name(path.name + ".index").is_file():
         raise WeightsError(f"no TensorFlow checkpoint at {path}: expected {path.name}.index and {path.name}.data-* "
                            "(give the prefix, e.g. pretrained_models/model-400000, or its folder)")
-    if not data_files(path):
+    if not _data_files(path):
         raise WeightsError(f"TensorFlow checkpoint {path} has its .index but no {path.name}.data-* file")
     return path
 
 
-def data_files(prefix: Path) -> list[Path]:
-    return sorted(prefix.parent.glob(f"{glob_escape(prefix.name)}.data-*-of-*"))
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
+def _data_files(prefix: Path) -> list[Path]:
+    return sorted(prefix.parent.glob(f"{glob.escape(prefix.name)}.data-*-of-*"))
 
 
 def plan_import(shapes: Mapping[str, Sequence[int]], dtypes: Mapping[str, str], source: Path | str) -> ImportPlan:
@@ -248,6 +245,11 @@ def _describe(network: nn.Module) -> str:
 def _step_from_name(prefix: Path) -> int | None:
     found = STEP_IN_NAME.search(prefix.name)
     return int(found[1]) if found else None
+
+
+def _step_or(prefix: Path, default: int) -> int:
+    step = _step_from_name(prefix)
+    return default if step is None else step
 
 
 def import_tensorflow() -> Any:
