@@ -1,15 +1,20 @@
 """A checkpoint's patch and MaskNet settings: written, read back, checked, and turned into
 the face stage's PatchConfig unless an option says otherwise."""
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from f2n.errors import ConfigError, WeightsError
 from f2n.nets import MaskNet, RRDBNet
+from f2n.runtime import cli
 from f2n.runtime.cli import load_masknet, patch_config
+from f2n.runtime.demo import demo_pair
 from f2n.runtime.face_patches import PatchConfig
+from f2n.runtime.images import write_image
 from f2n.weights import load_sr_network, save_f2n_checkpoint
 from f2n.weights.checkpoint import PatchDefaults
 
@@ -54,3 +59,17 @@ def test_bad_settings_are_refused_before_writing(tmp_path: Path, meta: dict, mes
     with pytest.raises(WeightsError, match=message):
         _checkpoint(tmp_path / "bad.safetensors", **meta)
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_the_cli_takes_the_checkpoint_budget_unless_told_otherwise(tmp_path: Path) -> None:
+    write_image(tmp_path / "photo.png", demo_pair()[1])  # one face
+    checkpoint = _checkpoint(tmp_path / "c.safetensors", patches_per_image=5, alpha=1e-3, steps=1, optimizer="sgd")
+    for options, expected in [([], 5), (["--patches-per-face", "3"], 3), (["--patches-per-image", "2"], 2)]:
+        report = tmp_path / "r.json"
+        result = CliRunner().invoke(cli.command, [str(tmp_path / "photo.png"), "--out", str(tmp_path / "sr.png"),
+                                                  "--checkpoint", str(checkpoint), "--prior", "numpy:copy",
+                                                  "--report", str(report), "--overwrite", "--tile", "64",
+                                                  "--tile-overlap", "16", "--no-progress", *options])
+        assert result.exit_code == 0, result.output
+        photo = json.loads(report.read_text())["photos"][0]
+        assert [face["num_patches"] for face in photo["faces"] if face["used"]] == [expected], options
