@@ -5,14 +5,19 @@ where (LQ, target, m) are the photo's face patches, restored patches and MaskNet
 weights. θ is a dict of tensors run through ``torch.func.functional_call`` on the
 uncompiled RRDBNet, so the base module is never modified.
 
-On CUDA the loss-and-gradient function is compiled once per (model, patch shape,
-precision) and reused across photos. Only the loss and its gradient are compiled; the
+On CUDA the loss-and-gradient function is compiled once per (model, patch size,
+precision) and reused across photos; the patch count (16 × the number of faces used)
+is a dynamic dimension, so a photo with another face count reuses the graph instead of
+recompiling (and, after 8 counts, silently falling back to eager). Only the loss and its gradient are compiled; the
 update is torch.optim's eager foreach step, so the learning rate never enters a graph
 and changing it recompiles nothing (the usual 0-d-tensor trick is not needed, and
 torch.optim.Adam refuses a tensor lr with foreach anyway).
-bf16 autocast needs no GradScaler; fp16 is refused for adaptation.
+bf16 autocast needs no GradScaler; fp16 is refused for adaptation. GPUs before Ampere
+have no native bf16 (torch would emulate it, Inductor refuses it): bf16 adaptation
+runs in fp32 there, with a warning.
 """
 
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +33,10 @@ from torch.func import functional_call, grad_and_value
 from f2n import inner_loop
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime.types import PatchBatch
+
+log = logging.getLogger(__name__)
+COMPILE_BACKEND = "inductor"
+NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere
 
 # Measured on the oracle prior (docs/adaptation.md, runtime/measure_defaults.py).
 DEFAULT_STEPS = 20
@@ -101,7 +110,8 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig) 
     device = torch.device(config.device)
     weights = {name: p.detach().to(device, copy=True) for name, p in model.named_parameters()}
     lq, target, mask = (t.to(device) for t in (patches.lq, patches.target, patches.weight))
-    loss_and_grads = _loss_and_grads_fn(model, config.precision, config.compiled)
+    precision = adaptation_precision(config.precision, device.type, torch.cuda.get_device_capability(device) if device.type == "cuda" else None)
+    loss_and_grads = _loss_and_grads_fn(model, precision, config.compiled)
     params = list(weights.values())
     optimizer = (torch.optim.SGD(params, lr=config.lr, foreach=True) if config.optimizer == "sgd"
                  else torch.optim.Adam(params, lr=config.lr, foreach=True))
@@ -128,6 +138,15 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig) -> AdaptRe
     return AdaptResult(weights, tuple(losses), tuple(seconds), base)
 
 
+def adaptation_precision(precision: str, device_type: str, capability: tuple[int, int] | None) -> str:
+    """The precision adaptation runs in: bf16 falls back to fp32 on a GPU of compute
+    ``capability`` below Ampere, which has no native bf16."""
+    if precision == "bf16" and device_type == "cuda" and capability is not None and tuple(capability) < NATIVE_BF16_CAPABILITY:
+        log.warning("bf16 adaptation needs native bf16 (sm80+), this GPU is sm%d%d: adapting in fp32", *capability)
+        return "fp32"
+    return precision
+
+
 @lru_cache(maxsize=8)
 def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool) -> Callable:
     """(weights, lq, target, mask) -> (grads dict, loss). Cached so that a compiled
@@ -142,11 +161,13 @@ def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool) -> Call
     step = grad_and_value(loss)
     if not compiled:
         return step
-    compiled_step = torch.compile(step, dynamic=False)
+    compiled_step = torch.compile(step, backend=COMPILE_BACKEND)
 
-    def run(*args: torch.Tensor) -> tuple[Weights, torch.Tensor]:
+    def run(weights: Weights, *patches: torch.Tensor) -> tuple[Weights, torch.Tensor]:
+        for tensor in patches:  # the patch count: one graph for every number of faces
+            torch._dynamo.maybe_mark_dynamic(tensor, 0)
         # The compiled backward's autocast default differs from eager: say it explicitly.
         with functorch_config.patch(backward_pass_autocast="same_as_forward"):
-            return compiled_step(*args)
+            return compiled_step(weights, *patches)
 
     return run

@@ -2,6 +2,7 @@
 inner loop improving a synthetic photo's face region with an oracle target."""
 
 import copy
+import importlib
 
 import cv2
 import numpy as np
@@ -149,3 +150,35 @@ def test_compiled_bf16_on_cuda_matches_eager_and_does_not_recompile() -> None:
     frames = counters["stats"]["unique_graphs"]
     adapt(model, random_patches(seed=5), AdaptConfig(steps=3, lr=0.02, optimizer="sgd", device="cuda", precision="bf16", compile=True))
     assert counters["stats"]["unique_graphs"] == frames  # new photo, new lr: no new graph
+
+
+def test_compiled_step_compiles_once_for_every_face_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Photos with 1, 2, 3 and 5 faces send 16, 32, 48 and 80 patches: after the first
+    count makes the patch dimension dynamic, no photo compiles a new graph, and the
+    compiled losses equal eager ones. Counted with a counting backend in place of
+    Inductor (the guards that decide recompiles are Dynamo's, whichever backend)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    adapt_module = importlib.import_module("f2n.runtime.adapt")  # f2n.runtime.adapt is also the function's name
+    counter = CompileCounterWithBackend("eager")
+    monkeypatch.setattr(adapt_module, "COMPILE_BACKEND", counter)
+    torch._dynamo.reset()
+    model = tiny_net()
+    config = AdaptConfig(steps=1, lr=0.1, optimizer="sgd", compile=True)
+    for faces in (1, 2, 3, 5):
+        patches = random_patches(seed=faces, count=16 * faces, size=4)
+        compiled = adapt(model, patches, config)
+        eager = adapt(model, patches, AdaptConfig(steps=1, lr=0.1, optimizer="sgd", compile=False))
+        np.testing.assert_allclose(compiled.losses, eager.losses, rtol=1e-5)
+    assert counter.frame_count == 1, f"{counter.frame_count} graphs compiled for 4 face counts, expected 1"
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"), [((7, 5), "fp32"), ((7, 0), "fp32"), ((8, 0), "bf16"), ((9, 0), "bf16")]
+)
+def test_bf16_adaptation_falls_back_to_fp32_before_ampere(capability: tuple[int, int], expected: str) -> None:
+    from f2n.runtime.adapt import adaptation_precision
+
+    assert adaptation_precision("bf16", "cuda", capability) == expected
+    assert adaptation_precision("fp32", "cuda", capability) == "fp32"
+    assert adaptation_precision("bf16", "cpu", None) == "bf16"  # CPU autocast bf16 is native or fast enough
