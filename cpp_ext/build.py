@@ -1,7 +1,9 @@
 """Build and load the f2n C++/CUDA extension, lazily and only when asked.
 
 The compiled library lives in a cache directory keyed by the torch version, the
-CUDA flag and a hash of the sources, under ``$F2N_HOME/cpp_ext`` unless a
+CUDA flag with the GPU architectures it was compiled for (``$TORCH_CUDA_ARCH_LIST``,
+else the visible GPUs': a library built on one GPU model has no kernels for another)
+and a hash of the sources, under ``$F2N_HOME/cpp_ext`` unless a
 directory is passed. Nothing here runs at import.
 """
 
@@ -42,9 +44,24 @@ def library_name(cuda: bool) -> str:
     return f"f2n_rrdb_{'cuda' if cuda else 'cpu'}_{_source_hash(cuda)}"
 
 
+def cuda_arch_tag(arch_list: str | None, capabilities: list[tuple[int, int]]) -> str:
+    """The GPU architectures a CUDA build targets, as a folder-name part: those of
+    ``TORCH_CUDA_ARCH_LIST`` (what torch's builder compiles for when it is set), else the
+    compute capabilities of the visible GPUs (what it compiles for then)."""
+    if arch_list and arch_list.strip():
+        archs = sorted({part.replace(".", "").replace("+PTX", "ptx") for part in arch_list.replace(";", " ").split()})
+    else:
+        archs = sorted({f"{major}{minor}" for major, minor in capabilities})
+    return "sm" + "-".join(archs) if archs else "sm-none"
+
+
 def default_build_dir(cuda: bool) -> Path:
-    """``$F2N_HOME/cpp_ext/<torch>-<py>-<cpu|cudaXY>-<source hash>``."""
-    flavour = f"cuda{torch.version.cuda}" if cuda else "cpu"
+    """``$F2N_HOME/cpp_ext/<torch>-<py>-<cpu|cudaXY-smNN>-<source hash>``."""
+    if cuda:
+        capabilities = [torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+        flavour = f"cuda{torch.version.cuda}-{cuda_arch_tag(os.environ.get('TORCH_CUDA_ARCH_LIST'), capabilities)}"
+    else:
+        flavour = "cpu"
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
     return f2n_home() / "cpp_ext" / f"torch{torch.__version__}-{py}-{flavour}-{_source_hash(cuda)}"
 

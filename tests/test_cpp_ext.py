@@ -280,3 +280,17 @@ def test_cache_dir_is_keyed_by_torch_version_and_sources(monkeypatch, tmp_path):
     assert cpu_dir.parent == tmp_path / "cpp_ext"
     assert torch.__version__ in cpu_dir.name and "cpu" in cpu_dir.name
     assert cpu_dir != cpp_ext.default_build_dir(cuda=True)
+
+
+def test_cuda_cache_dir_is_keyed_by_gpu_architecture(monkeypatch, tmp_path):
+    """A library built for one GPU architecture has no kernels for another: the CUDA
+    build folder names the architectures, from $TORCH_CUDA_ARCH_LIST or the visible GPUs."""
+    monkeypatch.setenv("F2N_HOME", str(tmp_path))
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0")
+    ampere = cpp_ext.default_build_dir(cuda=True)
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    hopper = cpp_ext.default_build_dir(cuda=True)
+    assert ampere != hopper and "sm80" in ampere.name and "sm90" in hopper.name
+    assert build.cuda_arch_tag("9.0;8.0 8.6+PTX", []) == "sm80-86ptx-90"  # torch's separators, sorted, PTX kept apart
+    assert build.cuda_arch_tag(None, [(8, 9), (8, 9)]) == "sm89"  # visible GPUs when the list is unset
+    assert build.cuda_arch_tag("", []) == "sm-none"
