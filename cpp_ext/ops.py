@@ -25,7 +25,15 @@ BLOCKS = 3
 
 def fused_rrdb(x: Tensor, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> Tensor:
     """``x + 0.2 * rdb3(rdb2(rdb1(x)))`` with the 15 conv weights and biases in
-    ``rdb1.conv1 .. rdb3.conv5`` order. Needs ``f2n.cpp_ext.load()`` first."""
+    ``rdb1.conv1 .. rdb3.conv5`` order. Needs ``f2n.cpp_ext.load()`` first.
+
+    The op works in NCHW: a dense block's concatenation is a channel slice of one NCHW
+    buffer. channels_last weights (the torch engine's CUDA layout) would make each of
+    the 15 convolutions convert its input and its output between layouts; converting the
+    weights once per call instead costs ~55k values per conv against ~1M per activation
+    of a 192² tile (``benchmarks/gpu/verify.py``'s fused part times both layouts)."""
+    x = x.contiguous()
+    weights = [w.contiguous() for w in weights]
     tensors = (x, *weights, *biases)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return _FusedRRDB.apply(*tensors)[0]

@@ -11,6 +11,12 @@ architecture (parameter shapes), torch version, device (CPU ISA / GPU model),
 precision and compile settings, with a sidecar recording that key and the package's
 SHA-256: a package whose sidecar does not match (damaged, foreign, stale) is rebuilt.
 fp16/bf16 packages redo NaN/Inf tiles through an fp32 twin (:mod:`f2n.export.fallback`).
+
+On CUDA, Inductor compiles the package's C++ wrapper against the CUDA toolkit's headers
+(pytorch issue #150442); a pip-only install has none, and a failed compile then says
+so in one line. A CUDA allocation that fails inside the package reaches Python only as
+"run_func_(...) API call failed"; the caching allocator's OOM count tells it apart, and
+the engine raises ``torch.OutOfMemoryError`` so that the tiler halves the tile.
 """
 
 import copy
@@ -78,6 +84,22 @@ def _dtype(precision: str) -> torch.dtype:
     return AOTI_PRECISIONS[precision]
 
 
+def missing_cuda_toolkit(cuda_home: str | None) -> str | None:
+    """What is missing for AOTInductor on CUDA, or None when the toolkit's headers are there."""
+    fix = "install the CUDA toolkit (nvcc and headers) and set $CUDA_HOME, or use --device cpu / --engine torch"
+    if cuda_home is None:
+        return f"AOTInductor on CUDA compiles against the CUDA toolkit, and none was found (no $CUDA_HOME, no nvcc on PATH): {fix}"
+    header = Path(cuda_home) / "include" / "cuda_runtime_api.h"
+    if not header.is_file():
+        return f"AOTInductor on CUDA compiles against the CUDA toolkit, and CUDA_HOME={cuda_home} has no {header.relative_to(cuda_home)}: {fix}"
+    return None
+
+
+def is_out_of_memory(error: RuntimeError, ooms_before: int, ooms_after: int) -> bool:
+    """True when the package's failure was a CUDA allocation (see the module docstring)."""
+    return ooms_after > ooms_before or "out of memory" in str(error).lower()
+
+
 def compile_package(model: nn.Module, path: str | Path, *, device: str = "cpu", precision: str = "fp32") -> Path:
     """torch.export (dynamic N, H, W) + aoti_compile_and_package, written atomically to ``path``."""
     dtype = _dtype(precision)
@@ -93,6 +115,13 @@ def compile_package(model: nn.Module, path: str | Path, *, device: str = "cpu", 
     try:
         torch._inductor.aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=dict(INDUCTOR_CONFIGS))  # a copy: Inductor adds keys to it
         os.replace(tmp, path)
+    except Exception as error:  # Inductor wraps the compiler's failure in its own types
+        from torch.utils import cpp_extension
+
+        missing = missing_cuda_toolkit(cpp_extension.CUDA_HOME) if device == "cuda" else None
+        if missing is not None:
+            raise EngineUnavailableError(missing) from error
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -133,10 +162,19 @@ class AotiEngine:
             # torch.export specialises a side of 1, so the package takes sides >= 2: a 1-px strip
             # of a photo is run with its edge repeated and the result cropped back.
             tiles = F.pad(tiles, (0, max(0, MIN_SIDE - width), 0, max(0, MIN_SIDE - height)), mode="replicate")
-        with torch.inference_mode():
-            out = self._runner(tiles.to(device=self.device, dtype=self.dtype).contiguous())
+        ooms = self._cuda_ooms()
+        try:
+            with torch.inference_mode():
+                out = self._runner(tiles.to(device=self.device, dtype=self.dtype).contiguous())
+        except RuntimeError as error:
+            if self.device.type == "cuda" and is_out_of_memory(error, ooms, self._cuda_ooms()):
+                raise torch.OutOfMemoryError(f"AOTInductor: {str(error).splitlines()[0]}") from error
+            raise
         scale = out.shape[2] // tiles.shape[2]
         return out[:, :, : scale * height, : scale * width].float().cpu()
+
+    def _cuda_ooms(self) -> int:
+        return int(torch.cuda.memory_stats(self.device).get("num_ooms", 0)) if self.device.type == "cuda" else 0
 
     def run_fp32(self, tiles: torch.Tensor) -> torch.Tensor:
         """``run`` for an fp32 package; for fp16/bf16, the fp32 twin (:mod:`f2n.export.fallback`)."""

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxslim
 import torch
 from onnx import numpy_helper
 from torch import nn
@@ -24,6 +23,7 @@ from torch import nn
 from f2n.errors import ConfigError, F2NError, WeightsError
 from f2n.export.cache import architecture, cache_dir, digest
 from f2n.export.names import WeightNameMap, map_initializers
+from f2n.onnxruntime_support import import_onnxruntime
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -73,6 +73,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, precision: str = "fp32", 
             )
         graph = onnx.load(str(tmp))
         if simplify:
+            import onnxslim  # only here: a machine without it can still export with simplify=False
+
             graph = onnxslim.slim(graph)
         check_weights_kept(graph, net.state_dict())
         onnx.save(graph, str(tmp))
@@ -113,9 +115,7 @@ def onnx_input_dtype(graph: onnx.ModelProto) -> np.dtype:
 def verify_onnx(path: str | Path, model: nn.Module, image: torch.Tensor) -> float:
     """Max abs difference between ONNX Runtime (CPU) on ``path`` and fp32 PyTorch
     ``model`` on ``image`` ((1, 3, h, w) float32 in [0, 1])."""
-    import onnxruntime as ort  # only verification needs a runtime
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = import_onnxruntime().InferenceSession(str(path), providers=["CPUExecutionProvider"])
     dtype = onnx_input_dtype(onnx.load(str(path), load_external_data=False))
     got = session.run([OUTPUT_NAME], {INPUT_NAME: image.numpy().astype(dtype)})[0].astype(np.float32)
     with torch.inference_mode():

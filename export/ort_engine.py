@@ -21,10 +21,11 @@ for every photo's weights; use the ``trt`` engine (refit) instead.
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from f2n.errors import ConfigError, EngineUnavailableError
@@ -35,6 +36,13 @@ from f2n.export.onnx_export import (
     OUTPUT_NAME,
     initializer_shapes,
     onnx_input_dtype,
+)
+from f2n.onnxruntime_support import (
+    CUDA_PROVIDER,
+    check_providers,
+    import_onnxruntime,
+    is_out_of_memory,
+    preload_cuda_libraries,
 )
 from f2n.weights.fit import check_weight_set
 
@@ -48,21 +56,22 @@ DEFAULT_REPLACEMENT = "inputs"  # faster set_weights + one tile here (docs/expor
 class _Loaded:
     """One photo's weights in the form a run needs; replaced as a whole by set_weights."""
 
-    session: ort.InferenceSession
-    weights: Mapping[str, ort.OrtValue]  # fed per run ("inputs"); kept alive for the session ("reinit")
+    session: Any  # onnxruntime.InferenceSession (onnxruntime is imported when an engine is made)
+    weights: Mapping[str, Any]  # OrtValues, fed per run ("inputs"); kept alive for the session ("reinit")
 
 
-def providers_for(device: str) -> list[str]:
-    available = ort.get_available_providers()
+def providers_for(ort: ModuleType, device: str) -> list[str]:
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda":
-        if "CUDAExecutionProvider" not in available:
+        preload_cuda_libraries(ort)
+        available = ort.get_available_providers()
+        if CUDA_PROVIDER not in available:
             raise EngineUnavailableError(
                 f"--engine onnx --device cuda needs onnxruntime-gpu (CUDA EP), available here: {', '.join(available)}; "
                 "use --device cpu or --engine torch"
             )
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return [CUDA_PROVIDER, "CPUExecutionProvider"]
     raise ConfigError(f"ONNX Runtime device must be cpu or cuda, got {device!r}")
 
 
@@ -85,7 +94,8 @@ class OrtEngine:
             raise ConfigError(f"ONNX weight replacement must be one of {REPLACEMENTS}, got {replacement!r}")
         self.device = device
         self.replacement = replacement
-        self._providers = providers_for(device)
+        self._ort = import_onnxruntime()
+        self._providers = providers_for(self._ort, device)
         self._threads = threads
         graph = onnx.load(str(onnx_path))
         self.names: WeightNameMap = map_initializers(graph, weights.keys())
@@ -102,18 +112,20 @@ class OrtEngine:
         self._base = self._session({}) if replacement == "inputs" else None  # one session for every weight set
         self.set_weights(weights)
 
-    def _session(self, overrides: Mapping[str, ort.OrtValue]) -> ort.InferenceSession:
-        options = ort.SessionOptions()
+    def _session(self, overrides: Mapping[str, Any]) -> Any:
+        options = self._ort.SessionOptions()
         options.intra_op_num_threads = self._threads
         for name, value in overrides.items():
             options.add_initializer(name, value)
         # These passes rewrite initializers before the overrides apply, so add_initializer
         # would be silently ignored for the weights they touch (measured, ORT 1.32).
         disabled = list(REWRITING_OPTIMIZERS) if self.replacement == "reinit" else []
-        return ort.InferenceSession(self._model_bytes, options, providers=self._providers, disabled_optimizers=disabled)
+        session = self._ort.InferenceSession(self._model_bytes, options, providers=self._providers, disabled_optimizers=disabled)
+        check_providers(self._providers, session.get_providers())
+        return session
 
-    def _ortvalue(self, array: np.ndarray) -> ort.OrtValue:
-        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, dtype=self.dtype), self.device, 0)
+    def _ortvalue(self, array: np.ndarray) -> Any:
+        return self._ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array, dtype=self.dtype), self.device, 0)
 
     def _load(self, weights: Mapping[str, np.ndarray]) -> _Loaded:
         values = {self.names.canonical_to_onnx[key]: self._ortvalue(array) for key, array in weights.items()}
@@ -131,6 +143,14 @@ class OrtEngine:
             self._twin.follow(state_dict)
 
     def run(self, tiles: torch.Tensor) -> torch.Tensor:
+        try:
+            return self._run(tiles)
+        except Exception as error:
+            if is_out_of_memory(error):  # the tiler halves the tile on this type, as for torch
+                raise torch.OutOfMemoryError(f"ONNX Runtime: {str(error).splitlines()[0]}") from error
+            raise
+
+    def _run(self, tiles: torch.Tensor) -> torch.Tensor:
         loaded = self._loaded  # one consistent weight set even if set_weights runs meanwhile
         # IO binding: on CUDA the weights stay on the GPU and only tiles travel.
         binding = loaded.session.io_binding()
@@ -142,7 +162,6 @@ class OrtEngine:
         loaded.session.run_with_iobinding(binding)
         out = binding.copy_outputs_to_cpu()[0]
         return torch.from_numpy(out.astype(np.float32, copy=False))
-
 
     def run_fp32(self, tiles: torch.Tensor) -> torch.Tensor:
         """``run`` for an fp32 graph; for an fp16 graph, the fp32 twin (:mod:`f2n.export.fallback`)."""

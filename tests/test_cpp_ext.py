@@ -211,15 +211,29 @@ def test_onnx_export_is_the_plain_graph(fused_ext, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_forward_and_gradients_match_plain(fused_ext, monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # compare fp32 with fp32
+    from f2n.export.fp32_mode import ieee_fp32
+
     block = rrdb(16, 8).cuda()
     x = torch.randn(3, 16, 13, 9, device="cuda")
-    plain = _grads(block, x, "off", monkeypatch)
-    fused = _grads(block, x, "on", monkeypatch)
-    for got, want in zip(fused, plain):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with ieee_fp32():  # compare fp32 with fp32, not TF32
+        plain = _grads(block, x, "off", monkeypatch)
+        fused = _grads(block, x, "on", monkeypatch)
+        for got, want in zip(fused, plain):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        with torch.no_grad():
+            torch.testing.assert_close(run(block, x, "on", monkeypatch), run(block, x, "off", monkeypatch))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_channels_last_weights_and_input_give_the_nchw_result(fused_ext, monkeypatch, device):
+    """The torch engine keeps CUDA weights channels_last; the fused op takes them (it works
+    in NCHW and converts the weights once per call, see fused_rrdb)."""
+    block = rrdb(16, 8).to(device)
+    x = torch.randn(2, 16, 11, 7, device=device)
     with torch.no_grad():
-        torch.testing.assert_close(run(block, x, "on", monkeypatch), run(block, x, "off", monkeypatch))
+        want = run(block, x, "on", monkeypatch)
+        got = run(block.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last), "on", monkeypatch)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 # --- without the extension -------------------------------------------------------------
