@@ -134,7 +134,8 @@ class TrtEngine:
         self.profile = profile
         self._logger = process_logger(trt)
         self._logger.take_errors()
-        self._engine = trt.Runtime(self._logger).deserialize_cuda_engine(plan)
+        self._runtime = trt.Runtime(self._logger)  # kept: it must outlive the engines it made
+        self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             raise EngineUnavailableError(deserialisation_failure(len(plan), self._logger.take_errors()))
         if not self._engine.refittable:

@@ -8,7 +8,9 @@ loaded for the rest of the process, so later RRDBNet tests run fused in ``auto``
 """
 
 import io
+import os
 import time
+from pathlib import Path
 
 import onnx
 import pytest
@@ -28,10 +30,13 @@ BF16_ATOL = 0.05  # bf16 keeps 8 mantissa bits; fusing x + 0.2 y rounds once ins
 
 @pytest.fixture(scope="session")
 def fused_ext(tmp_path_factory: pytest.TempPathFactory) -> float:
-    """Build (CPU; CUDA too when a GPU is visible) and load the extension; returns the build seconds."""
+    """Build (CPU; CUDA too when a GPU is visible) and load the extension; returns the build seconds.
+    ``$F2N_TEST_CPP_EXT_DIR`` names a build made earlier to reuse (benchmarks/gpu/verify.sh
+    builds the CUDA extension once for its figures and these tests)."""
     start = time.perf_counter()
+    build_dir = os.environ.get("F2N_TEST_CPP_EXT_DIR") or tmp_path_factory.mktemp("cpp_ext_build")
     try:
-        cpp_ext.load(build=True, build_dir=tmp_path_factory.mktemp("cpp_ext_build"))
+        cpp_ext.load(build=True, build_dir=Path(build_dir))
     except EngineUnavailableError as exc:
         pytest.fail(f"the extension must build in CI: {exc}")
     return time.perf_counter() - start

@@ -50,29 +50,27 @@ wheels=(.whl/*.whl)
 if ((${#wheels[@]})); then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$site" "${wheels[@]}" || echo "verify: could not install .whl/*.whl" >&2
 fi
-if ! "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --target "$site" . ; then
+if ! "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target "$site" . ; then
   echo "verify: pip could not install f2n from this tree (needs setuptools>=68 and wheel installed)" >&2
   exit 3
 fi
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 
-build_pid=
-if [[ $dry == 1 ]]; then
-  "$PYTHON" -m f2n.cpp_ext build --no-cuda > "$out/verify-build.log" 2>&1 &
-  build_pid=$!
-else
+# One build of the fused op, in the background, for the figures and for tests/test_cpp_ext.py.
+cuda_flag=--no-cuda
+if [[ $dry == 0 ]]; then
+  cuda_flag=--cuda
   # Compile for the local GPU only (all architectures would take several times longer).
   TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$("$PYTHON" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')}"
   export TORCH_CUDA_ARCH_LIST MAX_JOBS="${MAX_JOBS:-$(nproc)}"
-  timeout 300 "$PYTHON" -m f2n.cpp_ext build --cuda > "$out/verify-build.log" 2>&1 &
-  build_pid=$!
 fi
+export F2N_TEST_CPP_EXT_DIR="$F2N_HOME/cpp_ext/verify"
+timeout 300 "$PYTHON" -m f2n.cpp_ext build "$cuda_flag" --build-dir "$F2N_TEST_CPP_EXT_DIR" > "$out/verify-build.log" 2>&1 &
+build_pid=$!
 
 # Figures first (the build runs meanwhile on other cores); 110 s are kept for the op and the tests.
 "$PYTHON" benchmarks/gpu/verify.py "${verify_args[@]}" --out "$out" --seconds $(($(left) - 110))
-if [[ -n $build_pid ]]; then
-  wait "$build_pid" || echo "verify: the CUDA extension build failed or timed out (see $out/verify-build.log)" >&2
-fi
+wait "$build_pid" || echo "verify: the extension build failed or timed out (see $out/verify-build.log)" >&2
 "$PYTHON" benchmarks/gpu/verify.py "${verify_args[@]}" --out "$out" --parts fused,tests --seconds $(($(left) - 5))
 echo "verify: wrote $(ls "$out"/*.md) in ${SECONDS} s"
