@@ -126,3 +126,21 @@ def test_ieee_fp32_convolution_on_cuda_matches_float64() -> None:
     with ieee_fp32():
         got = torch.nn.functional.conv2d(x, w, padding=1)
     assert (got.double() - want).abs().max() < 1e-4
+
+
+def test_cpu_and_gpu_onnx_runtimes_are_alternative_extras() -> None:
+    """onnxruntime and onnxruntime-gpu share one folder (onnxruntime #26996, #7748): no
+    install of f2n may pull both, so the base has neither and each extra has one."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+
+    def runtimes(requirements: list[str]) -> set[str]:
+        names = {re.split(r"[\s<>=!~\[;]", requirement, maxsplit=1)[0].lower() for requirement in requirements}
+        return names & {"onnxruntime", "onnxruntime-gpu"}
+
+    extras = project["optional-dependencies"]
+    assert runtimes(project["dependencies"]) == set()
+    assert runtimes(extras["cpu"]) == {"onnxruntime"} and runtimes(extras["gpu"]) == {"onnxruntime-gpu"}
+    assert all(len(runtimes(requirements)) <= 1 for requirements in extras.values())
