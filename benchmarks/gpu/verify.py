@@ -183,6 +183,7 @@ def part_sr(bench: Bench, report: Report, engines: set[str]) -> Callable[[dict],
         sizes, rows = bench.sizes, record["rows"]
         low = "fp16" if sizes.device == "cuda" else "bf16"  # the CPU has no fp16 torch engine
         title = f"{sizes.lr}² LR -> {4 * sizes.lr}² (tile {sizes.tile}, overlap {sizes.overlap}), {low}"
+
         def aoti() -> object:
             package = compile_package(bench.model, bench.folder / "sr.pt2", device=sizes.device, precision=low)
             return AotiEngine(package, bench.model.state_dict(), device=sizes.device, precision=low)
@@ -206,7 +207,7 @@ def part_sr(bench: Bench, report: Report, engines: set[str]) -> Callable[[dict],
 
             builders.append(("TensorRT", lambda: load_trt_engine(export_onnx(bench.model, bench.folder / "sr32.onnx", simplify=False), bench.model.state_dict(),
                                                                  precision="fp16", profile=tile_profile(sizes.tile), cache_dir=bench.folder), 180))
-        baseline, reference = None, None
+        baseline, reference, failed = None, None, []
         for name, build, needs in [b for b in builders if b[0] in engines]:
             if report.left() < needs:
                 rows.append((name, "skipped", f"{report.left():.0f} s left, needs ~{needs} s"))
@@ -219,8 +220,9 @@ def part_sr(bench: Bench, report: Report, engines: set[str]) -> Callable[[dict],
                 result = bench.upscale(engine)  # first run: torch.compile compiles here
                 first = time.perf_counter() - start
                 steady = seconds(lambda: bench.upscale(engine), rounds=3, warmup=0)
-            except Exception as error:
+            except Exception as error:  # the next engine still runs; the part is marked failed at the end
                 rows.append((name, "failed", f"{type(error).__name__}: {str(error).strip().splitlines()[0][:160] if str(error).strip() else ''}"))
+                failed.append(name)
                 continue
             bench.engines[name] = engine
             if baseline is None:
@@ -228,9 +230,12 @@ def part_sr(bench: Bench, report: Report, engines: set[str]) -> Callable[[dict],
             difference = float(np.abs(result - reference).max())
             rows.append((f"{title}: {name}", f"{steady * 1e3:.0f} ms",
                          f"{baseline / steady:.2f}× eager; build {built:.1f} s, first run {first:.1f} s; max abs diff vs eager {difference:.2g}"))
-        with ieee_fp32():  # the fp32 reference of the check below, in IEEE fp32
-            fp32 = bench.upscale(TorchEngine(bench.model, device=sizes.device, precision="fp32", compile=False))
-        rows.append((f"{title}: eager {low} vs eager fp32 (IEEE)", f"{float(np.abs(reference - fp32).max()):.2g}", "max abs difference"))
+        if reference is not None:
+            with ieee_fp32():  # the fp32 reference of this check, in IEEE fp32
+                fp32 = bench.upscale(TorchEngine(bench.model, device=sizes.device, precision="fp32", compile=False))
+            rows.append((f"{title}: first engine ({low}) vs eager fp32 (IEEE)", f"{float(np.abs(reference - fp32).max()):.2g}", "max abs difference"))
+        if failed:
+            raise RuntimeError(f"engines failed: {', '.join(failed)} (rows above)")
 
     return run
 
