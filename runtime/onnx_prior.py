@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from f2n.errors import WeightsError
+from f2n.onnxruntime_support import import_onnxruntime
 from f2n.runtime.face_restore import from_prior_output, to_prior_input
 
 DEFAULT_SIZE = 512
@@ -25,7 +26,7 @@ DEFAULT_RANGE = (-1.0, 1.0)
 class OnnxFacePrior:
     def __init__(self, path: Path, *, provenance: Mapping[str, str], device: str | torch.device = "cpu",
                  batch_size: int = 4) -> None:
-        import onnxruntime as ort
+        ort = import_onnxruntime()  # f2n[cpu] or f2n[gpu]: one line when neither is installed
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if torch.device(device).type == "cuda" \
