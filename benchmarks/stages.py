@@ -124,13 +124,21 @@ def sr_loaded():
     return require_module("f2n.weights").load_sr_network()
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=1)
+def tiny_loaded():
+    """A seeded 1-block RRDBNet for smoke runs, loaded as a weight file is."""
+    nets, weights = require_module("f2n.nets"), require_module("f2n.weights")
+    torch.manual_seed(0)
+    model = nets.RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).eval()
+    with tempfile.TemporaryDirectory(prefix="f2n-bench-") as folder:
+        path = Path(folder) / "tiny.safetensors"
+        require_module("f2n.weights.checkpoint").save_safetensors_atomic(path, model.state_dict(), {})
+        return weights.load_sr_network(path)
+
+
 def sr_model(network: str) -> torch.nn.Module:
     """``real``: Real-ESRGAN x4plus; ``tiny``: a seeded 1-block RRDBNet for smoke runs."""
-    if network == "real":
-        return sr_loaded().model.eval()
-    torch.manual_seed(0)
-    return require_module("f2n.nets").RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).eval()
+    return (sr_loaded() if network == "real" else tiny_loaded()).model.eval()
 
 
 def perturbed_weights(model: torch.nn.Module, seed: int = 1) -> dict[str, torch.Tensor]:
@@ -238,22 +246,16 @@ def adapt_step(patches: int, lq_size: int, device: str = "cpu", precision: str =
 
 def make_engine(kind: str, precision: str, device: str, network: str = "real"):
     """An SR engine: ``torch``, ``onnx-reinit`` / ``onnx-inputs`` (the two ONNX Runtime weight
-    replacements), ``aoti`` or ``trt``, built the way ``f2n-adapt-and-run`` builds them."""
+    replacements), ``aoti`` or ``trt``, from f2n's one engine factory (as every command builds them)."""
     _device(device)
-    if kind == "torch":
-        return require_module("f2n.runtime.torch_engine").TorchEngine(sr_model(network), device=device,
-                                                                       precision=precision)
-    if network != "real":
-        raise ValueError(f"engine {kind!r} is benchmarked with the real network only, got {network!r}")
-    loaded = sr_loaded()
-    if kind.startswith("onnx-"):
-        onnx_path = require_module("f2n.export.onnx_export").cached_onnx(loaded.model, precision=precision)
-        return require_module("f2n.export.ort_engine").OrtEngine(
-            onnx_path, loaded.model.state_dict(), device=device, replacement=kind.removeprefix("onnx-"),
-            threads=threads())
+    build = require_module("f2n.runtime.build")
     tiling = require_module("f2n.runtime.tiling")
-    return require_module("f2n.export.engines").make_engine(kind, loaded, device=device, precision=precision,
-                                                            tile=tiling.DEFAULT_TILE)
+    if kind != "torch" and network != "real":
+        raise ValueError(f"engine {kind!r} is benchmarked with the real network only, got {network!r}")
+    loaded = sr_loaded() if network == "real" else tiny_loaded()
+    name, _, replacement = kind.partition("-")
+    options = {"onnx_replacement": replacement, "threads": threads()} if replacement else {}
+    return build.make_engine(name, loaded, device=device, precision=precision, tile=tiling.DEFAULT_TILE, **options)
 
 
 def handover(kind: str, precision: str = "fp32", device: str = "cpu", network: str = "real") -> TimedCall:
@@ -275,25 +277,21 @@ def tiled_sr(kind: str, precision: str, device: str, height: int, width: int, ne
 
 def end_to_end(height: int, width: int, steps: int, patches: int, engine: str = "torch", precision: str = "fp32",
                device: str = "cpu", prior_size: int = 512) -> TimedCall:
-    """``AdaptAndRun(photo, output)``: decode, face stage (GPEN with random weights), ``steps``
-    adaptation steps on ``patches`` patches per face, weight hand-over, tiles, encode. The call returns
-    the run report, whose per-step timings become the stage's breakdown (the waterfall)."""
-    pipeline = require_module("f2n.runtime.pipeline")
-    adapt = require_module("f2n.runtime.adapt")
-    face_stage = require_module("f2n.runtime.face_stage")
-    patches_module = require_module("f2n.runtime.face_patches")
+    """``AdaptAndRun(photo, output)`` as f2n-adapt-and-run builds it: decode, face stage (GPEN with
+    random weights), ``steps`` adaptation steps on ``patches`` patches per face, weight hand-over,
+    tiles, encode. The call returns the run report, whose per-step timings become the stage's
+    breakdown (the waterfall)."""
+    build = require_module("f2n.runtime.build")
     images = require_module("f2n.runtime.images")
     where = _device(device)
     prior = random_face_prior(f"gpen-{prior_size}", where)
     folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
     source, output = Path(folder.name) / "photo.png", Path(folder.name) / "photo_x4.png"
     images.write_image(source, photo_rgb(height, width))
-    method = require_module("f2n.runtime.methods").FaceAdaptation(
-        require_module("f2n.runtime.face_detect").RetinaFaceDetector(threads=threads()), prior,
-        face=face_stage.FaceStageConfig(patches=patches_module.PatchConfig(count=patches)))
-    run_pipeline = pipeline.AdaptAndRun(
-        model=sr_model("real"), engine=make_engine(engine, precision, device), method=method,
-        config=pipeline.PipelineConfig(adapt=adapt.AdaptConfig(steps=steps, device=device)))
+    detector = require_module("f2n.runtime.face_detect").RetinaFaceDetector(threads=threads())
+    run_pipeline = build.build_pipeline(
+        sr_loaded(), engine=make_engine(engine, precision, device), device=device, precision="fp32",
+        requested={"steps": steps, "patches_per_face": patches}, prior=prior, detector=detector)
 
     def run() -> object:
         _ = folder

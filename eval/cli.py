@@ -46,7 +46,7 @@ def build(hq_dir: Path, out_dir: Path, kind: str, seed: int, scale: int, max_sid
 @main.command()
 @click.argument("set_dir", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Report folder.")
-@click.option("--steps", default="1,10,20", show_default=True, help="Adaptation step counts to evaluate.")
+@click.option("--steps", help="Adaptation step counts to evaluate [1,10,20 and each checkpoint's own n].")
 @click.option("--prior", "priors", type=click.Choice(["oracle", "gpen"]), multiple=True,
               help="Face priors (repeatable). Default: oracle, and GPEN where its weights are installed.")
 @click.option("--base", "base_network", default="realesrgan-x4plus", show_default=True,
@@ -55,14 +55,14 @@ def build(hq_dir: Path, out_dir: Path, kind: str, seed: int, scale: int, max_sid
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-lpips", is_flag=True, help="Skip LPIPS even where its weights are installed.")
 @one_line_errors
-def run(set_dir: Path, out_dir: Path, steps: str, priors: tuple[str, ...], base_network: str,
+def run(set_dir: Path, out_dir: Path, steps: str | None, priors: tuple[str, ...], base_network: str,
         checkpoints: tuple[str, ...], device: str, no_lpips: bool) -> None:
     """Run bicubic, base and adapted SR on SET_DIR; write results.md/.csv and crops to --out."""
     from f2n.eval.report import markdown, write_report
     from f2n.eval.run import PRIORS, EvalConfig, evaluate_set
 
     # Priors named on the command line must load; by default GPEN is skipped when absent.
-    config = EvalConfig(steps=_steps(steps), priors=tuple(dict.fromkeys(priors)) or PRIORS,
+    config = EvalConfig(steps=_steps(steps) if steps else (), priors=tuple(dict.fromkeys(priors)) or PRIORS,
                         require_priors=bool(priors), base_network=base_network, checkpoints=checkpoints, device=device, lpips=not no_lpips)
     _check_report_folder(out_dir)  # before the evaluation (minutes), not after it
     result = evaluate_set(set_dir, config, log=lambda message: click.echo(message, err=True))

@@ -4,19 +4,20 @@ Methods, per photo: bicubic; each network unadapted ("base"); each network adapt
 photo's faces with each face prior, snapshotted after n steps for every n asked for. The
 networks are Real-ESRGAN x4plus and any checkpoint given; the priors are the oracle (faces
 cut from the ground truth: an upper bound for any prior) and GPEN when its weights are
-installed. One detection per photo, one face stage per (photo, prior) and one inner loop per
-(photo, prior, network) serve all n: θ is snapshotted on the way.
+installed. Each adapted output comes from the f2n-adapt-and-run pipeline itself
+(:func:`f2n.runtime.build_pipeline`, the checkpoint's adaptation settings included); one
+detection per photo, one restoration per (photo, prior) and one inner loop per (photo,
+prior, network) serve all n: the pipeline's ``on_step`` hook snapshots θ on the way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from torch import nn
 
 from f2n.errors import ConfigError, WeightsError
 from f2n.eval.metrics import (
@@ -27,21 +28,34 @@ from f2n.eval.metrics import (
     unavailable_metrics,
 )
 from f2n.eval.testset import load_test_set
-from f2n.runtime.adapt import AdaptConfig, Weights, iter_adaptation
-from f2n.runtime.face_prior import FacePrior, OraclePrior, make_prior
-from f2n.runtime.face_stage import FaceStageConfig, patch_weights, run_face_stage
-from f2n.runtime.images import read_image
-from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tiled_upscale
-from f2n.runtime.torch_engine import TorchEngine
-from f2n.runtime.types import PatchBatch
+from f2n.runtime import (
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    AdaptAndRun,
+    Detections,
+    Detector,
+    FacePrior,
+    FaceStageConfig,
+    OraclePrior,
+    SREngine,
+    build_pipeline,
+    load_network,
+    make_engine,
+    make_prior,
+    read_image,
+    resolve_settings,
+    select_faces,
+)
+from f2n.weights import LoadedSR
 
 BASE_NETWORK = "realesrgan-x4plus"
 PRIORS = ("oracle", "gpen")
+DEFAULT_STEPS = (1, 10, 20)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    steps: tuple[int, ...] = (1, 10, 20)
+    steps: tuple[int, ...] = ()  # (): DEFAULT_STEPS and each checkpoint's own n
     priors: tuple[str, ...] = PRIORS
     require_priors: bool = False  # False: a prior whose weights are absent is skipped (with the reason)
     base_network: str = BASE_NETWORK  # registry name or weight file
@@ -53,7 +67,7 @@ class EvalConfig:
     seed: int = 0  # patch sampling in the face stage
 
     def __post_init__(self) -> None:
-        if not self.steps or min(self.steps) < 1:
+        if self.steps and min(self.steps) < 1:
             raise ConfigError(f"adaptation steps are {self.steps}, expected one or more integers >= 1")
         unknown = set(self.priors) - set(PRIORS)
         if unknown or not self.priors:
@@ -63,9 +77,10 @@ class EvalConfig:
 @dataclass(frozen=True)
 class Network:
     label: str
-    model: nn.Module
-    adapt: AdaptConfig
-    masknet: nn.Module | None
+    loaded: LoadedSR
+    engine: SREngine
+    base: AdaptAndRun  # the network unadapted
+    steps: tuple[int, ...]  # the step counts evaluated: --steps, else the defaults and the checkpoint's n
 
 
 @dataclass(frozen=True)
@@ -93,20 +108,18 @@ def adapted_label(network: str, prior: str, steps: int) -> str:
 
 
 def load_networks(config: EvalConfig) -> list[Network]:
-    from f2n.runtime.cli import load_masknet
-    from f2n.weights import load_sr_network
-
     networks = []
     for source in (config.base_network, *config.checkpoints):
-        loaded = load_sr_network(source, device=config.device)
-        adapt = AdaptConfig(steps=max(config.steps), device=config.device)
-        defaults = loaded.adaptation_defaults
-        if defaults is not None:  # a meta-trained checkpoint adapts as it was trained to
-            adapt = replace(adapt, lr=defaults.alpha, optimizer=defaults.optimizer)
+        loaded = load_network(source, device=config.device)
+        engine = make_engine("torch", loaded, device=config.device, precision="fp32", tile=config.tile)
+        own_steps = resolve_settings({}, loaded).steps
+        steps = config.steps or tuple(sorted({*DEFAULT_STEPS, own_steps}))
         label = "x4plus" if source == BASE_NETWORK else Path(source).stem
         if any(n.label == label for n in networks):  # two files of one name: keep rows apart
             label = f"{label}#{len(networks)}"
-        networks.append(Network(label, loaded.model, adapt, load_masknet(loaded.masknet_state, config.device, loaded.masknet_lq_resize)))
+        base = build_pipeline(loaded, engine=engine, device=config.device, precision="fp32", adapt_enabled=False,
+                              tile=config.tile, overlap=config.overlap)
+        networks.append(Network(label, loaded, engine, base, steps))
     return networks
 
 
@@ -118,7 +131,7 @@ def load_priors(config: EvalConfig) -> tuple[dict[str, Callable[[np.ndarray], Fa
         factories["oracle"] = OraclePrior
     if "gpen" in config.priors:
         try:
-            gpen = make_prior("gpen", device=config.device)
+            gpen = RememberingPrior(make_prior("gpen", device=config.device))
             factories["gpen"] = lambda _gt: gpen
         except WeightsError as error:
             if config.require_priors:
@@ -127,20 +140,34 @@ def load_priors(config: EvalConfig) -> tuple[dict[str, Callable[[np.ndarray], Fa
     return factories, missing
 
 
+class RememberingPrior:
+    """A prior that returns its last output again for the same faces: every network of a
+    photo sees the same aligned faces, and restoring them once is enough."""
+
+    def __init__(self, prior: FacePrior) -> None:
+        self.prior = prior
+        self.name = prior.name
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def restore(self, aligned_faces: np.ndarray, affines_x4: np.ndarray) -> np.ndarray:
+        if self._last is None or not np.array_equal(self._last[0], aligned_faces):
+            self._last = (aligned_faces.copy(), self.prior.restore(aligned_faces, affines_x4))
+        return self._last[1]
+
+
 def _quantise(rgb: np.ndarray) -> np.ndarray:
     return (np.round(np.clip(rgb, 0, 1) * 255) / 255).astype(np.float32)
 
 
-def _upscale(engine: TorchEngine, lq: np.ndarray, config: EvalConfig) -> np.ndarray:
-    return _quantise(tiled_upscale(engine, lq, tile=config.tile, overlap=config.overlap))
-
-
-def _snapshots(network: Network, patches: PatchBatch, steps: tuple[int, ...]) -> Iterator[tuple[int, Weights]]:
-    """θ after each wanted step count, from one inner loop (live tensors: use before the next)."""
-    wanted = set(steps)
-    for step in iter_adaptation(network.model, patches, network.adapt):
-        if step.index in wanted:
-            yield step.index, step.weights
+def run_network(network: Network, lq: np.ndarray, prior: FacePrior, detector: Detector,
+                config: EvalConfig) -> tuple[dict[int, np.ndarray], str]:
+    """The outputs after each of ``network.steps`` from the f2n-adapt-and-run pipeline, and why
+    the photo was not adapted ('' if it was: then every output is the base network's)."""
+    pipeline = build_pipeline(network.loaded, engine=network.engine, device=config.device, precision="fp32",
+                              requested={"steps": max(network.steps)}, prior=prior, detector=detector,
+                              tile=config.tile, overlap=config.overlap, seed=config.seed)
+    outputs, result = pipeline.enhance_snapshots(lq, network.steps)
+    return {steps: _quantise(rgb) for steps, rgb in outputs.items()}, result.reason
 
 
 def evaluate_set(set_dir: Path, config: EvalConfig = EvalConfig(), *,
@@ -158,42 +185,30 @@ def evaluate_set(set_dir: Path, config: EvalConfig = EvalConfig(), *,
     if niqe_missing is not None:
         not_run["niqe"] = f"skipped: {niqe_missing}"
     detector = RetinaFaceDetector()
-    face_config = FaceStageConfig()
-    engines = [TorchEngine(n.model, device=config.device) for n in networks]
     photos = []
     for pair in pairs:
         lq, gt = read_image(pair.lq).rgb, read_image(pair.gt).rgb
-        detections = detector(lq)
-        boxes = tuple(tuple(float(v) for v in box) for box, score in zip(detections.boxes, detections.scores)
-                      if score >= face_config.score_threshold)
+        detections = detector(lq)  # once per photo: every pipeline below reuses it
+
+        def detected(_image: np.ndarray) -> Detections:
+            return detections
+
+        # The face region of the metrics: the faces the face stage adapts to.
+        boxes = tuple(face.box for face in select_faces(detections, lq.shape[:2], FaceStageConfig()) if face.used)
         outputs = {"bicubic": _quantise(cv2.resize(lq, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_CUBIC))}
         notes, most_adapted = [], []
-        # 2. face pairs, once per prior (detection reused): each network only re-weighs them
-        stages = {name: run_face_stage(lq, detector=lambda _image: detections, prior=factory(gt), config=face_config,
-                                       seed=config.seed)
-                  for name, factory in prior_factories.items()}
-        for network, engine in zip(networks, engines):
-            # 1. the network as it is
-            engine.set_weights({k: p.detach() for k, p in network.model.named_parameters()})
+        priors = {name: factory(gt) for name, factory in prior_factories.items()}
+        for network in networks:
             log(f"{pair.name}: {network.label} base")
-            outputs[f"{network.label} base"] = _upscale(engine, lq, config)
-            for prior_name, stage in stages.items():
-                # 3. one inner loop, an SR pass per snapshot
-                if stage.patches is None:
-                    # As f2n-adapt-and-run does: no usable face, the base network's output.
-                    notes.append(f"{network.label}, {prior_name} prior: base output used, not adapted "
-                                 f"({stage.no_faces_reason})")
-                    for steps in config.steps:
-                        outputs[adapted_label(network.label, prior_name, steps)] = outputs[f"{network.label} base"]
-                else:
-                    unweighted = stage.patches  # without a MaskNet: weight 1 on the face, 0 on padding
-                    patches = PatchBatch(unweighted.lq, unweighted.target,
-                                         patch_weights(unweighted.lq, unweighted.target, unweighted.weight, network.masknet))
-                    for steps, weights in _snapshots(network, patches, config.steps):
-                        log(f"{pair.name}: {network.label} {prior_name} n={steps}")
-                        engine.set_weights(weights)
-                        outputs[adapted_label(network.label, prior_name, steps)] = _upscale(engine, lq, config)
-                most_adapted.append(adapted_label(network.label, prior_name, max(config.steps)))
+            outputs[f"{network.label} base"] = _quantise(network.base.enhance(lq).rgb)
+            for prior_name, prior in priors.items():
+                log(f"{pair.name}: {network.label} {prior_name} n={','.join(map(str, network.steps))}")
+                snapshots, reason = run_network(network, lq, prior, detected, config)
+                if reason:
+                    notes.append(f"{network.label}, {prior_name} prior: base output used, not adapted ({reason})")
+                for steps, output in snapshots.items():
+                    outputs[adapted_label(network.label, prior_name, steps)] = output
+                most_adapted.append(adapted_label(network.label, prior_name, max(network.steps)))
         faces = face_mask(gt.shape[:2], boxes, scale=scale)
         metrics = metrics_table(outputs, gt, faces, crop=scale, with_niqe=niqe_missing is None, lpips=lpips_fn)
         photos.append(PhotoResult(pair.name, metrics, outputs, lq, gt, boxes, tuple(most_adapted), tuple(notes)))

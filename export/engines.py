@@ -1,33 +1,39 @@
-"""``make_engine``: the factory behind ``f2n-adapt-and-run --engine onnx|aoti|trt``.
-Each engine starts with ``loaded.model``'s weights and takes a photo's θ_n through
-``set_weights`` without being rebuilt; compiled artifacts come from the cache under
-``$F2N_HOME/engines``."""
+"""``make_engine``: the one factory of SR engines, behind ``--engine`` of every command
+(f2n-adapt-and-run, its demo, f2n-eval, f2n-bench). Each engine starts with
+``loaded.model``'s weights and takes a photo's θ_n through ``set_weights`` without being
+rebuilt; compiled artifacts come from the cache under ``$F2N_HOME/engines``."""
 
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.aoti import load_aoti_engine
 from f2n.export.cache import cache_dir
 from f2n.export.onnx_export import cached_onnx
-from f2n.export.ort_engine import OrtEngine
+from f2n.export.ort_engine import DEFAULT_REPLACEMENT, OrtEngine
 from f2n.export.trt_config import tile_profile
 from f2n.export.trt_engine import import_tensorrt, load_trt_engine
+from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import SREngine
 from f2n.weights.sr import LoadedSR
 
-ENGINES = ("onnx", "aoti", "trt")
+ENGINES = ("torch", "onnx", "aoti", "trt")
 
 
-def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, tile: int, batch_size: int = 1) -> SREngine:
+def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, tile: int, batch_size: int = 1,
+                onnx_replacement: str = DEFAULT_REPLACEMENT, threads: int = 0) -> SREngine:
     """An engine for ``loaded.model``. ``tile``/``batch_size`` (LR px, tiles per run)
-    size the TensorRT optimization profile; ONNX Runtime and AOTInductor take any shape."""
+    size the TensorRT optimization profile; the other engines take any shape.
+    ``onnx_replacement`` and ``threads`` (0: the library's default) tune ONNX Runtime."""
     if name not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"device must be cpu or cuda, got {device!r}")
+    if name == "torch":
+        return TorchEngine(loaded.model, device=device, precision=precision)
     weights = loaded.model.state_dict()
     if name == "onnx":
         if device == "cpu" and precision != "fp32":
             raise ConfigError(f"--engine onnx on the CPU runs fp32 only, got {precision}; use --precision fp32 (or --engine aoti for bf16)")
-        return OrtEngine(cached_onnx(loaded.model, precision=precision), weights, device=device)
+        return OrtEngine(cached_onnx(loaded.model, precision=precision), weights, device=device,
+                         replacement=onnx_replacement, threads=threads)
     if name == "aoti":
         return load_aoti_engine(loaded.model, device=device, precision=precision)
     if device != "cuda":

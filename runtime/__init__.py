@@ -2,6 +2,9 @@
 
 Public API (everything else in the sub-modules is private):
 
+* ``build_pipeline(checkpoint, engine=, prior=, requested=...)`` assembles the pipeline
+  that every command runs: the checkpoint's adaptation settings (``resolve_settings``),
+  its MaskNet, the engine (``make_engine``) and the prior.
 * ``AdaptAndRun(model=, engine=, method=, config=PipelineConfig(...))(source, output)``
   runs the whole pipeline on one photo and returns a ``RunReport``; ``.enhance(rgb)`` does
   the same on an array. ``method`` is ``FaceAdaptation(detector, prior)`` (MetaF2N) or
@@ -19,8 +22,20 @@ from f2n.runtime.adapt import (
     iter_adaptation,
     masked_l1,
 )
+from f2n.runtime.build import (
+    AdaptationSettings,
+    build_pipeline,
+    checkpoint_settings,
+    load_masknet,
+    load_network,
+    make_engine,
+    resolve_settings,
+)
 from f2n.runtime.cmdsr import CmdsrAdaptation
-from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
+from f2n.runtime.face_detect import Detections
+from f2n.runtime.face_prior import FacePrior, OraclePrior, make_prior
+from f2n.runtime.face_stage import Detector, FaceStageConfig, patch_weights, run_face_stage, select_faces
+from f2n.runtime.images import IMAGE_SUFFIXES, DecodedImage, image_files, read_image, upscale_alpha, write_image
 from f2n.runtime.methods import AdaptationMethod, FaceAdaptation, MethodOutcome
 from f2n.runtime.pipeline import (
     AdaptAndRun,
@@ -31,23 +46,32 @@ from f2n.runtime.pipeline import (
 )
 from f2n.runtime.report import RunReport, write_report_json
 from f2n.runtime.support import SupportConfig, sample_support
-from f2n.runtime.tiling import TileBox, blend_weights, tile_boxes, tiled_upscale
+from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TileBox, blend_weights, tile_boxes, tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import FaceReport, FaceStageResult, PatchBatch, SREngine
 
 __all__ = [
+    "DEFAULT_OVERLAP",
+    "DEFAULT_TILE",
     "AdaptAndRun",
     "AdaptConfig",
     "AdaptResult",
     "AdaptStep",
     "AdaptationMethod",
+    "AdaptationSettings",
     "CmdsrAdaptation",
+    "DecodedImage",
+    "Detections",
+    "Detector",
     "Enhanced",
     "FaceAdaptation",
+    "FacePrior",
     "FaceReport",
     "FaceStageConfig",
     "FaceStageResult",
+    "IMAGE_SUFFIXES",
     "MethodOutcome",
+    "OraclePrior",
     "PatchBatch",
     "PipelineConfig",
     "RunReport",
@@ -57,13 +81,26 @@ __all__ = [
     "TorchEngine",
     "adapt",
     "blend_weights",
+    "build_pipeline",
+    "checkpoint_settings",
+    "image_files",
     "iter_adaptation",
+    "load_masknet",
+    "load_network",
+    "make_engine",
+    "make_prior",
     "masked_l1",
     "paste_faces",
+    "patch_weights",
+    "read_image",
+    "resolve_settings",
     "run_face_stage",
     "sample_support",
     "save_adapted_weights",
+    "select_faces",
     "tile_boxes",
     "tiled_upscale",
+    "upscale_alpha",
+    "write_image",
     "write_report_json",
 ]

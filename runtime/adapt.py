@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 COMPILE_BACKEND = "inductor"
 NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere
 
-# Measured on the oracle prior (docs/adaptation.md, runtime/measure_defaults.py).
+# Measured on the oracle prior (docs/adaptation.md, scripts/measure_defaults.py).
 DEFAULT_STEPS = 20
 DEFAULT_LR = 1e-4
 DEFAULT_OPTIMIZER = "adam"
@@ -125,11 +125,15 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig) 
         yield AdaptStep(index, weights, loss_value, time.perf_counter() - start)
 
 
-def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig) -> AdaptResult:
-    """Adapt a copy of ``model``'s weights to one photo's face patches."""
+def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
+          on_step: Callable[[AdaptStep], None] | None = None) -> AdaptResult:
+    """Adapt a copy of ``model``'s weights to one photo's face patches. ``on_step`` sees each
+    step as it finishes (f2n-eval upscales snapshots there)."""
     losses, seconds = [], []
     final = {name: p.detach() for name, p in model.named_parameters()}
     for step in iter_adaptation(model, patches, config):
+        if on_step is not None:
+            on_step(step)
         losses.append(step.loss)
         seconds.append(step.seconds)
         final = step.weights

@@ -12,24 +12,18 @@ import sys
 from pathlib import Path
 
 import click
-import torch
 
-from f2n.errors import ConfigError, EngineUnavailableError, F2NError, WeightsError
-from f2n.nets.masknet import MaskNet
-from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
+from f2n.errors import ConfigError, F2NError
+from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
+from f2n.runtime.build import build_pipeline, load_network, patch_config, resolve_device
 from f2n.runtime.face_patches import PatchConfig
-from f2n.runtime.face_prior import FacePrior, parse_prior_options
-from f2n.runtime.face_stage import Detector, FaceStageConfig
+from f2n.runtime.face_prior import parse_prior_options
 from f2n.runtime.images import DecodedImage, read_image
 from f2n.runtime.jobs import Job, collect_inputs, plan_jobs, prepare_folders
-from f2n.runtime.methods import AdaptationMethod, FaceAdaptation
-from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
+from f2n.runtime.pipeline import AdaptAndRun
 from f2n.runtime.report import RunReport, summarise, write_report_json
 from f2n.runtime.support import SupportConfig
-from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
-from f2n.runtime.types import SREngine
-from f2n.weights import LoadedSR, load_sr_network
-from f2n.weights.checkpoint import PatchDefaults
+from f2n.runtime.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling
 
 EXIT_PARTIAL, EXIT_ALL_FAILED = 1, 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
@@ -106,62 +100,40 @@ main = command  # the console script's entry point
 
 
 def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int | None, lr: float | None,
-        optimizer: str | None, adapt_method: str, patches_per_face: int | None,
-        patches_per_image: int | None, support_patch: int, support_count: int,
-        tile: int, tile_overlap: int, device: str | None, precision: str | None, prior: str,
-        prior_options: tuple[str, ...], checkpoint: str,
-        paste_faces: bool, save_debug: bool, save_weights: Path | None, report: Path | None, no_adapt: bool,
-        require_adaptation: bool, overwrite: bool, demo: bool, progress: bool) -> int:
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    precision = precision or ("fp16" if device == "cuda" else "fp32")
+        optimizer: str | None, adapt_method: str, patches_per_face: int | None, patches_per_image: int | None,
+        support_patch: int, support_count: int, tile: int, tile_overlap: int, device: str | None,
+        precision: str | None, prior: str, prior_options: tuple[str, ...], checkpoint: str, paste_faces: bool,
+        save_debug: bool, save_weights: Path | None, report: Path | None, no_adapt: bool, require_adaptation: bool,
+        overwrite: bool, demo: bool, progress: bool) -> int:
+    requested = {"steps": steps, "lr": lr, "optimizer": optimizer, "patches_per_face": patches_per_face,
+                 "patches_per_image": patches_per_image}
     if demo:
         from f2n.runtime.demo import run_demo
 
-        return run_demo(device=device, checkpoint=checkpoint, steps=steps, lr=lr, optimizer=optimizer)
+        return run_demo(device=resolve_device(device), checkpoint=checkpoint, requested=requested)
     if no_adapt and (require_adaptation or save_weights):
         other = "--require-adaptation" if require_adaptation else "--save-weights (there is no θ_n to save)"
         raise ConfigError(f"--no-adapt and {other} contradict each other: give at most one")
     jobs = plan_jobs(collect_inputs(inputs), out, save_weights, save_debug)
-    patch_config(patches_per_face, patches_per_image, None)  # options checked before any work
+    # Options checked before any work (and before the weights load).
+    check_tiling(tile, tile_overlap, DEFAULT_BATCH_SIZE)
+    patch_config(patches_per_face, patches_per_image, None)
     parsed_prior_options = parse_prior_options(prior_options)
     support = SupportConfig(patch=support_patch, count=support_count)
     oracle = prior.startswith("oracle:") and not no_adapt and adapt_method != "cmdsr"
     if oracle and len(jobs) != 1:
         raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
-
-    loaded = load_sr_network(checkpoint, device="cpu")
-    method_name = resolve_method(adapt_method, loaded)
-    defaults = loaded.adaptation_defaults
-    adapt_config = AdaptConfig(
-        steps=steps if steps is not None else (defaults.steps if defaults else DEFAULT_STEPS),
-        lr=lr if lr is not None else (defaults.alpha if defaults else DEFAULT_LR),
-        optimizer=optimizer or (defaults.optimizer if defaults else DEFAULT_OPTIMIZER),
-        device=device,
-        precision="bf16" if device == "cuda" and precision != "fp32" else "fp32",
-    )
-    config = PipelineConfig(
-        adapt=adapt_config, tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt,
-        require_adaptation=require_adaptation, paste_faces=paste_faces, progress=progress,
-    )
+    loaded = load_network(checkpoint)  # a network f2n cannot run fails here, before any folder is made
     prepare_folders(jobs, report)
-    # The engine first: an engine that cannot run here fails before the prior is fetched.
-    sr_engine = make_engine(engine, loaded, device=device, precision=precision, tile=tile)
     # The oracle checks its ground truth against the photo's size: that photo is decoded once, here.
-    oracle = oracle and method_name == "faces"
     decoded = {jobs[0].source: read_image(jobs[0].source)} if oracle else {}
-    if method_name == "cmdsr":
-        from f2n.runtime.cmdsr import CmdsrAdaptation
-
-        method: AdaptationMethod = CmdsrAdaptation(loaded.condition_net.to(device), support)
-    else:
-        lq_shape = decoded[jobs[0].source].rgb.shape[:2] if oracle else None
-        face_prior, prior_problem = (None, "") if no_adapt else load_prior(prior, device, lq_shape, require_adaptation,
-                                                                                  parsed_prior_options)
-        face_config = FaceStageConfig(patches=patch_config(patches_per_face, patches_per_image, loaded.patch_defaults))
-        masknet = load_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize)
-        method = FaceAdaptation(make_detector(), face_prior, masknet=masknet, face=face_config,
-                                prior_problem=prior_problem)
-    pipeline = AdaptAndRun(model=loaded.model.to(device), engine=sr_engine, method=method, config=config)
+    pipeline = build_pipeline(
+        loaded, engine=engine, device=device, precision=precision, requested=requested, method=adapt_method,
+        prior=prior, prior_options=parsed_prior_options, support=support,
+        oracle_shape=decoded[jobs[0].source].rgb.shape[:2] if oracle else None,
+        warn=lambda message: click.echo(f"warning: {message}", err=True),
+        tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt, require_adaptation=require_adaptation,
+        paste_faces=paste_faces, progress=progress)
     reports = [process(pipeline, job, overwrite, decoded.get(job.source)) for job in jobs]
     if report is not None:
         write_report_json(report, reports)
@@ -192,67 +164,3 @@ def process(pipeline: AdaptAndRun, job: Job, overwrite: bool, decoded: DecodedIm
     how = f"adapted with {report.method}" if report.adapted else f"base network: {report.reason}"
     click.echo(f"ok {job.source} -> {job.output} ({how}; {report.timings.get('total', 0):.1f} s)", err=True)
     return report
-
-
-def resolve_method(requested: str, loaded: LoadedSR) -> str:
-    """``faces`` or ``cmdsr``: the checkpoint decides under ``auto`` (a ConditionNet means CMDSR)."""
-    if requested == "auto":
-        return "cmdsr" if loaded.condition_net is not None else "faces"
-    if requested == "cmdsr" and loaded.condition_net is None:
-        raise ConfigError(f"--adapt-method cmdsr needs a checkpoint with ConditionNet weights, {loaded.path} has none "
-                          "(train one with f2n-train --method cmdsr)")
-    return requested
-
-
-def load_prior(spec: str, device: str, lq_shape: tuple[int, int] | None,
-               required: bool, options: dict[str, float] | None = None) -> tuple[FacePrior | None, str]:
-    """The face prior, or (None, why) when it cannot load and adaptation is optional.
-    ``lq_shape``: the photo's (H, W), which an ``oracle:`` ground truth must be x4 of."""
-    from f2n.runtime.face_prior import make_prior
-
-    try:
-        return make_prior(spec, device=device, lq_shape=lq_shape, options=options), ""
-    except WeightsError as error:
-        if required:
-            raise
-        problem = f"face prior {spec!r} unavailable: {error}"
-        click.echo(f"warning: {problem}; running the base network", err=True)
-        return None, problem
-
-
-def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, tile: int) -> SREngine:
-    if name == "torch":
-        from f2n.runtime.torch_engine import TorchEngine
-
-        return TorchEngine(loaded.model, device=device, precision=precision)
-    try:
-        from f2n.export.engines import make_engine as make_export_engine
-    except ImportError as error:
-        raise EngineUnavailableError(f"engine {name!r} is not available: {error}") from None
-    return make_export_engine(name, loaded, device=device, precision=precision, tile=tile)
-
-
-def make_detector() -> Detector:
-    from f2n.runtime.face_detect import RetinaFaceDetector
-
-    return RetinaFaceDetector()
-
-
-def patch_config(per_face: int | None, per_image: int | None, defaults: PatchDefaults | None) -> PatchConfig:
-    """Face patch pairs: the options, else the checkpoint's, else PatchConfig's defaults."""
-    if per_face is not None and per_image is not None:
-        raise ConfigError(f"--patches-per-face {per_face} and --patches-per-image {per_image} exclude each other: give one")
-    if per_face is None and per_image is None and defaults is not None:
-        per_face, per_image = defaults.per_face, defaults.per_image
-    lq_size = defaults.lq_size if defaults is not None and defaults.lq_size is not None else PatchConfig().lq_size
-    return PatchConfig(lq_size=lq_size, count=per_face if per_face is not None else PatchConfig().count,
-                       per_image=per_image)
-
-
-def load_masknet(state: dict[str, torch.Tensor] | None, device: str, lq_resize: str = "bicubic") -> MaskNet | None:
-    """The checkpoint's MaskNet when it has one; without it every pixel weighs 1."""
-    if state is None:
-        return None
-    from f2n.weights.masknet import load_masknet as masknet_from_state
-
-    return masknet_from_state(state, "the checkpoint's masknet", lq_resize=lq_resize).to(device)

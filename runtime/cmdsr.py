@@ -14,7 +14,7 @@ from torch import nn
 
 from f2n.nets.condition_net import ConditionNet, modulated_weights
 from f2n.runtime.adapt import AdaptConfig, AdaptResult
-from f2n.runtime.methods import MethodOutcome
+from f2n.runtime.methods import MethodOutcome, StepHook
 from f2n.runtime.report import timed
 from f2n.runtime.support import SupportConfig, sample_support
 
@@ -29,7 +29,8 @@ class CmdsrAdaptation:
         self.condition_net = condition_net.eval()
         self.support = support
 
-    def __call__(self, model: nn.Module, rgb: np.ndarray, *, adapt: AdaptConfig, seed: int) -> MethodOutcome:
+    def __call__(self, model: nn.Module, rgb: np.ndarray, *, adapt: AdaptConfig, seed: int,
+                 on_step: StepHook | None = None) -> MethodOutcome:  # no inner loop: on_step never runs
         timings: dict[str, float] = {}
         with timed(timings, "adapt"):
             with timed(timings, "adapt.support"):

@@ -7,21 +7,21 @@ the demo takes minutes, not hours, on a CPU.
 """
 
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import click
 import cv2
 import numpy as np
 import skimage.data
-from torch import nn
 
 from f2n.errors import InputImageError, WeightsError
 from f2n.runtime.adapt import AdaptConfig
+from f2n.runtime.build import AdaptationSettings, build_pipeline, load_network, make_engine
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, OraclePrior
-from f2n.runtime.face_stage import Detector, FaceStageConfig
-from f2n.runtime.methods import FaceAdaptation
-from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
-from f2n.runtime.torch_engine import TorchEngine
+from f2n.runtime.face_stage import Detector
+from f2n.weights import LoadedSR
 
 # Ground-truth crop of the 512 x 512 astronaut, (y0, y1, x0, x1): the face and some suit.
 CROP = (0, 256, 96, 352)
@@ -29,7 +29,8 @@ BLUR_SIGMA = 1.2  # ground-truth pixels
 NOISE_SIGMA = 3 / 255
 JPEG_QUALITY = 60
 SEED = 0
-DEMO_PATCHES_PER_FACE = 8
+DEMO_TILE = 512  # LR pixels: the whole 64 x 64 crop in one tile
+DEMO_DEFAULTS = AdaptationSettings(patches=PatchConfig(count=8))  # where neither the user nor the checkpoint says
 
 
 def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
@@ -56,51 +57,48 @@ def demo_pair(crop: tuple[int, int, int, int] = CROP) -> tuple[np.ndarray, np.nd
     return gt, lq
 
 
-def evaluate(model: nn.Module, detector: Detector, priors: Mapping[str, FacePrior], gt: np.ndarray,
-             lq: np.ndarray, adapt_config: AdaptConfig, device: str = "cpu",
-             patches_per_face: int = DEMO_PATCHES_PER_FACE) -> dict[str, dict[str, float]]:
-    """PSNR (whole / non-face / face) of bicubic, the base network and one adapted run per prior."""
-    engine = TorchEngine(model, device=device)
-    face_config = FaceStageConfig(patches=PatchConfig(count=patches_per_face))
-    runs = {name: AdaptAndRun(model=model, engine=engine, method=FaceAdaptation(detector, prior, face=face_config),
-                              config=PipelineConfig(adapt=adapt_config, tile=512, overlap=0))
-            for name, prior in priors.items()}
+def evaluate(checkpoint: str | Path | LoadedSR, detector: Detector, priors: Mapping[str, FacePrior], gt: np.ndarray,
+             lq: np.ndarray, *, device: str = "cpu", requested: Mapping[str, Any] | None = None,
+             ) -> tuple[dict[str, dict[str, float]], AdaptConfig]:
+    """PSNR (whole / non-face / face) of bicubic, the base network and one adapted run per
+    prior, and the adaptation settings they ran with (the checkpoint's unless ``requested``)."""
+    loaded = load_network(checkpoint)
+    engine = make_engine("torch", loaded, device=device, precision="fp32", tile=DEMO_TILE)
+    common = dict(engine=engine, device=device, precision="fp32", requested=requested, detector=detector,
+                  defaults=DEMO_DEFAULTS, tile=DEMO_TILE, overlap=0)
+    runs = {name: build_pipeline(loaded, prior=prior, **common) for name, prior in priors.items()}
     adapted = {name: run.enhance(lq) for name, run in runs.items()}
     first = next(iter(adapted.values()))
     if first.faces is None or first.faces.face_mask_canvas is None:
         raise InputImageError(f"demo: no usable face found in the astronaut crop ({first.reason})")
     mask = first.faces.face_mask_canvas
-    base = AdaptAndRun(model=model, engine=engine, method=FaceAdaptation(detector, None),
-                       config=PipelineConfig(adapt=adapt_config, tile=512, overlap=0, adapt_enabled=False)).enhance(lq)
+    base = build_pipeline(loaded, adapt_enabled=False, **common).enhance(lq)
     height, width = lq.shape[:2]
     bicubic = np.clip(cv2.resize(lq, (width * 4, height * 4), interpolation=cv2.INTER_CUBIC), 0, 1)
     rows = {"bicubic": region_psnrs(bicubic, gt, mask), "base network": region_psnrs(base.rgb, gt, mask)}
     for name, result in adapted.items():
         rows[f"adapted ({name})"] = region_psnrs(result.rgb, gt, mask)
-    return rows
+    return rows, next(iter(runs.values())).config.adapt
 
 
-def run_demo(*, device: str, checkpoint: str, steps: int | None, lr: float | None, optimizer: str | None) -> int:
-    """The CLI's --demo: prints the PSNR table; exit code 1 if adaptation did not beat the base."""
-    from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
+def run_demo(*, device: str, checkpoint: str, requested: Mapping[str, Any] | None = None) -> int:
+    """The CLI's --demo: prints the PSNR table; exit code 1 if adaptation did not beat the base.
+    The checkpoint's adaptation settings apply unless ``requested`` overrides them."""
     from f2n.runtime.face_detect import RetinaFaceDetector
     from f2n.runtime.face_prior import load_prior_file
-    from f2n.weights import load_sr_network, weight_path
+    from f2n.weights import weight_path
 
     gt, lq = demo_pair()
-    model = load_sr_network(checkpoint).model.to(device)
     priors: dict[str, FacePrior] = {"oracle prior, upper bound": OraclePrior(gt)}
     try:  # only when already installed: the demo never downloads
         priors["GPEN"] = load_prior_file(weight_path("gpen-bfr-512", allow_download=False), device=device,
                                          architecture="gpen")
     except WeightsError as error:
         click.echo(f"GPEN skipped (weights not installed): {error}", err=True)
-    config = AdaptConfig(steps=steps if steps is not None else DEFAULT_STEPS, lr=lr or DEFAULT_LR,
-                         optimizer=optimizer or DEFAULT_OPTIMIZER, device=device)
     click.echo(f"demo: astronaut crop, GT {gt.shape[1]}x{gt.shape[0]}, LQ {lq.shape[1]}x{lq.shape[0]} "
-               f"(blur σ {BLUR_SIGMA}, bicubic x4 down, noise σ {NOISE_SIGMA * 255:.0f}/255, JPEG q{JPEG_QUALITY}); "
-               f"adaptation {config.optimizer} α={config.lr:g} n={config.steps} on {device}")
-    rows = evaluate(model, RetinaFaceDetector(), priors, gt, lq, config, device=device)
+               f"(blur σ {BLUR_SIGMA}, bicubic x4 down, noise σ {NOISE_SIGMA * 255:.0f}/255, JPEG q{JPEG_QUALITY})")
+    rows, config = evaluate(checkpoint, RetinaFaceDetector(), priors, gt, lq, device=device, requested=requested)
+    click.echo(f"adaptation {config.optimizer} α={config.lr:g} n={config.steps} on {device}")
     click.echo(format_table(rows))
     best = max(value["whole"] for name, value in rows.items() if name.startswith("adapted"))
     verdict = best > rows["base network"]["whole"]

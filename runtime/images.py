@@ -112,6 +112,13 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray |
         raise ConfigError(f"cannot write {path}: {error.strerror or error}") from None
 
 
+def upscale_alpha(alpha: np.ndarray, scale: int = 4) -> np.ndarray:
+    """An alpha channel (H, W) float32 enlarged ``scale`` x bicubically, in [0, 1]: the SR
+    network sees RGB only."""
+    height, width = alpha.shape
+    return np.clip(cv2.resize(alpha, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+
+
 def output_bit_depth(path: str | os.PathLike, bit_depth: int, has_alpha: bool) -> int:
     """The bit depth to write a photo decoded at ``bit_depth`` to ``path``: 16 bits only where the
     format holds them (PNG), else 8. The same ConfigErrors as ``write_image`` for the format,

@@ -7,7 +7,7 @@ weights to the engine through the one ``set_weights`` call, whatever the method.
   photo itself and modulates the convs — no faces needed.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -15,12 +15,14 @@ import numpy as np
 from torch import nn
 
 from f2n.nets.masknet import MaskNet
-from f2n.runtime.adapt import AdaptConfig, AdaptResult
+from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep
 from f2n.runtime.adapt import adapt as run_inner_loop
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.face_stage import Detector, FaceStageConfig, run_face_stage
 from f2n.runtime.report import timed
 from f2n.runtime.types import FaceStageResult
+
+StepHook = Callable[[AdaptStep], None]
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,10 @@ class MethodOutcome:
 class AdaptationMethod(Protocol):
     name: str  # "faces" or "cmdsr": in the report and the per-photo line
 
-    def __call__(self, model: nn.Module, rgb: np.ndarray, *, adapt: AdaptConfig, seed: int) -> MethodOutcome:
-        """Adapt ``model``'s weights (never modified) to one (H, W, 3) float32 photo in [0, 1]."""
+    def __call__(self, model: nn.Module, rgb: np.ndarray, *, adapt: AdaptConfig, seed: int,
+                 on_step: StepHook | None = None) -> MethodOutcome:
+        """Adapt ``model``'s weights (never modified) to one (H, W, 3) float32 photo in [0, 1];
+        a method with an inner loop shows ``on_step`` each step."""
 
     def settings(self) -> dict[str, Any]:
         """The method's options, for the JSON report."""
@@ -58,7 +62,8 @@ class FaceAdaptation:
         self.face = face
         self.prior_problem = prior_problem or "no face prior"
 
-    def __call__(self, model: nn.Module, rgb: np.ndarray, *, adapt: AdaptConfig, seed: int) -> MethodOutcome:
+    def __call__(self, model: nn.Module, rgb: np.ndarray, *, adapt: AdaptConfig, seed: int,
+                 on_step: StepHook | None = None) -> MethodOutcome:
         if self.prior is None:
             return MethodOutcome(None, self.prior_problem, {})
         # detect, align, restore, mask: the face stage
@@ -69,7 +74,7 @@ class FaceAdaptation:
             return MethodOutcome(None, faces.no_faces_reason, timings, faces)
         # adapt θ to the face pairs
         with timed(timings, "adapt"):
-            result = run_inner_loop(model, faces.patches, adapt)
+            result = run_inner_loop(model, faces.patches, adapt, on_step)
         timings.update({f"adapt.step_{i}": t for i, t in enumerate(result.step_seconds, start=1)})
         provenance = {
             "method": self.name, "steps": str(adapt.steps), "lr": repr(adapt.lr), "optimizer": adapt.optimizer,

@@ -6,7 +6,7 @@ them to the engine, upscales in tiles, optionally pastes the restored faces back
 encodes the result.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from f2n.errors import ConfigError, InputImageError
-from f2n.runtime.adapt import AdaptConfig, AdaptResult
+from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep
 from f2n.runtime.debug_images import save_debug
-from f2n.runtime.images import DecodedImage, output_bit_depth, read_image, write_image
+from f2n.runtime.images import DecodedImage, output_bit_depth, read_image, upscale_alpha, write_image
 from f2n.runtime.methods import AdaptationMethod, MethodOutcome
 from f2n.runtime.report import RunReport, face_summary, timed
 from f2n.runtime.tiling import (
@@ -103,28 +103,23 @@ class AdaptAndRun:
                     save_debug(result.faces, image.rgb, debug_dir)
         return self._report(source, output, result, timings)
 
-    def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None) -> Enhanced:
-        """Steps 2-6 on a decoded photo ((H, W, 3) float32 RGB in [0, 1])."""
+    def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None, *,
+                on_step: Callable[[AdaptStep], None] | None = None) -> Enhanced:
+        """Steps 2-6 on a decoded photo ((H, W, 3) float32 RGB in [0, 1]). ``on_step`` sees
+        every inner-loop step (its weights are live: use them before returning)."""
         timings: dict[str, float] = {}
         # 2.-3. adapt: the method's own steps (faces: detect, align, restore, mask, inner loop)
         if self.config.adapt_enabled:
-            outcome = self.method(self.model, rgb, adapt=self.config.adapt, seed=self.config.seed)
+            outcome = self.method(self.model, rgb, adapt=self.config.adapt, seed=self.config.seed, on_step=on_step)
         else:
             outcome = MethodOutcome(None, "adaptation disabled (--no-adapt)", {})
         timings.update(outcome.timings)
         adaptation, faces = outcome.adaptation, outcome.faces
         if adaptation is None and self.config.require_adaptation:
             raise InputImageError(f"cannot adapt: {outcome.reason} (--require-adaptation is set)")
-        # 4. hand the weights to the engine (base weights too: the last photo's may be loaded)
-        with timed(timings, "set_weights"):
-            self.engine.set_weights(adaptation.weights if adaptation is not None else self.base_weights)
-        # 5. tile
-        with timed(timings, "tile"):
-            pixels = rgb if alpha is None else np.concatenate([rgb, alpha[:, :, None]], axis=2)
-            upscaled = tiled_upscale(self.engine, pixels.astype(np.float32), tile=self.config.tile,
-                                     overlap=self.config.overlap, batch_size=self.config.batch_size,
-                                     progress=self.config.progress)
-            sr_rgb, sr_alpha = upscaled[:, :, :3], (upscaled[:, :, 3] if alpha is not None else None)
+        # 4.-5. hand the weights to the engine (base weights too: the last photo's may be loaded), tile
+        sr_rgb = self.upscale(rgb, adaptation.weights if adaptation is not None else self.base_weights, timings)
+        sr_alpha = upscale_alpha(alpha) if alpha is not None else None
         # 6. paste the restored faces (optional)
         if self.config.paste_faces and faces is not None and faces.restored_canvas is not None:
             with timed(timings, "paste"):
@@ -132,6 +127,34 @@ class AdaptAndRun:
         method = self.method.name if adaptation is not None else ""
         return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, outcome.reason, timings, method,
                         outcome.provenance)
+
+    def enhance_snapshots(self, rgb: np.ndarray, steps: Collection[int]) -> tuple[dict[int, np.ndarray], Enhanced]:
+        """The x4 output after each of ``steps`` inner-loop steps, from one inner loop of
+        ``config.adapt.steps`` (the largest wanted), and the photo's result. A photo that is not
+        adapted gets its (base) output for every step count, as ``enhance`` would give it."""
+        last = self.config.adapt.steps
+        if not steps or max(steps) != last:
+            raise ConfigError(f"snapshot steps {sorted(steps)} must end at the adaptation's {last} steps")
+        outputs: dict[int, np.ndarray] = {}
+
+        def snapshot(step: AdaptStep) -> None:
+            if step.index in steps and step.index != last:  # the last one is the result itself
+                outputs[step.index] = self.upscale(rgb, step.weights)
+
+        result = self.enhance(rgb, on_step=snapshot)
+        if result.adaptation is None:
+            return {count: result.rgb for count in steps}, result
+        return {**outputs, last: result.rgb}, result
+
+    def upscale(self, rgb: np.ndarray, weights: Mapping[str, torch.Tensor],
+                timings: dict[str, float] | None = None) -> np.ndarray:
+        """``rgb`` x4 by the engine holding ``weights`` (θ_0, θ_n or any snapshot), in tiles."""
+        timings = {} if timings is None else timings
+        with timed(timings, "set_weights"):
+            self.engine.set_weights(weights)
+        with timed(timings, "tile"):
+            return tiled_upscale(self.engine, rgb, tile=self.config.tile, overlap=self.config.overlap,
+                                 batch_size=self.config.batch_size, progress=self.config.progress)
 
     def _report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float]) -> RunReport:
         faces = result.faces.faces if result.faces is not None else ()

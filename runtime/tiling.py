@@ -8,10 +8,9 @@ quarter nearest a tile's inner edge (where zero padding distorts the output) is 
 used, and the weights of two neighbours sum to one.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -24,7 +23,6 @@ DEFAULT_TILE = 192  # LR pixels
 DEFAULT_OVERLAP = 32  # LR pixels; below ~32 seams become visible (DEPLOYMENT-NOTES #2)
 DEFAULT_BATCH_SIZE = 1
 MIN_TILE = 16  # LR pixels: halving on OOM stops here
-_DTYPE_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
 
 
 @dataclass(frozen=True)
@@ -93,70 +91,32 @@ def check_tiling(tile: int, overlap: int, batch_size: int) -> None:
 
 def tiled_upscale(
     engine: SREngine,
-    image: np.ndarray,
+    rgb: np.ndarray,
     *,
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
 ) -> np.ndarray:
-    """Upscale ``image`` x4 with ``engine``, tile by tile.
-
-    ``image``: H x W (grayscale), H x W x 1, H x W x 3 (RGB) or H x W x 4 (RGBA);
-    uint8, uint16 or float32 in [0, 1]. The result has the same layout and dtype.
-    Grayscale goes through the network as RGB and comes back as gray; alpha is
-    upscaled bicubically on its own. An engine may offer ``run_fp32(tiles)``: tiles
-    that come out with NaN/Inf are then redone in fp32. On CUDA out-of-memory the
+    """Upscale ``rgb`` ((H, W, 3) float32 in [0, 1]) x4 with ``engine``, tile by tile, to
+    (4H, 4W, 3) float32 in [0, 1]. Alpha, grayscale and integer pixels are the image I/O
+    layer's business (:mod:`f2n.runtime.images`). An engine may offer ``run_fp32(tiles)``:
+    tiles that come out with NaN/Inf are then redone in fp32. On CUDA out-of-memory the
     tile is halved and the image restarted.
     """
     check_tiling(tile, overlap, batch_size)
-    rgb, alpha, restore_layout = _split_channels(image)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1 or rgb.dtype != np.float32:
+        raise InputImageError(f"tiled_upscale takes (H, W, 3) float32 RGB with H, W >= 1, "
+                              f"got shape {rgb.shape} {rgb.dtype}")
+    rgb = np.ascontiguousarray(rgb)
     while True:
         try:
-            sr = _upscale_rgb(engine, rgb, tile, overlap, batch_size, progress)
-            break
+            return np.clip(_upscale_rgb(engine, rgb, tile, overlap, batch_size, progress), 0.0, 1.0)
         except torch.OutOfMemoryError:
             if tile // 2 < MIN_TILE:
                 raise
             tile, overlap = tile // 2, min(overlap, tile // 4)
             torch.cuda.empty_cache()
-    sr_alpha = None if alpha is None else _resize_x4(alpha)
-    return restore_layout(sr, sr_alpha)
-
-
-def _split_channels(
-    image: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray | None, Callable[[np.ndarray, np.ndarray | None], np.ndarray]]:
-    """Float32 RGB, float32 alpha (or None) and a function putting the x4 results back
-    into the input's layout and dtype."""
-    was_2d = image.ndim == 2
-    if was_2d:
-        image = image[:, :, None]
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) < 1:
-        raise InputImageError(f"image must be H x W x {{1, 3, 4}} with H, W >= 1, got shape {image.shape}")
-    dtype, channels = image.dtype, image.shape[2]
-    scale = _DTYPE_SCALE.get(dtype)
-    if scale is None:
-        raise InputImageError(f"image dtype must be uint8, uint16 or float32, got {dtype}")
-    data = image.astype(np.float32) / scale
-    rgb = np.repeat(data, 3, axis=2) if channels == 1 else np.ascontiguousarray(data[:, :, :3])
-    alpha = np.ascontiguousarray(data[:, :, 3]) if channels == 4 else None
-
-    def restore(sr: np.ndarray, sr_alpha: np.ndarray | None) -> np.ndarray:
-        sr = np.clip(sr, 0.0, 1.0)
-        out = cv2.cvtColor(sr, cv2.COLOR_RGB2GRAY)[:, :, None] if channels == 1 else sr
-        if sr_alpha is not None:
-            out = np.concatenate([out, np.clip(sr_alpha, 0.0, 1.0)[:, :, None]], axis=2)
-        if dtype != np.float32:
-            out = np.rint(out * scale).astype(dtype)
-        return out[:, :, 0] if was_2d else out
-
-    return rgb, alpha, restore
-
-
-def _resize_x4(channel: np.ndarray) -> np.ndarray:
-    height, width = channel.shape
-    return cv2.resize(channel, (width * SCALE, height * SCALE), interpolation=cv2.INTER_CUBIC)
 
 
 def _batches(boxes: list[TileBox], batch_size: int) -> Iterator[list[TileBox]]:

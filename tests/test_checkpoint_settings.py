@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from f2n.errors import ConfigError, WeightsError
 from f2n.nets import MaskNet, RRDBNet
 from f2n.runtime import cli
-from f2n.runtime.cli import load_masknet, patch_config
+from f2n.runtime.build import load_masknet, patch_config
 from f2n.runtime.demo import demo_pair
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.images import write_image

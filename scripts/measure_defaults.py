@@ -2,9 +2,12 @@
 prior, and CPU fp32 vs bf16 autocast for the adaptation step. Results feed
 docs/adaptation.md; re-run with
 
-    python -m f2n.runtime.measure_defaults grid --out adapt_grid.jsonl [--long-side 128 ...]
-    python -m f2n.runtime.measure_defaults table adapt_grid.jsonl
-    python -m f2n.runtime.measure_defaults precision
+    python scripts/measure_defaults.py grid --out adapt_grid.jsonl [--long-side 128 ...]
+    python scripts/measure_defaults.py table adapt_grid.jsonl
+    python scripts/measure_defaults.py precision
+
+A research script, not part of the installed package: it runs the pipeline that
+f2n-adapt-and-run runs (:func:`f2n.runtime.build_pipeline`), snapshotting θ on the way.
 
 Each grid row is one (photo, degradation, optimiser, α, n) with the PSNR of the base and
 of the adapted network against the ground truth over the whole image, the faces and
@@ -23,14 +26,20 @@ import numpy as np
 import torch
 from torch.nn.utils import parameters_to_vector
 
-from f2n.runtime.adapt import AdaptConfig, iter_adaptation, masked_l1
+from f2n.runtime import (
+    AdaptConfig,
+    OraclePrior,
+    PatchBatch,
+    adapt,
+    build_pipeline,
+    load_network,
+    make_engine,
+    masked_l1,
+    read_image,
+)
 from f2n.runtime.demo import region_psnrs
-from f2n.runtime.face_patches import PatchConfig
-from f2n.runtime.face_prior import OraclePrior
-from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
-from f2n.runtime.tiling import tiled_upscale
-from f2n.runtime.torch_engine import TorchEngine
-from f2n.runtime.types import PatchBatch
+from f2n.runtime.face_detect import RetinaFaceDetector
+from f2n.weights import LoadedSR
 
 GRID = (("sgd", 1e-2), ("adam", 1e-4), ("sgd", 1e-3), ("adam", 1e-5))  # likeliest first: a cut-short run still informs
 SNAPSHOTS = (1, 5, 10, 20)
@@ -40,7 +49,6 @@ PHOTO_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos_hq
 
 def make_pair(photo: Path, degradation: str, seed: int, long_side: int) -> tuple[np.ndarray, np.ndarray]:
     """Ground truth (downscaled so its long side is 4 x ``long_side``) and its x4 LQ."""
-    from f2n.runtime.images import read_image
     from f2n.training.degradations import degrade, sample_params
 
     rgb = read_image(photo).rgb
@@ -53,29 +61,31 @@ def make_pair(photo: Path, degradation: str, seed: int, long_side: int) -> tuple
     return gt, np.ascontiguousarray(lq)
 
 
-def measure_case(model: torch.nn.Module, gt: np.ndarray, lq: np.ndarray, *, patches_per_face: int,
+def measure_case(loaded: LoadedSR, gt: np.ndarray, lq: np.ndarray, *, patches_per_face: int,
                  grid: Iterable[tuple[str, float]], tile: int, snapshots: tuple[int, ...] = SNAPSHOTS) -> Iterable[dict]:
     """Rows for one (photo, degradation): base first, then every grid cell's snapshots."""
-    from f2n.runtime.face_detect import RetinaFaceDetector
-
-    faces = run_face_stage(lq, detector=RetinaFaceDetector(), prior=OraclePrior(gt),
-                           config=FaceStageConfig(patches=PatchConfig(count=patches_per_face)))
-    if faces.patches is None:
-        yield {"error": faces.no_faces_reason}
-        return
-    engine = TorchEngine(model)
-    base = region_psnrs(tiled_upscale(engine, lq, tile=tile), gt, faces.face_mask_canvas)
-    common = {"faces": sum(f.used for f in faces.faces), "patches": len(faces.patches), "lq_hw": list(lq.shape[:2])}
-    yield {"optimizer": "base", "lr": 0.0, "steps": 0, **common, "psnr": base}
+    detections = RetinaFaceDetector()(lq)  # once: every grid cell's pipeline reuses it
+    engine = make_engine("torch", loaded, device="cpu", precision="fp32", tile=tile)
+    base: dict[str, float] | None = None
     for optimizer, lr in grid:
-        config = AdaptConfig(steps=max(snapshots), lr=lr, optimizer=optimizer)
-        for step in iter_adaptation(model, faces.patches, config):
-            if step.index in snapshots:
-                engine.set_weights(step.weights)
-                adapted = region_psnrs(tiled_upscale(engine, lq, tile=tile), gt, faces.face_mask_canvas)
-                yield {"optimizer": optimizer, "lr": lr, "steps": step.index, **common, "psnr": adapted,
-                       "psnr_gain": {k: adapted[k] - base[k] for k in adapted}, "loss_before_step": step.loss,
-                       "step_seconds": step.seconds}
+        pipeline = build_pipeline(loaded, engine=engine, device="cpu", prior=OraclePrior(gt), detector=lambda _: detections,
+                                  requested={"steps": max(snapshots), "lr": lr, "optimizer": optimizer,
+                                             "patches_per_face": patches_per_face}, tile=tile)
+        outputs, result = pipeline.enhance_snapshots(lq, snapshots)
+        if result.adaptation is None or result.faces is None:
+            yield {"error": result.reason}
+            return
+        mask, faces = result.faces.face_mask_canvas, result.faces
+        common = {"faces": sum(f.used for f in faces.faces), "patches": len(faces.patches), "lq_hw": list(lq.shape[:2])}
+        if base is None:
+            base = region_psnrs(pipeline.upscale(lq, pipeline.base_weights), gt, mask)
+            yield {"optimizer": "base", "lr": 0.0, "steps": 0, **common, "psnr": base}
+        for steps, rgb in sorted(outputs.items()):
+            adapted = region_psnrs(rgb, gt, mask)
+            yield {"optimizer": optimizer, "lr": lr, "steps": steps, **common, "psnr": adapted,
+                   "psnr_gain": {k: adapted[k] - base[k] for k in adapted},
+                   "loss_before_step": result.adaptation.losses[steps - 1],
+                   "step_seconds": result.adaptation.step_seconds[steps - 1]}
 
 
 def render_table(rows: list[dict]) -> str:
@@ -116,17 +126,15 @@ def cli() -> None:
 def grid(out: Path, photos: tuple[Path, ...], degradations: tuple[str, ...], long_side: int,
          patches_per_face: int, seed: int, threads: int, max_steps: int, checkpoint: str) -> None:
     """Base vs adapted PSNR over optimiser x α x n, oracle prior."""
-    from f2n.weights import load_sr_network
-
     if threads:
         torch.set_num_threads(threads)
-    model = load_sr_network(checkpoint).model
+    loaded = load_network(checkpoint)
     for photo in photos or sorted(PHOTO_DIR.glob("*.jpg")):
         for degradation in degradations or DEGRADATIONS:
             gt, lq = make_pair(photo, degradation, seed, long_side)
             started = time.perf_counter()
             snapshots = tuple(n for n in SNAPSHOTS if n <= max_steps)
-            for row in measure_case(model, gt, lq, patches_per_face=patches_per_face, grid=GRID,
+            for row in measure_case(loaded, gt, lq, patches_per_face=patches_per_face, grid=GRID,
                                     tile=long_side + 8, snapshots=snapshots):
                 row = {"photo": photo.name, "degradation": degradation, "seed": seed,
                        "elapsed_s": round(time.perf_counter() - started, 1), **row}
@@ -150,10 +158,7 @@ def table(results: Path) -> None:
 def precision(patches: int, repeats: int, checkpoint: str) -> None:
     """CPU adaptation step, fp32 vs bf16 autocast: seconds per step (interleaved, median)
     and how far bf16's updated weights and loss are from fp32's."""
-    from f2n.runtime.adapt import adapt
-    from f2n.weights import load_sr_network
-
-    model = load_sr_network(checkpoint).model
+    model = load_network(checkpoint).model
     g = torch.Generator().manual_seed(0)
     lq = torch.rand(patches, 3, 16, 16, generator=g)
     target = torch.nn.functional.interpolate(lq, scale_factor=4, mode="bicubic").clamp(0, 1)

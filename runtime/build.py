@@ -1,0 +1,217 @@
+"""Build the adapt-and-run pipeline from a checkpoint: the one place where a command's
+options meet a checkpoint's settings. f2n-adapt-and-run, its ``--demo``, f2n-eval,
+f2n-bench and the measurement scripts all assemble their pipeline here.
+
+Every adaptation setting is resolved the same way, field by field: the value the user
+gave, else the checkpoint's (its ``alpha``/``steps``/``optimizer`` meta), else f2n's
+default. The patch budget is one setting given per face or per image (a checkpoint's
+``patches_per_face``/``patches_per_image``, ``patch_lq_size``); the MaskNet upsamples its LQ
+input as the checkpoint says (``masknet_lq_resize``). A new inner-loop setting is one field of
+:class:`AdaptationSettings` and one line of :func:`checkpoint_settings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
+from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
+from f2n.runtime.face_patches import PatchConfig
+from f2n.runtime.face_prior import FacePrior
+from f2n.runtime.face_stage import Detector, FaceStageConfig
+from f2n.runtime.methods import AdaptationMethod, FaceAdaptation
+from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
+from f2n.runtime.support import SupportConfig
+from f2n.runtime.types import SREngine
+from f2n.nets.masknet import MaskNet
+from f2n.weights import AdaptationDefaults, LoadedSR, load_sr_network
+from f2n.weights.checkpoint import PatchDefaults
+
+SUPPORTED_SCALE = 4  # the face stage, the patches and the training tasks pair LQ pixels with x4 pixels
+METHODS = ("auto", "faces", "cmdsr")
+
+
+@dataclass(frozen=True)
+class AdaptationSettings:
+    """How each photo is adapted, resolved (see the module docstring)."""
+
+    steps: int = DEFAULT_STEPS
+    lr: float = DEFAULT_LR
+    optimizer: str = DEFAULT_OPTIMIZER
+    patches: PatchConfig = field(default_factory=PatchConfig)
+
+
+REQUESTABLE = ("steps", "lr", "optimizer", "patches_per_face", "patches_per_image")
+
+
+def checkpoint_settings(defaults: AdaptationDefaults | None) -> dict[str, Any]:
+    """A checkpoint's inner-loop settings under :class:`AdaptationSettings`' field names."""
+    if defaults is None:
+        return {}
+    return {"steps": defaults.steps, "lr": defaults.alpha, "optimizer": defaults.optimizer}
+
+
+def resolve_settings(requested: Mapping[str, Any], loaded: LoadedSR,
+                     default: AdaptationSettings = AdaptationSettings()) -> AdaptationSettings:
+    """Per setting: ``requested`` (None or absent: not given), else ``loaded``'s checkpoint, else
+    ``default``. The patch count is one setting given either per face or per image."""
+    unknown = set(requested) - set(REQUESTABLE)
+    if unknown:
+        raise ConfigError(f"unknown adaptation settings {sorted(unknown)}, expected some of {REQUESTABLE}")
+    checkpoint = checkpoint_settings(loaded.adaptation_defaults)
+    values = {}
+    for name in ("steps", "lr", "optimizer"):
+        given = requested.get(name)
+        values[name] = given if given is not None else checkpoint.get(name, getattr(default, name))
+    patches = patch_config(requested.get("patches_per_face"), requested.get("patches_per_image"),
+                           loaded.patch_defaults, default.patches)
+    return AdaptationSettings(**values, patches=patches)
+
+
+def patch_config(per_face: int | None, per_image: int | None, defaults: PatchDefaults | None,
+                 fallback: PatchConfig = PatchConfig()) -> PatchConfig:
+    """Face patch pairs: the options (one of the two), else the checkpoint's, else ``fallback``'s."""
+    if per_face is not None and per_image is not None:
+        raise ConfigError(f"--patches-per-face {per_face} and --patches-per-image {per_image} exclude each other: "
+                          "give one")
+    if per_face is None and per_image is None:
+        if defaults is not None and (defaults.per_face is not None or defaults.per_image is not None):
+            per_face, per_image = defaults.per_face, defaults.per_image
+        else:
+            per_face, per_image = fallback.count, fallback.per_image
+    lq_size = defaults.lq_size if defaults is not None and defaults.lq_size is not None else fallback.lq_size
+    return PatchConfig(lq_size=lq_size, count=per_face if per_face is not None else fallback.count,
+                       per_image=per_image)
+
+
+def resolve_device(device: str | None) -> str:
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_precision(precision: str | None, device: str) -> str:
+    """The engine's precision: fp16 on CUDA, fp32 on the CPU unless given."""
+    return precision or ("fp16" if device == "cuda" else "fp32")
+
+
+def load_network(source: str | Path | LoadedSR, device: str = "cpu") -> LoadedSR:
+    """An SR network f2n can adapt: registry name, weight file or an already loaded one.
+    A network of another scale is refused here, in one line, before any photo is read."""
+    loaded = source if isinstance(source, LoadedSR) else load_sr_network(source, device=device)
+    if loaded.descriptor.scale != SUPPORTED_SCALE:
+        raise WeightsError(f"{loaded.path} is a x{loaded.descriptor.scale} network; f2n adapts and runs "
+                           f"x{SUPPORTED_SCALE} networks only (the face stage pairs LQ pixels with x4 pixels)")
+    return loaded
+
+
+def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, tile: int,
+                **options: Any) -> SREngine:
+    """The engine ``name`` for ``loaded`` (:func:`f2n.export.engines.make_engine`)."""
+    try:
+        from f2n.export.engines import make_engine as make_any_engine
+    except ImportError as error:
+        raise EngineUnavailableError(f"engine {name!r} is not available: {error}") from None
+    return make_any_engine(name, loaded, device=device, precision=precision, tile=tile, **options)
+
+
+def resolve_method(requested: str, loaded: LoadedSR) -> str:
+    """``faces`` or ``cmdsr``: the checkpoint decides under ``auto`` (a ConditionNet means CMDSR)."""
+    if requested not in METHODS:
+        raise ConfigError(f"adaptation method must be one of {', '.join(METHODS)}, got {requested!r}")
+    if requested == "auto":
+        return "cmdsr" if loaded.condition_net is not None else "faces"
+    if requested == "cmdsr" and loaded.condition_net is None:
+        raise ConfigError(f"--adapt-method cmdsr needs a checkpoint with ConditionNet weights, {loaded.path} has none "
+                          "(train one with f2n-train --method cmdsr)")
+    return requested
+
+
+def load_masknet(state: Mapping[str, torch.Tensor] | None, device: str, lq_resize: str = "bicubic") -> MaskNet | None:
+    """The checkpoint's MaskNet when it has one (``lq_resize``: how it upsamples its LQ input,
+    the checkpoint's ``masknet_lq_resize``); without it every pixel weighs 1."""
+    if state is None:
+        return None
+    from f2n.weights.masknet import load_masknet as masknet_from_state
+
+    return masknet_from_state(dict(state), "the checkpoint's masknet", lq_resize=lq_resize).to(device)
+
+
+def load_prior(spec: str | FacePrior, *, device: str, lq_shape: tuple[int, int] | None = None,
+               required: bool = False, options: Mapping[str, float] | None = None) -> tuple[FacePrior | None, str]:
+    """The face prior (a spec for :func:`~f2n.runtime.face_prior.make_prior`, or one already
+    made), or (None, why) when its weights cannot load and adaptation is optional."""
+    from f2n.runtime.face_prior import make_prior  # looked up per call: GPEN's weights load lazily
+
+    if not isinstance(spec, str):
+        return spec, ""
+    try:
+        return make_prior(spec, device=device, lq_shape=lq_shape, options=options), ""
+    except WeightsError as error:
+        if required:
+            raise
+        return None, f"face prior {spec!r} unavailable: {error}"
+
+
+def build_pipeline(
+    source: str | Path | LoadedSR = "realesrgan-x4plus",
+    *,
+    engine: str | SREngine = "torch",
+    device: str | None = None,
+    precision: str | None = None,
+    requested: Mapping[str, Any] | None = None,
+    defaults: AdaptationSettings = AdaptationSettings(),
+    method: str = "auto",
+    prior: str | FacePrior = "gpen",
+    prior_options: Mapping[str, float] | None = None,
+    oracle_shape: tuple[int, int] | None = None,
+    detector: Detector | None = None,
+    support: SupportConfig = SupportConfig(),
+    warn: Callable[[str], None] = lambda _message: None,
+    **pipeline_options: Any,
+) -> AdaptAndRun:
+    """The pipeline for checkpoint ``source``.
+
+    ``engine``: a name for :func:`make_engine`, or an engine already made (several pipelines
+    sharing one, as the demo's do). ``requested``: adaptation settings the user gave
+    (``steps``, ``lr``, ``optimizer``, ``patches_per_face`` or ``patches_per_image``; None: the checkpoint's,
+    else ``defaults``'). ``prior``:
+    a spec or a prior (``prior_options``: its ``--prior-option`` values); a prior whose weights are missing leaves the photos unadapted (``warn``
+    says so once) unless ``require_adaptation``. ``oracle_shape``: the (H, W) of the one photo
+    an ``oracle:`` ground truth must be x4 of. ``pipeline_options``: :class:`PipelineConfig` fields.
+    Checks run cheapest first: options, network, engine, then the prior (possibly a download).
+    """
+    device = resolve_device(device)
+    precision = resolve_precision(precision, device)
+    loaded = load_network(source)
+    settings = resolve_settings(requested or {}, loaded, defaults)
+    adapt = AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, device=device,
+                        precision="bf16" if device == "cuda" and precision != "fp32" else "fp32")
+    config = PipelineConfig(adapt=adapt, **pipeline_options)
+    face = FaceStageConfig(patches=settings.patches)
+    method_name = resolve_method(method, loaded)
+    if isinstance(engine, str):
+        engine = make_engine(engine, loaded, device=device, precision=precision, tile=config.tile,
+                             batch_size=config.batch_size)
+    adaptation: AdaptationMethod
+    if method_name == "cmdsr":
+        from f2n.runtime.cmdsr import CmdsrAdaptation
+
+        adaptation = CmdsrAdaptation(loaded.condition_net.to(device), support)
+    else:
+        face_prior, problem = (None, "") if not config.adapt_enabled else load_prior(
+            prior, device=device, lq_shape=oracle_shape, required=config.require_adaptation, options=prior_options)
+        if problem:
+            warn(f"{problem}; running the base network")
+        adaptation = FaceAdaptation(detector or default_detector(), face_prior, face=face, prior_problem=problem,
+                                    masknet=load_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize))
+    return AdaptAndRun(model=loaded.model.to(device), engine=engine, method=adaptation, config=config)
+
+
+def default_detector() -> Detector:
+    from f2n.runtime.face_detect import RetinaFaceDetector
+
+    return RetinaFaceDetector()

@@ -1,0 +1,83 @@
+"""The one pipeline factory: a checkpoint's adaptation settings, its MaskNet, the engine and
+the prior resolved in one place, and every command (CLI, demo, eval) going through it."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from f2n.errors import ConfigError, WeightsError
+from f2n.eval.run import EvalConfig, load_networks
+from f2n.nets import MaskNet, RRDBNet
+from f2n.runtime import AdaptationSettings, OraclePrior, build_pipeline, cli, resolve_settings
+from f2n.runtime.demo import demo_pair
+from f2n.runtime.face_patches import PatchConfig
+from f2n.weights import load_sr_network, save_f2n_checkpoint
+
+META_TRAINED = {"alpha": 0.01, "steps": 3, "optimizer": "sgd", "patches_per_image": 24, "patch_lq_size": 12}
+# unlike every f2n default
+
+
+@pytest.fixture(scope="module")
+def meta_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An f2n checkpoint with adaptation defaults and a MaskNet, as f2n-train writes it."""
+    torch.manual_seed(0)
+    sr, masknet = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4), MaskNet(num_feat=8, num_layers=3)
+    path = tmp_path_factory.mktemp("meta") / "meta.safetensors"
+    return save_f2n_checkpoint(path, sr.state_dict(), masknet.state_dict(), META_TRAINED)
+
+
+def test_each_setting_is_the_users_else_the_checkpoints_else_the_default(meta_checkpoint: Path,
+                                                                        tiny_weights: Path) -> None:
+    meta, plain = load_sr_network(meta_checkpoint), load_sr_network(tiny_weights)
+    default = AdaptationSettings(steps=20, lr=1e-4, optimizer="adam", patches=PatchConfig(count=8))
+    resolved = resolve_settings({"steps": 7, "lr": None}, meta, default)
+    assert resolved == AdaptationSettings(steps=7, lr=0.01, optimizer="sgd", patches=PatchConfig(lq_size=12, per_image=24))
+    assert resolve_settings({"patches_per_face": 2}, meta, default).patches == PatchConfig(lq_size=12, count=2)
+    assert resolve_settings({}, plain, default) == default
+    with pytest.raises(ConfigError, match="unknown adaptation settings"):
+        resolve_settings({"stepz": 1}, meta, default)
+
+
+def test_a_meta_trained_checkpoint_adapts_as_it_was_trained(meta_checkpoint: Path) -> None:
+    pipeline = build_pipeline(meta_checkpoint, device="cpu", prior=OraclePrior(demo_pair()[0]))
+    adapt = pipeline.config.adapt
+    assert (adapt.steps, adapt.lr, adapt.optimizer) == (3, 0.01, "sgd")
+    assert isinstance(pipeline.method.masknet, MaskNet)
+    overridden = build_pipeline(meta_checkpoint, device="cpu", prior=OraclePrior(demo_pair()[0]),
+                                requested={"steps": 1, "patches_per_face": 2})
+    adapt = overridden.config.adapt
+    assert (adapt.steps, adapt.lr, adapt.optimizer) == (1, 0.01, "sgd")
+    assert overridden.method.face.patches == PatchConfig(lq_size=12, count=2)
+
+
+def test_the_demo_honours_the_checkpoints_settings(meta_checkpoint: Path) -> None:
+    result = CliRunner().invoke(cli.command, ["--demo", "--checkpoint", str(meta_checkpoint), "--device", "cpu"])
+    assert "adaptation sgd α=0.01 n=3 on cpu" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_eval_evaluates_the_checkpoints_own_step_count(meta_checkpoint: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain.safetensors"
+    save_file(RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict(), str(plain))
+    base, meta = load_networks(EvalConfig(base_network=str(plain), checkpoints=(str(meta_checkpoint),)))
+    assert base.steps == (1, 10, 20) and meta.steps == (1, 3, 10, 20)
+    assert load_networks(EvalConfig(base_network=str(meta_checkpoint), steps=(2,)))[0].steps == (2,)
+
+
+@pytest.mark.parametrize("scale", [2, 1])
+def test_a_network_of_another_scale_is_refused_at_load_in_one_line(scale: int, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / f"x{scale}.safetensors"
+    save_file(RRDBNet(scale=scale, num_block=1, num_feat=8, num_grow_ch=4).state_dict(), str(path))
+    with pytest.raises(WeightsError, match=f"x{scale} network; f2n adapts and runs x4 networks only"):
+        build_pipeline(path, device="cpu")
+    photo, out = tmp_path / "photo.png", tmp_path / "out"
+    from f2n.runtime import write_image
+
+    write_image(photo, demo_pair()[1])
+    result = CliRunner().invoke(cli.command, [str(photo), "--out", str(out), "--checkpoint", str(path)])
+    assert result.exit_code == WeightsError.exit_code and result.output.count("\n") == 1
+    assert result.output.startswith("error: ") and not out.exists()
