@@ -90,8 +90,11 @@ def command(inputs: tuple[Path, ...], **options: object) -> None:
     except F2NError as error:  # one line and the error's exit code, never a traceback
         click.echo(f"error: {error}", err=True)
         code = error.exit_code
-    except KeyboardInterrupt:  # outputs are written atomically: the photo in progress leaves no file
-        click.echo("interrupted: the photo in progress was not written", err=True)
+    except Interrupted as interrupted:
+        click.echo(f"interrupted: {interrupted}", err=True)
+        code = EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        click.echo("interrupted before any photo was processed: nothing was written", err=True)
         code = EXIT_INTERRUPTED
     sys.exit(code)
 
@@ -134,7 +137,13 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         warn=lambda message: click.echo(f"warning: {message}", err=True),
         tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt, require_adaptation=require_adaptation,
         paste_faces=paste_faces, progress=progress)
-    reports = [process(pipeline, job, overwrite, decoded.get(job.source)) for job in jobs]
+    reports: list[RunReport] = []
+    for job in jobs:
+        written: list[Path] = []
+        try:
+            reports.append(process(pipeline, job, overwrite, decoded.get(job.source), written))
+        except KeyboardInterrupt:
+            raise Interrupted(interrupted_at(job, written, reports, report)) from None
     if report is not None:
         write_report_json(report, reports)
     counts = summarise(reports)
@@ -145,14 +154,35 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     return EXIT_ALL_FAILED if counts["failed"] == len(reports) else EXIT_PARTIAL
 
 
-def process(pipeline: AdaptAndRun, job: Job, overwrite: bool, decoded: DecodedImage | None = None) -> RunReport:
-    """One photo (``decoded``: already read); its failure is reported and does not stop the others."""
+class Interrupted(Exception):
+    """Ctrl-C during the photos; the message says what was and was not written."""
+
+
+def interrupted_at(job: Job, written: list[Path], reports: list[RunReport], report: Path | None) -> str:
+    """Exactly what an interruption during ``job`` leaves: every write is atomic, so a file is
+    either complete or absent; θ′ is written before the image, the debug folder after it."""
+    wanted = [path for path in (job.weights_out, job.output, job.debug_dir) if path is not None]
+    missing = [path for path in wanted if path not in written]
+    done = sum(r.status == "ok" for r in reports)
+    parts = [f"{done} earlier photo(s) written; in progress {job.source}:"]
+    parts.append(f"written {', '.join(map(str, written))};" if written else "nothing of it written;")
+    parts.append(f"not written {', '.join(map(str, missing))}")
+    if job.debug_dir is not None and job.debug_dir in missing and job.debug_dir.exists():
+        parts.append("(the debug folder is incomplete)")
+    text = " ".join(parts)
+    return text if report is None else f"{text}; --report {report} not written"
+
+
+def process(pipeline: AdaptAndRun, job: Job, overwrite: bool, decoded: DecodedImage | None = None,
+            written: list[Path] | None = None) -> RunReport:
+    """One photo (``decoded``: already read); its failure is reported and does not stop the others.
+    ``written`` receives each of its files once complete."""
     if job.output.exists() and not overwrite:
         click.echo(f"skipped {job.source}: {job.output} exists (use --overwrite)", err=True)
         return RunReport(str(job.source), str(job.output), "skipped", False, reason="output exists")
     try:
         report = pipeline(job.source, job.output, weights_out=job.weights_out, debug_dir=job.debug_dir,
-                          decoded=decoded)
+                          decoded=decoded, written=written)
     except F2NError as error:
         click.echo(f"failed {job.source}: {error}", err=True)
         return RunReport(str(job.source), None, "failed", False, reason=str(error))

@@ -80,9 +80,12 @@ class AdaptAndRun:
         self.base_weights = {name: p.detach() for name, p in model.named_parameters()}
 
     def __call__(self, source: Path, output: Path, *, weights_out: Path | None = None,
-                 debug_dir: Path | None = None, decoded: DecodedImage | None = None) -> RunReport:
-        """``decoded``: ``source`` already read by the caller (it is then not read again)."""
+                 debug_dir: Path | None = None, decoded: DecodedImage | None = None,
+                 written: list[Path] | None = None) -> RunReport:
+        """``decoded``: ``source`` already read by the caller (it is then not read again).
+        ``written``: each file is appended once it is complete (what an interruption leaves)."""
         timings: dict[str, float] = {}
+        written = [] if written is None else written
         with timed(timings, "total"):
             # 1. decode
             with timed(timings, "decode"):
@@ -91,16 +94,20 @@ class AdaptAndRun:
             # 2.-6. faces, adaptation, engine weights, tiles, optional face paste
             result = self.enhance(image.rgb, image.alpha)
             timings.update(result.timings)
-            # 7. encode (atomic: a failure leaves no partial file)
+            # 7. θ′ before the image: an image on disk makes the next run skip the photo, so it
+            # must not exist unless the weights asked for do (each write is atomic)
+            if weights_out is not None and result.adaptation is not None:
+                with timed(timings, "save_weights"):
+                    written.append(save_adapted_weights(weights_out, result.adaptation, source, result.provenance))
+            # 8. encode
             with timed(timings, "encode"):
                 write_image(output, result.rgb, alpha=result.alpha, bit_depth=bit_depth,
                             icc_profile=image.icc_profile, exif=image.exif, grayscale=image.was_grayscale)
-            if weights_out is not None and result.adaptation is not None:
-                with timed(timings, "save_weights"):
-                    save_adapted_weights(weights_out, result.adaptation, source, result.provenance)
+                written.append(output)
             if debug_dir is not None and result.faces is not None:
                 with timed(timings, "save_debug"):
                     save_debug(result.faces, image.rgb, debug_dir)
+                written.append(debug_dir)
         return self._report(source, output, result, timings)
 
     def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None, *,

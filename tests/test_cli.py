@@ -262,8 +262,40 @@ def test_ctrl_c_while_writing_leaves_no_file_and_exits_130(photos: Path, tmp_pat
     out = tmp_path / "out"
     result = invoke(photos / "flat.png", "--out", out, "--checkpoint", tiny_checkpoint, "--no-adapt", *FAST)
     assert result.exit_code == cli.EXIT_INTERRUPTED, result.output
-    assert result.output.strip() == "interrupted: the photo in progress was not written"
+    assert result.output.strip() == (f"interrupted: 0 earlier photo(s) written; in progress {photos / 'flat.png'}: "
+                                     f"nothing of it written; not written {out / 'flat.png'}")
     assert list(out.iterdir()) == []  # no half-written PNG, no temp file
+
+
+def test_ctrl_c_after_the_weights_says_they_were_written_and_the_image_was_not(
+        photos: Path, tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted_write(self: Path, data: bytes) -> None:  # the image's write; safetensors writes on its own
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", interrupted_write)
+    out, weights = tmp_path / "out.png", tmp_path / "theta.safetensors"
+    result = invoke(photos / "astronaut.png", "--out", out, "--save-weights", weights, "--checkpoint", tiny_checkpoint,
+                    "--prior", "numpy:copy", "--report", tmp_path / "r.json", *FAST)
+    assert result.exit_code == cli.EXIT_INTERRUPTED, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"interrupted: 0 earlier photo(s) written; in progress {photos / 'astronaut.png'}: written {weights}; "
+        f"not written {out}; --report {tmp_path / 'r.json'} not written")
+    assert weights.is_file() and not out.exists() and not (tmp_path / "r.json").exists()
+
+
+def test_a_failed_weight_save_leaves_no_image(photos: Path, tmp_path: Path, tiny_checkpoint: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image on disk makes the next run skip the photo: it must not exist without its θ′."""
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("f2n.runtime.pipeline.save_safetensors_atomic", full_disk)
+    out, weights = tmp_path / "out.png", tmp_path / "theta.safetensors"
+    result = invoke(photos / "astronaut.png", "--out", out, "--save-weights", weights, "--checkpoint", tiny_checkpoint,
+                    "--prior", "numpy:copy", *FAST)
+    assert result.exit_code == cli.EXIT_ALL_FAILED, result.output
+    assert "No space left on device" in result.output
+    assert not out.exists() and not weights.exists()
 
 
 def test_oracle_prior_decodes_the_photo_once(photos: Path, tmp_path: Path, tiny_checkpoint: Path,
