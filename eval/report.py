@@ -14,7 +14,7 @@ import numpy as np
 
 from f2n.eval.run import EvalResult, PhotoResult
 from f2n.fileio import write_text_atomic
-from f2n.runtime.images import write_image
+from f2n.runtime import write_image
 
 METRICS = ("psnr", "ssim", "lpips", "niqe", "psnr_nonface", "ssim_nonface", "niqe_nonface")
 CROP = 192  # GT pixels per crop side

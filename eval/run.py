@@ -173,7 +173,7 @@ def run_network(network: Network, lq: np.ndarray, prior: FacePrior, detector: De
 def evaluate_set(set_dir: Path, config: EvalConfig = EvalConfig(), *,
                  log: Callable[[str], None] = lambda _m: None) -> EvalResult:
     """Every method on every pair of the set at ``set_dir``, measured against its GT."""
-    from f2n.runtime.face_detect import RetinaFaceDetector
+    from f2n.runtime import RetinaFaceDetector
 
     manifest, pairs = load_test_set(set_dir)
     scale = int(manifest["scale"])

@@ -26,7 +26,7 @@ import torch
 
 from f2n.errors import ConfigError, InputImageError
 from f2n.fileio import write_text_atomic
-from f2n.runtime.images import IMAGE_SUFFIXES, image_files, read_image, write_image
+from f2n.runtime import IMAGE_SUFFIXES, image_files, read_image, write_image
 from f2n.training.degradations import DegradationConfig, degrade, sample_params
 
 Kind = Literal["iid", "ood"]

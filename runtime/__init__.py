@@ -32,7 +32,7 @@ from f2n.runtime.build import (
     resolve_settings,
 )
 from f2n.runtime.cmdsr import CmdsrAdaptation
-from f2n.runtime.face_detect import Detections
+from f2n.runtime.face_detect import Detections, RetinaFaceDetector
 from f2n.runtime.face_prior import FacePrior, OraclePrior, make_prior
 from f2n.runtime.face_stage import Detector, FaceStageConfig, patch_weights, run_face_stage, select_faces
 from f2n.runtime.images import IMAGE_SUFFIXES, DecodedImage, image_files, read_image, upscale_alpha, write_image
@@ -45,7 +45,7 @@ from f2n.runtime.pipeline import (
     save_adapted_weights,
 )
 from f2n.runtime.report import RunReport, write_report_json
-from f2n.runtime.support import SupportConfig, sample_support
+from f2n.runtime.support import SupportConfig, sample_support, support_boxes
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TileBox, blend_weights, tile_boxes, tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import FaceReport, FaceStageResult, PatchBatch, SREngine
@@ -74,6 +74,7 @@ __all__ = [
     "OraclePrior",
     "PatchBatch",
     "PipelineConfig",
+    "RetinaFaceDetector",
     "RunReport",
     "SREngine",
     "SupportConfig",
@@ -97,6 +98,7 @@ __all__ = [
     "run_face_stage",
     "sample_support",
     "save_adapted_weights",
+    "support_boxes",
     "select_faces",
     "tile_boxes",
     "tiled_upscale",

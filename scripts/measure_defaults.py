@@ -30,6 +30,7 @@ from f2n.runtime import (
     AdaptConfig,
     OraclePrior,
     PatchBatch,
+    RetinaFaceDetector,
     adapt,
     build_pipeline,
     load_network,
@@ -38,7 +39,6 @@ from f2n.runtime import (
     read_image,
 )
 from f2n.runtime.demo import region_psnrs
-from f2n.runtime.face_detect import RetinaFaceDetector
 from f2n.weights import LoadedSR
 
 GRID = (("sgd", 1e-2), ("adam", 1e-4), ("sgd", 1e-3), ("adam", 1e-5))  # likeliest first: a cut-short run still informs

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from f2n.errors import ConfigError, InputImageError
-from f2n.runtime.images import IMAGE_SUFFIXES, image_files, read_image
+from f2n.runtime import IMAGE_SUFFIXES, image_files, read_image
 
 
 def list_images(folder: Path | None, what: str) -> tuple[Path, ...]:

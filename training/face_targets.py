@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from f2n.errors import ConfigError, WeightsError
-from f2n.runtime.face_prior import FacePrior, make_prior
+from f2n.runtime import FacePrior, make_prior
 from f2n.training.tasks import FaceRestorer
 from f2n.weights import weight_path
 
