@@ -10,8 +10,8 @@ Public API (everything else in the sub-modules is private):
   the same on an array. ``method`` is ``FaceAdaptation(detector, prior)`` (MetaF2N) or
   ``CmdsrAdaptation(condition_net)`` (CMDSR, no faces).
 * ``adapt(model, patches, AdaptConfig(...)) -> AdaptResult`` is the inner loop alone.
-* ``tiled_upscale(engine, image, tile=, overlap=, batch_size=, progress=)`` runs any
-  ``SREngine`` over a photo; ``TorchEngine`` is the PyTorch one.
+* ``tiled_upscale(engine, rgb, tile=, overlap=, batch_size=, progress=)`` runs any
+  ``SREngine`` over a float RGB photo; ``TorchEngine`` is the PyTorch one.
 """
 
 from f2n.runtime.adapt import (

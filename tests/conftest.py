@@ -1,20 +1,68 @@
-"""Shared fixtures. Real test data lives in ../shared/data beside the checkout;
-tests that need it skip with the reason where it is absent (a user's fresh clone)."""
+"""Shared fixtures. Real test data lives in ../shared/data beside the checkout; tests that
+need it skip with the reason where it is absent (a user's fresh clone), and fail in CI
+(``CI=true``), where a missing data folder is an error, not a pass."""
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
+
+from f2n.nets import RRDBNet
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY_RRDBNET = {"num_block": 1, "num_feat": 8, "num_grow_ch": 4}  # milliseconds per tile on a CPU
+
+TinyRRDBNet = Callable[..., RRDBNet]
+WriteWeights = Callable[[Mapping[str, torch.Tensor], Path], Path]
+
+
+def require_shared_data(folder: Path, environ: Mapping[str, str]) -> Path:
+    """``folder`` if it exists; else a skip, or a failure when ``environ`` says CI."""
+    if not folder.is_dir():
+        message = f"shared test data not found at {folder} (it sits beside the checkout in the dev workplace)"
+        if environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI=true, so this is an error, not a skip")
+        pytest.skip(message)
+    return folder
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared test data not found at {SHARED_DATA} (it sits beside the checkout in the dev workplace)")
-    return SHARED_DATA
+    return require_shared_data(SHARED_DATA, os.environ)
+
+
+@pytest.fixture(scope="session")
+def tiny_rrdbnet() -> TinyRRDBNet:
+    """``tiny_rrdbnet(seed=0, **hyperparameters)``: a seeded RRDBNet, 1 block of 8 features
+    unless told otherwise; the global RNG is left as it was."""
+
+    def build(seed: int = 0, **hyperparameters: int) -> RRDBNet:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return RRDBNet(**{**TINY_RRDBNET, **hyperparameters})
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def write_weights() -> WriteWeights:
+    """``write_weights(state_dict, path)``: a plain .safetensors weight file, as users have."""
+
+    def write(state: Mapping[str, torch.Tensor], path: Path) -> Path:
+        save_file({key: value.detach().contiguous() for key, value in state.items()}, str(path))
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory, tiny_rrdbnet: TinyRRDBNet,
+                 write_weights: WriteWeights) -> Path:
+    """``tiny_rrdbnet()``'s weights in a plain .safetensors file (named tiny.safetensors)."""
+    return write_weights(tiny_rrdbnet().state_dict(), tmp_path_factory.mktemp("tiny") / "tiny.safetensors")
 
 
 @pytest.fixture(autouse=True)

@@ -9,18 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TinyRRDBNet
+
 from f2n.errors import ConfigError
-from f2n.nets import RRDBNet
 from f2n.runtime.adapt import AdaptConfig, adapt, iter_adaptation, masked_l1
 from f2n.runtime.demo import psnr
 from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import PatchBatch
-
-
-def tiny_net(seed: int = 0) -> RRDBNet:
-    torch.manual_seed(seed)
-    return RRDBNet(num_block=1, num_feat=8, num_grow_ch=4)
 
 
 def random_patches(seed: int = 1, count: int = 2, size: int = 8) -> PatchBatch:
@@ -33,8 +29,8 @@ def random_patches(seed: int = 1, count: int = 2, size: int = 8) -> PatchBatch:
 
 
 @pytest.mark.parametrize("lr", [1e-2, 0.5])
-def test_one_step_equals_hand_computed_sgd(lr: float) -> None:
-    model, patches = tiny_net(), random_patches()
+def test_one_step_equals_hand_computed_sgd(tiny_rrdbnet: TinyRRDBNet, lr: float) -> None:
+    model, patches = tiny_rrdbnet(), random_patches()
     before = copy.deepcopy(model.state_dict())
 
     reference = copy.deepcopy(model)
@@ -53,15 +49,15 @@ def test_one_step_equals_hand_computed_sgd(lr: float) -> None:
         assert torch.equal(value, before[name])
 
 
-def test_adam_moves_every_weight_by_about_lr() -> None:
+def test_adam_moves_every_weight_by_about_lr(tiny_rrdbnet: TinyRRDBNet) -> None:
     """Adam's first step is lr · sign(grad) (bias-corrected); checks the option is wired."""
-    result = adapt(tiny_net(), random_patches(), AdaptConfig(steps=1, lr=1e-3, optimizer="adam"))
+    result = adapt(tiny_rrdbnet(), random_patches(), AdaptConfig(steps=1, lr=1e-3, optimizer="adam"))
     magnitudes = torch.cat([d.abs().flatten() for d in result.delta.values()])
     assert float(magnitudes.max()) == pytest.approx(1e-3, rel=1e-3)
 
 
-def test_iter_adaptation_snapshots_match_adapt() -> None:
-    model, patches, config = tiny_net(), random_patches(), AdaptConfig(steps=4, lr=0.1, optimizer="sgd")
+def test_iter_adaptation_snapshots_match_adapt(tiny_rrdbnet: TinyRRDBNet) -> None:
+    model, patches, config = tiny_rrdbnet(), random_patches(), AdaptConfig(steps=4, lr=0.1, optimizer="sgd")
     snapshots = {s.index: {k: v.clone() for k, v in s.weights.items()} for s in iter_adaptation(model, patches, config)}
     final = adapt(model, patches, config)
     assert sorted(snapshots) == [1, 2, 3, 4]
@@ -79,8 +75,7 @@ def _synthetic_photo() -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
     return gt, lq, (slice(4, 20), slice(4, 20))
 
 
-
-def test_oracle_adaptation_improves_the_face_region() -> None:
+def test_oracle_adaptation_improves_the_face_region(tiny_rrdbnet: TinyRRDBNet) -> None:
     gt, lq, (rows, cols) = _synthetic_photo()
     hr_rows, hr_cols = slice(rows.start * 4, rows.stop * 4), slice(cols.start * 4, cols.stop * 4)
     patches = PatchBatch(
@@ -88,7 +83,7 @@ def test_oracle_adaptation_improves_the_face_region() -> None:
         target=torch.from_numpy(gt[hr_rows, hr_cols]).permute(2, 0, 1)[None].contiguous(),
         weight=torch.ones(1, 1, 64, 64),
     )
-    model = tiny_net()
+    model = tiny_rrdbnet()
     result = adapt(model, patches, AdaptConfig(steps=20, lr=1e-2, optimizer="adam"))
     engine = TorchEngine(model)
     base = tiled_upscale(engine, lq)
@@ -100,7 +95,7 @@ def test_oracle_adaptation_improves_the_face_region() -> None:
     assert psnr(adapted[hr_rows, hr_cols], gt[hr_rows, hr_cols]) > psnr(base[hr_rows, hr_cols], gt[hr_rows, hr_cols]) + 3
 
 
-def test_mask_zero_region_does_not_pull() -> None:
+def test_mask_zero_region_does_not_pull(tiny_rrdbnet: TinyRRDBNet) -> None:
     """Target garbage where the mask is 0 must not change anything: same θ_n as a
     target that is correct there."""
     patches = random_patches(count=1)
@@ -109,18 +104,18 @@ def test_mask_zero_region_does_not_pull() -> None:
     garbage = patches.target.clone()
     garbage[..., :16, :] = 1 - garbage[..., :16, :]
     config = AdaptConfig(steps=3, lr=0.3, optimizer="sgd")
-    clean = adapt(tiny_net(), PatchBatch(patches.lq, patches.target, mask), config)
-    dirty = adapt(tiny_net(), PatchBatch(patches.lq, garbage, mask), config)
+    clean = adapt(tiny_rrdbnet(), PatchBatch(patches.lq, patches.target, mask), config)
+    dirty = adapt(tiny_rrdbnet(), PatchBatch(patches.lq, garbage, mask), config)
     for name in clean.weights:
         torch.testing.assert_close(clean.weights[name], dirty.weights[name])
-    unmasked = adapt(tiny_net(), PatchBatch(patches.lq, garbage, torch.ones_like(mask)), config)
+    unmasked = adapt(tiny_rrdbnet(), PatchBatch(patches.lq, garbage, torch.ones_like(mask)), config)
     assert not torch.allclose(unmasked.weights["conv_last.weight"], clean.weights["conv_last.weight"])
 
 
-def test_cpu_bf16_autocast_tracks_fp32() -> None:
+def test_cpu_bf16_autocast_tracks_fp32(tiny_rrdbnet: TinyRRDBNet) -> None:
     patches = random_patches()
-    fp32 = adapt(tiny_net(), patches, AdaptConfig(steps=3, lr=0.1, optimizer="sgd"))
-    bf16 = adapt(tiny_net(), patches, AdaptConfig(steps=3, lr=0.1, optimizer="sgd", precision="bf16"))
+    fp32 = adapt(tiny_rrdbnet(), patches, AdaptConfig(steps=3, lr=0.1, optimizer="sgd"))
+    bf16 = adapt(tiny_rrdbnet(), patches, AdaptConfig(steps=3, lr=0.1, optimizer="sgd", precision="bf16"))
     np.testing.assert_allclose(bf16.losses, fp32.losses, rtol=2e-2)
 
 
@@ -132,18 +127,18 @@ def test_bad_config(kwargs: dict) -> None:
         AdaptConfig(**kwargs)
 
 
-def test_zero_steps_returns_the_base_weights() -> None:
-    model = tiny_net()
+def test_zero_steps_returns_the_base_weights(tiny_rrdbnet: TinyRRDBNet) -> None:
+    model = tiny_rrdbnet()
     result = adapt(model, random_patches(), AdaptConfig(steps=0))
     assert result.losses == () and all(float(d.abs().max()) == 0 for d in result.delta.values())
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled bf16 adaptation needs a CUDA device")
-def test_compiled_bf16_on_cuda_matches_eager_and_does_not_recompile() -> None:
+def test_compiled_bf16_on_cuda_matches_eager_and_does_not_recompile(tiny_rrdbnet: TinyRRDBNet) -> None:
     from torch._dynamo.utils import counters
 
-    model, patches = tiny_net().cuda(), random_patches()
+    model, patches = tiny_rrdbnet().cuda(), random_patches()
     eager = adapt(model, patches, AdaptConfig(steps=3, lr=0.1, optimizer="sgd", device="cuda", compile=False))
     compiled = adapt(model, patches, AdaptConfig(steps=3, lr=0.1, optimizer="sgd", device="cuda", precision="bf16", compile=True))
     np.testing.assert_allclose(compiled.losses, eager.losses, rtol=3e-2)

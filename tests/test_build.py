@@ -4,14 +4,12 @@ the prior resolved in one place, and every command (CLI, demo, eval) going throu
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
-from safetensors.torch import save_file
 
 from f2n.errors import ConfigError, WeightsError
 from f2n.eval.run import EvalConfig, load_networks
-from f2n.nets import MaskNet, RRDBNet
-from f2n.runtime import AdaptationSettings, OraclePrior, build_pipeline, cli, resolve_settings
+from f2n.nets import MaskNet
+from f2n.runtime import AdaptationSettings, OraclePrior, build_pipeline, cli, resolve_settings, write_image
 from f2n.runtime.demo import demo_pair
 from f2n.runtime.face_patches import PatchConfig
 from f2n.weights import load_sr_network, save_f2n_checkpoint
@@ -21,10 +19,9 @@ META_TRAINED = {"alpha": 0.01, "steps": 3, "optimizer": "sgd", "patches_per_imag
 
 
 @pytest.fixture(scope="module")
-def meta_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def meta_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_rrdbnet) -> Path:
     """An f2n checkpoint with adaptation defaults and a MaskNet, as f2n-train writes it."""
-    torch.manual_seed(0)
-    sr, masknet = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4), MaskNet(num_feat=8, num_layers=3)
+    sr, masknet = tiny_rrdbnet(), MaskNet(num_feat=8, num_layers=3)
     path = tmp_path_factory.mktemp("meta") / "meta.safetensors"
     return save_f2n_checkpoint(path, sr.state_dict(), masknet.state_dict(), META_TRAINED)
 
@@ -59,24 +56,19 @@ def test_the_demo_honours_the_checkpoints_settings(meta_checkpoint: Path) -> Non
     assert "Traceback" not in result.output
 
 
-def test_eval_evaluates_the_checkpoints_own_step_count(meta_checkpoint: Path, tmp_path: Path) -> None:
-    plain = tmp_path / "plain.safetensors"
-    save_file(RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict(), str(plain))
-    base, meta = load_networks(EvalConfig(base_network=str(plain), checkpoints=(str(meta_checkpoint),)))
+def test_eval_evaluates_the_checkpoints_own_step_count(meta_checkpoint: Path, tiny_weights: Path) -> None:
+    base, meta = load_networks(EvalConfig(base_network=str(tiny_weights), checkpoints=(str(meta_checkpoint),)))
     assert base.steps == (1, 10, 20) and meta.steps == (1, 3, 10, 20)
     assert load_networks(EvalConfig(base_network=str(meta_checkpoint), steps=(2,)))[0].steps == (2,)
 
 
 @pytest.mark.parametrize("scale", [2, 1])
-def test_a_network_of_another_scale_is_refused_at_load_in_one_line(scale: int, tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    path = tmp_path / f"x{scale}.safetensors"
-    save_file(RRDBNet(scale=scale, num_block=1, num_feat=8, num_grow_ch=4).state_dict(), str(path))
+def test_a_network_of_another_scale_is_refused_at_load_in_one_line(scale: int, tmp_path: Path, tiny_rrdbnet,
+                                                                   write_weights) -> None:
+    path = write_weights(tiny_rrdbnet(scale=scale).state_dict(), tmp_path / f"x{scale}.safetensors")
     with pytest.raises(WeightsError, match=f"x{scale} network; f2n adapts and runs x4 networks only"):
         build_pipeline(path, device="cpu")
     photo, out = tmp_path / "photo.png", tmp_path / "out"
-    from f2n.runtime import write_image
-
     write_image(photo, demo_pair()[1])
     result = CliRunner().invoke(cli.command, [str(photo), "--out", str(out), "--checkpoint", str(path)])
     assert result.exit_code == WeightsError.exit_code and result.output.count("\n") == 1

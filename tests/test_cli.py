@@ -10,25 +10,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import save_file
 
 from f2n.errors import WeightsError
-from f2n.nets import RRDBNet
 from f2n.runtime import cli
 from f2n.runtime.demo import demo_pair
 from f2n.runtime.images import read_image, write_image
 
 FAST = ["--tile", "64", "--tile-overlap", "16", "--steps", "2", "--patches-per-face", "2", "--no-progress"]
-
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    state = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    return path
 
 
 @pytest.fixture()
@@ -48,9 +36,9 @@ def invoke(*args: str) -> "CliRunner.invoke":
     return CliRunner().invoke(cli.command, [str(a) for a in args], catch_exceptions=False)
 
 
-def test_folder_with_a_bad_file_is_a_partial_failure(photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_folder_with_a_bad_file_is_a_partial_failure(photos: Path, tmp_path: Path, tiny_weights: Path) -> None:
     out, report = tmp_path / "out", tmp_path / "report.json"
-    result = invoke(photos, "--out", out, "--checkpoint", tiny_checkpoint, "--prior", "numpy:copy",
+    result = invoke(photos, "--out", out, "--checkpoint", tiny_weights, "--prior", "numpy:copy",
                     "--report", report, *FAST)
     assert result.exit_code == cli.EXIT_PARTIAL, result.output
     assert "failed" in result.output and "broken.png" in result.output and "Traceback" not in result.output
@@ -68,12 +56,12 @@ def test_folder_with_a_bad_file_is_a_partial_failure(photos: Path, tmp_path: Pat
         assert stage in timings, stage
 
 
-def test_existing_outputs_are_skipped_unless_overwrite(photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_existing_outputs_are_skipped_unless_overwrite(photos: Path, tmp_path: Path, tiny_weights: Path) -> None:
     (photos / "broken.png").unlink()
     out = tmp_path / "out"
     out.mkdir()
     (out / "flat.png").write_bytes(b"keep me")
-    args = [photos, "--out", out, "--checkpoint", tiny_checkpoint, "--no-adapt", *FAST]
+    args = [photos, "--out", out, "--checkpoint", tiny_weights, "--no-adapt", *FAST]
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert (out / "flat.png").read_bytes() == b"keep me" and "skipped" in result.output
@@ -82,20 +70,20 @@ def test_existing_outputs_are_skipped_unless_overwrite(photos: Path, tmp_path: P
     assert result.exit_code == 0 and read_image(out / "flat.png").rgb.shape == (96, 80, 3)
 
 
-def test_all_failed_exits_2_and_leaves_no_partial_file(photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_all_failed_exits_2_and_leaves_no_partial_file(photos: Path, tmp_path: Path, tiny_weights: Path) -> None:
     out = tmp_path / "out"
-    result = invoke(photos / "flat.png", photos / "broken.png", "--out", out, "--checkpoint", tiny_checkpoint,
+    result = invoke(photos / "flat.png", photos / "broken.png", "--out", out, "--checkpoint", tiny_weights,
                     "--prior", "numpy:copy", "--require-adaptation", *FAST)
     assert result.exit_code == cli.EXIT_ALL_FAILED, result.output
     assert "cannot adapt: no face detected" in result.output
     assert not out.exists() or list(out.iterdir()) == []  # no output, no temp file
 
 
-def test_single_file_out_and_saved_weights(photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_single_file_out_and_saved_weights(photos: Path, tmp_path: Path, tiny_weights: Path) -> None:
     gt, _ = demo_pair()
     write_image(tmp_path / "gt.png", gt)
     out, weights = tmp_path / "sr.png", tmp_path / "theta.safetensors"
-    result = invoke(photos / "astronaut.png", "--out", out, "--checkpoint", tiny_checkpoint,
+    result = invoke(photos / "astronaut.png", "--out", out, "--checkpoint", tiny_weights,
                     "--prior", f"oracle:{tmp_path / 'gt.png'}", "--save-weights", weights, "--paste-faces",
                     "--save-debug", *FAST)
     assert result.exit_code == 0, result.output
@@ -104,7 +92,7 @@ def test_single_file_out_and_saved_weights(photos: Path, tmp_path: Path, tiny_ch
     from f2n.weights import load_sr_network
 
     reloaded = load_sr_network(weights).model.state_dict()
-    base = load_sr_network(tiny_checkpoint).model.state_dict()
+    base = load_sr_network(tiny_weights).model.state_dict()
     assert any(not torch.equal(reloaded[k], base[k]) for k in base)  # θ_n, not θ_0
 
 
@@ -127,25 +115,25 @@ def test_single_file_out_and_saved_weights(photos: Path, tmp_path: Path, tiny_ch
         (["--prior", "numpy:copy", "--prior-option", "w=0.7"], 5, "takes no options"),
     ],
 )
-def test_errors_are_one_line_with_their_exit_code(photos: Path, tiny_checkpoint: Path, args: list[str],
+def test_errors_are_one_line_with_their_exit_code(photos: Path, tiny_weights: Path, args: list[str],
                                                   code: int, message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     if "--device" in args and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     monkeypatch.chdir(photos)  # where the default output folder would go if an error came too late
-    checkpoint = [] if "--checkpoint" in args else ["--checkpoint", tiny_checkpoint]
+    checkpoint = [] if "--checkpoint" in args else ["--checkpoint", tiny_weights]
     result = invoke(photos / "astronaut.png", *checkpoint, *args)
     assert result.exit_code == code, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
 
 
-def test_prior_that_cannot_load_falls_back_to_the_base_network(photos: Path, tmp_path: Path, tiny_checkpoint: Path,
+def test_prior_that_cannot_load_falls_back_to_the_base_network(photos: Path, tmp_path: Path, tiny_weights: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     def no_weights(spec: str, **_: object) -> None:
         raise WeightsError(f"GPEN weights for {spec} not installed")
 
     monkeypatch.setattr("f2n.runtime.face_prior.make_prior", no_weights)
-    args = [photos / "astronaut.png", "--out", tmp_path / "o.png", "--checkpoint", tiny_checkpoint, *FAST]
+    args = [photos / "astronaut.png", "--out", tmp_path / "o.png", "--checkpoint", tiny_weights, *FAST]
     result = invoke(*args, "--report", tmp_path / "r.json")
     assert result.exit_code == 0, result.output
     photo = json.loads((tmp_path / "r.json").read_text())["photos"][0]
@@ -170,7 +158,7 @@ def test_a_prior_given_by_path_adapts_and_the_report_names_its_file_and_hash(
 
 
 @pytest.mark.slow
-def test_onnx_and_aoti_engines_take_the_adapted_weights(photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+def test_onnx_and_aoti_engines_take_the_adapted_weights(photos: Path, tmp_path: Path, tiny_weights: Path) -> None:
     """--engine dispatches to f2n.export.engines; the ONNX Runtime and AOTInductor outputs
     after set_weights(θ_n) match the torch engine's on the same adapted weights (the AOTI
     package compiles once, for the tiny network: ~15-60 s on a 2-core CPU)."""
@@ -180,13 +168,13 @@ def test_onnx_and_aoti_engines_take_the_adapted_weights(photos: Path, tmp_path: 
     for engine in ("torch", "onnx", "aoti"):
         outputs[engine] = tmp_path / f"{engine}.png"
         result = invoke(photos / "astronaut.png", "--out", outputs[engine], "--engine", engine, "--checkpoint",
-                        tiny_checkpoint, "--prior", f"oracle:{tmp_path / 'gt.png'}", "--precision", "fp32", *FAST,
+                        tiny_weights, "--prior", f"oracle:{tmp_path / 'gt.png'}", "--precision", "fp32", *FAST,
                         "--steps", "5", "--optimizer", "adam", "--lr", "0.01")
         assert result.exit_code == 0 and "(adapted with faces;" in result.output, result.output
     torch_rgb, onnx_rgb = read_image(outputs["torch"]).rgb, read_image(outputs["onnx"]).rgb
     assert np.abs(torch_rgb - onnx_rgb).max() <= 2 / 255
     assert np.abs(torch_rgb - read_image(outputs["aoti"]).rgb).max() <= 2 / 255
-    base = invoke(photos / "astronaut.png", "--out", tmp_path / "base.png", "--checkpoint", tiny_checkpoint,
+    base = invoke(photos / "astronaut.png", "--out", tmp_path / "base.png", "--checkpoint", tiny_weights,
                   "--no-adapt", *FAST)
     assert base.exit_code == 0
     assert np.abs(read_image(tmp_path / "base.png").rgb - onnx_rgb).max() > 10 / 255  # θ_n really reached ORT
@@ -237,12 +225,12 @@ def test_an_unexpected_error_fails_that_photo_only(tmp_path: Path) -> None:
         (lambda d: ["--report", d], "is a folder"),  # was: a traceback after every photo had run
     ],
 )
-def test_bad_output_paths_fail_before_any_photo(photos: Path, tmp_path: Path, tiny_checkpoint: Path,
+def test_bad_output_paths_fail_before_any_photo(photos: Path, tmp_path: Path, tiny_weights: Path,
                                                 make_args, message: str) -> None:
     (photos / "broken.png").unlink()
     (tmp_path / "existing").write_bytes(b"a file")
     before = {p: p.read_bytes() for p in photos.iterdir()}
-    result = invoke(photos / "astronaut.png", *make_args(tmp_path), "--checkpoint", tiny_checkpoint,
+    result = invoke(photos / "astronaut.png", *make_args(tmp_path), "--checkpoint", tiny_weights,
                     "--prior", "numpy:copy", *FAST)
     assert result.exit_code == 5, result.output
     lines = result.output.strip().splitlines()
@@ -251,7 +239,7 @@ def test_bad_output_paths_fail_before_any_photo(photos: Path, tmp_path: Path, ti
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing", "in"]  # nothing created
 
 
-def test_ctrl_c_while_writing_leaves_no_file_and_exits_130(photos: Path, tmp_path: Path, tiny_checkpoint: Path,
+def test_ctrl_c_while_writing_leaves_no_file_and_exits_130(photos: Path, tmp_path: Path, tiny_weights: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted_write(self: Path, data: bytes) -> None:
         with open(self, "wb") as handle:
@@ -260,7 +248,7 @@ def test_ctrl_c_while_writing_leaves_no_file_and_exits_130(photos: Path, tmp_pat
 
     monkeypatch.setattr(Path, "write_bytes", interrupted_write)
     out = tmp_path / "out"
-    result = invoke(photos / "flat.png", "--out", out, "--checkpoint", tiny_checkpoint, "--no-adapt", *FAST)
+    result = invoke(photos / "flat.png", "--out", out, "--checkpoint", tiny_weights, "--no-adapt", *FAST)
     assert result.exit_code == cli.EXIT_INTERRUPTED, result.output
     assert result.output.strip() == (f"interrupted: 0 earlier photo(s) written; in progress {photos / 'flat.png'}: "
                                      f"nothing of it written; not written {out / 'flat.png'}")
@@ -268,13 +256,13 @@ def test_ctrl_c_while_writing_leaves_no_file_and_exits_130(photos: Path, tmp_pat
 
 
 def test_ctrl_c_after_the_weights_says_they_were_written_and_the_image_was_not(
-        photos: Path, tmp_path: Path, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        photos: Path, tmp_path: Path, tiny_weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def interrupted_write(self: Path, data: bytes) -> None:  # the image's write; safetensors writes on its own
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Path, "write_bytes", interrupted_write)
     out, weights = tmp_path / "out.png", tmp_path / "theta.safetensors"
-    result = invoke(photos / "astronaut.png", "--out", out, "--save-weights", weights, "--checkpoint", tiny_checkpoint,
+    result = invoke(photos / "astronaut.png", "--out", out, "--save-weights", weights, "--checkpoint", tiny_weights,
                     "--prior", "numpy:copy", "--report", tmp_path / "r.json", *FAST)
     assert result.exit_code == cli.EXIT_INTERRUPTED, result.output
     assert result.output.strip().splitlines()[-1] == (
@@ -283,7 +271,7 @@ def test_ctrl_c_after_the_weights_says_they_were_written_and_the_image_was_not(
     assert weights.is_file() and not out.exists() and not (tmp_path / "r.json").exists()
 
 
-def test_a_failed_weight_save_leaves_no_image(photos: Path, tmp_path: Path, tiny_checkpoint: Path,
+def test_a_failed_weight_save_leaves_no_image(photos: Path, tmp_path: Path, tiny_weights: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """An image on disk makes the next run skip the photo: it must not exist without its θ′."""
     def full_disk(*args: object, **kwargs: object) -> None:
@@ -291,14 +279,14 @@ def test_a_failed_weight_save_leaves_no_image(photos: Path, tmp_path: Path, tiny
 
     monkeypatch.setattr("f2n.runtime.pipeline.save_safetensors_atomic", full_disk)
     out, weights = tmp_path / "out.png", tmp_path / "theta.safetensors"
-    result = invoke(photos / "astronaut.png", "--out", out, "--save-weights", weights, "--checkpoint", tiny_checkpoint,
+    result = invoke(photos / "astronaut.png", "--out", out, "--save-weights", weights, "--checkpoint", tiny_weights,
                     "--prior", "numpy:copy", *FAST)
     assert result.exit_code == cli.EXIT_ALL_FAILED, result.output
     assert "No space left on device" in result.output
     assert not out.exists() and not weights.exists()
 
 
-def test_oracle_prior_decodes_the_photo_once(photos: Path, tmp_path: Path, tiny_checkpoint: Path,
+def test_oracle_prior_decodes_the_photo_once(photos: Path, tmp_path: Path, tiny_weights: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     from f2n.runtime import images
 
@@ -307,7 +295,7 @@ def test_oracle_prior_decodes_the_photo_once(photos: Path, tmp_path: Path, tiny_
     opened: list[Path] = []
     check_size = images._check_size
     monkeypatch.setattr(images, "_check_size", lambda path, *args: opened.append(path) or check_size(path, *args))
-    result = invoke(photos / "astronaut.png", "--out", tmp_path / "sr.png", "--checkpoint", tiny_checkpoint,
+    result = invoke(photos / "astronaut.png", "--out", tmp_path / "sr.png", "--checkpoint", tiny_weights,
                     "--prior", f"oracle:{tmp_path / 'gt.png'}", *FAST)
     assert result.exit_code == 0 and "(adapted with faces;" in result.output, result.output
     assert sorted(path.name for path in opened) == ["astronaut.png", "gt.png"]

@@ -12,6 +12,8 @@ from click.testing import CliRunner
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from conftest import TINY_RRDBNET
+
 from f2n.errors import ConfigError, WeightsError
 from f2n.nets import ConditionNet, ConditionNetConfig, RRDBNet, modulated_convs, modulated_weights
 from f2n.runtime import cli
@@ -22,14 +24,13 @@ from f2n.runtime.support import SupportConfig, sample_support
 from f2n.runtime.torch_engine import TorchEngine
 from f2n.weights import load_sr_network, save_f2n_checkpoint
 
-TINY = dict(num_block=1, num_feat=8, num_grow_ch=4)
 SUPPORT = SupportConfig(patch=16, count=4)
 FAST = ["--tile", "32", "--tile-overlap", "8", "--support-patch", "16", "--support-count", "4", "--no-progress"]
 
 
 def cmdsr_parts() -> tuple[RRDBNet, ConditionNet]:
     torch.manual_seed(0)
-    model = RRDBNet(**TINY)
+    model = RRDBNet(**TINY_RRDBNET)
     # The trunk of a random tiny net barely shows in its output: modulate the tail too.
     config = ConditionNetConfig(num_feat=8, num_layers=2, modulate=("body.", "conv_hr", "conv_last"))
     condition_net = ConditionNet(modulated_convs(model, config.modulate), config)

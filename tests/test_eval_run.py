@@ -6,24 +6,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
-from safetensors.torch import save_file
 
 from f2n.eval.cli import main
 from f2n.eval.report import write_report
 from f2n.eval.run import EvalConfig, evaluate_set
 from f2n.eval.testset import build_test_set
-from f2n.nets.rrdbnet import RRDBNet
-
-
-@pytest.fixture(scope="module")
-def tiny_network(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("net") / "tiny.safetensors"
-    save_file(RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict(), str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +26,8 @@ def face_set(shared_data, tmp_path_factory):
 
 
 @pytest.mark.slow  # ~10 s CPU (detector, NIQE, two snapshots); 46 s wall on the loaded 2-core machine
-def test_evaluate_set_gives_every_method_and_metric(face_set, tiny_network, tmp_path):
-    config = EvalConfig(steps=(1, 2), priors=("oracle", "gpen"), base_network=str(tiny_network), lpips=False)
+def test_evaluate_set_gives_every_method_and_metric(face_set, tiny_weights, tmp_path):
+    config = EvalConfig(steps=(1, 2), priors=("oracle", "gpen"), base_network=str(tiny_weights), lpips=False)
     result = evaluate_set(face_set, config)
     (photo,) = result.photos
     assert len(photo.face_boxes) == 1
@@ -65,7 +54,7 @@ def test_evaluate_set_gives_every_method_and_metric(face_set, tiny_network, tmp_
     assert crops.shape == (32 + 192, 5 * 192, 3)  # LQ, bicubic, base, adapted n=2, GT
 
 
-def test_cli_build_and_run(shared_data, tiny_network, tmp_path):
+def test_cli_build_and_run(shared_data, tiny_weights, tmp_path):
     hq = tmp_path / "hq"
     hq.mkdir()
     Image.open(sorted((shared_data / "faces_hq").glob("*.png"))[1]).convert("RGB").save(hq / "face.png")
@@ -75,12 +64,12 @@ def test_cli_build_and_run(shared_data, tiny_network, tmp_path):
     assert built.exit_code == 0, built.output
     assert json.loads((tmp_path / "set" / "manifest.json").read_text())["kind"] == "ood"
     ran = runner.invoke(main, ["run", str(tmp_path / "set"), "--out", str(tmp_path / "report"), "--steps", "1",
-                               "--prior", "oracle", "--base", str(tiny_network), "--no-lpips"])
+                               "--prior", "oracle", "--base", str(tiny_weights), "--no-lpips"])
     assert ran.exit_code == 0, ran.output
     assert "| tiny base |" in ran.output and (tmp_path / "report" / "results.csv").is_file()
 
 
-def test_cli_errors_are_one_line_with_exit_codes(tmp_path, tiny_network):
+def test_cli_errors_are_one_line_with_exit_codes(tmp_path, tiny_weights):
     runner = CliRunner()
     missing = runner.invoke(main, ["run", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")])
     assert missing.exit_code == 2 and missing.output.count("\n") == 1 and "not a test set" in missing.output
@@ -90,7 +79,7 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path, tiny_network):
     bad_steps = runner.invoke(main, ["run", str(tmp_path / "set"), "--out", str(tmp_path / "r"), "--steps", "1,x"])
     assert bad_steps.exit_code == 5 and "comma-separated integers" in bad_steps.output
     gpen = runner.invoke(main, ["run", str(tmp_path / "set"), "--out", str(tmp_path / "r"), "--prior", "gpen",
-                                "--base", str(tiny_network)])
+                                "--base", str(tiny_weights)])
     assert gpen.exit_code == 3 and gpen.output.startswith("error: ")
     (tmp_path / "taken.md").write_text("a file")
     for out in (tmp_path / "taken.md", tmp_path / "taken.md" / "sub"):  # was: a traceback after the evaluation
@@ -98,12 +87,12 @@ def test_cli_errors_are_one_line_with_exit_codes(tmp_path, tiny_network):
         assert onto_file.exit_code == 5 and onto_file.output.count("\n") == 1 and "is a file" in onto_file.output
 
 
-def test_photo_without_usable_face_falls_back_to_the_base_output(shared_data, tiny_network, tmp_path):
+def test_photo_without_usable_face_falls_back_to_the_base_output(shared_data, tiny_weights, tmp_path):
     hq = tmp_path / "hq"
     hq.mkdir()
     Image.open(sorted((shared_data / "natural_hq").glob("*.png"))[0]).convert("RGB").save(hq / "scene.png")
     build_test_set(hq, tmp_path / "set", kind="iid", seed=0, max_side=128)
-    config = EvalConfig(steps=(1,), priors=("oracle",), base_network=str(tiny_network), lpips=False)
+    config = EvalConfig(steps=(1,), priors=("oracle",), base_network=str(tiny_weights), lpips=False)
     (photo,) = evaluate_set(tmp_path / "set", config).photos
     adapted = "tiny adapted n=1, oracle prior (upper bound)"
     assert photo.face_boxes == ()

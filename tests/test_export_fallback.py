@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_RRDBNET
+
 from f2n.export.onnx_export import export_onnx
 from f2n.export.ort_engine import OrtEngine
 from f2n.nets.rrdbnet import RRDBNet
 from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
 
-TINY = dict(num_block=1, num_feat=8, num_grow_ch=4)
 TILE, OVERLAP = 32, 8  # a 40 x 56 photo: tiles at rows 0 and 8, columns 0 and 24
 
 
@@ -26,7 +27,7 @@ def loud_state(seed: int) -> dict[str, torch.Tensor]:
     """A tiny net with output gain x20 and centred on 0.5, so normal pixels stay
     partly inside [0, 1] (the tiler clips) while the bright patch overflows fp16."""
     torch.manual_seed(seed)
-    state = RRDBNet(**TINY).state_dict()
+    state = RRDBNet(**TINY_RRDBNET).state_dict()
     state["conv_last.weight"] = state["conv_last.weight"] * 20
     state["conv_last.bias"] = state["conv_last.bias"] * 20 + 0.5
     return state
@@ -39,7 +40,7 @@ def photo_with_bright_patch() -> np.ndarray:
 
 
 def torch_net(state: dict[str, torch.Tensor]) -> RRDBNet:
-    net = RRDBNet(**TINY).eval()
+    net = RRDBNet(**TINY_RRDBNET).eval()
     net.load_state_dict(state)
     return net
 
@@ -47,7 +48,7 @@ def torch_net(state: dict[str, torch.Tensor]) -> RRDBNet:
 @pytest.fixture(scope="module")
 def fp16_graph(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
-    return export_onnx(RRDBNet(**TINY), tmp_path_factory.mktemp("fp16") / "tiny16.onnx", precision="fp16")
+    return export_onnx(RRDBNet(**TINY_RRDBNET), tmp_path_factory.mktemp("fp16") / "tiny16.onnx", precision="fp16")
 
 
 def test_overflowing_fp16_tiles_are_redone_in_fp32(fp16_graph: Path) -> None:
@@ -80,7 +81,7 @@ def test_the_fp32_twin_follows_later_weights(fp16_graph: Path) -> None:
 
 def test_an_fp32_engine_retries_with_itself(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    net = RRDBNet(**TINY).eval()
+    net = RRDBNet(**TINY_RRDBNET).eval()
     engine = OrtEngine(export_onnx(net, tmp_path / "tiny.onnx"), net.state_dict())
     tiles = torch.rand(1, 3, 12, 12)
     torch.testing.assert_close(engine.run_fp32(tiles), engine.run(tiles), atol=0, rtol=0)

@@ -9,6 +9,8 @@ import onnx
 import pytest
 import torch
 
+from conftest import TinyRRDBNet
+
 from f2n.errors import ConfigError, WeightsError
 from f2n.export.names import map_initializers
 from f2n.export.onnx_export import (
@@ -21,13 +23,6 @@ from f2n.export.onnx_export import (
 from f2n.export.ort_engine import REPLACEMENTS, OrtEngine
 from f2n.nets.rrdbnet import RRDBNet
 
-TINY = dict(num_block=1, num_feat=8, num_grow_ch=4)
-
-
-def tiny_net(seed: int) -> RRDBNet:
-    torch.manual_seed(seed)
-    return RRDBNet(**TINY).eval()
-
 
 def real_crop(shared_data: Path, size: int) -> torch.Tensor:
     """A (1, 3, size, size) float32 RGB crop of a real low-quality photo."""
@@ -37,10 +32,9 @@ def real_crop(shared_data: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(2, 0, 1)[None].contiguous()
 
 
-
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[RRDBNet, Path]:
-    net = tiny_net(0)
+def tiny_onnx(tiny_rrdbnet: TinyRRDBNet, tmp_path_factory: pytest.TempPathFactory) -> tuple[RRDBNet, Path]:
+    net = tiny_rrdbnet(0).eval()
     return net, export_onnx(net, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
 
 
@@ -89,8 +83,8 @@ def test_onnx_runtime_matches_pytorch_on_a_real_crop(tiny_onnx: tuple[RRDBNet, P
     assert verify_onnx(path, net, real_crop(shared_data, 40)) <= FP32_TOLERANCE
 
 
-def test_fp16_export_stores_fp16_weights_and_stays_close(tmp_path: Path, shared_data: Path) -> None:
-    net = tiny_net(0)
+def test_fp16_export_stores_fp16_weights_and_stays_close(tiny_rrdbnet: TinyRRDBNet, tmp_path: Path, shared_data: Path) -> None:
+    net = tiny_rrdbnet(0).eval()
     path = export_onnx(net, tmp_path / "tiny16.onnx", precision="fp16")
     assert onnx.load(str(path)).graph.initializer[0].data_type == onnx.TensorProto.FLOAT16
     assert verify_onnx(path, net, real_crop(shared_data, 24)) < 5e-3
@@ -98,16 +92,16 @@ def test_fp16_export_stores_fp16_weights_and_stays_close(tmp_path: Path, shared_
         OrtEngine(path, net.state_dict(), device="cpu", replacement="reinit")  # the CPU EP's Casts would swallow replaced weights
 
 
-def test_bf16_onnx_export_is_refused(tmp_path: Path) -> None:
+def test_bf16_onnx_export_is_refused(tiny_rrdbnet: TinyRRDBNet, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="got 'bf16'"):
-        export_onnx(tiny_net(0), tmp_path / "x.onnx", precision="bf16")
+        export_onnx(tiny_rrdbnet(0).eval(), tmp_path / "x.onnx", precision="bf16")
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
 @pytest.mark.parametrize("replacement", REPLACEMENTS)
-def test_ort_engine_takes_per_photo_weights(tiny_onnx: tuple[RRDBNet, Path], replacement: str) -> None:
+def test_ort_engine_takes_per_photo_weights(tiny_rrdbnet: TinyRRDBNet, tiny_onnx: tuple[RRDBNet, Path], replacement: str) -> None:
     base, path = tiny_onnx
-    adapted = tiny_net(1)  # every weight differs from the exported ones
+    adapted = tiny_rrdbnet(1).eval()  # every weight differs from the exported ones
     tiles = torch.rand(2, 3, 20, 28)
     engine = OrtEngine(path, base.state_dict(), replacement=replacement)
     with torch.inference_mode():

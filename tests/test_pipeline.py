@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TinyRRDBNet
+
 from f2n.errors import ConfigError, InputImageError
 from f2n.nets import RRDBNet
 from f2n.runtime.adapt import AdaptConfig
@@ -25,7 +27,6 @@ from f2n.weights import load_sr_network
 ADAPT = AdaptConfig(steps=3, lr=1e-2, optimizer="adam")
 
 
-
 @pytest.fixture(scope="module")
 def pair() -> tuple[np.ndarray, np.ndarray]:
     return demo_pair()
@@ -36,22 +37,16 @@ def detector() -> RetinaFaceDetector:
     return RetinaFaceDetector()
 
 
-def tiny_model() -> RRDBNet:
-    torch.manual_seed(0)
-    return RRDBNet(num_block=1, num_feat=8, num_grow_ch=4)
-
-
-def make_pipeline(gt: np.ndarray, detector: RetinaFaceDetector, **config: object) -> AdaptAndRun:
-    model = tiny_model()
+def make_pipeline(model: RRDBNet, gt: np.ndarray, detector: RetinaFaceDetector, **config: object) -> AdaptAndRun:
     return AdaptAndRun(model=model, engine=TorchEngine(model), method=FaceAdaptation(detector, OraclePrior(gt)),
                        config=PipelineConfig(adapt=ADAPT, tile=48, overlap=16, **config))
 
 
-def test_run_writes_output_and_reports_every_stage(pair, detector, tmp_path: Path) -> None:
+def test_run_writes_output_and_reports_every_stage(tiny_rrdbnet: TinyRRDBNet, pair, detector, tmp_path: Path) -> None:
     gt, lq = pair
     source, output, weights = tmp_path / "lq.png", tmp_path / "out.png", tmp_path / "theta.safetensors"
     write_image(source, lq)
-    report = make_pipeline(gt, detector)(source, output, weights_out=weights)
+    report = make_pipeline(tiny_rrdbnet(), gt, detector)(source, output, weights_out=weights)
 
     assert report.status == "ok" and report.adapted and report.reason == "" and report.method == "faces"
     assert report.faces_used == 1 and len(report.losses) == ADAPT.steps
@@ -67,38 +62,38 @@ def test_run_writes_output_and_reports_every_stage(pair, detector, tmp_path: Pat
     assert json.loads((tmp_path / "report.json").read_text())["photos"][0]["timings"]["adapt.step_3"] >= 0
 
 
-def test_adapted_output_is_closer_to_ground_truth(pair, detector) -> None:
+def test_adapted_output_is_closer_to_ground_truth(tiny_rrdbnet: TinyRRDBNet, pair, detector) -> None:
     gt, lq = pair
-    adapted = make_pipeline(gt, detector).enhance(lq)
-    base = make_pipeline(gt, detector, adapt_enabled=False).enhance(lq)
+    adapted = make_pipeline(tiny_rrdbnet(), gt, detector).enhance(lq)
+    base = make_pipeline(tiny_rrdbnet(), gt, detector, adapt_enabled=False).enhance(lq)
     assert adapted.adaptation is not None and base.adaptation is None
     assert base.reason == "adaptation disabled (--no-adapt)"
     assert psnr(adapted.rgb, gt) > psnr(base.rgb, gt) + 1.0
 
 
-def test_engine_gets_base_weights_back_after_an_adapted_photo(pair, detector) -> None:
+def test_engine_gets_base_weights_back_after_an_adapted_photo(tiny_rrdbnet: TinyRRDBNet, pair, detector) -> None:
     gt, lq = pair
-    pipeline = make_pipeline(gt, detector)
+    pipeline = make_pipeline(tiny_rrdbnet(), gt, detector)
     pipeline.enhance(lq)  # loads θ_n into the engine
     flat = np.full((40, 40, 3), 0.5, np.float32)  # no face
     after = pipeline.enhance(flat)
-    fresh = make_pipeline(gt, detector).enhance(flat)
+    fresh = make_pipeline(tiny_rrdbnet(), gt, detector).enhance(flat)
     assert not after.adaptation and after.reason == "no face detected"
     np.testing.assert_array_equal(after.rgb, fresh.rgb)
 
 
-def test_no_face_with_require_adaptation_fails_without_output(pair, detector, tmp_path: Path) -> None:
+def test_no_face_with_require_adaptation_fails_without_output(tiny_rrdbnet: TinyRRDBNet, pair, detector, tmp_path: Path) -> None:
     gt, _ = pair
     source, output = tmp_path / "flat.png", tmp_path / "out.png"
     write_image(source, np.full((40, 40, 3), 0.5, np.float32))
     with pytest.raises(InputImageError, match="no face detected"):
-        make_pipeline(gt, detector, require_adaptation=True)(source, output)
+        make_pipeline(tiny_rrdbnet(), gt, detector, require_adaptation=True)(source, output)
     assert list(tmp_path.iterdir()) == [source]
 
 
-def test_missing_prior_runs_the_base_network_with_the_reason(pair, detector) -> None:
+def test_missing_prior_runs_the_base_network_with_the_reason(tiny_rrdbnet: TinyRRDBNet, pair, detector) -> None:
     _, lq = pair
-    model = tiny_model()
+    model = tiny_rrdbnet()
     method = FaceAdaptation(detector, None, prior_problem="face prior 'gpen' unavailable: weights missing")
     pipeline = AdaptAndRun(model=model, engine=TorchEngine(model), method=method,
                            config=PipelineConfig(adapt=ADAPT))
@@ -106,10 +101,10 @@ def test_missing_prior_runs_the_base_network_with_the_reason(pair, detector) -> 
     assert result.adaptation is None and "unavailable" in result.reason
 
 
-def test_paste_faces_puts_the_restored_face_in(pair, detector) -> None:
+def test_paste_faces_puts_the_restored_face_in(tiny_rrdbnet: TinyRRDBNet, pair, detector) -> None:
     gt, lq = pair
-    plain = make_pipeline(gt, detector).enhance(lq)
-    pasted = make_pipeline(gt, detector, paste_faces=True).enhance(lq)
+    plain = make_pipeline(tiny_rrdbnet(), gt, detector).enhance(lq)
+    pasted = make_pipeline(tiny_rrdbnet(), gt, detector, paste_faces=True).enhance(lq)
     mask = pasted.faces.face_mask_canvas
     inside, outside = mask > 0.99, mask == 0
     # The oracle's restored face is the ground truth: pasting it makes the face exact.
@@ -117,31 +112,31 @@ def test_paste_faces_puts_the_restored_face_in(pair, detector) -> None:
     np.testing.assert_array_equal(pasted.rgb[outside], plain.rgb[outside])
 
 
-def test_rgba_keeps_its_alpha(pair, detector, tmp_path: Path) -> None:
+def test_rgba_keeps_its_alpha(tiny_rrdbnet: TinyRRDBNet, pair, detector, tmp_path: Path) -> None:
     gt, lq = pair
     alpha = np.linspace(0, 1, lq.shape[0] * lq.shape[1], dtype=np.float32).reshape(lq.shape[:2])
     source, output = tmp_path / "rgba.png", tmp_path / "out.png"
     write_image(source, lq, alpha=alpha)
-    make_pipeline(gt, detector, adapt_enabled=False)(source, output)
+    make_pipeline(tiny_rrdbnet(), gt, detector, adapt_enabled=False)(source, output)
     decoded = read_image(output)
     assert decoded.alpha is not None and decoded.alpha.shape == (256, 256)
     assert abs(float(decoded.alpha.mean()) - 0.5) < 0.02
 
 
-def test_grayscale_photo_comes_back_gray(pair, detector, tmp_path: Path) -> None:
+def test_grayscale_photo_comes_back_gray(tiny_rrdbnet: TinyRRDBNet, pair, detector, tmp_path: Path) -> None:
     gt, lq = pair
     source, output = tmp_path / "gray.png", tmp_path / "out.png"
     Image.fromarray(np.round(lq[:16, :16].mean(axis=2) * 255).astype(np.uint8), mode="L").save(source)
-    make_pipeline(gt, detector, adapt_enabled=False)(source, output)
+    make_pipeline(tiny_rrdbnet(), gt, detector, adapt_enabled=False)(source, output)
     with Image.open(output) as written:
         assert written.mode == "L" and written.size == (64, 64)
 
 
-def test_output_format_decides_the_bit_depth_and_alpha_fails_before_the_work(pair, detector, tmp_path: Path) -> None:
+def test_output_format_decides_the_bit_depth_and_alpha_fails_before_the_work(tiny_rrdbnet: TinyRRDBNet, pair, detector, tmp_path: Path) -> None:
     gt, lq = pair
     source = tmp_path / "deep.png"
     write_image(source, lq[:16, :16], bit_depth=16)
-    pipeline = make_pipeline(gt, detector, adapt_enabled=False)
+    pipeline = make_pipeline(tiny_rrdbnet(), gt, detector, adapt_enabled=False)
     pipeline(source, tmp_path / "deep.jpg")  # was: an error after the work (JPEG holds no 16 bits)
     assert read_image(tmp_path / "deep.jpg").bit_depth == 8
     pipeline(source, tmp_path / "deep_again.png")
@@ -153,7 +148,7 @@ def test_output_format_decides_the_bit_depth_and_alpha_fails_before_the_work(pai
         def run(self, tiles: torch.Tensor) -> torch.Tensor:
             raise AssertionError("the photo was processed although its output cannot be written")
 
-    model = tiny_model()
+    model = tiny_rrdbnet()
     doomed = AdaptAndRun(model=model, engine=NoEngine(model), method=FaceAdaptation(detector, None),
                          config=PipelineConfig(adapt_enabled=False, tile=48, overlap=16))
     with pytest.raises(ConfigError, match="alpha"):

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TINY_RRDBNET, TinyRRDBNet
+
 from f2n.errors import ConfigError, F2NError, InputImageError
 from f2n.nets import RRDBNet
 from f2n.runtime.demo import psnr
@@ -20,9 +22,8 @@ from f2n.runtime.torch_engine import TorchEngine
 
 
 @pytest.fixture(scope="module")
-def tiny_engine() -> TorchEngine:
-    torch.manual_seed(0)
-    return TorchEngine(RRDBNet(num_block=2, num_feat=8, num_grow_ch=4))
+def tiny_engine(tiny_rrdbnet: TinyRRDBNet) -> TorchEngine:
+    return TorchEngine(tiny_rrdbnet(num_block=2))
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +83,9 @@ def test_tiled_matches_one_pass_at_defaults(tiny_engine: TorchEngine, photo: np.
     assert psnr(tiled, one_pass) >= 45.0
 
 
-def test_tiled_without_overlap_shows_seams(tiny_engine: TorchEngine, photo: np.ndarray) -> None:
+def test_tiled_without_overlap_shows_seams(tiny_rrdbnet: TinyRRDBNet, tiny_engine: TorchEngine, photo: np.ndarray) -> None:
     """Negative control: the 45 dB above is not free; hard tile edges lose it."""
-    torch.manual_seed(1)
-    deep = TorchEngine(RRDBNet(num_block=4, num_feat=8, num_grow_ch=4))
+    deep = TorchEngine(tiny_rrdbnet(1, num_block=4))
     crop = photo[:80, :80]
     seamed = tiled_upscale(deep, crop, tile=40, overlap=0)
     one_pass = tiled_upscale(deep, crop, tile=1024, overlap=0)
@@ -114,7 +114,7 @@ class _NanEngine:
     name = "nan-test"
 
     def __init__(self, with_retry: bool) -> None:
-        self.inner = TorchEngine(RRDBNet(num_block=1, num_feat=8, num_grow_ch=4))
+        self.inner = TorchEngine(RRDBNet(**TINY_RRDBNET))
         if with_retry:
             self.run_fp32 = self.inner.run
 
@@ -144,7 +144,7 @@ class _OomOnceEngine:
     name = "oom-test"
 
     def __init__(self, limit: int) -> None:
-        self.inner = TorchEngine(RRDBNet(num_block=1, num_feat=8, num_grow_ch=4))
+        self.inner = TorchEngine(RRDBNet(**TINY_RRDBNET))
         self.limit = limit
         self.sizes: list[int] = []
 
