@@ -48,9 +48,10 @@ from f2n.runtime.report import RunReport, write_report_json
 from f2n.runtime.support import SupportConfig, sample_support, support_boxes
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TileBox, blend_weights, tile_boxes, tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
-from f2n.runtime.types import FaceReport, FaceStageResult, PatchBatch, SREngine
+from f2n.runtime.types import SCALE, FaceReport, FaceStageResult, PatchBatch, SREngine
 
 __all__ = [
+    "SCALE",
     "DEFAULT_OVERLAP",
     "DEFAULT_TILE",
     "AdaptAndRun",

@@ -27,12 +27,11 @@ from f2n.runtime.face_stage import Detector, FaceStageConfig
 from f2n.runtime.methods import AdaptationMethod, FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.support import SupportConfig
-from f2n.runtime.types import SREngine
+from f2n.runtime.types import SCALE, SREngine
 from f2n.nets.masknet import MaskNet
 from f2n.weights import AdaptationDefaults, LoadedSR, load_sr_network
 from f2n.weights.checkpoint import PatchDefaults
 
-SUPPORTED_SCALE = 4  # the face stage, the patches and the training tasks pair LQ pixels with x4 pixels
 METHODS = ("auto", "faces", "cmdsr")
 
 
@@ -102,9 +101,9 @@ def load_network(source: str | Path | LoadedSR, device: str = "cpu") -> LoadedSR
     """An SR network f2n can adapt: registry name, weight file or an already loaded one.
     A network of another scale is refused here, in one line, before any photo is read."""
     loaded = source if isinstance(source, LoadedSR) else load_sr_network(source, device=device)
-    if loaded.descriptor.scale != SUPPORTED_SCALE:
+    if loaded.descriptor.scale != SCALE:
         raise WeightsError(f"{loaded.path} is a x{loaded.descriptor.scale} network; f2n adapts and runs "
-                           f"x{SUPPORTED_SCALE} networks only (the face stage pairs LQ pixels with x4 pixels)")
+                           f"x{SCALE} networks only (the face stage, tiling and training pair each LQ pixel with {SCALE}x{SCALE} output pixels)")
     return loaded
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from f2n.errors import ConfigError
+from f2n.runtime.types import SCALE
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class PatchConfig:
     total for the photo, spread over its faces (:func:`counts_per_face`)."""
 
     lq_size: int = 16  # LQ patch side; the target side is scale * lq_size
-    scale: int = 4
+    scale: int = SCALE
     count: int = 16  # pairs per face
     per_image: int | None = None  # pairs per photo, replacing `count` when set
 
@@ -92,7 +93,7 @@ def sample_patch_boxes(box: tuple[int, int, int, int], count: int, lq_size: int,
 
 
 def crop_pairs(lq: np.ndarray, target: np.ndarray, boxes: np.ndarray, lq_size: int,
-               scale: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               scale: int = SCALE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cut (lq, target, valid) stacks for the given LQ patch boxes."""
     if target.shape[:2] != (lq.shape[0] * scale, lq.shape[1] * scale):
         raise ConfigError(f"target is {target.shape[1]}x{target.shape[0]}, expected x{scale} of the LQ "

@@ -33,9 +33,8 @@ from f2n.runtime.face_detect import Detections
 from f2n.runtime.face_patches import PatchConfig, sample_pairs
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.report import timed
-from f2n.runtime.types import FaceReport, FaceStageResult, PatchBatch
+from f2n.runtime.types import SCALE, FaceReport, FaceStageResult, PatchBatch
 
-SCALE = 4
 MASK_ONES = "ones (no trained MaskNet)"
 Detector = Callable[[np.ndarray], Detections]
 

@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from f2n.runtime import SupportConfig, support_boxes
+from f2n.runtime import SCALE, SupportConfig, support_boxes
 from f2n.training.config import CmdsrConfig, DataConfig
 from f2n.training.data import load_rgb, random_crop
 from f2n.training.degradations import DegradationParams, degrade, sample_params
 
-SCALE = 4
 QUERY_TRIES = 32  # draws per query patch to miss every support patch before taking the last one
 
 

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from f2n.runtime import SCALE
 from f2n.training.config import DataConfig
 from f2n.training.data import load_rgb, random_crop
 from f2n.training.degradations import DegradationParams, degrade, sample_params
 from f2n.training.maml import TaskBatch
 
-SCALE = 4
 # LQ face (1, 3, s/4, s/4) -> restored face (1, 3, s, s), e.g. a face prior such as GPEN.
 FaceRestorer = Callable[[torch.Tensor], torch.Tensor]
 
