@@ -3,6 +3,7 @@ the prior resolved in one place, and every command (CLI, demo, eval) going throu
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -73,3 +74,16 @@ def test_a_network_of_another_scale_is_refused_at_load_in_one_line(scale: int, t
     result = CliRunner().invoke(cli.command, [str(photo), "--out", str(out), "--checkpoint", str(path)])
     assert result.exit_code == WeightsError.exit_code and result.output.count("\n") == 1
     assert result.output.startswith("error: ") and not out.exists()
+
+
+def test_snapshots_equal_runs_stopped_at_those_steps(tiny_weights: Path) -> None:
+    """enhance_snapshots (what f2n-eval reads) gives, for each n, what a run of n steps writes."""
+    gt, lq = demo_pair()
+    common = dict(device="cpu", prior=OraclePrior(gt), tile=64, overlap=16)
+    snapshots, result = build_pipeline(tiny_weights, requested={"steps": 3, "lr": 0.01}, **common).enhance_snapshots(
+        lq, (1, 3))
+    assert result.adaptation is not None and sorted(snapshots) == [1, 3]
+    for steps, rgb in snapshots.items():
+        alone = build_pipeline(tiny_weights, requested={"steps": steps, "lr": 0.01}, **common).enhance(lq).rgb
+        np.testing.assert_allclose(rgb, alone, atol=1e-6)
+    assert np.abs(snapshots[1] - snapshots[3]).max() > 1e-3
