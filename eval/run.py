@@ -39,7 +39,7 @@ from f2n.runtime import (
     OraclePrior,
     SREngine,
     build_pipeline,
-    load_network,
+    load_supported_network,
     make_engine,
     make_prior,
     read_image,
@@ -110,7 +110,7 @@ def adapted_label(network: str, prior: str, steps: int) -> str:
 def load_networks(config: EvalConfig) -> list[Network]:
     networks = []
     for source in (config.base_network, *config.checkpoints):
-        loaded = load_network(source, device=config.device)
+        loaded = load_supported_network(source, device=config.device)
         engine = make_engine("torch", loaded, device=config.device, precision="fp32", tile=config.tile)
         own_steps = resolve_settings({}, loaded).steps
         steps = config.steps or tuple(sorted({*DEFAULT_STEPS, own_steps}))

@@ -27,7 +27,7 @@ from f2n.runtime.build import (
     build_pipeline,
     checkpoint_settings,
     load_masknet,
-    load_network,
+    load_supported_network,
     make_engine,
     resolve_settings,
 )
@@ -88,7 +88,7 @@ __all__ = [
     "image_files",
     "iter_adaptation",
     "load_masknet",
-    "load_network",
+    "load_supported_network",
     "make_engine",
     "make_prior",
     "masked_l1",

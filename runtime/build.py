@@ -97,7 +97,7 @@ def resolve_precision(precision: str | None, device: str) -> str:
     return precision or ("fp16" if device == "cuda" else "fp32")
 
 
-def load_network(source: str | Path | LoadedSR, device: str = "cpu") -> LoadedSR:
+def load_supported_network(source: str | Path | LoadedSR, device: str = "cpu") -> LoadedSR:
     """An SR network f2n can adapt: registry name, weight file or an already loaded one.
     A network of another scale is refused here, in one line, before any photo is read."""
     loaded = source if isinstance(source, LoadedSR) else load_sr_network(source, device=device)
@@ -185,7 +185,7 @@ def build_pipeline(
     """
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
-    loaded = load_network(source)
+    loaded = load_supported_network(source)
     settings = resolve_settings(requested or {}, loaded, defaults)
     adapt = AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, device=device,
                         precision="bf16" if device == "cuda" and precision != "fp32" else "fp32")

@@ -15,7 +15,7 @@ import click
 
 from f2n.errors import ConfigError, F2NError
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
-from f2n.runtime.build import build_pipeline, load_network, patch_config, resolve_device
+from f2n.runtime.build import build_pipeline, load_supported_network, patch_config, resolve_device
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import parse_prior_options
 from f2n.runtime.images import DecodedImage, read_image
@@ -126,7 +126,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     oracle = prior.startswith("oracle:") and not no_adapt and adapt_method != "cmdsr"
     if oracle and len(jobs) != 1:
         raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
-    loaded = load_network(checkpoint)  # a network f2n cannot run fails here, before any folder is made
+    loaded = load_supported_network(checkpoint)  # a network f2n cannot run fails here, before any folder is made
     prepare_folders(jobs, report)
     # The oracle checks its ground truth against the photo's size: that photo is decoded once, here.
     decoded = {jobs[0].source: read_image(jobs[0].source)} if oracle else {}

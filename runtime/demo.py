@@ -17,7 +17,7 @@ import skimage.data
 
 from f2n.errors import InputImageError, WeightsError
 from f2n.runtime.adapt import AdaptConfig
-from f2n.runtime.build import AdaptationSettings, build_pipeline, load_network, make_engine
+from f2n.runtime.build import AdaptationSettings, build_pipeline, load_supported_network, make_engine
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, OraclePrior
 from f2n.runtime.face_stage import Detector
@@ -62,7 +62,7 @@ def evaluate(checkpoint: str | Path | LoadedSR, detector: Detector, priors: Mapp
              ) -> tuple[dict[str, dict[str, float]], AdaptConfig]:
     """PSNR (whole / non-face / face) of bicubic, the base network and one adapted run per
     prior, and the adaptation settings they ran with (the checkpoint's unless ``requested``)."""
-    loaded = load_network(checkpoint)
+    loaded = load_supported_network(checkpoint)
     engine = make_engine("torch", loaded, device=device, precision="fp32", tile=DEMO_TILE)
     common = dict(engine=engine, device=device, precision="fp32", requested=requested, detector=detector,
                   defaults=DEMO_DEFAULTS, tile=DEMO_TILE, overlap=0)

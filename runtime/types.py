@@ -10,7 +10,7 @@ import torch
 
 # The one scale f2n adapts and runs: the face stage, the patch pairs, tiling and the training
 # tasks pair each LQ pixel with SCALE x SCALE output pixels. A network of another scale is
-# refused when it loads (f2n.runtime.build.load_network), not photo by photo.
+# refused when it loads (f2n.runtime.build.load_supported_network), not photo by photo.
 SCALE = 4
 
 

@@ -33,7 +33,7 @@ from f2n.runtime import (
     RetinaFaceDetector,
     adapt,
     build_pipeline,
-    load_network,
+    load_supported_network,
     make_engine,
     masked_l1,
     read_image,
@@ -128,7 +128,7 @@ def grid(out: Path, photos: tuple[Path, ...], degradations: tuple[str, ...], lon
     """Base vs adapted PSNR over optimiser x α x n, oracle prior."""
     if threads:
         torch.set_num_threads(threads)
-    loaded = load_network(checkpoint)
+    loaded = load_supported_network(checkpoint)
     for photo in photos or sorted(PHOTO_DIR.glob("*.jpg")):
         for degradation in degradations or DEGRADATIONS:
             gt, lq = make_pair(photo, degradation, seed, long_side)
@@ -158,7 +158,7 @@ def table(results: Path) -> None:
 def precision(patches: int, repeats: int, checkpoint: str) -> None:
     """CPU adaptation step, fp32 vs bf16 autocast: seconds per step (interleaved, median)
     and how far bf16's updated weights and loss are from fp32's."""
-    model = load_network(checkpoint).model
+    model = load_supported_network(checkpoint).model
     g = torch.Generator().manual_seed(0)
     lq = torch.rand(patches, 3, 16, 16, generator=g)
     target = torch.nn.functional.interpolate(lq, scale_factor=4, mode="bicubic").clamp(0, 1)

@@ -8,7 +8,7 @@ import torch
 from f2n.nets import MaskNet, RRDBNet
 from f2n.nets.discriminator import UNetDiscriminatorSN
 from f2n.training.config import TrainConfig
-from f2n.runtime import load_network
+from f2n.runtime import load_supported_network
 from f2n.weights import load_state_dict_file
 from f2n.weights.discriminator import load_discriminator as discriminator_from_state
 
@@ -20,7 +20,7 @@ def build_sr(config: TrainConfig, log: Log) -> RRDBNet:
         net = config.net
         log(f"θ: random RRDBNet ({net.num_block} blocks, {net.num_feat} features)")
         return RRDBNet(num_feat=net.num_feat, num_block=net.num_block, num_grow_ch=net.num_grow_ch)
-    loaded = load_network(str(config.run.sr_weights))  # a file or a registry name; x4 only, as the tasks are
+    loaded = load_supported_network(str(config.run.sr_weights))  # a file or a registry name; x4 only, as the tasks are
     log(f"θ: {loaded.path} ({loaded.descriptor.num_block} blocks, {loaded.descriptor.num_feat} features)")
     return loaded.model.train().requires_grad_(True)
 
