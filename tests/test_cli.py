@@ -143,11 +143,11 @@ def test_prior_that_cannot_load_falls_back_to_the_base_network(photos: Path, tmp
 
 
 def test_a_prior_given_by_path_adapts_and_the_report_names_its_file_and_hash(
-        photos: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:
+        photos: Path, tmp_path: Path, tiny_weights: Path) -> None:
     from f2n.fileio import sha256_file
 
     gpen = Path(__file__).parent / "data" / "gpen_official" / "gpen_cm1.pth"  # a GPEN made by the official code
-    result = invoke(photos / "astronaut.png", "--out", tmp_path / "o.png", "--checkpoint", tiny_checkpoint,
+    result = invoke(photos / "astronaut.png", "--out", tmp_path / "o.png", "--checkpoint", tiny_weights,
                     "--prior", gpen, "--report", tmp_path / "r.json", "--require-adaptation", *FAST)
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
