@@ -102,8 +102,9 @@ def load_supported_network(source: str | Path | LoadedSR, device: str = "cpu") -
     A network of another scale is refused here, in one line, before any photo is read."""
     loaded = source if isinstance(source, LoadedSR) else load_sr_network(source, device=device)
     if loaded.descriptor.scale != SCALE:
-        raise WeightsError(f"{loaded.path} is a x{loaded.descriptor.scale} network; f2n adapts and runs "
-                           f"x{SCALE} networks only (the face stage, tiling and training pair each LQ pixel with {SCALE}x{SCALE} output pixels)")
+        raise WeightsError(f"{loaded.path} is a x{loaded.descriptor.scale} network; f2n adapts and runs x{SCALE} "
+                           f"networks only (the face stage, tiling and training pair each LQ pixel with "
+                           f"{SCALE}x{SCALE} output pixels)")
     return loaded
 
 
@@ -176,9 +177,9 @@ def build_pipeline(
 
     ``engine``: a name for :func:`make_engine`, or an engine already made (several pipelines
     sharing one, as the demo's do). ``requested``: adaptation settings the user gave
-    (``steps``, ``lr``, ``optimizer``, ``patches_per_face`` or ``patches_per_image``; None: the checkpoint's,
-    else ``defaults``'). ``prior``:
-    a spec or a prior (``prior_options``: its ``--prior-option`` values); a prior whose weights are missing leaves the photos unadapted (``warn``
+    (``steps``, ``lr``, ``optimizer``, ``patches_per_face`` or ``patches_per_image``; None: the
+    checkpoint's, else ``defaults``'). ``prior``: a spec or a prior (``prior_options``: its
+    ``--prior-option`` values); a prior whose weights are missing leaves the photos unadapted (``warn``
     says so once) unless ``require_adaptation``. ``oracle_shape``: the (H, W) of the one photo
     an ``oracle:`` ground truth must be x4 of. ``pipeline_options``: :class:`PipelineConfig` fields.
     Checks run cheapest first: options, network, engine, then the prior (possibly a download).

@@ -62,13 +62,15 @@ def make_pair(photo: Path, degradation: str, seed: int, long_side: int) -> tuple
 
 
 def measure_case(loaded: LoadedSR, gt: np.ndarray, lq: np.ndarray, *, patches_per_face: int,
-                 grid: Iterable[tuple[str, float]], tile: int, snapshots: tuple[int, ...] = SNAPSHOTS) -> Iterable[dict]:
+                 grid: Iterable[tuple[str, float]], tile: int,
+                 snapshots: tuple[int, ...] = SNAPSHOTS) -> Iterable[dict]:
     """Rows for one (photo, degradation): base first, then every grid cell's snapshots."""
     detections = RetinaFaceDetector()(lq)  # once: every grid cell's pipeline reuses it
     engine = make_engine("torch", loaded, device="cpu", precision="fp32", tile=tile)
     base: dict[str, float] | None = None
     for optimizer, lr in grid:
-        pipeline = build_pipeline(loaded, engine=engine, device="cpu", prior=OraclePrior(gt), detector=lambda _: detections,
+        pipeline = build_pipeline(loaded, engine=engine, device="cpu", prior=OraclePrior(gt),
+                                  detector=lambda _: detections,
                                   requested={"steps": max(snapshots), "lr": lr, "optimizer": optimizer,
                                              "patches_per_face": patches_per_face}, tile=tile)
         outputs, result = pipeline.enhance_snapshots(lq, snapshots)

@@ -83,7 +83,8 @@ def test_tiled_matches_one_pass_at_defaults(tiny_engine: TorchEngine, photo: np.
     assert psnr(tiled, one_pass) >= 45.0
 
 
-def test_tiled_without_overlap_shows_seams(tiny_rrdbnet: TinyRRDBNet, tiny_engine: TorchEngine, photo: np.ndarray) -> None:
+def test_tiled_without_overlap_shows_seams(tiny_rrdbnet: TinyRRDBNet, tiny_engine: TorchEngine,
+                                          photo: np.ndarray) -> None:
     """Negative control: the 45 dB above is not free; hard tile edges lose it."""
     deep = TorchEngine(tiny_rrdbnet(1, num_block=4))
     crop = photo[:80, :80]
