@@ -32,6 +32,7 @@ from f2n.runtime.build import (
     resolve_settings,
 )
 from f2n.runtime.cmdsr import CmdsrAdaptation
+from f2n.runtime.face_align import face_template
 from f2n.runtime.face_detect import Detections, RetinaFaceDetector
 from f2n.runtime.face_prior import FacePrior, OraclePrior, make_prior
 from f2n.runtime.face_stage import Detector, FaceStageConfig, patch_weights, run_face_stage, select_faces
@@ -85,6 +86,7 @@ __all__ = [
     "blend_weights",
     "build_pipeline",
     "checkpoint_settings",
+    "face_template",
     "image_files",
     "iter_adaptation",
     "load_masknet",

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from f2n.runtime.face_align import face_template
+from f2n.runtime import face_template
 from f2n.weights import load_network, load_state_dict_file
 
 VGG_LAYERS = (1, 6, 11, 20, 29)  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 in torchvision's vgg19.features
