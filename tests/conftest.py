@@ -10,7 +10,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from f2n.nets import RRDBNet
+from f2n.nets import MaskNet, RRDBNet
+from f2n.nets.discriminator import UNetDiscriminatorSN
+from f2n.training.maml import MetaModules
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_RRDBNET = {"num_block": 1, "num_feat": 8, "num_grow_ch": 4}  # milliseconds per tile on a CPU
@@ -45,6 +47,19 @@ def tiny_rrdbnet() -> TinyRRDBNet:
             return RRDBNet(**{**TINY_RRDBNET, **hyperparameters})
 
     return build
+
+
+def tiny_meta_modules(*, with_discriminator: bool = False) -> MetaModules:
+    """Meta-training's θ, θ_m (and D) in float64 for gradient checks, seeded: a tiny RRDBNet and
+    a MaskNet whose last bias starts at 0.5, so its ReLU passes non-zero weights. A plain
+    function, not a fixture: spawned DDP workers build the same modules."""
+    torch.manual_seed(0)
+    sr = RRDBNet(**TINY_RRDBNET).double()
+    masknet = MaskNet(num_feat=4, num_layers=3).double()
+    with torch.no_grad():
+        masknet.body[-2].bias.fill_(0.5)
+    disc = UNetDiscriminatorSN(num_feat=4).double() if with_discriminator else None
+    return MetaModules(sr, masknet, disc)
 
 
 @pytest.fixture(scope="session")

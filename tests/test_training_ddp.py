@@ -8,9 +8,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import tiny_meta_modules
 
-from f2n.nets import MaskNet, RRDBNet
-from f2n.nets.discriminator import UNetDiscriminatorSN
 from f2n.training.config import LossConfig, OptimConfig
 from f2n.training.distributed import average_gradients
 from f2n.training.maml import MetaModules, MetaOptimizers, TaskBatch, train_step
@@ -21,14 +20,9 @@ TASKS = 4
 
 
 def _setup() -> tuple[MetaModules, MetaOptimizers]:
-    torch.manual_seed(0)
-    sr = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).double()
-    masknet = MaskNet(num_feat=4, num_layers=3).double()
-    with torch.no_grad():
-        masknet.body[-2].bias.fill_(0.5)
-    disc = UNetDiscriminatorSN(num_feat=4).double()
-    modules = MetaModules(sr, masknet, disc)
-    return modules, MetaOptimizers(_adam(sr, OPTIM.lr_sr), _adam(masknet, OPTIM.lr_mask), _adam(disc, OPTIM.lr_disc))
+    modules = tiny_meta_modules(with_discriminator=True)
+    return modules, MetaOptimizers(_adam(modules.sr, OPTIM.lr_sr), _adam(modules.masknet, OPTIM.lr_mask),
+                                   _adam(modules.disc, OPTIM.lr_disc))
 
 
 def _adam(module: torch.nn.Module, lr: float) -> torch.optim.Adam:

@@ -3,22 +3,13 @@
 import pytest
 import torch
 
-from f2n.nets import MaskNet, RRDBNet
+from conftest import tiny_meta_modules
+
 from f2n.training.config import LossConfig
 from f2n.training.maml import MetaModules, TaskBatch, meta_gradients, meta_objective
 
 ALPHA = 0.5  # large, so that the second-order terms are far above the finite-difference error
 LOSSES = LossConfig(l1=1.0, lpips=0.0, gan=0.0, mask_reg=0.002, self_similarity=0.1)
-
-
-
-def _modules() -> MetaModules:
-    torch.manual_seed(0)
-    sr = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).double()
-    masknet = MaskNet(num_feat=4, num_layers=3).double()
-    with torch.no_grad():
-        masknet.body[-2].bias.fill_(0.5)  # keep the ReLU output mostly positive: non-zero weights
-    return MetaModules(sr=sr, masknet=masknet)
 
 
 def _tasks(count: int = 2) -> TaskBatch:
@@ -55,12 +46,12 @@ def _directional(modules: MetaModules, tasks: TaskBatch, *, first_order: bool) -
 
 
 def test_second_order_meta_gradient_matches_finite_differences() -> None:
-    for which, (analytic, numeric) in _directional(_modules(), _tasks(), first_order=False).items():
+    for which, (analytic, numeric) in _directional(tiny_meta_modules(), _tasks(), first_order=False).items():
         assert abs(numeric) > 1e-4, f"{which}: direction too flat to tell anything"
         assert analytic == pytest.approx(numeric, rel=1e-5), which
 
 
 def test_first_order_gradient_misses_the_second_order_terms() -> None:
     """Negative control: the finite-difference check above can fail."""
-    for which, (analytic, numeric) in _directional(_modules(), _tasks(), first_order=True).items():
+    for which, (analytic, numeric) in _directional(tiny_meta_modules(), _tasks(), first_order=True).items():
         assert abs(analytic - numeric) > 1e-3 * abs(numeric), which
