@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
+from f2n.nets.masknet import MaskNet
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior
@@ -28,7 +29,6 @@ from f2n.runtime.methods import AdaptationMethod, FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.support import SupportConfig
 from f2n.runtime.types import SCALE, SREngine
-from f2n.nets.masknet import MaskNet
 from f2n.weights import AdaptationDefaults, LoadedSR, load_sr_network
 from f2n.weights.checkpoint import PatchDefaults
 

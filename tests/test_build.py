@@ -32,7 +32,8 @@ def test_each_setting_is_the_users_else_the_checkpoints_else_the_default(meta_ch
     meta, plain = load_sr_network(meta_checkpoint), load_sr_network(tiny_weights)
     default = AdaptationSettings(steps=20, lr=1e-4, optimizer="adam", patches=PatchConfig(count=8))
     resolved = resolve_settings({"steps": 7, "lr": None}, meta, default)
-    assert resolved == AdaptationSettings(steps=7, lr=0.01, optimizer="sgd", patches=PatchConfig(lq_size=12, per_image=24))
+    assert resolved == AdaptationSettings(steps=7, lr=0.01, optimizer="sgd",
+                                          patches=PatchConfig(lq_size=12, count=8, per_image=24))
     assert resolve_settings({"patches_per_face": 2}, meta, default).patches == PatchConfig(lq_size=12, count=2)
     assert resolve_settings({}, plain, default) == default
     with pytest.raises(ConfigError, match="unknown adaptation settings"):
