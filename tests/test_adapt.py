@@ -147,7 +147,8 @@ def test_compiled_bf16_on_cuda_matches_eager_and_does_not_recompile(tiny_rrdbnet
     assert counters["stats"]["unique_graphs"] == frames  # new photo, new lr: no new graph
 
 
-def test_compiled_step_compiles_once_for_every_face_count(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_step_compiles_once_for_every_face_count(tiny_rrdbnet: TinyRRDBNet,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Photos with 1, 2, 3 and 5 faces send 16, 32, 48 and 80 patches: after the first
     count makes the patch dimension dynamic, no photo compiles a new graph, and the
     compiled losses equal eager ones. Counted with a counting backend in place of
@@ -158,7 +159,7 @@ def test_compiled_step_compiles_once_for_every_face_count(monkeypatch: pytest.Mo
     counter = CompileCounterWithBackend("eager")
     monkeypatch.setattr(adapt_module, "COMPILE_BACKEND", counter)
     torch._dynamo.reset()
-    model = tiny_net()
+    model = tiny_rrdbnet()
     config = AdaptConfig(steps=1, lr=0.1, optimizer="sgd", compile=True)
     for faces in (1, 2, 3, 5):
         patches = random_patches(seed=faces, count=16 * faces, size=4)
