@@ -180,7 +180,7 @@ def process(pipeline: AdaptAndRun, job: Job, overwrite: bool, decoded: DecodedIm
         return RunReport(str(job.source), str(job.output), "skipped", False, reason="output exists")
     try:
         report = pipeline(job.source, job.output, weights_out=job.weights_out, debug_dir=job.debug_dir,
-                          decoded=decoded)
+                          decoded=decoded, seed=job.seed)
     except F2NError as error:
         click.echo(f"failed {job.source}: {error}", err=True)
         return RunReport(str(job.source), None, "failed", False, reason=str(error))

@@ -6,6 +6,7 @@ that cannot be written) is a ConfigError here, before any photo is processed: no
 after minutes of adaptation, and not once per photo of a folder.
 """
 
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,17 @@ class Job:
     output: Path
     weights_out: Path | None
     debug_dir: Path | None
+
+    @property
+    def seed(self) -> int:
+        return photo_seed(self.source.name)
+
+
+def photo_seed(name: str) -> int:
+    """A photo's seed (its patch draws) from its file name: the same photo gets the same
+    output whichever process, worker or machine runs it (f2n-adapt-and-run and f2n-batch),
+    and two photos of one folder do not share their draws."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "little")
 
 
 def collect_inputs(inputs: tuple[Path, ...]) -> list[Path]:

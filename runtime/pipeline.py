@@ -80,8 +80,11 @@ class AdaptAndRun:
         self.base_weights = {name: p.detach() for name, p in model.named_parameters()}
 
     def __call__(self, source: Path, output: Path, *, weights_out: Path | None = None,
-                 debug_dir: Path | None = None, decoded: DecodedImage | None = None) -> RunReport:
-        """``decoded``: ``source`` already read by the caller (it is then not read again)."""
+                 debug_dir: Path | None = None, decoded: DecodedImage | None = None,
+                 seed: int | None = None) -> RunReport:
+        """``decoded``: ``source`` already read by the caller (it is then not read again);
+        ``seed``: this photo's seed (default ``config.seed``)."""
+        seed = self.config.seed if seed is None else seed
         timings: dict[str, float] = {}
         with timed(timings, "total"):
             # 1. decode
@@ -89,7 +92,7 @@ class AdaptAndRun:
                 image = decoded if decoded is not None else read_image(source)
             bit_depth = output_bit_depth(output, image.bit_depth, image.alpha is not None)  # fail before the work
             # 2.-6. faces, adaptation, engine weights, tiles, optional face paste
-            result = self.enhance(image.rgb, image.alpha)
+            result = self.enhance(image.rgb, image.alpha, seed=seed)
             timings.update(result.timings)
             # 7. encode (atomic: a failure leaves no partial file)
             with timed(timings, "encode"):
@@ -101,14 +104,16 @@ class AdaptAndRun:
             if debug_dir is not None and result.faces is not None:
                 with timed(timings, "save_debug"):
                     save_debug(result.faces, image.rgb, debug_dir)
-        return self._report(source, output, result, timings)
+        return self._report(source, output, result, timings, seed)
 
-    def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None) -> Enhanced:
-        """Steps 2-6 on a decoded photo ((H, W, 3) float32 RGB in [0, 1])."""
+    def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None, *, seed: int | None = None) -> Enhanced:
+        """Steps 2-6 on a decoded photo ((H, W, 3) float32 RGB in [0, 1]); ``seed`` draws
+        its patches (default ``config.seed``)."""
         timings: dict[str, float] = {}
         # 2.-3. adapt: the method's own steps (faces: detect, align, restore, mask, inner loop)
         if self.config.adapt_enabled:
-            outcome = self.method(self.model, rgb, adapt=self.config.adapt, seed=self.config.seed)
+            seed = self.config.seed if seed is None else seed
+            outcome = self.method(self.model, rgb, adapt=self.config.adapt, seed=seed)
         else:
             outcome = MethodOutcome(None, "adaptation disabled (--no-adapt)", {})
         timings.update(outcome.timings)
@@ -133,13 +138,14 @@ class AdaptAndRun:
         return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, outcome.reason, timings, method,
                         outcome.provenance)
 
-    def _report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float]) -> RunReport:
+    def _report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float],
+                seed: int) -> RunReport:
         faces = result.faces.faces if result.faces is not None else ()
         settings = {
             **self.method.settings(), "adapt": asdict(self.config.adapt),
             "tile": self.config.tile, "overlap": self.config.overlap, "batch_size": self.config.batch_size,
             "paste_faces": self.config.paste_faces, "engine": self.engine.name,
-            "mask": result.faces.mask_source if result.faces is not None else None, "seed": self.config.seed,
+            "mask": result.faces.mask_source if result.faces is not None else None, "seed": seed,
         }
         return RunReport(
             input=str(source), output=str(output), status="ok", adapted=result.adaptation is not None,
