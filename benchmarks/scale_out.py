@@ -37,6 +37,7 @@ def write_photos(source: Path, folder: Path, side: int, copies: int) -> None:
 
 def single_process(folder: Path, out: Path, options: PipelineOptions) -> dict:
     """f2n-adapt-and-run's way: one pipeline, photos one after the other."""
+    out.mkdir()
     start = time.perf_counter()
     pipeline = build_pipeline(options)
     built = time.perf_counter()

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,6 +80,30 @@ def manifest_lines(out: Path) -> list[dict]:
     return [json.loads(text) for text in (out / batch.MANIFEST_NAME).read_text().splitlines()]
 
 
+class WorkerKiller(threading.Thread):
+    """SIGKILLs the worker (a process of this test's Ray instance) named by the first ok line."""
+
+    def __init__(self, manifest: Path) -> None:
+        super().__init__(daemon=True)
+        self.manifest, self.pid = manifest, 0
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not self.pid:
+            oks = [json.loads(t) for t in self.manifest.read_text().splitlines()] if self.manifest.exists() else []
+            oks = [line for line in oks if line["status"] == "ok"]
+            if oks:
+                self.pid = int(oks[0]["worker"].rsplit(":", 1)[1])
+                os.kill(self.pid, signal.SIGKILL)
+            time.sleep(0.02)
+
+
+def kill_a_worker_after_its_first_photo(manifest: Path) -> WorkerKiller:
+    killer = WorkerKiller(manifest)
+    killer.start()
+    return killer
+
+
 def run_batch(*args: object) -> "CliRunner.invoke":
     return CliRunner().invoke(batch.command, [str(a) for a in args], catch_exceptions=False)
 
@@ -88,9 +113,12 @@ def test_folder_written_once_equal_to_one_machine_and_rerun_redoes_nothing(
         ray_cluster: str, crops: list[np.ndarray], checkpoint: Path, tmp_path: Path) -> None:
     good = photo_folder(tmp_path / "in", crops)
     out, report = tmp_path / "out", tmp_path / "report.json"
+    killed = kill_a_worker_after_its_first_photo(out / batch.MANIFEST_NAME)
     result = run_batch(tmp_path / "in", "--out", out, "--checkpoint", checkpoint, "--workers", 2,
                        "--report", report, *PIPELINE)
     assert result.exit_code == single.EXIT_PARTIAL, result.output
+    killed.join()
+    assert killed.pid, "no worker was killed"  # Ray restarted it and gave its photo again
 
     # every good photo written once, byte for byte what f2n-adapt-and-run writes
     assert sorted(p.name for p in out.iterdir()) == sorted([*good, batch.MANIFEST_NAME])
