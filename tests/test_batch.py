@@ -23,12 +23,12 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 pytest.importorskip("ray.data", reason="f2n-batch needs Ray Data: pip install 'f2n[ray]'")
-import ray  # noqa: E402
+import ray
 
-from f2n.nets import RRDBNet  # noqa: E402
-from f2n.runtime import cli as single  # noqa: E402
-from f2n.runtime.batch import cli as batch  # noqa: E402
-from f2n.runtime.images import image_files, read_image, write_image  # noqa: E402
+from f2n.nets import RRDBNet
+from f2n.runtime import cli as single
+from f2n.runtime.batch import cli as batch
+from f2n.runtime.images import image_files, read_image, write_image
 
 PIPELINE = ["--prior", "numpy:copy", "--steps", "2", "--patches-per-face", "2", "--tile", "64", "--tile-overlap", "16"]
 BAD = ("broken.png", "empty.jpg")

@@ -104,7 +104,7 @@ def test_without_ray_one_line_says_what_to_install(tmp_path: Path, monkeypatch: 
     from f2n.runtime.batch import cli
 
     imports = "import sys, f2n.runtime.batch.cli; print('ray' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", imports], capture_output=True, text=True).stdout.strip() == "False"
+    assert subprocess.run([sys.executable, "-c", imports], check=False, capture_output=True, text=True).stdout.strip() == "False"
     make_photos(tmp_path / "in", "a.png")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     result = CliRunner().invoke(cli.command, [str(tmp_path / "in"), "--out", str(tmp_path / "out")])

@@ -67,7 +67,7 @@ def run_batch(photos: list[Photo], manifest: Manifest, options: PipelineOptions,
 def import_ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401  (needs pandas and pyarrow: the ray[data] extra)
+        import ray.data
     except ImportError as error:
         raise EngineUnavailableError(f"f2n-batch needs Ray Data ({error}): pip install 'f2n[ray]'") from None
     return ray
