@@ -112,3 +112,20 @@ def test_without_ray_one_line_says_what_to_install(tmp_path: Path, monkeypatch: 
     assert result.output.startswith("error: f2n-batch needs Ray Data") and result.output.count("\n") == 1
     assert result.output.rstrip().endswith("pip install 'f2n[ray]'")
     assert not (tmp_path / "out").exists()  # nothing written before the check
+
+
+def test_uris_are_listed_and_fetched_through_fsspec(tmp_path: Path) -> None:
+    """fsspec's in-memory file system stands in for s3:// or gs:// (same fsspec calls)."""
+    fsspec = pytest.importorskip("fsspec")
+    from f2n.runtime.batch.worker import local_copy
+
+    make_photos(tmp_path, "a.png")
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/scans/a.png", (tmp_path / "a.png").read_bytes())
+    memory.pipe("/scans/notes.txt", b"not a photo")
+    by_folder = plan_photos(("memory://scans/",), tmp_path / "out")
+    assert [(p.source, p.output) for p in by_folder] == [("memory:///scans/a.png", str(tmp_path / "out" / "a.png"))]
+    assert plan_photos(("memory://scans/*.png",), tmp_path / "out") == by_folder
+    with local_copy(by_folder[0].source) as path:
+        assert path.name == "a.png" and path.read_bytes() == (tmp_path / "a.png").read_bytes()
+    assert not path.exists()  # the temp copy is gone after the photo
