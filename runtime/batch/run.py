@@ -9,6 +9,8 @@ manifest before the next is counted.
 import json
 import logging
 import shutil
+import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -80,8 +82,11 @@ def ray_session(ray: Any, address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    sigterm = signal.getsignal(signal.SIGTERM)
     # the workers' own output stays in Ray's logs: each photo's outcome is its manifest line
     ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    if sigterm is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm)  # ray.init installs its own, which exits at once with 15
     try:
         yield
     finally:
