@@ -16,6 +16,7 @@ from f2n.errors import ConfigError
 from f2n.runtime import cli
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
 from f2n.runtime.face_patches import PatchConfig
+from f2n.runtime.face_prior import parse_prior_options
 from f2n.runtime.face_stage import FaceStageConfig
 from f2n.runtime.methods import AdaptationMethod, FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
@@ -37,6 +38,7 @@ class PipelineOptions:
     optimizer: str | None = None
     adapt_method: str = "auto"
     prior: str = "gpen"
+    prior_options: tuple[str, ...] = ()  # NAME=VALUE, as --prior-option
     patches_per_face: int = PatchConfig().count
     support_patch: int = SupportConfig().patch
     support_count: int = SupportConfig().count
@@ -54,6 +56,7 @@ class PipelineOptions:
         if self.prior.startswith("oracle:") and not self.no_adapt:
             raise ConfigError("--prior oracle:GT_PATH is for one photo (f2n-adapt-and-run), not a batch")
         # the option checks that need no weights, before any worker starts
+        parse_prior_options(self.prior_options)
         FaceStageConfig(patches=PatchConfig(count=self.patches_per_face))
         SupportConfig(patch=self.support_patch, count=self.support_count)
         PipelineConfig(tile=self.tile, overlap=self.tile_overlap)
@@ -88,8 +91,8 @@ def build_pipeline(options: PipelineOptions) -> AdaptAndRun:
         support = SupportConfig(patch=options.support_patch, count=options.support_count)
         method = CmdsrAdaptation(loaded.condition_net.to(device), support)
     else:
-        prior, problem = (None, "") if options.no_adapt else cli.load_prior(options.prior, device, None,
-                                                                          options.require_adaptation)
+        prior, problem = (None, "") if options.no_adapt else cli.load_prior(
+            options.prior, device, None, options.require_adaptation, parse_prior_options(options.prior_options))
         method = FaceAdaptation(cli.make_detector(), prior, masknet=cli.load_masknet(loaded.masknet_state, device),
                                 face=FaceStageConfig(patches=PatchConfig(count=options.patches_per_face)),
                                 prior_problem=problem)

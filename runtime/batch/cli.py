@@ -52,7 +52,10 @@ ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
 @click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr"]), default=DEFAULTS.adapt_method,
               show_default=True)
-@click.option("--prior", default=DEFAULTS.prior, show_default=True, help="gpen | gpen-256 | module:callable")
+@click.option("--prior", default=DEFAULTS.prior, show_default=True,
+              help="As f2n-adapt-and-run's (a name, a face-restorer file, module:callable), not oracle:.")
+@click.option("--prior-option", "prior_options", multiple=True, metavar="NAME=VALUE",
+              help="A prior's option, repeatable (w=0.7: CodeFormer's fidelity).")
 @click.option("--patches-per-face", type=int, default=DEFAULTS.patches_per_face, show_default=True)
 @click.option("--support-patch", type=int, default=DEFAULTS.support_patch, show_default=True)
 @click.option("--support-count", type=int, default=DEFAULTS.support_count, show_default=True)
@@ -66,7 +69,8 @@ def command(inputs: tuple[str, ...], out: Path, manifest: Path | None, report: P
             **pipeline: object) -> None:
     """Super-resolve every photo of INPUTS (folders, globs, photos, URIs, .txt lists of them) x4 on Ray."""
     try:
-        options = PipelineOptions(**{**pipeline, "checkpoint": _absolute_if_file(str(pipeline["checkpoint"]))})
+        files = {name: _absolute_if_file(str(pipeline[name])) for name in ("checkpoint", "prior")}
+        options = PipelineOptions(**{**pipeline, **files})
         cluster = ClusterOptions(address, workers, cpus_per_worker, gpus_per_worker, attempts)
         code = run(inputs, out, manifest or out / MANIFEST_NAME, report, options, cluster)
     except F2NError as error:  # one line and the error's exit code, never a traceback
@@ -108,9 +112,9 @@ def run(inputs: tuple[str, ...], out: Path, manifest_path: Path, report: Path | 
     return EXIT_ALL_FAILED if counts["ok"] == 0 else EXIT_PARTIAL
 
 
-def _absolute_if_file(checkpoint: str) -> str:
+def _absolute_if_file(name_or_path: str) -> str:
     """A weight file by its absolute path: workers do not share the driver's working folder."""
-    return str(Path(checkpoint).resolve()) if Path(checkpoint).is_file() else checkpoint
+    return str(Path(name_or_path).resolve()) if Path(name_or_path).is_file() else name_or_path
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
