@@ -15,7 +15,6 @@ import torch
 from f2n.errors import ConfigError
 from f2n.runtime import cli
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
-from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import parse_prior_options
 from f2n.runtime.face_stage import FaceStageConfig
 from f2n.runtime.methods import AdaptationMethod, FaceAdaptation
@@ -39,7 +38,8 @@ class PipelineOptions:
     adapt_method: str = "auto"
     prior: str = "gpen"
     prior_options: tuple[str, ...] = ()  # NAME=VALUE, as --prior-option
-    patches_per_face: int = PatchConfig().count
+    patches_per_face: int | None = None  # None: the checkpoint's, else PatchConfig's
+    patches_per_image: int | None = None
     support_patch: int = SupportConfig().patch
     support_count: int = SupportConfig().count
     tile: int = DEFAULT_TILE
@@ -57,7 +57,7 @@ class PipelineOptions:
             raise ConfigError("--prior oracle:GT_PATH is for one photo (f2n-adapt-and-run), not a batch")
         # the option checks that need no weights, before any worker starts
         parse_prior_options(self.prior_options)
-        FaceStageConfig(patches=PatchConfig(count=self.patches_per_face))
+        cli.patch_config(self.patches_per_face, self.patches_per_image, None)
         SupportConfig(patch=self.support_patch, count=self.support_count)
         PipelineConfig(tile=self.tile, overlap=self.tile_overlap)
 
@@ -93,7 +93,8 @@ def build_pipeline(options: PipelineOptions) -> AdaptAndRun:
     else:
         prior, problem = (None, "") if options.no_adapt else cli.load_prior(
             options.prior, device, None, options.require_adaptation, parse_prior_options(options.prior_options))
-        method = FaceAdaptation(cli.make_detector(), prior, masknet=cli.load_masknet(loaded.masknet_state, device),
-                                face=FaceStageConfig(patches=PatchConfig(count=options.patches_per_face)),
+        patches = cli.patch_config(options.patches_per_face, options.patches_per_image, loaded.patch_defaults)
+        masknet = cli.load_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize)
+        method = FaceAdaptation(cli.make_detector(), prior, masknet=masknet, face=FaceStageConfig(patches=patches),
                                 prior_problem=problem)
     return AdaptAndRun(model=loaded.model.to(device), engine=engine, method=method, config=config)

@@ -18,6 +18,7 @@ import click
 
 from f2n.errors import ConfigError, F2NError
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
+from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.batch.build import PipelineOptions
 from f2n.runtime.batch.inputs import plan_photos
 from f2n.runtime.batch.manifest import Manifest
@@ -56,7 +57,8 @@ ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside
               help="As f2n-adapt-and-run's (a name, a face-restorer file, module:callable), not oracle:.")
 @click.option("--prior-option", "prior_options", multiple=True, metavar="NAME=VALUE",
               help="A prior's option, repeatable (w=0.7: CodeFormer's fidelity).")
-@click.option("--patches-per-face", type=int, default=DEFAULTS.patches_per_face, show_default=True)
+@click.option("--patches-per-face", type=int, help=f"Face patch pairs per face [checkpoint's, else {PatchConfig().count}].")
+@click.option("--patches-per-image", type=int, help="Face patch pairs per photo, spread over its faces [checkpoint's].")
 @click.option("--support-patch", type=int, default=DEFAULTS.support_patch, show_default=True)
 @click.option("--support-count", type=int, default=DEFAULTS.support_count, show_default=True)
 @click.option("--tile", type=int, default=DEFAULTS.tile, show_default=True, help="Tile size, LR pixels.")
