@@ -18,12 +18,12 @@ import click
 
 from f2n.errors import ConfigError, F2NError
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
-from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.batch.build import PipelineOptions
 from f2n.runtime.batch.inputs import plan_photos
 from f2n.runtime.batch.manifest import Manifest
 from f2n.runtime.batch.run import ClusterOptions, import_ray, run_batch
 from f2n.runtime.cli import EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_PARTIAL, Command
+from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.jobs import DEFAULT_OUT_DIR, prepare_folders
 from f2n.runtime.report import summarise, write_report_json
 
