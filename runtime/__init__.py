@@ -20,20 +20,20 @@ from f2n.runtime.adapt import (
     masked_l1,
 )
 from f2n.runtime.cmdsr import CmdsrAdaptation
+from f2n.runtime.face_regions import full_canvas, mask_canvas, paste_regions
 from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
 from f2n.runtime.methods import AdaptationMethod, FaceAdaptation, MethodOutcome
 from f2n.runtime.pipeline import (
     AdaptAndRun,
     Enhanced,
     PipelineConfig,
-    paste_faces,
     save_adapted_weights,
 )
 from f2n.runtime.report import RunReport, write_report_json
 from f2n.runtime.support import SupportConfig, sample_support
 from f2n.runtime.tiling import TileBox, blend_weights, tile_boxes, tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
-from f2n.runtime.types import FaceReport, FaceStageResult, PatchBatch, SREngine
+from f2n.runtime.types import FaceRegion, FaceReport, FaceStageResult, PatchBatch, SREngine
 
 __all__ = [
     "AdaptAndRun",
@@ -44,6 +44,7 @@ __all__ = [
     "CmdsrAdaptation",
     "Enhanced",
     "FaceAdaptation",
+    "FaceRegion",
     "FaceReport",
     "FaceStageConfig",
     "FaceStageResult",
@@ -58,8 +59,10 @@ __all__ = [
     "adapt",
     "blend_weights",
     "iter_adaptation",
+    "full_canvas",
+    "mask_canvas",
     "masked_l1",
-    "paste_faces",
+    "paste_regions",
     "run_face_stage",
     "sample_support",
     "save_adapted_weights",

@@ -2,13 +2,15 @@
 its faces (MetaF2N) or from its own LR patches (CMDSR, when the checkpoint has a ConditionNet).
 
 Exit codes: 0 every photo written (or skipped because its output exists), 1 some photos
-failed, 2 every photo failed, 130 interrupted (Ctrl-C); an error before any photo is
+failed, 2 every photo failed, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an error before any photo is
 processed (options, weights, engine) exits with that error's code (ConfigError 5,
 WeightsError 3, EngineUnavailableError 4, InputImageError 2). Errors are one line on
 stderr, never a traceback.
 """
 
+import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -23,7 +25,7 @@ from f2n.runtime.face_stage import Detector, FaceStageConfig
 from f2n.runtime.images import DecodedImage, read_image
 from f2n.runtime.jobs import Job, collect_inputs, plan_jobs, prepare_folders
 from f2n.runtime.methods import AdaptationMethod, FaceAdaptation
-from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
+from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig, check_adapt_steps
 from f2n.runtime.report import RunReport, summarise, write_report_json
 from f2n.runtime.support import SupportConfig
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
@@ -33,6 +35,16 @@ from f2n.weights.checkpoint import PatchDefaults
 
 EXIT_PARTIAL, EXIT_ALL_FAILED = 1, 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+EXIT_TERMINATED = 143  # the shell's code for a process ended by SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM (a service manager, a batch scheduler) arrived: stop like Ctrl-C. A BaseException,
+    as KeyboardInterrupt is, so that no per-photo ``except Exception`` goes on past it."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 class OptionError(click.ClickException):
@@ -91,6 +103,7 @@ class Command(click.Command):
 @click.option("--progress/--no-progress", default=True, help="Progress bar over tiles.")
 def command(inputs: tuple[Path, ...], **options: object) -> None:
     """Super-resolve PHOTO_OR_DIR... x4, adapting the SR network to each photo (faces or CMDSR)."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         code = run(inputs, **options)
     except F2NError as error:  # one line and the error's exit code, never a traceback
@@ -99,6 +112,11 @@ def command(inputs: tuple[Path, ...], **options: object) -> None:
     except KeyboardInterrupt:  # outputs are written atomically: the photo in progress leaves no file
         click.echo("interrupted: the photo in progress was not written", err=True)
         code = EXIT_INTERRUPTED
+    except Terminated:
+        click.echo("terminated (SIGTERM): the photo in progress was not written", err=True)
+        code = EXIT_TERMINATED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(code)
 
 
@@ -118,6 +136,8 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         from f2n.runtime.demo import run_demo
 
         return run_demo(device=device, checkpoint=checkpoint, steps=steps, lr=lr, optimizer=optimizer)
+    if steps is not None:
+        check_adapt_steps(steps)  # before AdaptConfig, whose own bound (>= 0) serves other callers
     if no_adapt and (require_adaptation or save_weights):
         other = "--require-adaptation" if require_adaptation else "--save-weights (there is no θ_n to save)"
         raise ConfigError(f"--no-adapt and {other} contradict each other: give at most one")
@@ -143,7 +163,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         adapt=adapt_config, tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt,
         require_adaptation=require_adaptation, paste_faces=paste_faces, progress=progress,
     )
-    prepare_folders(jobs, report)
+    prepare_folders(jobs, report, started=time.time())
     # The engine first: an engine that cannot run here fails before the prior is fetched.
     sr_engine = make_engine(engine, loaded, device=device, precision=precision, tile=tile)
     # The oracle checks its ground truth against the photo's size: that photo is decoded once, here.
@@ -164,7 +184,11 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     pipeline = AdaptAndRun(model=loaded.model.to(device), engine=sr_engine, method=method, config=config)
     reports = [process(pipeline, job, overwrite, decoded.get(job.source)) for job in jobs]
     if report is not None:
-        write_report_json(report, reports)
+        try:
+            write_report_json(report, reports)
+        except OSError as error:  # a full disk, a folder gone read-only: the photos are written already
+            raise ConfigError(f"cannot write the report {report}: {error.strerror or error} "
+                              f"(the {summarise(reports)['ok']} photo(s) written are complete)") from None
     counts = summarise(reports)
     click.echo(f"{len(reports)} photo(s): {counts['ok']} written ({counts['adapted']} adapted), "
                f"{counts['skipped']} skipped, {counts['failed']} failed", err=True)

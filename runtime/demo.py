@@ -18,6 +18,7 @@ from f2n.errors import InputImageError, WeightsError
 from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, OraclePrior
+from f2n.runtime.face_regions import mask_canvas
 from f2n.runtime.face_stage import Detector, FaceStageConfig
 from f2n.runtime.methods import FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
@@ -67,9 +68,9 @@ def evaluate(model: nn.Module, detector: Detector, priors: Mapping[str, FacePrio
             for name, prior in priors.items()}
     adapted = {name: run.enhance(lq) for name, run in runs.items()}
     first = next(iter(adapted.values()))
-    if first.faces is None or first.faces.face_mask_canvas is None:
+    if first.faces is None or not first.faces.regions:
         raise InputImageError(f"demo: no usable face found in the astronaut crop ({first.reason})")
-    mask = first.faces.face_mask_canvas
+    mask = mask_canvas(first.faces.regions, gt.shape[:2])
     base = AdaptAndRun(model=model, engine=engine, method=FaceAdaptation(detector, None),
                        config=PipelineConfig(adapt=adapt_config, tile=512, overlap=0, adapt_enabled=False)).enhance(lq)
     height, width = lq.shape[:2]

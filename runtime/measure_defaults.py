@@ -27,6 +27,7 @@ from f2n.runtime.adapt import AdaptConfig, iter_adaptation, masked_l1
 from f2n.runtime.demo import region_psnrs
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import OraclePrior
+from f2n.runtime.face_regions import mask_canvas
 from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
 from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
@@ -64,7 +65,8 @@ def measure_case(model: torch.nn.Module, gt: np.ndarray, lq: np.ndarray, *, patc
         yield {"error": faces.no_faces_reason}
         return
     engine = TorchEngine(model)
-    base = region_psnrs(tiled_upscale(engine, lq, tile=tile), gt, faces.face_mask_canvas)
+    face_mask = mask_canvas(faces.regions, gt.shape[:2])
+    base = region_psnrs(tiled_upscale(engine, lq, tile=tile), gt, face_mask)
     common = {"faces": sum(f.used for f in faces.faces), "patches": len(faces.patches), "lq_hw": list(lq.shape[:2])}
     yield {"optimizer": "base", "lr": 0.0, "steps": 0, **common, "psnr": base}
     for optimizer, lr in grid:
@@ -72,7 +74,7 @@ def measure_case(model: torch.nn.Module, gt: np.ndarray, lq: np.ndarray, *, patc
         for step in iter_adaptation(model, faces.patches, config):
             if step.index in snapshots:
                 engine.set_weights(step.weights)
-                adapted = region_psnrs(tiled_upscale(engine, lq, tile=tile), gt, faces.face_mask_canvas)
+                adapted = region_psnrs(tiled_upscale(engine, lq, tile=tile), gt, face_mask)
                 yield {"optimizer": optimizer, "lr": lr, "steps": step.index, **common, "psnr": adapted,
                        "psnr_gain": {k: adapted[k] - base[k] for k in adapted}, "loss_before_step": step.loss,
                        "step_seconds": step.seconds}

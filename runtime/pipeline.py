@@ -17,9 +17,11 @@ from torch import nn
 from f2n.errors import ConfigError, InputImageError
 from f2n.runtime.adapt import AdaptConfig, AdaptResult
 from f2n.runtime.debug_images import save_debug
+from f2n.runtime.face_regions import paste_regions
 from f2n.runtime.images import DecodedImage, output_bit_depth, read_image, write_image
 from f2n.runtime.methods import AdaptationMethod, MethodOutcome
 from f2n.runtime.report import RunReport, face_summary, timed
+from f2n.runtime.sanity import adaptation_problem
 from f2n.runtime.tiling import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_OVERLAP,
@@ -47,10 +49,15 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         check_tiling(self.tile, self.overlap, self.batch_size)
-        if self.adapt_enabled and self.adapt.steps < 1:
-            # 0 steps would run the face stage (minutes with GPEN) for θ_0 and call it adapted.
-            raise ConfigError(f"adaptation steps must be >= 1, got {self.adapt.steps} "
-                              "(to run the base network only, disable adaptation: --no-adapt)")
+        if self.adapt_enabled:
+            check_adapt_steps(self.adapt.steps)
+
+
+def check_adapt_steps(steps: int) -> None:
+    """0 steps would run the face stage (minutes with GPEN) for θ_0 and call it adapted."""
+    if steps < 1:
+        raise ConfigError(f"adaptation steps must be >= 1, got {steps} "
+                          "(to run the base network only, disable adaptation: --no-adapt)")
 
 
 @dataclass(frozen=True)
@@ -104,7 +111,7 @@ class AdaptAndRun:
             if debug_dir is not None and result.faces is not None:
                 with timed(timings, "save_debug"):
                     save_debug(result.faces, image.rgb, debug_dir)
-        return self._report(source, output, result, timings, seed)
+        return self._report(source, output, result, timings, seed, image.warnings)
 
     def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None, *, seed: int | None = None) -> Enhanced:
         """Steps 2-6 on a decoded photo ((H, W, 3) float32 RGB in [0, 1]); ``seed`` draws
@@ -117,9 +124,12 @@ class AdaptAndRun:
         else:
             outcome = MethodOutcome(None, "adaptation disabled (--no-adapt)", {})
         timings.update(outcome.timings)
-        adaptation, faces = outcome.adaptation, outcome.faces
+        adaptation, faces, reason = outcome.adaptation, outcome.faces, outcome.reason
+        problem = adaptation_problem(adaptation) if adaptation is not None else ""
+        if problem:  # a diverged θ′ falls back to the base weights, with the reason
+            adaptation, reason = None, problem
         if adaptation is None and self.config.require_adaptation:
-            raise InputImageError(f"cannot adapt: {outcome.reason} (--require-adaptation is set)")
+            raise InputImageError(f"cannot adapt: {reason} (--require-adaptation is set)")
         # 4. hand the weights to the engine (base weights too: the last photo's may be loaded)
         with timed(timings, "set_weights"):
             self.engine.set_weights(adaptation.weights if adaptation is not None else self.base_weights)
@@ -131,15 +141,15 @@ class AdaptAndRun:
                                      progress=self.config.progress)
             sr_rgb, sr_alpha = upscaled[:, :, :3], (upscaled[:, :, 3] if alpha is not None else None)
         # 6. paste the restored faces (optional)
-        if self.config.paste_faces and faces is not None and faces.restored_canvas is not None:
+        if self.config.paste_faces and faces is not None and faces.regions:
             with timed(timings, "paste"):
-                sr_rgb = paste_faces(sr_rgb, faces.restored_canvas, faces.face_mask_canvas)
+                sr_rgb = paste_regions(np.ascontiguousarray(sr_rgb), faces.regions)
         method = self.method.name if adaptation is not None else ""
-        return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, outcome.reason, timings, method,
-                        outcome.provenance)
+        return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, reason, timings, method,
+                        outcome.provenance if adaptation is not None else {})
 
     def _report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float],
-                seed: int) -> RunReport:
+                seed: int, warnings: tuple[str, ...] = ()) -> RunReport:
         faces = result.faces.faces if result.faces is not None else ()
         settings = {
             **self.method.settings(), "adapt": asdict(self.config.adapt),
@@ -153,15 +163,8 @@ class AdaptAndRun:
             faces=tuple(face_summary(face) for face in faces),
             losses=result.adaptation.losses if result.adaptation is not None else (),
             timings={stage: round(seconds, 4) for stage, seconds in timings.items()}, settings=settings,
+            warnings=warnings,
         )
-
-
-def paste_faces(sr: np.ndarray, restored_canvas: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Blend the restored faces over the SR result with the face stage's soft mask."""
-    if mask is None:
-        return sr
-    weight = np.clip(mask, 0.0, 1.0)[:, :, None]
-    return sr * (1.0 - weight) + restored_canvas * weight
 
 
 def save_adapted_weights(path: Path, adaptation: AdaptResult, source: Path, provenance: Mapping[str, str]) -> Path:

@@ -15,6 +15,7 @@ from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.demo import demo_pair, psnr
 from f2n.runtime.face_detect import RetinaFaceDetector
 from f2n.runtime.face_prior import OraclePrior
+from f2n.runtime.face_regions import mask_canvas
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.methods import FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
@@ -110,7 +111,7 @@ def test_paste_faces_puts_the_restored_face_in(pair, detector) -> None:
     gt, lq = pair
     plain = make_pipeline(gt, detector).enhance(lq)
     pasted = make_pipeline(gt, detector, paste_faces=True).enhance(lq)
-    mask = pasted.faces.face_mask_canvas
+    mask = mask_canvas(pasted.faces.regions, gt.shape[:2])
     inside, outside = mask > 0.99, mask == 0
     # The oracle's restored face is the ground truth: pasting it makes the face exact.
     assert psnr(pasted.rgb, gt, inside) > 40 > psnr(plain.rgb, gt, inside)
