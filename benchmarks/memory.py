@@ -81,18 +81,31 @@ def tiny_checkpoint(path: Path) -> Path:
     return path
 
 
+# The child reads its own peak (VmHWM, Linux) as it exits. The kernel's ru_maxrss of a child is
+# no good here: it starts from the parent's resident size at fork (a pytest run's 1 GB or more).
+_CHILD = """
+import atexit, os
+def _write_peak():
+    with open("/proc/self/status") as status:
+        peak_kib = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    with open(os.environ["F2N_PEAK_FILE"], "w") as out:
+        out.write(peak_kib)
+atexit.register(_write_peak)
+from f2n.runtime.cli import main
+main()
+"""
+
+
 def peak_rss_mib(args: list[str], threads: int) -> float:
-    """Run ``f2n-adapt-and-run ARGS`` in a fresh Python process; its peak resident memory in MiB
-    (the kernel's own account of the child, ``ru_maxrss``)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    process = subprocess.Popen([sys.executable, "-c", "from f2n.runtime.cli import main; main()", *args],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = process.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"f2n-adapt-and-run {' '.join(args)} exited {process.returncode}: {stderr.strip()[-500:]}")
-    return usage.ru_maxrss / 1024  # KiB on Linux
+    """Run ``f2n-adapt-and-run ARGS`` in a fresh Python process; its peak resident memory in MiB."""
+    with tempfile.TemporaryDirectory(prefix="f2n-bench-peak-") as folder:
+        peak_file = Path(folder) / "peak_kib"
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "F2N_PEAK_FILE": str(peak_file)}
+        done = subprocess.run([sys.executable, "-c", _CHILD, *args], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"f2n-adapt-and-run {' '.join(args)} exited {done.returncode}: {done.stderr.strip()[-500:]}")
+        return int(peak_file.read_text()) / 1024
 
 
 def measure_memory(network: str = "tiny", steps: int = 2, threads: int = 1) -> MemoryResult:

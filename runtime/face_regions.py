@@ -18,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from f2n.runtime.face_align import blend_into, inverse_affine, warp_to_canvas
+from f2n.runtime.face_align import blend_into, face_roi, inverse_affine, warp_to_canvas
 from f2n.runtime.types import FaceRegion
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
@@ -27,19 +27,20 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 def face_regions(image: np.ndarray, restored_faces: np.ndarray, affines_x4: np.ndarray,
                  face_boxes: list[Box], scale: int) -> tuple[FaceRegion, ...]:
     """Regions of the x4 canvas of ``image`` covering every face: where each restored face lands
-    and its (LQ) face box, merged where they overlap. Faces are blended in their given order."""
+    and its (LQ) face box, merged where they overlap. Faces are blended in their given order; a
+    region's faces are warped only while it is built, so one region's worth is in memory at a time."""
     height, width = image.shape[:2]
     canvas_hw = (scale * height, scale * width)
-    warps = [warp_to_canvas(face.astype(np.float32), inverse_affine(affine), canvas_hw)
-             for face, affine in zip(restored_faces, affines_x4)]
-    areas = [_union(roi, (scale * x0, scale * y0, scale * x1, scale * y1))
-             for (roi, _, _), (x0, y0, x1, y1) in zip(warps, face_boxes)]
+    inverses = [inverse_affine(affine) for affine in affines_x4]
+    areas = [_union(face_roi(face.shape[0], inverse, canvas_hw), (scale * x0, scale * y0, scale * x1, scale * y1))
+             for face, inverse, (x0, y0, x1, y1) in zip(restored_faces, inverses, face_boxes)]
     regions = []
     for box, members in merge_overlapping(areas):
         restored = bicubic_region(image, box, scale)
         mask = np.zeros(restored.shape[:2], np.float32)
         for index in members:
-            roi, warped, face_mask = warps[index]
+            roi, warped, face_mask = warp_to_canvas(restored_faces[index].astype(np.float32), inverses[index],
+                                                    canvas_hw)
             if roi[2] > roi[0] and roi[3] > roi[1]:
                 blend_into(restored, box[:2], roi, warped, face_mask)
                 rows, cols = slice(roi[1] - box[1], roi[3] - box[1]), slice(roi[0] - box[0], roi[2] - box[0])

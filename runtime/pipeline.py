@@ -7,7 +7,7 @@ encodes the result.
 """
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from f2n.errors import ConfigError, InputImageError
 from f2n.runtime.adapt import AdaptConfig, AdaptResult
 from f2n.runtime.debug_images import save_debug
 from f2n.runtime.face_regions import paste_regions
+from f2n.runtime.heap import release_free_memory
 from f2n.runtime.images import DecodedImage, output_bit_depth, read_image, write_image
 from f2n.runtime.methods import AdaptationMethod, MethodOutcome
 from f2n.runtime.report import RunReport, face_summary, timed
@@ -99,7 +100,7 @@ class AdaptAndRun:
                 image = decoded if decoded is not None else read_image(source)
             bit_depth = output_bit_depth(output, image.bit_depth, image.alpha is not None)  # fail before the work
             # 2.-6. faces, adaptation, engine weights, tiles, optional face paste
-            result = self.enhance(image.rgb, image.alpha, seed=seed)
+            result = self.enhance(image.rgb, image.alpha, seed=seed, keep_face_pictures=debug_dir is not None)
             timings.update(result.timings)
             # 7. encode (atomic: a failure leaves no partial file)
             with timed(timings, "encode"):
@@ -113,9 +114,12 @@ class AdaptAndRun:
                     save_debug(result.faces, image.rgb, debug_dir)
         return self._report(source, output, result, timings, seed, image.warnings)
 
-    def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None, *, seed: int | None = None) -> Enhanced:
+    def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None, *, seed: int | None = None,
+                keep_face_pictures: bool = True) -> Enhanced:
         """Steps 2-6 on a decoded photo ((H, W, 3) float32 RGB in [0, 1]); ``seed`` draws
-        its patches (default ``config.seed``)."""
+        its patches (default ``config.seed``). ``keep_face_pictures`` False drops the face
+        stage's pictures (faces, regions) before the tiles unless the paste needs them: a
+        photo run keeps them only for --save-debug."""
         timings: dict[str, float] = {}
         # 2.-3. adapt: the method's own steps (faces: detect, align, restore, mask, inner loop)
         if self.config.adapt_enabled:
@@ -124,12 +128,17 @@ class AdaptAndRun:
         else:
             outcome = MethodOutcome(None, "adaptation disabled (--no-adapt)", {})
         timings.update(outcome.timings)
-        adaptation, faces, reason = outcome.adaptation, outcome.faces, outcome.reason
+        adaptation, faces, reason, provenance = outcome.adaptation, outcome.faces, outcome.reason, outcome.provenance
+        del outcome  # it holds the face pictures, which may be dropped below
         problem = adaptation_problem(adaptation) if adaptation is not None else ""
         if problem:  # a diverged θ′ falls back to the base weights, with the reason
             adaptation, reason = None, problem
         if adaptation is None and self.config.require_adaptation:
             raise InputImageError(f"cannot adapt: {reason} (--require-adaptation is set)")
+        if faces is not None and not keep_face_pictures:
+            faces = replace(faces, regions=faces.regions if self.config.paste_faces else (),
+                            aligned_faces=None, restored_faces=None)
+        release_free_memory()  # the face stage's and inner loop's freed memory, before the output canvas
         # 4. hand the weights to the engine (base weights too: the last photo's may be loaded)
         with timed(timings, "set_weights"):
             self.engine.set_weights(adaptation.weights if adaptation is not None else self.base_weights)
@@ -146,7 +155,7 @@ class AdaptAndRun:
                 sr_rgb = paste_regions(np.ascontiguousarray(sr_rgb), faces.regions)
         method = self.method.name if adaptation is not None else ""
         return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, reason, timings, method,
-                        outcome.provenance if adaptation is not None else {})
+                        provenance if adaptation is not None else {})
 
     def _report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float],
                 seed: int, warnings: tuple[str, ...] = ()) -> RunReport:
