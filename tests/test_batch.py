@@ -172,7 +172,7 @@ def test_stopped_driver_resumes_without_redoing_finished_photos(
     _, errors = driver.communicate(timeout=60)
     before = manifest_lines(out)
     assert 3 <= len(before) < len(good), f"not stopped half-way ({len(before)} lines): {errors[-2000:]}"
-    assert driver.returncode == single.EXIT_INTERRUPTED and "run again to resume" in errors, errors[-2000:]
+    assert driver.returncode == single.EXIT_TERMINATED and "run again to resume" in errors, errors[-2000:]
     assert "Traceback" not in errors
 
     resumed = run_batch(*args)

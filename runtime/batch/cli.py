@@ -5,12 +5,13 @@ a manifest (``OUT/manifest.jsonl``) so that a photo is written once, a re-run sk
 is finished and retries what failed, and a killed run resumes where it stopped.
 
 Exit codes as f2n-adapt-and-run: 0 every photo written (now or before), 1 some failed,
-2 all failed, 130 interrupted (Ctrl-C or SIGTERM); an error before any photo runs exits
+2 all failed, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an error before any photo runs exits
 with its code (ConfigError 5, EngineUnavailableError 4 when Ray is not installed, …).
 """
 
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -22,7 +23,7 @@ from f2n.runtime.batch.build import PipelineOptions
 from f2n.runtime.batch.inputs import plan_photos
 from f2n.runtime.batch.manifest import Manifest
 from f2n.runtime.batch.run import ClusterOptions, import_ray, run_batch
-from f2n.runtime.cli import EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_PARTIAL, Command
+from f2n.runtime.cli import EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_TERMINATED, Command, Terminated
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.jobs import DEFAULT_OUT_DIR, prepare_folders
 from f2n.runtime.report import summarise, write_report_json
@@ -81,12 +82,16 @@ def command(inputs: tuple[str, ...], out: Path, manifest: Path | None, report: P
     except KeyboardInterrupt:  # the manifest holds every photo finished so far
         click.echo("interrupted: finished photos are in the manifest; run again to resume", err=True)
         code = EXIT_INTERRUPTED
+    except Terminated:
+        click.echo("terminated (SIGTERM): finished photos are in the manifest; run again to resume", err=True)
+        code = EXIT_TERMINATED
     sys.exit(code)
 
 
 def main() -> None:
-    """The console script: a scheduler's SIGTERM ends the run like Ctrl-C (Ray shut down, exit 130)."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    """The console script: a scheduler's SIGTERM ends the run like f2n-adapt-and-run's (Ray shut
+    down, exit 143)."""
+    signal.signal(signal.SIGTERM, _terminate)
     command()
 
 
@@ -94,7 +99,7 @@ def run(inputs: tuple[str, ...], out: Path, manifest_path: Path, report: Path | 
         cluster: ClusterOptions) -> int:
     photos = plan_photos(inputs, out)
     import_ray()  # before anything is written
-    prepare_folders([], report)
+    prepare_folders([], report, started=time.time())
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -119,5 +124,5 @@ def _absolute_if_file(name_or_path: str) -> str:
     return str(Path(name_or_path).resolve()) if Path(name_or_path).is_file() else name_or_path
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
