@@ -26,6 +26,7 @@ from f2n.runtime.images import DecodedImage, read_image
 from f2n.runtime.jobs import Job, collect_inputs, plan_jobs, prepare_folders
 from f2n.runtime.methods import AdaptationMethod, FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig, check_adapt_steps
+from f2n.runtime.redegnet import NaturalBank, ReDegNetAdaptation, ReDegNetConfig, load_redegnets
 from f2n.runtime.report import RunReport, summarise, write_report_json
 from f2n.runtime.support import SupportConfig
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE
@@ -75,8 +76,12 @@ class Command(click.Command):
 @click.option("--steps", type=int, help=f"Adaptation steps n [checkpoint's, else {DEFAULT_STEPS}].")
 @click.option("--lr", type=float, help=f"Adaptation learning rate α [checkpoint's, else {DEFAULT_LR}].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
-@click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr"]), default="auto", show_default=True,
-              help="faces: MetaF2N; cmdsr: ConditionNet on the photo's LR patches; auto: cmdsr when the checkpoint has a ConditionNet.")
+@click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr", "redegnet"]), default="auto", show_default=True,
+              help="faces: MetaF2N; cmdsr: ConditionNet on the photo's LR patches; redegnet: the faces' degradation "
+                   "rendered onto --natural-bank images (ReDegNet); auto: cmdsr when the checkpoint has a ConditionNet.")
+@click.option("--natural-bank", type=click.Path(path_type=Path), help="ReDegNet: a folder of HQ natural images.")
+@click.option("--natural-pairs", type=int, default=ReDegNetConfig().natural_pairs, show_default=True,
+              help="ReDegNet: synthetic natural pairs per photo.")
 @click.option("--patches-per-face", type=int, help=f"Face patch pairs per face [checkpoint's, else {PatchConfig().count}].")
 @click.option("--patches-per-image", type=int, help="Face patch pairs per photo, spread over its faces by area "
               "(instead of --patches-per-face) [checkpoint's].")
@@ -124,8 +129,8 @@ main = command  # the console script's entry point
 
 
 def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int | None, lr: float | None,
-        optimizer: str | None, adapt_method: str, patches_per_face: int | None,
-        patches_per_image: int | None, support_patch: int, support_count: int,
+        optimizer: str | None, adapt_method: str, natural_bank: Path | None, natural_pairs: int,
+        patches_per_face: int | None, patches_per_image: int | None, support_patch: int, support_count: int,
         tile: int, tile_overlap: int, device: str | None, precision: str | None, prior: str,
         prior_options: tuple[str, ...], checkpoint: str,
         paste_faces: bool, save_debug: bool, save_weights: Path | None, report: Path | None, no_adapt: bool,
@@ -149,6 +154,8 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     if oracle and len(jobs) != 1:
         raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
 
+    if adapt_method == "redegnet" and not no_adapt:  # its bank and networks are checked before any work
+        redegnet_config, bank, redegnets = ReDegNetConfig(natural_pairs), NaturalBank(natural_bank), load_redegnets(device)
     loaded = load_sr_network(checkpoint, device="cpu")
     method_name = resolve_method(adapt_method, loaded)
     defaults = loaded.adaptation_defaults
@@ -167,12 +174,17 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     # The engine first: an engine that cannot run here fails before the prior is fetched.
     sr_engine = make_engine(engine, loaded, device=device, precision=precision, tile=tile)
     # The oracle checks its ground truth against the photo's size: that photo is decoded once, here.
-    oracle = oracle and method_name == "faces"
+    oracle = oracle and method_name in ("faces", "redegnet")
     decoded = {jobs[0].source: read_image(jobs[0].source)} if oracle else {}
     if method_name == "cmdsr":
         from f2n.runtime.cmdsr import CmdsrAdaptation
 
         method: AdaptationMethod = CmdsrAdaptation(loaded.condition_net.to(device), support)
+    elif method_name == "redegnet" and not no_adapt:
+        lq_shape = decoded[jobs[0].source].rgb.shape[:2] if oracle else None
+        face_prior, prior_problem = load_prior(prior, device, lq_shape, require_adaptation, parsed_prior_options)
+        method = ReDegNetAdaptation(make_detector(), face_prior, redegnets, bank, config=redegnet_config,
+                                    prior_problem=prior_problem, device=device)
     else:
         lq_shape = decoded[jobs[0].source].rgb.shape[:2] if oracle else None
         face_prior, prior_problem = (None, "") if no_adapt else load_prior(prior, device, lq_shape, require_adaptation,
