@@ -125,7 +125,7 @@ def face_crop_pairs(aligned: np.ndarray, restored: np.ndarray, lq_side: float, c
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
     """(restored crops, LQ crops), each (count, crop, crop, 3), of one aligned face at the SR
     output's scale (official convention); None when the face is too small for one crop."""
-    up = int(round(SCALE * lq_side))
+    up = round(SCALE * lq_side)
     border = int(up * BORDER_FRACTION)
     if up - 2 * border < crop:
         return None
