@@ -65,6 +65,15 @@ def test_official_checkpoints_load_strictly_and_synthesise_as_the_official_code(
     assert not torch.allclose(syn_face, syn_natural, atol=1e-3)  # the content features matter
 
 
+def test_the_training_codes_discriminator_loads_strictly_and_scores_as_the_official_code() -> None:
+    model = _load("net_synD_small.pth", "redegnet-discriminator")
+    assert (model.netD.models[0].conv1.out_channels, len(model.netD.models)) == (4, 3)  # dim 4, size 32
+    io = load_file(FIXTURES / "net_synD_small_io.safetensors")
+    with torch.no_grad():
+        score = model(io["degraded"], io["clean"], io["degradation"])
+    torch.testing.assert_close(score, io["score"], rtol=0, atol=1e-5)
+
+
 def test_hyperparameters_are_read_back_from_the_official_shapes() -> None:
     deg = load_state_dict_file(FIXTURES / "net_deg_small.pth")
     enc = load_state_dict_file(FIXTURES / "net_synE_small.pth")

@@ -1,5 +1,5 @@
 """f2n-train --method redegnet on the shared face pairs and natural images: a short run, its
-checkpoints (training state + the three networks in the released layout), and a resume that
+checkpoints (training state + the networks and the discriminator in the released layout), and a resume that
 continues from the saved state."""
 
 import json
@@ -36,16 +36,17 @@ def test_train_saves_loadable_networks_and_resumes_where_it_stopped(data: dict[s
     first = train(data, out, "--steps", "2", "--checkpoint-every", "2")
     assert first.exit_code == 0, first.output
     saved = {name: load_state_dict_file(out / "checkpoints" / f"{name}_0000002.pth")
-             for name in ("net_deg", "net_synE", "net_synG")}
+             for name in ("net_deg", "net_synE", "net_synG", "net_synD")}
     for file, network in (("net_deg", "redegnet-degnet"), ("net_synE", "redegnet-syn-encoder"),
-                          ("net_synG", "redegnet-syn-generator")):
+                          ("net_synG", "redegnet-syn-generator"), ("net_synD", "redegnet-discriminator")):
         assert load_network(saved[file], Path(file), expected=network)[0] == network
 
     resumed = train(data, out, "--steps", "3", "--resume", out / "checkpoints" / "step_0000002.train.safetensors")
     assert resumed.exit_code == 0, resumed.output
     assert "resumed from" in resumed.output and "at step 2" in resumed.output
-    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3]  # the resumed run did step 3 only
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in records] == [1, 2, 3]  # the resumed run did step 3 only
+    assert {"pixel", "same_degradation", "contrastive", "adversarial", "disc"} <= set(records[-1])
     after = load_state_dict_file(out / "checkpoints" / "net_deg_0000003.pth")
     assert any(not torch.equal(after[k], saved["net_deg"][k]) for k in after)  # it went on learning
 

@@ -16,10 +16,12 @@ official weights (``options/train_redeg.yml``):
   only with VGG-19 weights (``--vgg-weights`` or the registry's ``vgg19``); ``--no-perceptual``
   trains without both;
 * degradation consistency: L1 × 10 × 10 between the synthetic natural and face Ω;
-* the disentangling (contrastive) term: 4 / (L1 × 10 between the real and the synthetic face Ω + 1e-7).
+* the disentangling (contrastive) term: 4 / (L1 × 10 between the real and the synthetic face Ω + 1e-7);
+* the conditional adversarial term: hinge, weight 1e-2, on the real face's rendering, judged by
+  ``ReDegDiscriminator`` given the clean face and (detached) Ω; the discriminator then takes its
+  own hinge step on the real LQ face against that rendering.
 
-Not here (said in docs/redegnet.md): the conditional hinge adversarial term (weight 1e-2) and its
-``ReDegSNDiscriminator``, and the F2N-ESRGAN half of the official step. The synthetic degradation
+Not here (said in docs/redegnet.md): the F2N-ESRGAN half of the official step. The synthetic degradation
 is f2n's Real-ESRGAN second-order one at ×4 (:mod:`f2n.training.degradations`), upsampled back,
 not the official ``same_degradation`` pipeline; real face crops are taken at the pair's own
 scale (the official code also rescales them at random). Adam at 1e-4 for the three networks, as
@@ -43,6 +45,7 @@ from tqdm import tqdm
 from f2n.errors import ConfigError
 from f2n.nets.redegnet_blocks import official_channels
 from f2n.nets.redegnet_degnet import DegNet
+from f2n.nets.redegnet_discriminator import ReDegDiscriminator
 from f2n.nets.redegnet_syn_encoder import SynNetEncoder
 from f2n.nets.redegnet_syn_generator import SynNetGenerator
 from f2n.runtime.redegnet import BORDER_FRACTION, WEIGHT_NAMES, ReDegNets
@@ -65,6 +68,7 @@ class ReDegLosses:
     style: float = 160.0  # perceptual_syn_opt.style_weight
     same_degradation: float = 10.0  # syn_samedeg_lambda (on an L1 already × 10)
     contrastive: float = 4.0  # contrastive_lambda
+    adversarial: float = 1e-2  # gan_syn_opt.loss_weight (hinge); 0 trains without the discriminator
 
 
 @dataclass(frozen=True)
@@ -141,8 +145,10 @@ def train_redegnet(config: ReDegTrainConfig, *, log: Log = print, progress: bool
     perceptual = _perceptual(config, log)
     if perceptual is not None:
         perceptual.to(device)
-    optimizers = {name: torch.optim.Adam(module.parameters(), lr=config.lr) for name, module in _modules(nets).items()}
-    start = _resume(nets, optimizers, config, log) if config.resume is not None else 0
+    disc = build_discriminator(nets, config)
+    modules = {**_modules(nets), **({"disc": disc.to(device).train()} if disc is not None else {})}
+    optimizers = {name: torch.optim.Adam(module.parameters(), lr=config.lr) for name, module in modules.items()}
+    start = _resume(modules, optimizers, config, log) if config.resume is not None else 0
     if start >= config.steps:
         raise ConfigError(f"nothing to do: the run is already at step {start}, asked for {config.steps} steps")
     config.out_dir.mkdir(parents=True, exist_ok=True)
@@ -152,11 +158,12 @@ def train_redegnet(config: ReDegTrainConfig, *, log: Log = print, progress: bool
         began = time.perf_counter()
         rng = np.random.default_rng([config.seed, step])
         batch = {name: t.to(device) for name, t in training_batch(pairs, naturals, rng, config, nets.crop).items()}
-        record = train_step(nets, optimizers, batch, config.losses, perceptual, switch=rng.uniform() < SWITCH_PROBABILITY)
+        record = train_step(nets, disc, optimizers, batch, config.losses, perceptual,
+                            switch=rng.uniform() < SWITCH_PROBABILITY)
         done = step + 1
         record.update(step=done, seconds=time.perf_counter() - began)
         if done % config.checkpoint_every == 0 or done == config.steps:
-            last = _save(nets, optimizers, config, done)
+            last = _save(modules, optimizers, config, done)
         if done % config.log_every == 0 or done == config.steps:
             with (config.out_dir / "log.jsonl").open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -181,6 +188,17 @@ def build_nets(config: ReDegTrainConfig, log: Log) -> ReDegNets:
     channels = {resolution: max(1, int(width * config.narrow)) for resolution, width in official_channels().items()}
     return ReDegNets(DegNet(config.size, config.style_dim, channels), SynNetEncoder(config.size, channels),
                      SynNetGenerator(config.size, config.style_dim, config.n_mlp, channels))
+
+
+def build_discriminator(nets: ReDegNets, config: ReDegTrainConfig) -> ReDegDiscriminator | None:
+    """The official D for 256² and Ω of 512 (base width 64); for other sizes a base width that
+    makes its last block as wide as Ω, which it is concatenated with."""
+    if config.losses.adversarial == 0:
+        return None
+    style_dim, halvings = nets.degnet.style_dim, int(np.log2(nets.crop)) - 4
+    if style_dim > 512 or style_dim % 2**halvings:
+        raise ConfigError(f"the discriminator needs Ω at most 512 wide and divisible by {2**halvings}, got {style_dim}")
+    return ReDegDiscriminator(nets.crop, style_dim // 2**halvings)
 
 
 def training_batch(pairs: tuple[tuple[Path, Path], ...], naturals: tuple[Path, ...], rng: np.random.Generator,
@@ -212,9 +230,10 @@ def training_batch(pairs: tuple[tuple[Path, Path], ...], naturals: tuple[Path, .
     return {name: image * 2 - 1 for name, image in batch.items()}
 
 
-def train_step(nets: ReDegNets, optimizers: dict[str, torch.optim.Optimizer], batch: dict[str, torch.Tensor],
-               losses: ReDegLosses, perceptual: PerceptualStyle | None, *, switch: bool) -> dict[str, float]:
-    """One update of the three networks (the official ReDegNet step without its adversarial term)."""
+def train_step(nets: ReDegNets, disc: ReDegDiscriminator | None, optimizers: dict[str, torch.optim.Optimizer],
+               batch: dict[str, torch.Tensor], losses: ReDegLosses, perceptual: PerceptualStyle | None, *,
+               switch: bool) -> dict[str, float]:
+    """One update of the three networks, then one of the discriminator (the official ReDegNet step)."""
     face_content = nets.encoder(batch["face_hq"])
     natural_content = nets.encoder(batch["natural_hq"])
     face_real_deg = nets.degnet(batch["face_hq"], batch["face_lq"])
@@ -233,15 +252,30 @@ def train_step(nets: ReDegNets, optimizers: dict[str, torch.optim.Optimizer], ba
         terms["style"] = losses.style * sum(s for _, s in pairs) / 3 / 3
     terms["same_degradation"] = losses.same_degradation * losses.pixel * F.l1_loss(natural_syn_deg, face_syn_deg)
     terms["contrastive"] = losses.contrastive / (losses.pixel * F.l1_loss(face_real_deg, face_syn_deg) + 1e-7)
+    fake = renders["face_real"][0]
+    if disc is not None:
+        disc.requires_grad_(False)
+        terms["adversarial"] = -losses.adversarial * disc(fake, batch["face_hq"], face_real_deg.detach()).mean()
+        disc.requires_grad_(True)
     total = sum(terms.values())
-    for optimizer in optimizers.values():
-        optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    for optimizer in optimizers.values():
-        optimizer.step()
+    generators = [optimizers[name] for name in _modules(nets)]
+    _update(generators, total)
     record = {name: float(value.detach()) for name, value in terms.items()}
     record["total"] = float(total.detach())
+    if disc is not None:  # hinge: real LQ faces above +1, renderings below −1
+        condition = (batch["face_hq"], face_real_deg.detach())
+        d_loss = F.relu(1 - disc(batch["face_lq"], *condition)).mean() + F.relu(1 + disc(fake.detach(), *condition)).mean()
+        _update([optimizers["disc"]], d_loss)
+        record["disc"] = float(d_loss.detach())
     return record
+
+
+def _update(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for optimizer in optimizers:
+        optimizer.step()
 
 
 def _modules(nets: ReDegNets) -> dict[str, nn.Module]:
@@ -255,25 +289,28 @@ def _perceptual(config: ReDegTrainConfig, log: Log) -> PerceptualStyle | None:
     return PerceptualStyle(config.vgg_weights or weight_path("vgg19"))
 
 
-def _save(nets: ReDegNets, optimizers: dict[str, torch.optim.Optimizer], config: ReDegTrainConfig, step: int) -> Path:
-    """The training state, and the three networks as the released files' layout
+def _save(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], config: ReDegTrainConfig,
+          step: int) -> Path:
+    """The training state, and the networks as the released files' layout
     (``{"params": state_dict}``) beside it, loadable by ``f2n-models add``."""
-    modules = {name: module.state_dict() for name, module in _modules(nets).items()}
+    # cloned: the discriminator's convs are registered twice (official names), and safetensors refuses shared storage
+    states = {name: {key: value.clone() for key, value in module.state_dict().items()} for name, module in modules.items()}
     saved_config = {"method": "redegnet", **json.loads(json.dumps(asdict(replace(config, resume=None)), default=str))}
-    save_train_state(config.out_dir, TrainState(step, modules, {n: o.state_dict() for n, o in optimizers.items()},
+    save_train_state(config.out_dir, TrainState(step, states, {n: o.state_dict() for n, o in optimizers.items()},
                                                 saved_config))
     folder = checkpoint_paths(config.out_dir, step)[0].parent
-    files = {"degnet": "net_deg", "encoder": "net_synE", "generator": "net_synG"}
-    for name, state in modules.items():
+    files = {"degnet": "net_deg", "encoder": "net_synE", "generator": "net_synG", "disc": "net_synD"}
+    for name, state in states.items():
         torch.save({"params": state}, folder / f"{files[name]}_{step:07d}.pth")
     return folder / f"net_deg_{step:07d}.pth"
 
 
-def _resume(nets: ReDegNets, optimizers: dict[str, torch.optim.Optimizer], config: ReDegTrainConfig, log: Log) -> int:
+def _resume(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], config: ReDegTrainConfig,
+            log: Log) -> int:
     state = load_checkpoint(config.resume)
     if state.config.get("method") != "redegnet" or set(state.modules) != set(optimizers):
-        raise ConfigError(f"resume checkpoint {config.resume} is not a redegnet run")
-    for name, module in _modules(nets).items():
+        raise ConfigError(f"resume checkpoint {config.resume} is not a redegnet run with the same networks")
+    for name, module in modules.items():
         device = next(module.parameters()).device
         load_into(module, {k: v.to(device) for k, v in state.modules[name].items()}, what=f"{name} of {config.resume}")
     for name, optimizer in optimizers.items():

@@ -25,9 +25,11 @@ from f2n.weights.mmrb import is_mmrb_restorer, load_mmrb_restorer
 from f2n.weights.metaf2n_import import is_imported_metaf2n, load_imported_metaf2n
 from f2n.weights.redegnet import (
     is_degnet,
+    is_redegnet_discriminator,
     is_syn_encoder,
     is_syn_generator,
     load_degnet,
+    load_redegnet_discriminator,
     load_syn_encoder,
     load_syn_generator,
 )
@@ -60,6 +62,7 @@ NETWORKS: tuple[Network, ...] = (
     Network("redegnet-degnet", is_degnet, load_degnet),
     Network("redegnet-syn-encoder", is_syn_encoder, load_syn_encoder),
     Network("redegnet-syn-generator", is_syn_generator, load_syn_generator),
+    Network("redegnet-discriminator", is_redegnet_discriminator, load_redegnet_discriminator),
 )
 
 

@@ -1,4 +1,5 @@
-"""ReDegNet's three networks (DegNet, SynNet encoder, SynNet generator): recognise each
+"""ReDegNet's networks (DegNet, SynNet encoder, SynNet generator, and the training code's
+conditional discriminator): recognise each
 state dict by its keys, read the hyperparameters (size, channels per resolution, style
 width, mapping depth) from its tensor shapes, load strictly.
 
@@ -16,6 +17,7 @@ import torch
 
 from f2n.errors import WeightsError
 from f2n.nets.redegnet_degnet import DegNet
+from f2n.nets.redegnet_discriminator import ReDegDiscriminator
 from f2n.nets.redegnet_syn_encoder import SynNetEncoder
 from f2n.nets.redegnet_syn_generator import SynNetGenerator
 from f2n.weights.checkpoint import load_into
@@ -26,6 +28,8 @@ DEGNET_SIGNATURE = ("deg_ecd0.0.weight_orig", "final_linear.0.weight", "final_li
 ENCODER_SIGNATURE = ("ecd0.0.weight_orig", "ecdf.0.weight_orig", "ecdf.2.skip.weight_orig")
 GENERATOR_SIGNATURE = ("style.1.weight", "inputself.conv.0.weight_orig", "conv1.conv2.0.weight_orig",
                        "to_rgb1.conv.weight")
+DISCRIMINATOR_SIGNATURE = ("netD.models.0.conv1.weight_orig", "netD.fc.weight_orig", "netD.fc2.weight_orig")
+DISC_BLOCK = re.compile(r"^netD\.models\.(\d+)\.conv1\.weight_orig$")
 STYLE_LINEAR = re.compile(r"^style\.(\d+)\.weight$")
 UP_CONV = re.compile(r"^convs\.(\d+)\.conv\.weight$")
 
@@ -90,4 +94,22 @@ def load_syn_generator(state: StateDict, path: Path | str) -> SynNetGenerator:
     """A SynNet generator in eval mode on the CPU, loaded strictly."""
     model = SynNetGenerator(**syn_generator_hyperparameters(state, path))
     load_into(model, state, what=f"ReDegNet SynNet generator weights {path}")
+    return model.eval()
+
+
+def is_redegnet_discriminator(state: StateDict) -> bool:
+    return all(key in state for key in DISCRIMINATOR_SIGNATURE)
+
+
+def discriminator_hyperparameters(state: StateDict, path: Path | str) -> dict[str, int]:
+    blocks = sorted(int(match[1]) for key in state if (match := DISC_BLOCK.match(key)))
+    if blocks != list(range(len(blocks))):
+        raise WeightsError(f"{path}: the discriminator's netD.models.N blocks are not numbered 0..N")
+    return {"size": 2 ** (len(blocks) + 3), "dim": state["netD.models.0.conv1.weight_orig"].shape[0]}
+
+
+def load_redegnet_discriminator(state: StateDict, path: Path | str) -> ReDegDiscriminator:
+    """ReDegNet's conditional discriminator in eval mode on the CPU, loaded strictly."""
+    model = ReDegDiscriminator(**discriminator_hyperparameters(state, path))
+    load_into(model, state, what=f"ReDegNet discriminator weights {path}")
     return model.eval()
