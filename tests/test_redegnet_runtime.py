@@ -22,7 +22,7 @@ from f2n.runtime.face_detect import RetinaFaceDetector
 from f2n.runtime.face_prior import OraclePrior
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
-from f2n.runtime.redegnet import NaturalBank, ReDegNetAdaptation, ReDegNetConfig, load_redegnets
+from f2n.runtime.redegnet import NaturalBank, ReDegNetAdaptation, ReDegNetConfig, face_crop_pairs, load_redegnets
 from f2n.runtime.torch_engine import TorchEngine
 from f2n.weights import add_weight, load_sr_network
 
@@ -147,3 +147,26 @@ def test_missing_redegnet_weights_are_one_line_saying_how_to_add_them(checkpoint
 def test_a_wrong_network_in_place_of_a_redegnet_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="expected redegnet-syn-encoder"):
         add_weight("redegnet-syn-encoder", FIXTURES / "net_deg_small.pth")
+
+
+def test_face_crops_follow_the_official_convention() -> None:
+    """×4 the face's LQ side, 3 % border dropped, crops at the same place in both faces."""
+    rng = np.random.default_rng(0)
+    aligned = rng.random((512, 512, 3), dtype=np.float32)
+    restored = rng.random((512, 512, 3), dtype=np.float32)
+    assert face_crop_pairs(aligned, restored, lq_side=60, crop=256, count=2, rng=rng) is None  # 240 px: too small
+    pair = face_crop_pairs(aligned, restored, lq_side=100, crop=256, count=3, rng=np.random.default_rng(1))
+    assert pair is not None and pair[0].shape == pair[1].shape == (3, 256, 256, 3)
+    up, border = 400, 12  # 4 × 100 px, int(400 × 0.03)
+    trimmed = cv2.resize(restored, (up, up))[border:up - border, border:up - border]
+    offsets = np.random.default_rng(1).integers(0, up - 2 * border - 256 + 1, size=(3, 2))
+    for crop, (y, x) in zip(pair[0], offsets):
+        np.testing.assert_array_equal(crop, trimmed[y:y + 256, x:x + 256])
+
+
+def test_zero_natural_pairs_is_one_line(redegnet_weights: None, checkpoint: Path, photo: Path, shared_data: Path,
+                                        tmp_path: Path) -> None:
+    result = invoke(photo, "--out", tmp_path / "out.png", "--checkpoint", checkpoint, "--adapt-method", "redegnet",
+                    "--natural-bank", shared_data / "natural_hq", *FAST, "--natural-pairs", "0")
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == ConfigError.exit_code and len(lines) == 1 and ">= 1 natural pair" in lines[0]
