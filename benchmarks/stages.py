@@ -238,7 +238,8 @@ def adapt_step(patches: int, lq_size: int, device: str = "cpu", precision: str =
 
 def make_engine(kind: str, precision: str, device: str, network: str = "real"):
     """An SR engine: ``torch``, ``onnx-reinit`` / ``onnx-inputs`` (the two ONNX Runtime weight
-    replacements), ``aoti`` or ``trt``, built the way ``f2n-adapt-and-run`` builds them."""
+    replacements), ``openvino-constants`` / ``openvino-inputs`` (the two OpenVINO ones), ``aoti``
+    or ``trt``, built the way ``f2n-adapt-and-run`` builds them."""
     _device(device)
     if kind == "torch":
         return require_module("f2n.runtime.torch_engine").TorchEngine(sr_model(network), device=device,
@@ -250,6 +251,11 @@ def make_engine(kind: str, precision: str, device: str, network: str = "real"):
         onnx_path = require_module("f2n.export.onnx_export").cached_onnx(loaded.model, precision=precision)
         return require_module("f2n.export.ort_engine").OrtEngine(
             onnx_path, loaded.model.state_dict(), device=device, replacement=kind.removeprefix("onnx-"),
+            threads=threads())
+    if kind.startswith("openvino-"):
+        onnx_path = require_module("f2n.export.onnx_export").cached_onnx(loaded.model, precision="fp32")
+        return require_module("f2n.export.openvino_engine").OpenVinoEngine(
+            onnx_path, loaded.model.state_dict(), precision=precision, replacement=kind.removeprefix("openvino-"),
             threads=threads())
     tiling = require_module("f2n.runtime.tiling")
     return require_module("f2n.export.engines").make_engine(kind, loaded, device=device, precision=precision,

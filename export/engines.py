@@ -1,4 +1,4 @@
-"""``make_engine``: the factory behind ``f2n-adapt-and-run --engine onnx|aoti|trt``.
+"""``make_engine``: the factory behind ``f2n-adapt-and-run --engine onnx|aoti|trt|openvino``.
 Each engine starts with ``loaded.model``'s weights and takes a photo's θ_n through
 ``set_weights`` without being rebuilt; compiled artifacts come from the cache under
 ``$F2N_HOME/engines``."""
@@ -7,13 +7,14 @@ from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.aoti import load_aoti_engine
 from f2n.export.cache import cache_dir
 from f2n.export.onnx_export import cached_onnx
+from f2n.export.openvino_engine import OpenVinoEngine, import_openvino
 from f2n.export.ort_engine import OrtEngine
 from f2n.export.trt_config import tile_profile
 from f2n.export.trt_engine import import_tensorrt, load_trt_engine
 from f2n.runtime.types import SREngine
 from f2n.weights.sr import LoadedSR
 
-ENGINES = ("onnx", "aoti", "trt")
+ENGINES = ("onnx", "aoti", "trt", "openvino")
 
 
 def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, tile: int, batch_size: int = 1) -> SREngine:
@@ -30,6 +31,11 @@ def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, til
         return OrtEngine(cached_onnx(loaded.model, precision=precision), weights, device=device)
     if name == "aoti":
         return load_aoti_engine(loaded.model, device=device, precision=precision)
+    if name == "openvino":
+        if device != "cpu":
+            raise EngineUnavailableError("--engine openvino runs on the CPU; on CUDA use --engine trt or --engine torch")
+        import_openvino()  # say what is missing before exporting anything
+        return OpenVinoEngine(cached_onnx(loaded.model, precision="fp32"), weights, precision=precision)
     if device != "cuda":
         raise EngineUnavailableError("--engine trt runs on CUDA GPUs only; on the CPU use --engine onnx or --engine torch")
     import_tensorrt()  # say what is missing before exporting anything

@@ -19,6 +19,7 @@ import torch
 from f2n.errors import ConfigError, EngineUnavailableError, F2NError, WeightsError
 from f2n.nets.masknet import MaskNet
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
+from f2n.runtime.engine_choice import resolve_engine
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, parse_prior_options
 from f2n.runtime.face_stage import Detector, FaceStageConfig
@@ -72,7 +73,9 @@ class Command(click.Command):
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (one input) or folder [f2n_out].")
-@click.option("--engine", type=click.Choice(["torch", "onnx", "trt", "aoti"]), default="torch", show_default=True)
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx", "trt", "aoti", "openvino"]), default="auto",
+              show_default=True, help="auto: the fastest safe engine here (OpenVINO bf16/fp32 on the CPU, TensorRT or "
+                                      "compiled torch on CUDA; docs/benchmarks.md); the report names the choice.")
 @click.option("--steps", type=int, help=f"Adaptation steps n [checkpoint's, else {DEFAULT_STEPS}].")
 @click.option("--lr", type=float, help=f"Adaptation learning rate α [checkpoint's, else {DEFAULT_LR}].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
@@ -90,7 +93,8 @@ class Command(click.Command):
 @click.option("--tile", type=int, default=DEFAULT_TILE, show_default=True, help="Tile size, LR pixels.")
 @click.option("--tile-overlap", type=int, default=DEFAULT_OVERLAP, show_default=True, help="LR pixels.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="[cuda if available, else cpu]")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), help="Engine precision [fp16 on cuda, fp32 on cpu].")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
+              help="Engine precision [auto: the engine rule's; else fp16 on cuda, fp32 on cpu].")
 @click.option("--prior", default="gpen", show_default=True,
               help="gpen | gpen-256 | gfpgan | codeformer | restoreformer | a .pth/.safetensors/.onnx face restorer "
                    "| oracle:GT_PATH | module:callable. GPEN and CodeFormer weights: non-commercial use only.")
@@ -136,7 +140,6 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         paste_faces: bool, save_debug: bool, save_weights: Path | None, report: Path | None, no_adapt: bool,
         require_adaptation: bool, overwrite: bool, demo: bool, progress: bool) -> int:
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    precision = precision or ("fp16" if device == "cuda" else "fp32")
     if demo:
         from f2n.runtime.demo import run_demo
 
@@ -164,7 +167,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         lr=lr if lr is not None else (defaults.alpha if defaults else DEFAULT_LR),
         optimizer=optimizer or (defaults.optimizer if defaults else DEFAULT_OPTIMIZER),
         device=device,
-        precision="bf16" if device == "cuda" and precision != "fp32" else "fp32",
+        precision="bf16" if device == "cuda" and precision != "fp32" else "fp32",  # the CPU adapts in fp32 (docs/adaptation.md)
     )
     config = PipelineConfig(
         adapt=adapt_config, tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt,
@@ -172,7 +175,9 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     )
     prepare_folders(jobs, report, started=time.time())
     # The engine first: an engine that cannot run here fails before the prior is fetched.
-    sr_engine = make_engine(engine, loaded, device=device, precision=precision, tile=tile)
+    choice = resolve_engine(engine, device, precision)
+    click.echo(f"engine: {choice.engine} {choice.precision} ({choice.reason})", err=True)
+    sr_engine = make_engine(choice.engine, loaded, device=device, precision=choice.precision, tile=tile)
     # The oracle checks its ground truth against the photo's size: that photo is decoded once, here.
     oracle = oracle and method_name in ("faces", "redegnet")
     decoded = {jobs[0].source: read_image(jobs[0].source)} if oracle else {}
@@ -197,7 +202,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     reports = [process(pipeline, job, overwrite, decoded.get(job.source)) for job in jobs]
     if report is not None:
         try:
-            write_report_json(report, reports)
+            write_report_json(report, reports, engine=choice.to_dict())
         except OSError as error:  # a full disk, a folder gone read-only: the photos are written already
             raise ConfigError(f"cannot write the report {report}: {error.strerror or error} "
                               f"(the {summarise(reports)['ok']} photo(s) written are complete)") from None

@@ -53,9 +53,11 @@ def summarise(reports: Sequence[RunReport]) -> dict[str, int]:
     return counts
 
 
-def write_report_json(path: str | Path, reports: Sequence[RunReport]) -> None:
-    """All photos' reports plus a summary, written atomically as strict JSON (NaN/Inf become null)."""
-    payload = {"summary": summarise(reports), "photos": [report.to_dict() for report in reports]}
+def write_report_json(path: str | Path, reports: Sequence[RunReport], engine: Mapping[str, str] | None = None) -> None:
+    """All photos' reports plus a summary (and the engine chosen, and why), written atomically
+    as strict JSON (NaN/Inf become null)."""
+    payload = {"summary": summarise(reports), **({"engine": dict(engine)} if engine else {}),
+               "photos": [report.to_dict() for report in reports]}
     text = json.dumps(strict_json(payload), indent=2, allow_nan=False)
     write_text_atomic(Path(path), text + "\n")
 
