@@ -3,7 +3,6 @@ bf16 safety of every CPU engine, per-photo weights from an adaptation, weight-se
 and one-line errors when OpenVINO is missing or the CPU has no bf16."""
 
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -79,10 +78,10 @@ def test_bf16_is_finite_and_within_45_db_of_fp32_on_a_real_photo(engine_name, re
 
 
 @pytest.fixture(scope="module")
-def tiny() -> tuple[RRDBNet, Path]:
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[RRDBNet, Path]:
     torch.manual_seed(0)
     net = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).eval()
-    return net, export_onnx(net, Path(tempfile.mkdtemp(prefix="f2n-ov-")) / "tiny.onnx")
+    return net, export_onnx(net, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
 
 
 def adapted_weights(net: RRDBNet) -> dict[str, torch.Tensor]:
