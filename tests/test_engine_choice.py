@@ -72,11 +72,12 @@ def tiny_run(tmp_path: Path) -> list[str]:
 def test_the_report_names_the_engine_auto_chose_and_why(tiny_run: list[str], tmp_path: Path) -> None:
     result = CliRunner().invoke(cli.command, [*tiny_run, "--report", str(tmp_path / "r.json")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    engine = json.loads((tmp_path / "r.json").read_text())["engine"]
+    report = json.loads((tmp_path / "r.json").read_text())
     expected = choose_engine(probe_platform("cpu"))  # the rule itself is tested above
-    assert engine == {"requested": "auto", "engine": expected.engine, "precision": expected.precision,
-                      "reason": expected.reason}
+    assert report["engine"] == {"requested": "auto", "engine": expected.engine, "precision": expected.precision,
+                                "reason": expected.reason}
     assert f"engine: {expected.engine} {expected.precision}" in result.output
+    assert report["photos"][0]["settings"]["adapt"]["precision"] == "fp32"  # the CPU adapts in fp32, even for a bf16 engine
 
 
 def test_forcing_openvino_without_it_is_one_line(tiny_run: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
