@@ -7,7 +7,7 @@ from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.aoti import load_aoti_engine
 from f2n.export.cache import cache_dir
 from f2n.export.onnx_export import cached_onnx
-from f2n.export.openvino_engine import OpenVinoEngine, import_openvino
+from f2n.export.openvino_engine import OpenVinoEngine, check_precision, import_openvino
 from f2n.export.ort_engine import OrtEngine
 from f2n.export.trt_config import tile_profile
 from f2n.export.trt_engine import import_tensorrt, load_trt_engine
@@ -34,7 +34,7 @@ def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, til
     if name == "openvino":
         if device != "cpu":
             raise EngineUnavailableError("--engine openvino runs on the CPU; on CUDA use --engine trt or --engine torch")
-        import_openvino()  # say what is missing before exporting anything
+        check_precision(precision, import_openvino().Core())  # say what is wrong before exporting anything
         return OpenVinoEngine(cached_onnx(loaded.model, precision="fp32"), weights, precision=precision)
     if device != "cuda":
         raise EngineUnavailableError("--engine trt runs on CUDA GPUs only; on the CPU use --engine onnx or --engine torch")
