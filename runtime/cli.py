@@ -176,7 +176,6 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     prepare_folders(jobs, report, started=time.time())
     # The engine first: an engine that cannot run here fails before the prior is fetched.
     choice = resolve_engine(engine, device, precision)
-    click.echo(f"engine: {choice.engine} {choice.precision} ({choice.reason})", err=True)
     sr_engine = make_engine(choice.engine, loaded, device=device, precision=choice.precision, tile=tile)
     # The oracle checks its ground truth against the photo's size: that photo is decoded once, here.
     oracle = oracle and method_name in ("faces", "redegnet")
@@ -208,7 +207,8 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
                               f"(the {summarise(reports)['ok']} photo(s) written are complete)") from None
     counts = summarise(reports)
     click.echo(f"{len(reports)} photo(s): {counts['ok']} written ({counts['adapted']} adapted), "
-               f"{counts['skipped']} skipped, {counts['failed']} failed", err=True)
+               f"{counts['skipped']} skipped, {counts['failed']} failed; engine {choice.engine} {choice.precision} "
+               f"({choice.reason})", err=True)
     if counts["failed"] == 0:
         return 0
     return EXIT_ALL_FAILED if counts["failed"] == len(reports) else EXIT_PARTIAL
