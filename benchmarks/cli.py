@@ -151,6 +151,26 @@ def report(result_path: Path | None, out_dir: Path, docs_dir: Path) -> None:
     click.echo("\n".join(str(path) for path in paths))
 
 
+@main.command()
+@click.option("--network", type=click.Choice(["tiny", "real"]), default="tiny", show_default=True,
+              help="tiny: a 1-block RRDBNet (canvases dominate); real: Real-ESRGAN x4plus (slow on a CPU).")
+@click.option("--steps", type=click.IntRange(1), default=2, show_default=True, help="Adaptation steps of the adapted run.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--out-dir", type=click.Path(path_type=Path), default=RESULTS_DIR, show_default=True)
+@one_line_errors
+def memory(network: str, steps: int, threads: int, out_dir: Path) -> None:
+    """Peak memory of an adapted run against --no-adapt (3 MP photo, 4 faces); fails over the target ratio."""
+    from f2n.benchmarks.memory import markdown, measure_memory
+    from f2n.fileio import write_text_atomic
+
+    result = measure_memory(network, steps, threads)
+    text = markdown(result, machine_class())
+    path = write_text_atomic(out_dir / f"{machine_class()}-memory-{network}.md", text)
+    click.echo(text + str(path))
+    if not result.within_target:
+        _fail([f"memory: adapted run peaks at {result.ratio:.2f}x the --no-adapt run, target <= 1.2"])
+
+
 def _fail(lines: list[str]) -> None:
     for line in lines:
         click.echo(line, err=True)

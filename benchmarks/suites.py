@@ -73,9 +73,14 @@ def _default() -> tuple[Stage, ...]:
         _handover("torch", "fp32", "cpu"),
         _handover("onnx-reinit", "fp32", "cpu"),
         _handover("onnx-inputs", "fp32", "cpu"),
+        _handover("openvino-constants", "bf16", "cpu"),  # recompiles: the cost f2n's default CPU path pays per photo
+        _handover("openvino-inputs", "bf16", "cpu"),
         _sr("torch", "fp32", "cpu", PEER_SIZE),
         _sr("torch", "bf16", "cpu", PEER_SIZE),
         _sr("onnx-reinit", "fp32", "cpu", PEER_SIZE),
+        _sr("openvino-constants", "bf16", "cpu", PEER_SIZE),  # the default CPU path where the CPU has bf16
+        _sr("openvino-constants", "fp32", "cpu", PEER_SIZE),  # ... and where it has not
+        _sr("openvino-inputs", "bf16", "cpu", PEER_SIZE),
         *_peers(PEER_SIZE),
         Stage("encode", "png-1024x1024", "io", partial(stages.encode, 1024, 1024, ".png")),
         _end_to_end("torch", "fp32", "cpu", 96, steps=1, patches=4, prior_size=256),
@@ -106,6 +111,8 @@ def _full() -> tuple[Stage, ...]:
         *gpu_sr,
         _sr("torch", "fp32", "cpu", 128),
         _sr("onnx-reinit", "fp32", "cpu", 128),
+        _sr("openvino-constants", "bf16", "cpu", 128),
+        _sr("openvino-constants", "fp32", "cpu", 128),
         *_peers(128),
         Stage("encode", "png-4800x4800", "io", partial(stages.encode, 4800, 4800, ".png")),
         _end_to_end("torch", "fp16", "cuda", 512, steps=5, patches=16),

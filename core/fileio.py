@@ -5,17 +5,41 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from f2n.errors import ConfigError
+
 CHUNK = 1 << 20
+# Temp files are named ``.<destination name>.f2n-<8 random chars>.tmp`` (mkstemp's random part),
+# so that only f2n's own leftovers are ever cleaned up.
+TEMP_MARK = "f2n-"
+TEMP_NAME = re.compile(r"^\..+\.f2n-[a-z0-9_]{8}\.tmp$")
+# A temp file untouched this long before a run started is a leftover (a process killed at the
+# rename), not the write in progress of another run into the same folder.
+STALE_TEMP_SECONDS = 600
 
 
 def f2n_home() -> Path:
     """f2n's cache folder (weights, engines, the compiled extension): ``$F2N_HOME``,
     default ``~/.cache/f2n``, read from the environment at each call."""
     return Path(os.environ.get("F2N_HOME") or Path.home() / ".cache" / "f2n").expanduser()
+
+
+def writable_home() -> Path:
+    """``f2n_home()``, created if needed: a ConfigError naming it when it cannot hold files
+    (a regular file, a read-only folder), before anything is built or downloaded into it."""
+    home = f2n_home()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as error:
+        raise ConfigError(f"the f2n cache folder {home} is not usable ({error.strerror or error}); "
+                          "set F2N_HOME to a writable folder (default ~/.cache/f2n)") from None
+    return home
 
 
 def sha256_file(path: Path) -> str:
@@ -30,7 +54,8 @@ def write_atomic(destination: Path, write: Callable[[Path], None]) -> Path:
     """Let ``write`` fill a temp file beside ``destination``, then rename it into
     place: readers never see a half-written file, a failure leaves nothing behind."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp")
+    handle, temp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.{TEMP_MARK}",
+                                    suffix=".tmp")
     os.close(handle)
     try:
         write(Path(temp))
@@ -42,6 +67,20 @@ def write_atomic(destination: Path, write: Callable[[Path], None]) -> Path:
         if os.path.exists(temp):
             os.unlink(temp)
     return destination
+
+
+def remove_stale_temps(folder: Path, started: float) -> list[Path]:
+    """Delete f2n's temp files in ``folder`` last modified ``STALE_TEMP_SECONDS`` or more before
+    ``started`` (a time.time()): what a SIGKILL between write and rename leaves. Returns them."""
+    removed = []
+    for path in folder.iterdir() if folder.is_dir() else ():
+        try:
+            if TEMP_NAME.match(path.name) and path.is_file() and path.stat().st_mtime <= started - STALE_TEMP_SECONDS:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # another run removed it first
+            continue
+    return removed
 
 
 def _umask() -> int:

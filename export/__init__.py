@@ -10,11 +10,13 @@ from f2n.export.onnx_export import (
     export_onnx,
     verify_onnx,
 )
+from f2n.export.openvino_engine import OpenVinoEngine
 from f2n.export.ort_engine import OrtEngine
 
 __all__ = [
     "ENGINES",
     "AotiEngine",
+    "OpenVinoEngine",
     "OrtEngine",
     "VerificationError",
     "WeightNameMap",

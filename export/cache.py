@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
-from f2n.fileio import f2n_home, sha256_file, write_text_atomic
+from f2n.fileio import sha256_file, writable_home, write_text_atomic
 
 
 def architecture(model: nn.Module) -> list[tuple[str, list[int]]]:
@@ -27,7 +27,7 @@ def digest(fields: dict) -> str:
 
 
 def cache_dir(kind: str) -> Path:
-    return f2n_home() / "engines" / kind
+    return writable_home() / "engines" / kind
 
 
 def sidecar_path(artifact: Path) -> Path:

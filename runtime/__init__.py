@@ -35,6 +35,7 @@ from f2n.runtime.cmdsr import CmdsrAdaptation
 from f2n.runtime.face_align import face_template
 from f2n.runtime.face_detect import Detections, RetinaFaceDetector
 from f2n.runtime.face_prior import FacePrior, OraclePrior, make_prior
+from f2n.runtime.face_regions import full_canvas, mask_canvas, paste_regions
 from f2n.runtime.face_stage import Detector, FaceStageConfig, patch_weights, run_face_stage, select_faces
 from f2n.runtime.images import IMAGE_SUFFIXES, DecodedImage, image_files, read_image, upscale_alpha, write_image
 from f2n.runtime.methods import AdaptationMethod, FaceAdaptation, MethodOutcome
@@ -42,14 +43,13 @@ from f2n.runtime.pipeline import (
     AdaptAndRun,
     Enhanced,
     PipelineConfig,
-    paste_faces,
     save_adapted_weights,
 )
 from f2n.runtime.report import RunReport, write_report_json
 from f2n.runtime.support import SupportConfig, sample_support, support_boxes
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TileBox, blend_weights, tile_boxes, tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
-from f2n.runtime.types import SCALE, FaceReport, FaceStageResult, PatchBatch, SREngine
+from f2n.runtime.types import SCALE, FaceRegion, FaceReport, FaceStageResult, PatchBatch, SREngine
 
 __all__ = [
     "SCALE",
@@ -68,6 +68,7 @@ __all__ = [
     "Enhanced",
     "FaceAdaptation",
     "FacePrior",
+    "FaceRegion",
     "FaceReport",
     "FaceStageConfig",
     "FaceStageResult",
@@ -89,13 +90,15 @@ __all__ = [
     "face_template",
     "image_files",
     "iter_adaptation",
+    "full_canvas",
     "load_masknet",
     "load_supported_network",
     "make_engine",
     "make_prior",
+    "mask_canvas",
     "masked_l1",
-    "paste_faces",
     "patch_weights",
+    "paste_regions",
     "read_image",
     "resolve_settings",
     "run_face_stage",

@@ -1,6 +1,7 @@
 """Build the adapt-and-run pipeline from a checkpoint: the one place where a command's
-options meet a checkpoint's settings. f2n-adapt-and-run, its ``--demo``, f2n-eval,
-f2n-bench and the measurement scripts all assemble their pipeline here.
+options meet a checkpoint's settings. f2n-adapt-and-run, its ``--demo``, f2n-batch's workers,
+f2n-eval, f2n-bench and the measurement scripts all assemble their pipeline here, so each
+gets the same engine rule (``--engine auto``) and the same adaptation methods.
 
 Every adaptation setting is resolved the same way, field by field: the value the user
 gave, else the checkpoint's (its ``alpha``/``steps``/``optimizer`` meta), else f2n's
@@ -22,17 +23,19 @@ import torch
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.nets.masknet import MaskNet
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
+from f2n.runtime.engine_choice import resolve_engine
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.face_stage import Detector, FaceStageConfig
 from f2n.runtime.methods import AdaptationMethod, FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
+from f2n.runtime.redegnet import NaturalBank, ReDegNetAdaptation, ReDegNetConfig, load_redegnets
 from f2n.runtime.support import SupportConfig
 from f2n.runtime.types import SCALE, SREngine
 from f2n.weights import AdaptationDefaults, LoadedSR, load_sr_network
 from f2n.weights.checkpoint import PatchDefaults
 
-METHODS = ("auto", "faces", "cmdsr")
+METHODS = ("auto", "faces", "cmdsr", "redegnet")
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,6 @@ def resolve_device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve_precision(precision: str | None, device: str) -> str:
-    """The engine's precision: fp16 on CUDA, fp32 on the CPU unless given."""
-    return precision or ("fp16" if device == "cuda" else "fp32")
-
-
 def load_supported_network(source: str | Path | LoadedSR, device: str = "cpu") -> LoadedSR:
     """An SR network f2n can adapt: registry name, weight file or an already loaded one.
     A network of another scale is refused here, in one line, before any photo is read."""
@@ -119,7 +117,8 @@ def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, til
 
 
 def resolve_method(requested: str, loaded: LoadedSR) -> str:
-    """``faces`` or ``cmdsr``: the checkpoint decides under ``auto`` (a ConditionNet means CMDSR)."""
+    """``faces``, ``cmdsr`` or ``redegnet``: the checkpoint decides under ``auto`` (a ConditionNet
+    means CMDSR, else faces)."""
     if requested not in METHODS:
         raise ConfigError(f"adaptation method must be one of {', '.join(METHODS)}, got {requested!r}")
     if requested == "auto":
@@ -170,22 +169,29 @@ def build_pipeline(
     oracle_shape: tuple[int, int] | None = None,
     detector: Detector | None = None,
     support: SupportConfig = SupportConfig(),
+    natural_bank: Path | None = None,
+    natural_pairs: int = ReDegNetConfig().natural_pairs,
     warn: Callable[[str], None] = lambda _message: None,
     **pipeline_options: Any,
 ) -> AdaptAndRun:
     """The pipeline for checkpoint ``source``.
 
-    ``engine``: a name for :func:`make_engine`, or an engine already made (several pipelines
-    sharing one, as the demo's do). ``requested``: adaptation settings the user gave
+    ``engine``: a name for :func:`make_engine` or ``auto`` (the rule of
+    :mod:`f2n.runtime.engine_choice`; the pipeline's ``engine_choice`` says what it chose and why),
+    or an engine already made (several pipelines sharing one, as the demo's do). ``requested``: adaptation settings the user gave
     (``steps``, ``lr``, ``optimizer``, ``patches_per_face`` or ``patches_per_image``; None: the
     checkpoint's, else ``defaults``'). ``prior``: a spec or a prior (``prior_options``: its
     ``--prior-option`` values); a prior whose weights are missing leaves the photos unadapted (``warn``
     says so once) unless ``require_adaptation``. ``oracle_shape``: the (H, W) of the one photo
-    an ``oracle:`` ground truth must be x4 of. ``pipeline_options``: :class:`PipelineConfig` fields.
-    Checks run cheapest first: options, network, engine, then the prior (possibly a download).
+    an ``oracle:`` ground truth must be x4 of. ``natural_bank``/``natural_pairs``: ReDegNet's
+    folder of HQ natural images and synthetic pairs per photo. ``pipeline_options``:
+    :class:`PipelineConfig` fields. Checks run cheapest first: options, ReDegNet's bank and
+    networks, the SR network, engine, then the prior (possibly a download).
     """
     device = resolve_device(device)
-    precision = resolve_precision(precision, device)
+    redegnet = None
+    if method == "redegnet" and pipeline_options.get("adapt_enabled", True):
+        redegnet = (ReDegNetConfig(natural_pairs), NaturalBank(natural_bank), load_redegnets(device))
     loaded = load_supported_network(source)
     settings = resolve_settings(requested or {}, loaded, defaults)
     adapt = AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, device=device,
@@ -193,8 +199,10 @@ def build_pipeline(
     config = PipelineConfig(adapt=adapt, **pipeline_options)
     face = FaceStageConfig(patches=settings.patches)
     method_name = resolve_method(method, loaded)
-    if isinstance(engine, str):
-        engine = make_engine(engine, loaded, device=device, precision=precision, tile=config.tile,
+    choice = None
+    if isinstance(engine, str):  # the engine before the prior: one that cannot run here fails before a download
+        choice = resolve_engine(engine, device, precision)
+        engine = make_engine(choice.engine, loaded, device=device, precision=choice.precision, tile=config.tile,
                              batch_size=config.batch_size)
     adaptation: AdaptationMethod
     if method_name == "cmdsr":
@@ -206,9 +214,15 @@ def build_pipeline(
             prior, device=device, lq_shape=oracle_shape, required=config.require_adaptation, options=prior_options)
         if problem:
             warn(f"{problem}; running the base network")
-        adaptation = FaceAdaptation(detector or default_detector(), face_prior, face=face, prior_problem=problem,
-                                    masknet=load_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize))
-    return AdaptAndRun(model=loaded.model.to(device), engine=engine, method=adaptation, config=config)
+        if redegnet is not None:
+            redegnet_config, bank, nets = redegnet
+            adaptation = ReDegNetAdaptation(detector or default_detector(), face_prior, nets, bank,
+                                            config=redegnet_config, face=face, prior_problem=problem, device=device)
+        else:
+            adaptation = FaceAdaptation(detector or default_detector(), face_prior, face=face, prior_problem=problem,
+                                        masknet=load_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize))
+    return AdaptAndRun(model=loaded.model.to(device), engine=engine, method=adaptation, config=config,
+                       engine_choice=choice)
 
 
 def default_detector() -> Detector:

@@ -2,13 +2,15 @@
 its faces (MetaF2N) or from its own LR patches (CMDSR, when the checkpoint has a ConditionNet).
 
 Exit codes: 0 every photo written (or skipped because its output exists), 1 some photos
-failed, 2 every photo failed, 130 interrupted (Ctrl-C); an error before any photo is
+failed, 2 every photo failed, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an error before any photo is
 processed (options, weights, engine) exits with that error's code (ConfigError 5,
 WeightsError 3, EngineUnavailableError 4, InputImageError 2). Errors are one line on
 stderr, never a traceback.
 """
 
+import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -20,13 +22,24 @@ from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import parse_prior_options
 from f2n.runtime.images import DecodedImage, read_image
 from f2n.runtime.jobs import Job, collect_inputs, plan_jobs, prepare_folders
-from f2n.runtime.pipeline import AdaptAndRun
+from f2n.runtime.pipeline import AdaptAndRun, check_adapt_steps
+from f2n.runtime.redegnet import ReDegNetConfig
 from f2n.runtime.report import RunReport, summarise, write_report_json
 from f2n.runtime.support import SupportConfig
 from f2n.runtime.tiling import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, check_tiling
 
 EXIT_PARTIAL, EXIT_ALL_FAILED = 1, 2
 EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
+EXIT_TERMINATED = 143  # the shell's code for a process ended by SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM (a service manager, a batch scheduler) arrived: stop like Ctrl-C. A BaseException,
+    as KeyboardInterrupt is, so that no per-photo ``except Exception`` goes on past it."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 class OptionError(click.ClickException):
@@ -53,12 +66,18 @@ class Command(click.Command):
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (one input) or folder [f2n_out].")
-@click.option("--engine", type=click.Choice(["torch", "onnx", "trt", "aoti"]), default="torch", show_default=True)
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx", "trt", "aoti", "openvino"]), default="auto",
+              show_default=True, help="auto: the fastest safe engine here (OpenVINO bf16/fp32 on the CPU, TensorRT or "
+                                      "compiled torch on CUDA; docs/benchmarks.md); the report names the choice.")
 @click.option("--steps", type=int, help=f"Adaptation steps n [checkpoint's, else {DEFAULT_STEPS}].")
 @click.option("--lr", type=float, help=f"Adaptation learning rate α [checkpoint's, else {DEFAULT_LR}].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
-@click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr"]), default="auto", show_default=True,
-              help="faces: MetaF2N; cmdsr: ConditionNet on the photo's LR patches; auto: cmdsr when the checkpoint has a ConditionNet.")
+@click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr", "redegnet"]), default="auto", show_default=True,
+              help="faces: MetaF2N; cmdsr: ConditionNet on the photo's LR patches; redegnet: the faces' degradation "
+                   "rendered onto --natural-bank images (ReDegNet); auto: cmdsr when the checkpoint has a ConditionNet.")
+@click.option("--natural-bank", type=click.Path(path_type=Path), help="ReDegNet: a folder of HQ natural images.")
+@click.option("--natural-pairs", type=int, default=ReDegNetConfig().natural_pairs, show_default=True,
+              help="ReDegNet: synthetic natural pairs per photo.")
 @click.option("--patches-per-face", type=int, help=f"Face patch pairs per face [checkpoint's, else {PatchConfig().count}].")
 @click.option("--patches-per-image", type=int, help="Face patch pairs per photo, spread over its faces by area "
               "(instead of --patches-per-face) [checkpoint's].")
@@ -67,7 +86,8 @@ class Command(click.Command):
 @click.option("--tile", type=int, default=DEFAULT_TILE, show_default=True, help="Tile size, LR pixels.")
 @click.option("--tile-overlap", type=int, default=DEFAULT_OVERLAP, show_default=True, help="LR pixels.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="[cuda if available, else cpu]")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), help="Engine precision [fp16 on cuda, fp32 on cpu].")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
+              help="Engine precision [auto: the engine rule's; else fp16 on cuda, fp32 on cpu].")
 @click.option("--prior", default="gpen", show_default=True,
               help="gpen | gpen-256 | gfpgan | codeformer | restoreformer | a .pth/.safetensors/.onnx face restorer "
                    "| oracle:GT_PATH | module:callable. GPEN and CodeFormer weights: non-commercial use only.")
@@ -85,6 +105,7 @@ class Command(click.Command):
 @click.option("--progress/--no-progress", default=True, help="Progress bar over tiles.")
 def command(inputs: tuple[Path, ...], **options: object) -> None:
     """Super-resolve PHOTO_OR_DIR... x4, adapting the SR network to each photo (faces or CMDSR)."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         code = run(inputs, **options)
     except F2NError as error:  # one line and the error's exit code, never a traceback
@@ -96,6 +117,11 @@ def command(inputs: tuple[Path, ...], **options: object) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted before any photo was processed: nothing was written", err=True)
         code = EXIT_INTERRUPTED
+    except Terminated:
+        click.echo("terminated (SIGTERM): the photo in progress was not written", err=True)
+        code = EXIT_TERMINATED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     sys.exit(code)
 
 
@@ -103,17 +129,20 @@ main = command  # the console script's entry point
 
 
 def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int | None, lr: float | None,
-        optimizer: str | None, adapt_method: str, patches_per_face: int | None, patches_per_image: int | None,
-        support_patch: int, support_count: int, tile: int, tile_overlap: int, device: str | None,
-        precision: str | None, prior: str, prior_options: tuple[str, ...], checkpoint: str, paste_faces: bool,
-        save_debug: bool, save_weights: Path | None, report: Path | None, no_adapt: bool, require_adaptation: bool,
-        overwrite: bool, demo: bool, progress: bool) -> int:
+        optimizer: str | None, adapt_method: str, natural_bank: Path | None, natural_pairs: int,
+        patches_per_face: int | None, patches_per_image: int | None, support_patch: int, support_count: int,
+        tile: int, tile_overlap: int, device: str | None, precision: str | None, prior: str,
+        prior_options: tuple[str, ...], checkpoint: str,
+        paste_faces: bool, save_debug: bool, save_weights: Path | None, report: Path | None, no_adapt: bool,
+        require_adaptation: bool, overwrite: bool, demo: bool, progress: bool) -> int:
     requested = {"steps": steps, "lr": lr, "optimizer": optimizer, "patches_per_face": patches_per_face,
                  "patches_per_image": patches_per_image}
     if demo:
         from f2n.runtime.demo import run_demo
 
         return run_demo(device=resolve_device(device), checkpoint=checkpoint, requested=requested)
+    if steps is not None:
+        check_adapt_steps(steps)  # before AdaptConfig, whose own bound (>= 0) serves other callers
     if no_adapt and (require_adaptation or save_weights):
         other = "--require-adaptation" if require_adaptation else "--save-weights (there is no θ_n to save)"
         raise ConfigError(f"--no-adapt and {other} contradict each other: give at most one")
@@ -127,16 +156,18 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     if oracle and len(jobs) != 1:
         raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
     loaded = load_supported_network(checkpoint)  # a network f2n cannot run fails here, before any folder is made
-    prepare_folders(jobs, report)
+    prepare_folders(jobs, report, started=time.time())
     # The oracle checks its ground truth against the photo's size: that photo is decoded once, here.
     decoded = {jobs[0].source: read_image(jobs[0].source)} if oracle else {}
     pipeline = build_pipeline(
         loaded, engine=engine, device=device, precision=precision, requested=requested, method=adapt_method,
         prior=prior, prior_options=parsed_prior_options, support=support,
+        redegnet=ReDegNetConfig(natural_pairs), natural_bank=natural_bank,
         oracle_shape=decoded[jobs[0].source].rgb.shape[:2] if oracle else None,
         warn=lambda message: click.echo(f"warning: {message}", err=True),
         tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt, require_adaptation=require_adaptation,
         paste_faces=paste_faces, progress=progress)
+    choice = pipeline.engine_choice
     reports: list[RunReport] = []
     for job in jobs:
         written: list[Path] = []
@@ -145,10 +176,15 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         except KeyboardInterrupt:
             raise Interrupted(interrupted_at(job, written, reports, report)) from None
     if report is not None:
-        write_report_json(report, reports)
+        try:
+            write_report_json(report, reports, engine=choice.to_dict())
+        except OSError as error:  # a full disk, a folder gone read-only: the photos are written already
+            raise ConfigError(f"cannot write the report {report}: {error.strerror or error} "
+                              f"(the {summarise(reports)['ok']} photo(s) written are complete)") from None
     counts = summarise(reports)
     click.echo(f"{len(reports)} photo(s): {counts['ok']} written ({counts['adapted']} adapted), "
-               f"{counts['skipped']} skipped, {counts['failed']} failed", err=True)
+               f"{counts['skipped']} skipped, {counts['failed']} failed; engine {choice.engine} {choice.precision} "
+               f"({choice.reason})", err=True)
     if counts["failed"] == 0:
         return 0
     return EXIT_ALL_FAILED if counts["failed"] == len(reports) else EXIT_PARTIAL
@@ -182,7 +218,7 @@ def process(pipeline: AdaptAndRun, job: Job, overwrite: bool, decoded: DecodedIm
         return RunReport(str(job.source), str(job.output), "skipped", False, reason="output exists")
     try:
         report = pipeline(job.source, job.output, weights_out=job.weights_out, debug_dir=job.debug_dir,
-                          decoded=decoded, written=written)
+                          decoded=decoded, seed=job.seed, written=written)
     except F2NError as error:
         click.echo(f"failed {job.source}: {error}", err=True)
         return RunReport(str(job.source), None, "failed", False, reason=str(error))

@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 from skimage.util import montage
 
+from f2n.runtime.face_regions import full_canvas, mask_canvas
 from f2n.runtime.images import write_image
-from f2n.runtime.types import FaceStageResult
+from f2n.runtime.types import SCALE, FaceStageResult
 
 _GREEN, _RED, _YELLOW, _BLUE = (0.1, 0.9, 0.1), (0.95, 0.1, 0.1), (1.0, 0.9, 0.0), (0.2, 0.5, 1.0)
 _MIN_OVERVIEW_SIDE = 512  # small photos are enlarged (nearest) so the drawings can be seen
@@ -42,10 +43,10 @@ def save_debug(result: FaceStageResult, image: np.ndarray, out_dir: str | Path) 
             save(f"face_{index}_aligned.png", result.aligned_faces[slot])
         if result.restored_faces is not None:
             save(f"face_{index}_restored.png", result.restored_faces[slot])
-    if result.restored_canvas is not None:
-        save("restored_x4.png", result.restored_canvas)
-    if result.face_mask_canvas is not None:
-        save("paste_mask_x4.png", np.repeat(result.face_mask_canvas[..., None], 3, axis=2))
+    if result.regions:  # the whole x4 pictures are built here, only when debug images are asked for
+        save("restored_x4.png", full_canvas(image, result.regions, SCALE))
+        mask = mask_canvas(result.regions, (SCALE * image.shape[0], SCALE * image.shape[1]))
+        save("paste_mask_x4.png", np.repeat(mask[..., None], 3, axis=2))
     if result.patches is not None:
         save("patch_weights.png", _weight_grid(result.patches.weight.numpy()[:, 0]))
     save("faces_and_patches.png", draw_overview(result, image))

@@ -20,6 +20,7 @@ from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.build import AdaptationSettings, build_pipeline, load_supported_network, make_engine
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, OraclePrior
+from f2n.runtime.face_regions import mask_canvas
 from f2n.runtime.face_stage import Detector
 from f2n.weights import LoadedSR
 
@@ -69,9 +70,9 @@ def evaluate(checkpoint: str | Path | LoadedSR, detector: Detector, priors: Mapp
     runs = {name: build_pipeline(loaded, prior=prior, **common) for name, prior in priors.items()}
     adapted = {name: run.enhance(lq) for name, run in runs.items()}
     first = next(iter(adapted.values()))
-    if first.faces is None or first.faces.face_mask_canvas is None:
+    if first.faces is None or not first.faces.regions:
         raise InputImageError(f"demo: no usable face found in the astronaut crop ({first.reason})")
-    mask = first.faces.face_mask_canvas
+    mask = mask_canvas(first.faces.regions, gt.shape[:2])
     base = build_pipeline(loaded, adapt_enabled=False, **common).enhance(lq)
     height, width = lq.shape[:2]
     bicubic = np.clip(cv2.resize(lq, (width * 4, height * 4), interpolation=cv2.INTER_CUBIC), 0, 1)

@@ -88,21 +88,40 @@ def paste_mask(face_size: int, inv_affine: np.ndarray, canvas_hw: tuple[int, int
     return np.clip(mask, 0.0, 1.0)
 
 
+def warp_to_canvas(face: np.ndarray, inv_affine: np.ndarray,
+                   canvas_hw: tuple[int, int]) -> tuple[tuple[int, int, int, int], np.ndarray, np.ndarray]:
+    """An aligned face warped onto the area of a ``canvas_hw`` canvas it lands on: that area
+    (x0, y0, x1, y1, empty when the face lies off the canvas), the warped face (h, w, 3) and its
+    soft mask (h, w). The result depends on the canvas only through its size, so a caller holding
+    just a region of the canvas gets the same pixels as one holding all of it."""
+    x0, y0, x1, y1 = face_roi(face.shape[0], inv_affine, canvas_hw)
+    if x1 <= x0 or y1 <= y0:
+        return (x0, y0, x0, y0), np.zeros((0, 0, 3), face.dtype), np.zeros((0, 0), np.float32)
+    local = inv_affine - np.array([[0, 0, x0], [0, 0, y0]], np.float64)  # canvas -> ROI coordinates
+    warped = cv2.warpAffine(face, local, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return (x0, y0, x1, y1), warped, paste_mask(face.shape[0], local, (y1 - y0, x1 - x0))
+
+
+def blend_into(canvas: np.ndarray, origin: tuple[int, int], roi: tuple[int, int, int, int], warped: np.ndarray,
+               mask: np.ndarray) -> None:
+    """Blend a warped face over ``canvas`` in place; ``canvas`` starts at ``origin`` (x, y) of the
+    canvas that ``roi`` is given in."""
+    x0, y0, x1, y1 = roi
+    region = canvas[y0 - origin[1]:y1 - origin[1], x0 - origin[0]:x1 - origin[0]]
+    region[...] = (region * (1.0 - mask[..., None]) + warped * mask[..., None]).astype(canvas.dtype)
+
+
 def paste_back(canvas: np.ndarray, face: np.ndarray, inv_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Blend an aligned face back onto ``canvas`` (not modified). Returns (new canvas, soft mask).
 
     Only the area the face lands on is warped and blended: large canvases stay cheap.
     """
     height, width = canvas.shape[:2]
-    x0, y0, x1, y1 = face_roi(face.shape[0], inv_affine, (height, width))
+    roi, warped, mask = warp_to_canvas(face, inv_affine, (height, width))
     out = canvas.copy()
     full_mask = np.zeros((height, width), np.float32)
-    if x1 <= x0 or y1 <= y0:
-        return out, full_mask  # the face lies entirely off the canvas
-    local = inv_affine - np.array([[0, 0, x0], [0, 0, y0]], np.float64)  # canvas -> ROI coordinates
-    warped = cv2.warpAffine(face, local, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    mask = paste_mask(face.shape[0], local, (y1 - y0, x1 - x0))
-    region = out[y0:y1, x0:x1]
-    out[y0:y1, x0:x1] = (region * (1.0 - mask[..., None]) + warped * mask[..., None]).astype(canvas.dtype)
-    full_mask[y0:y1, x0:x1] = mask
+    x0, y0, x1, y1 = roi
+    if x1 > x0 and y1 > y0:
+        blend_into(out, (0, 0), roi, warped, mask)
+        full_mask[y0:y1, x0:x1] = mask
     return out, full_mask

@@ -60,10 +60,12 @@ class CallablePrior:
         self.provenance = {"callable": name}
 
     def restore(self, aligned_faces: np.ndarray, affines_x4: np.ndarray) -> np.ndarray:
-        restored = np.asarray(self.fn(aligned_faces), dtype=np.float32)
-        if restored.shape != aligned_faces.shape:
-            raise ConfigError(f"face prior {self.name} returned shape {restored.shape}, expected {aligned_faces.shape}")
-        return restored
+        # The face stage checks shape, finiteness and range of every prior's output.
+        return np.asarray(self.fn(aligned_faces), dtype=np.float32)
+
+
+def _first_line(error: BaseException) -> str:
+    return next(iter(str(error).strip().splitlines()), "")[:200]
 
 
 PRIOR_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".ckpt", ".onnx")
@@ -104,8 +106,8 @@ def make_prior(spec: str, *, device: str | torch.device = "cpu", lq_shape: tuple
                           ".onnx file, 'oracle:PATH' or 'module.path:callable'")
     try:
         fn = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"cannot load face prior {spec!r}: {error}") from None
+    except Exception as error:  # the module is user code: a SyntaxError or any raise at import
+        raise ConfigError(f"cannot load face prior {spec!r}: {type(error).__name__}: {_first_line(error)}") from None
     if not callable(fn):
         raise ConfigError(f"face prior {spec!r} is a {type(fn).__name__}, expected a callable")
     return CallablePrior(fn, name=spec)

@@ -6,7 +6,9 @@ Alignment choice: the prior's input is warped straight from the LQ photo with th
 affine (bicubic), as GPEN's own pipeline warps its input; the restored face is put
 back on the x4 canvas with the *x4* affine (the LQ affine scaled with the half-pixel
 offset), so LQ pixel (x, y) and x4 pixels (4x .. 4x+3, 4y .. 4y+3) stay the same spot.
-The canvas under and around the faces is the bicubic x4 of the photo.
+The canvas under and around the faces is the bicubic x4 of the photo; it is built only
+around the faces (:mod:`f2n.runtime.face_regions`), so the stage needs memory in
+proportion to the faces, not to the x4 photo.
 """
 
 from __future__ import annotations
@@ -14,25 +16,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-import cv2
 import numpy as np
 import torch
 
 from f2n.errors import ConfigError, InputImageError
 from f2n.inner_loop import masknet_lq_input
 from f2n.nets.masknet import MaskNet
-from f2n.runtime.face_align import (
-    estimate_affine,
-    face_template,
-    inverse_affine,
-    paste_back,
-    scale_affine_to_canvas,
-    warp_face,
-)
+from f2n.runtime.face_align import estimate_affine, face_template, scale_affine_to_canvas, warp_face
 from f2n.runtime.face_detect import Detections
 from f2n.runtime.face_patches import PatchConfig, sample_pairs
 from f2n.runtime.face_prior import FacePrior
+from f2n.runtime.face_regions import RegionCanvas, face_regions
 from f2n.runtime.report import timed
+from f2n.runtime.sanity import prior_output_problem
 from f2n.runtime.types import SCALE, FaceReport, FaceStageResult, PatchBatch
 
 MASK_ONES = "ones (no trained MaskNet)"
@@ -84,23 +80,20 @@ def run_face_stage(image_rgb: np.ndarray, *, detector: Detector, prior: FacePrio
     # 4. restore
     with timed(timings, "restore"):
         restored = prior.restore(aligned, affines_x4)
-        if restored.shape != aligned.shape:
-            raise ConfigError(f"face prior {prior.name} returned {restored.shape}, expected {aligned.shape}")
+        problem = prior_output_problem(restored, aligned.shape)
+        if problem:  # every prior's output checked here: a bad target must not count as adapted
+            return FaceStageResult(None, tuple(reports), timings, mask_source, prior.name,
+                                   no_faces_reason=f"face prior {prior.name} {problem}")
 
-    # 5. paste the restored faces onto the bicubic x4 canvas
+    # 5. paste the restored faces onto the bicubic x4 canvas, built only around the faces
     with timed(timings, "paste"):
-        height, width = image.shape[:2]
-        canvas = cv2.resize(image, (SCALE * width, SCALE * height), interpolation=cv2.INTER_CUBIC)
-        np.clip(canvas, 0, 1, out=canvas)
-        face_mask = np.zeros(canvas.shape[:2], np.float32)
-        for face, affine in zip(restored, affines_x4):
-            canvas, mask = paste_back(canvas, face.astype(np.float32), inverse_affine(affine))
-            face_mask = np.maximum(face_mask, mask)
+        face_boxes = [report.box for report in used]
+        regions = face_regions(image, restored, affines_x4, face_boxes, SCALE)
+        canvas = RegionCanvas(regions, (SCALE * image.shape[0], SCALE * image.shape[1]))
 
     # 6. sample pairs inside the face boxes
     with timed(timings, "patches"):
-        pairs = sample_pairs(image, canvas, [report.box for report in used], config.patches,
-                             np.random.default_rng(seed))
+        pairs = sample_pairs(image, canvas, face_boxes, config.patches, np.random.default_rng(seed))
         lq = torch.from_numpy(pairs.lq).permute(0, 3, 1, 2).contiguous()
         target = torch.from_numpy(pairs.target).permute(0, 3, 1, 2).contiguous()
         valid = torch.from_numpy(pairs.valid)[:, None]
@@ -112,7 +105,7 @@ def run_face_stage(image_rgb: np.ndarray, *, detector: Detector, prior: FacePrio
     counts = iter(np.bincount(pairs.face_index, minlength=len(used)).tolist())  # in the order of `used`
     reports = [replace(report, num_patches=next(counts)) if report.used else report for report in reports]
     return FaceStageResult(PatchBatch(lq, target, weight), tuple(reports), timings, mask_source, prior.name,
-                           restored_canvas=canvas, face_mask_canvas=face_mask, aligned_faces=aligned,
+                           regions=regions, aligned_faces=aligned,
                            restored_faces=restored, patch_boxes=pairs.boxes)
 
 

@@ -3,7 +3,9 @@
 Every photo enters as float32 RGB in [0, 1] with its alpha, bit depth, colour profile
 and EXIF kept beside it, so that the output can be written back in the same form.
 Pillow does the decoding; 16-bit colour images go through OpenCV because Pillow
-reduces them to 8 bits.
+reduces them to 8 bits. A multi-frame file (animated GIF/APNG/WebP, multipage TIFF) is
+read as its first frame, with a warning; an ICC profile whose colour space is not the
+output's (a CMYK profile of a CMYK JPEG written as RGB) is dropped, with a warning.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class DecodedImage:
     was_grayscale: bool
     icc_profile: bytes | None = field(default=None, repr=False)
     exif: bytes | None = field(default=None, repr=False)
+    warnings: tuple[str, ...] = ()  # what the output will not carry over (frames, a mismatched ICC profile)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -64,10 +67,13 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
         with Image.open(path) as image:
             _check_size(path, image.size, max_pixels)  # header only: nothing decoded yet
             is_16bit_color = _is_16bit_color(image)  # before getexif(), which may decode a PNG
+            is_16bit_gray_alpha = _is_16bit_gray_alpha(image)
+            frames = getattr(image, "n_frames", 1)
             orientation, exif = _orientation_and_upright_exif(image)
             icc_profile = image.info.get("icc_profile") or None
             if is_16bit_color:
                 pixels, alpha, was_gray = _decode_16bit_color(path)
+                was_gray = was_gray or is_16bit_gray_alpha  # OpenCV hands 16-bit gray+alpha over as BGRA
                 bit_depth = 16
             else:
                 image.load()
@@ -78,10 +84,18 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
         raise InputImageError(f"image too large: {path} ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise InputImageError(f"cannot decode {path}: {error} (truncated or corrupt file?)") from None
+    warnings = []
+    if frames > 1:
+        warnings.append(f"{path.name} has {frames} frames (animation or pages): only the first is used")
+    icc_space = _icc_colour_space(icc_profile)
+    if icc_profile is not None and icc_space != ("GRAY" if was_gray else "RGB"):
+        warnings.append(f"ICC profile dropped: it describes {icc_space or 'an unknown colour space'}, "
+                        f"the output is {'gray' if was_gray else 'RGB'}")
+        icc_profile = None
     rgb = _apply_orientation(pixels, orientation)
     alpha = None if alpha is None else _apply_orientation(alpha, orientation)
     return DecodedImage(np.ascontiguousarray(rgb), None if alpha is None else np.ascontiguousarray(alpha),
-                        bit_depth, was_gray, icc_profile, exif)
+                        bit_depth, was_gray, icc_profile, exif, tuple(warnings))
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray | None = None, bit_depth: int = 8,
@@ -149,6 +163,16 @@ def _is_16bit_color(image: Image.Image) -> bool:
     if image.mode in _GRAY_MODES:
         return False
     return any(";16" in str(tile.args) for tile in image.tile)
+
+
+def _is_16bit_gray_alpha(image: Image.Image) -> bool:
+    """Pillow opens a 16-bit gray+alpha PNG as RGBA; its tiles' raw mode (``LA;16B``) tells."""
+    return any(str(tile.args).startswith("LA;16") for tile in image.tile)
+
+
+def _icc_colour_space(profile: bytes | None) -> str:
+    """The data colour space of an ICC profile ('RGB', 'GRAY', 'CMYK', ...; header bytes 16-19)."""
+    return profile[16:20].decode("ascii", "replace").strip() if profile is not None and len(profile) >= 20 else ""
 
 
 def _decode_16bit_color(path: Path) -> tuple[np.ndarray, np.ndarray | None, bool]:
@@ -243,21 +267,32 @@ def _encode_pillow(color: np.ndarray, alpha: np.ndarray | None, fmt: str, icc_pr
 
 def _encode_png16(color: np.ndarray, alpha: np.ndarray | None, icc_profile: bytes | None, exif: bytes | None) -> bytes:
     """16-bit PNG through OpenCV, with iCCP / eXIf chunks added after IHDR (OpenCV writes neither).
-    ``color``: (H, W, 3) RGB or (H, W, 1) gray; OpenCV has no gray+alpha, so that is written as RGBA."""
+    ``color``: (H, W, 3) RGB or (H, W, 1) gray. OpenCV has no gray+alpha: that one is encoded here."""
     if color.shape[2] == 1 and alpha is not None:
-        color = np.repeat(color, 3, axis=2)
-    pixels = color[..., ::-1] if alpha is None else np.dstack([color[..., ::-1], alpha])  # RGB -> BGR(A)
-    ok, encoded = cv2.imencode(".png", _to_uint(pixels, 16))
-    if not ok:
-        raise ConfigError(f"OpenCV could not encode a 16-bit PNG of shape {tuple(pixels.shape)}")
+        data = _encode_png16_gray_alpha(color[..., 0], alpha)
+    else:
+        pixels = color[..., ::-1] if alpha is None else np.dstack([color[..., ::-1], alpha])  # RGB -> BGR(A)
+        ok, encoded = cv2.imencode(".png", _to_uint(pixels, 16))
+        if not ok:
+            raise ConfigError(f"OpenCV could not encode a 16-bit PNG of shape {tuple(pixels.shape)}")
+        data = encoded.tobytes()
     chunks = []
     if icc_profile:
         chunks.append(_png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc_profile)))
     if exif:
         chunks.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
-    data = encoded.tobytes()
     end_of_ihdr = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
     return data[:end_of_ihdr] + b"".join(chunks) + data[end_of_ihdr:]
+
+
+def _encode_png16_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
+    """A 16-bit gray+alpha PNG (colour type 4): big-endian samples, filter 0 on every row."""
+    height, width = gray.shape
+    samples = np.stack([_to_uint(gray, 16), _to_uint(alpha, 16)], axis=-1).astype(">u2").reshape(height, -1)
+    rows = np.concatenate([np.zeros((height, 1), np.uint8), samples.view(np.uint8)], axis=1)
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([16, 4, 0, 0, 0])
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+            + _png_chunk(b"IEND", b""))
 
 
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:

@@ -6,11 +6,13 @@ that cannot be written) is a ConfigError here, before any photo is processed: no
 after minutes of adaptation, and not once per photo of a folder.
 """
 
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from f2n.errors import ConfigError
+from f2n.fileio import remove_stale_temps
 from f2n.runtime.images import IMAGE_SUFFIXES, image_files
 
 OUTPUT_SUFFIX = ".png"  # lossless, and the only format that keeps 16 bits and alpha everywhere
@@ -24,6 +26,17 @@ class Job:
     output: Path
     weights_out: Path | None
     debug_dir: Path | None
+
+    @property
+    def seed(self) -> int:
+        return photo_seed(self.source.name)
+
+
+def photo_seed(name: str) -> int:
+    """A photo's seed (its patch draws) from its file name: the same photo gets the same
+    output whichever process, worker or machine runs it (f2n-adapt-and-run and f2n-batch),
+    and two photos of one folder do not share their draws."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:4], "little")
 
 
 def collect_inputs(inputs: tuple[Path, ...]) -> list[Path]:
@@ -81,8 +94,9 @@ def names_a_file(path: Path, option: str, suffixes: tuple[str, ...], count: int)
     return False
 
 
-def prepare_folders(jobs: list[Job], report: Path | None) -> None:
-    """Create the output folders and check that they take files, before any photo runs."""
+def prepare_folders(jobs: list[Job], report: Path | None, started: float) -> None:
+    """Create the output folders and check that they take files, before any photo runs; remove the
+    temp files an earlier run killed at the rename left there (older than ``started``, a time.time())."""
     if report is not None and report.is_dir():
         raise ConfigError(f"--report {report} is a folder: expected a file name such as report.json")
     files = [path for job in jobs for path in (job.output, job.weights_out) if path is not None]
@@ -91,6 +105,7 @@ def prepare_folders(jobs: list[Job], report: Path | None) -> None:
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryFile(dir=folder):
                 pass
+            remove_stale_temps(folder, started)
         except OSError as error:
             raise ConfigError(f"cannot write to output folder {folder}: {error.strerror or error}") from None
 

@@ -7,7 +7,7 @@ encodes the result.
 """
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,13 @@ from torch import nn
 from f2n.errors import ConfigError, InputImageError
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep
 from f2n.runtime.debug_images import save_debug
+from f2n.runtime.engine_choice import EngineChoice
+from f2n.runtime.face_regions import paste_regions
+from f2n.runtime.heap import release_free_memory
 from f2n.runtime.images import DecodedImage, output_bit_depth, read_image, upscale_alpha, write_image
 from f2n.runtime.methods import AdaptationMethod, MethodOutcome
 from f2n.runtime.report import RunReport, face_summary, timed
+from f2n.runtime.sanity import adaptation_problem
 from f2n.runtime.tiling import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_OVERLAP,
@@ -47,10 +51,15 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         check_tiling(self.tile, self.overlap, self.batch_size)
-        if self.adapt_enabled and self.adapt.steps < 1:
-            # 0 steps would run the face stage (minutes with GPEN) for θ_0 and call it adapted.
-            raise ConfigError(f"adaptation steps must be >= 1, got {self.adapt.steps} "
-                              "(to run the base network only, disable adaptation: --no-adapt)")
+        if self.adapt_enabled:
+            check_adapt_steps(self.adapt.steps)
+
+
+def check_adapt_steps(steps: int) -> None:
+    """0 steps would run the face stage (minutes with GPEN) for θ_0 and call it adapted."""
+    if steps < 1:
+        raise ConfigError(f"adaptation steps must be >= 1, got {steps} "
+                          "(to run the base network only, disable adaptation: --no-adapt)")
 
 
 @dataclass(frozen=True)
@@ -69,21 +78,25 @@ class Enhanced:
 
 class AdaptAndRun:
     """Components in, photos out: the SR ``model`` (θ), the ``engine`` that runs it and the
-    ``method`` that adapts θ to each photo."""
+    ``method`` that adapts θ to each photo; ``engine_choice``: how ``engine`` was chosen (the
+    factory's ``--engine`` resolution, for the log and the report), None for an engine given ready-made."""
 
     def __init__(self, *, model: nn.Module, engine: SREngine, method: AdaptationMethod,
-                 config: PipelineConfig = PipelineConfig()) -> None:
+                 config: PipelineConfig = PipelineConfig(), engine_choice: EngineChoice | None = None) -> None:
         self.model = model
         self.engine = engine
+        self.engine_choice = engine_choice
         self.method = method
         self.config = config
         self.base_weights = {name: p.detach() for name, p in model.named_parameters()}
 
     def __call__(self, source: Path, output: Path, *, weights_out: Path | None = None,
                  debug_dir: Path | None = None, decoded: DecodedImage | None = None,
-                 written: list[Path] | None = None) -> RunReport:
-        """``decoded``: ``source`` already read by the caller (it is then not read again).
-        ``written``: each file is appended once it is complete (what an interruption leaves)."""
+                 seed: int | None = None, written: list[Path] | None = None) -> RunReport:
+        """``decoded``: ``source`` already read by the caller (it is then not read again);
+        ``seed``: this photo's seed (default ``config.seed``). ``written``: each file is
+        appended once it is complete (what an interruption leaves)."""
+        seed = self.config.seed if seed is None else seed
         timings: dict[str, float] = {}
         written = [] if written is None else written
         with timed(timings, "total"):
@@ -92,7 +105,7 @@ class AdaptAndRun:
                 image = decoded if decoded is not None else read_image(source)
             bit_depth = output_bit_depth(output, image.bit_depth, image.alpha is not None)  # fail before the work
             # 2.-6. faces, adaptation, engine weights, tiles, optional face paste
-            result = self.enhance(image.rgb, image.alpha)
+            result = self.enhance(image.rgb, image.alpha, seed=seed, keep_face_pictures=debug_dir is not None)
             timings.update(result.timings)
             # 7. θ′ before the image: an image on disk makes the next run skip the photo, so it
             # must not exist unless the weights asked for do (each write is atomic)
@@ -108,32 +121,44 @@ class AdaptAndRun:
                 with timed(timings, "save_debug"):
                     save_debug(result.faces, image.rgb, debug_dir)
                 written.append(debug_dir)
-        return self._report(source, output, result, timings)
+        return self._report(source, output, result, timings, seed, image.warnings)
 
-    def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None, *,
-                on_step: Callable[[AdaptStep], None] | None = None) -> Enhanced:
-        """Steps 2-6 on a decoded photo ((H, W, 3) float32 RGB in [0, 1]). ``on_step`` sees
-        every inner-loop step (its weights are live: use them before returning)."""
+    def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None, *, seed: int | None = None,
+                keep_face_pictures: bool = True, on_step: Callable[[AdaptStep], None] | None = None) -> Enhanced:
+        """Steps 2-6 on a decoded photo ((H, W, 3) float32 RGB in [0, 1]); ``seed`` draws
+        its patches (default ``config.seed``). ``keep_face_pictures`` False drops the face
+        stage's pictures (faces, regions) before the tiles unless the paste needs them: a
+        photo run keeps them only for --save-debug. ``on_step`` sees every inner-loop step
+        (its weights are live: use them before returning)."""
         timings: dict[str, float] = {}
         # 2.-3. adapt: the method's own steps (faces: detect, align, restore, mask, inner loop)
         if self.config.adapt_enabled:
-            outcome = self.method(self.model, rgb, adapt=self.config.adapt, seed=self.config.seed, on_step=on_step)
+            seed = self.config.seed if seed is None else seed
+            outcome = self.method(self.model, rgb, adapt=self.config.adapt, seed=seed, on_step=on_step)
         else:
             outcome = MethodOutcome(None, "adaptation disabled (--no-adapt)", {})
         timings.update(outcome.timings)
-        adaptation, faces = outcome.adaptation, outcome.faces
+        adaptation, faces, reason, provenance = outcome.adaptation, outcome.faces, outcome.reason, outcome.provenance
+        del outcome  # it holds the face pictures, which may be dropped below
+        problem = adaptation_problem(adaptation) if adaptation is not None else ""
+        if problem:  # a diverged θ′ falls back to the base weights, with the reason
+            adaptation, reason = None, problem
         if adaptation is None and self.config.require_adaptation:
-            raise InputImageError(f"cannot adapt: {outcome.reason} (--require-adaptation is set)")
+            raise InputImageError(f"cannot adapt: {reason} (--require-adaptation is set)")
+        if faces is not None and not keep_face_pictures:
+            faces = replace(faces, regions=faces.regions if self.config.paste_faces else (),
+                            aligned_faces=None, restored_faces=None)
+        release_free_memory()  # the face stage's and inner loop's freed memory, before the output canvas
         # 4.-5. hand the weights to the engine (base weights too: the last photo's may be loaded), tile
         sr_rgb = self.upscale(rgb, adaptation.weights if adaptation is not None else self.base_weights, timings)
         sr_alpha = upscale_alpha(alpha) if alpha is not None else None
         # 6. paste the restored faces (optional)
-        if self.config.paste_faces and faces is not None and faces.restored_canvas is not None:
+        if self.config.paste_faces and faces is not None and faces.regions:
             with timed(timings, "paste"):
-                sr_rgb = paste_faces(sr_rgb, faces.restored_canvas, faces.face_mask_canvas)
+                sr_rgb = paste_regions(np.ascontiguousarray(sr_rgb), faces.regions)
         method = self.method.name if adaptation is not None else ""
-        return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, outcome.reason, timings, method,
-                        outcome.provenance)
+        return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, reason, timings, method,
+                        provenance if adaptation is not None else {})
 
     def enhance_snapshots(self, rgb: np.ndarray, steps: Collection[int]) -> tuple[dict[int, np.ndarray], Enhanced]:
         """The x4 output after each of ``steps`` inner-loop steps, from one inner loop of
@@ -163,13 +188,14 @@ class AdaptAndRun:
             return tiled_upscale(self.engine, rgb, tile=self.config.tile, overlap=self.config.overlap,
                                  batch_size=self.config.batch_size, progress=self.config.progress)
 
-    def _report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float]) -> RunReport:
+    def _report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float],
+                seed: int, warnings: tuple[str, ...] = ()) -> RunReport:
         faces = result.faces.faces if result.faces is not None else ()
         settings = {
             **self.method.settings(), "adapt": asdict(self.config.adapt),
             "tile": self.config.tile, "overlap": self.config.overlap, "batch_size": self.config.batch_size,
             "paste_faces": self.config.paste_faces, "engine": self.engine.name,
-            "mask": result.faces.mask_source if result.faces is not None else None, "seed": self.config.seed,
+            "mask": result.faces.mask_source if result.faces is not None else None, "seed": seed,
         }
         return RunReport(
             input=str(source), output=str(output), status="ok", adapted=result.adaptation is not None,
@@ -177,15 +203,8 @@ class AdaptAndRun:
             faces=tuple(face_summary(face) for face in faces),
             losses=result.adaptation.losses if result.adaptation is not None else (),
             timings={stage: round(seconds, 4) for stage, seconds in timings.items()}, settings=settings,
+            warnings=warnings,
         )
-
-
-def paste_faces(sr: np.ndarray, restored_canvas: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """Blend the restored faces over the SR result with the face stage's soft mask."""
-    if mask is None:
-        return sr
-    weight = np.clip(mask, 0.0, 1.0)[:, :, None]
-    return sr * (1.0 - weight) + restored_canvas * weight
 
 
 def save_adapted_weights(path: Path, adaptation: AdaptResult, source: Path, provenance: Mapping[str, str]) -> Path:

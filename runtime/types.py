@@ -44,6 +44,17 @@ class FaceReport:
 
 
 @dataclass(frozen=True)
+class FaceRegion:
+    """One rectangle of the x4 canvas (``box``: x0, y0, x1, y1 canvas pixels) with restored faces in
+    it: ``restored`` (h, w, 3) float32, the bicubic x4 with those faces blended in, and ``mask``
+    (h, w) float32 in [0, 1], their soft paste mask."""
+
+    box: tuple[int, int, int, int]
+    restored: np.ndarray = field(repr=False)
+    mask: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
 class FaceStageResult:
     """Output of the face stage for one photo. ``patches`` is None when no usable face
     was found; ``no_faces_reason`` then says why."""
@@ -54,8 +65,9 @@ class FaceStageResult:
     mask_source: str  # "masknet" or "ones (no trained MaskNet)"
     prior_name: str
     no_faces_reason: str = ""
-    restored_canvas: np.ndarray | None = field(default=None, repr=False)  # x4 RGB float32, faces warped back
-    face_mask_canvas: np.ndarray | None = field(default=None, repr=False)  # x4 soft paste mask in [0, 1]
+    # the x4 canvas (bicubic, faces warped back) and its paste mask, only around the faces; the whole
+    # pictures, where wanted: f2n.runtime.face_regions.full_canvas / mask_canvas
+    regions: tuple["FaceRegion", ...] = field(default=(), repr=False)
     aligned_faces: np.ndarray | None = field(default=None, repr=False)  # (F, S, S, 3) aligned LQ faces, used faces only
     restored_faces: np.ndarray | None = field(default=None, repr=False)  # (F, S, S, 3) the prior's output
     patch_boxes: np.ndarray | None = field(default=None, repr=False)  # (N, 4) LQ x0, y0, x1, y1 of each pair

@@ -35,6 +35,7 @@ from f2n.runtime import (
     build_pipeline,
     load_supported_network,
     make_engine,
+    mask_canvas,
     masked_l1,
     read_image,
 )
@@ -77,7 +78,8 @@ def measure_case(loaded: LoadedSR, gt: np.ndarray, lq: np.ndarray, *, patches_pe
         if result.adaptation is None or result.faces is None:
             yield {"error": result.reason}
             return
-        mask, faces = result.faces.face_mask_canvas, result.faces
+        faces = result.faces
+        mask = mask_canvas(faces.regions, gt.shape[:2])
         common = {"faces": sum(f.used for f in faces.faces), "patches": len(faces.patches), "lq_hw": list(lq.shape[:2])}
         if base is None:
             base = region_psnrs(pipeline.upscale(lq, pipeline.base_weights), gt, mask)

@@ -99,3 +99,19 @@ def test_face_prior_stages_build_networks_that_load_as_the_released_files(archit
     if kind == "gpen":  # the official run.sh flags: GPEN-BFR-256 is multiplier 1, narrow 0.5
         size = int(architecture.split("-")[1])
         assert gpen_hyperparameters(state, Path(architecture)) == {**GPEN_BFR[size], "style_dim": 512, "n_mlp": 8}
+
+
+@pytest.mark.slow
+def test_openvino_stages_of_the_default_suite_run_on_the_real_network(no_reference: None) -> None:
+    """The OpenVINO hand-over and tiled-SR stages set up and run (real Real-ESRGAN x4plus);
+    a bf16 stage may only be unavailable for the CPU's lack of bf16."""
+    openvino = pytest.importorskip("openvino")
+    cpu_bf16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    stages = [stage for stage in suite_stages("default") if "openvino" in stage.name]
+    assert {stage.group for stage in stages} == {"handover", "sr"}
+    for stage in stages:
+        result = measure_stage(stage, rounds=1, warmup=0)
+        if "bf16" in stage.name and not cpu_bf16:
+            assert "AVX512-BF16 or AMX" in result.unavailable
+        else:
+            assert result.seconds is not None, f"{stage.key}: {result.error or result.unavailable}"

@@ -100,7 +100,7 @@ def test_single_file_out_and_saved_weights(photos: Path, tmp_path: Path, tiny_we
     "args,code,message",
     [
         (["--tile", "8"], 5, "tile must be at least"),
-        (["--steps", "-1"], 5, "steps must be >= 0"),
+        (["--steps", "-3"], 5, "steps must be >= 1"),  # was: ">= 0", though 0 is refused too
         (["--steps", "0"], 5, "steps must be >= 1"),  # was: the face stage ran, θ_0 reported as adapted
         (["--patches-per-face", "0"], 5, "patches per face must be >= 1"),
         (["--tile", "20", "--tile-overlap", "32"], 5, "tile overlap must be in [0, tile/2 = 10]"),

@@ -115,7 +115,7 @@ def test_unknown_and_corrupt_prior_files_are_one_line_weights_errors(tmp_path: P
     (tmp_path / "corrupt.pth").write_bytes(b"\x80\x02not a pickle at all")
     (tmp_path / "corrupt.onnx").write_bytes(b"not a protobuf")
     for name, message in [("unknown.safetensors", "holds no known network"),
-                          ("sr.safetensors", "holds a rrdbnet network, expected gpen or gfpgan"),
+                          ("sr.safetensors", "holds a rrdbnet network, expected mmrb or gpen or gfpgan"),
                           ("corrupt.pth", "corrupt"), ("corrupt.onnx", "cannot load .* as an ONNX face restorer"),
                           ("missing.pth", "does not exist")]:
         with pytest.raises(WeightsError, match=message) as error:

@@ -13,6 +13,7 @@ from f2n.runtime.demo import psnr
 from f2n.runtime.face_detect import RetinaFaceDetector
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import CallablePrior, OraclePrior
+from f2n.runtime.face_regions import full_canvas
 from f2n.runtime.face_stage import MASK_ONES, FaceStageConfig, run_face_stage
 from f2n.runtime.images import read_image
 
@@ -48,7 +49,7 @@ def test_oracle_pairs_are_the_same_spot_at_both_scales(detector, synthetic_pair)
     assert psnr(_bicubic_down(targets), lq_patches) > 40  # measured 55 dB
     # Negative control: the x4 patch one LQ pixel to the right no longer matches.
     x0, y0, x1, y1 = result.patch_boxes[0]
-    shifted = result.restored_canvas[4 * y0:4 * y1, 4 * x0 + 4:4 * x1 + 4]
+    shifted = full_canvas(lq, result.regions, 4)[4 * y0:4 * y1, 4 * x0 + 4:4 * x1 + 4]
     assert psnr(_bicubic_down(shifted[None]), lq_patches[:1]) < 38  # measured 33 dB
     # Patches lie inside the used face's box.
     (face,) = [f for f in result.faces if f.used]
@@ -70,7 +71,7 @@ def test_photo_without_faces_gives_an_explicit_result(detector, shared_data: Pat
     image = read_image(shared_data / "real_lq" / "frog.png").rgb
     result = run_face_stage(image, detector=detector, prior=CallablePrior(lambda faces: faces, "identity"))
     assert result.patches is None and result.no_faces_reason == "no face detected"
-    assert result.faces == () and result.restored_canvas is None
+    assert result.faces == () and result.regions == ()
 
 
 def test_rejected_faces_say_why(detector, shared_data: Path) -> None:

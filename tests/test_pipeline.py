@@ -17,6 +17,7 @@ from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.demo import demo_pair, psnr
 from f2n.runtime.face_detect import RetinaFaceDetector
 from f2n.runtime.face_prior import OraclePrior
+from f2n.runtime.face_regions import mask_canvas
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.methods import FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
@@ -105,7 +106,7 @@ def test_paste_faces_puts_the_restored_face_in(tiny_rrdbnet: TinyRRDBNet, pair, 
     gt, lq = pair
     plain = make_pipeline(tiny_rrdbnet(), gt, detector).enhance(lq)
     pasted = make_pipeline(tiny_rrdbnet(), gt, detector, paste_faces=True).enhance(lq)
-    mask = pasted.faces.face_mask_canvas
+    mask = mask_canvas(pasted.faces.regions, gt.shape[:2])
     inside, outside = mask > 0.99, mask == 0
     # The oracle's restored face is the ground truth: pasting it makes the face exact.
     assert psnr(pasted.rgb, gt, inside) > 40 > psnr(plain.rgb, gt, inside)
@@ -153,3 +154,13 @@ def test_output_format_decides_the_bit_depth_and_alpha_fails_before_the_work(tin
                          config=PipelineConfig(adapt_enabled=False, tile=48, overlap=16))
     with pytest.raises(ConfigError, match="alpha"):
         doomed(source, tmp_path / "alpha.jpg")
+
+
+def test_a_photo_run_drops_the_face_pictures_it_does_not_need(pair, detector) -> None:
+    """The x4 face regions stay alive through the tiles only for --paste-faces (and --save-debug)."""
+    gt, lq = pair
+    plain = make_pipeline(gt, detector).enhance(lq, keep_face_pictures=False)
+    assert plain.adaptation is not None and plain.faces.patches is not None
+    assert plain.faces.regions == () and plain.faces.aligned_faces is None and plain.faces.restored_faces is None
+    pasted = make_pipeline(gt, detector, paste_faces=True).enhance(lq, keep_face_pictures=False)
+    assert len(pasted.faces.regions) == 1 and pasted.faces.aligned_faces is None

@@ -21,6 +21,7 @@ from f2n.training.config import (
     TrainConfig,
 )
 from f2n.training.mmrb import MmrbConfig, MmrbLosses, train_mmrb
+from f2n.training.redegnet import ReDegLosses, ReDegTrainConfig, train_redegnet
 from f2n.training.trainer import train
 
 _DEFAULT_LOSS, _DEFAULT_OPTIM, _DEFAULT_DATA, _DEFAULT_RUN = LossConfig(), OptimConfig(), DataConfig(), RunConfig()
@@ -30,9 +31,16 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
-@click.option("--method", type=click.Choice(["metaf2n", "cmdsr", "mmrb"]), default=_DEFAULT_RUN.method,
+@click.option("--method", type=click.Choice(["metaf2n", "cmdsr", "mmrb", "redegnet"]), default=_DEFAULT_RUN.method,
               help="metaf2n: θ, MaskNet, D from faces; cmdsr: a ConditionNet from natural images only; "
-                   "mmrb: the MMRB face restorer from aligned HQ faces.")
+                   "mmrb: the MMRB face restorer from aligned HQ faces; redegnet: DegNet and SynNet from real "
+                   "face pairs and natural images.")
+@click.option("--face-pairs", "face_pairs_dir", type=_DIR, default=None,
+              help="redegnet: folder with lq/ and pseudo_hq/ aligned faces of the same names.")
+@click.option("--redegnet-size", type=int, default=256, help="redegnet: crop size of random networks.")
+@click.option("--redegnet-narrow", type=float, default=1.0, help="redegnet: width of random networks (x the released).")
+@click.option("--redegnet-init", is_flag=True, help="redegnet: start from the released files in the weight cache.")
+@click.option("--no-perceptual", is_flag=True, help="redegnet: train without the VGG perceptual and style terms.")
 @click.option("--faces", "faces_dir", type=_DIR, default=None, help="Folder of HQ aligned face images (metaf2n, mmrb).")
 @click.option("--natural", "natural_dir", type=_DIR, default=None, help="Folder of HQ natural images (metaf2n, cmdsr).")
 @click.option("--out", "out_dir", type=_DIR, default=_DEFAULT_RUN.out_dir, help="Run folder: checkpoints/, log.jsonl.")
@@ -49,7 +57,8 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--disc-weights", type=_FILE, default=None,
               help="Start D from these weights: RealESRGAN_x4plus_netD.pth (metaf2n), GPEN-BFR-512-D.pth (mmrb).")
 @click.option("--gpen-weights", type=_FILE, default=None, help="mmrb: initialise the restorer from GPEN-BFR-512.pth.")
-@click.option("--vgg-weights", type=_FILE, default=None, help="mmrb: VGG-19 for feature matching [registry vgg19].")
+@click.option("--vgg-weights", type=_FILE, default=None,
+              help="mmrb, redegnet: VGG-19 for feature matching / perceptual loss [registry vgg19].")
 @click.option("--arcface-weights", type=_FILE, default=None,
               help="mmrb: ArcFace IR-SE50 for the identity loss [registry arcface-ir-se50].")
 @click.option("--no-feature-matching", is_flag=True, help="mmrb: train without the VGG feature-matching loss.")
@@ -103,6 +112,8 @@ def main(**options: object) -> None:
         torch.set_num_threads(int(options["threads"]))
     if options["method"] == "mmrb":
         config, run = _mmrb_config(options), train_mmrb
+    elif options["method"] == "redegnet":
+        config, run = _redegnet_config(options), train_redegnet
     else:
         if options["natural_dir"] is None:
             raise ConfigError(f"--method {options['method']} needs --natural, a folder of HQ natural images")
@@ -145,6 +156,18 @@ def _mmrb_config(o: dict) -> MmrbConfig:
         log_every=o["log_every"], resume=o["resume"],
         losses=MmrbLosses(feature_matching=0.0 if o["no_feature_matching"] else MmrbLosses.feature_matching,
                           identity=0.0 if o["no_identity"] else MmrbLosses.identity),
+    )
+
+
+def _redegnet_config(o: dict) -> ReDegTrainConfig:
+    if o["face_pairs_dir"] is None or o["natural_dir"] is None:
+        raise ConfigError("--method redegnet needs --face-pairs (lq/ and pseudo_hq/) and --natural, folders of images")
+    return ReDegTrainConfig(
+        face_pairs_dir=o["face_pairs_dir"], natural_dir=o["natural_dir"], out_dir=o["out_dir"], steps=o["steps"],
+        batch_size=o["batch_size"], size=o["redegnet_size"], narrow=o["redegnet_narrow"],
+        init_released=o["redegnet_init"], vgg_weights=o["vgg_weights"], seed=o["seed"],
+        checkpoint_every=o["checkpoint_every"], log_every=o["log_every"], resume=o["resume"],
+        losses=ReDegLosses(perceptual=0.0) if o["no_perceptual"] else ReDegLosses(),
     )
 
 

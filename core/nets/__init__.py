@@ -3,7 +3,11 @@ remapping live in :mod:`f2n.weights`."""
 
 from f2n.nets.condition_net import ConditionNet, ConditionNetConfig, modulated_convs, modulated_weights
 from f2n.nets.masknet import MaskNet
+from f2n.nets.redegnet_degnet import DegNet
+from f2n.nets.redegnet_discriminator import ReDegDiscriminator
+from f2n.nets.redegnet_syn_encoder import SynNetEncoder
+from f2n.nets.redegnet_syn_generator import SynNetGenerator
 from f2n.nets.rrdbnet import RRDB, ResidualDenseBlock, RRDBNet
 
-__all__ = ["RRDB", "ConditionNet", "ConditionNetConfig", "MaskNet", "RRDBNet", "ResidualDenseBlock", "modulated_convs",
-           "modulated_weights"]
+__all__ = ["RRDB", "ConditionNet", "ConditionNetConfig", "DegNet", "MaskNet", "RRDBNet", "ReDegDiscriminator",
+           "ResidualDenseBlock", "SynNetEncoder", "SynNetGenerator", "modulated_convs", "modulated_weights"]

@@ -98,17 +98,19 @@ class WeightFile:
 
 
 def read_weight_file(path: str | Path) -> WeightFile:
-    """Read tensors and metadata; unwrap and strip ``module.`` (see module docstring)."""
+    """Read tensors and metadata; unwrap and strip ``module.`` (see module docstring). A NaN/Inf
+    value in any floating-point tensor is a WeightsError naming that tensor."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weight file {path} does not exist")
     if path.suffix.lower() in ENGINE_SUFFIXES:  # torch.load would call it corrupt
         raise WeightsError(f"{path} is an exported {ENGINE_SUFFIXES[path.suffix.lower()]}, not a weight file; "
                            "give the .pth/.safetensors it was exported from")
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         tensors, metadata = _read_safetensors(path)
     else:
         tensors, metadata = _unwrap(_torch_load(path), path), {}
+    _check_finite(tensors, path)
     return WeightFile({_strip_module(key): value for key, value in tensors.items()}, metadata)
 
 
@@ -129,21 +131,41 @@ def _torch_load(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = _unpickler_reason(error)
-        if "Unsupported global" in reason or "Unsupported class" in reason:
+        needed = _CODE_NEEDED.search(str(error))
+        if needed:
             raise WeightsError(
-                f"refused to load {path}: its pickle would run code beyond rebuilding tensors ({reason}); "
-                "convert it to .safetensors from a trusted source"
+                f"refused to load {path}: its pickle needs code execution to load (it calls {needed[1]}), "
+                "and f2n never runs code from a weight file; get the weights as .safetensors, or convert the "
+                "file on a machine where its source is trusted"
             ) from None
-        raise WeightsError(f"cannot read {path} as a PyTorch weight file ({reason}); the file is corrupt or truncated") from None
+        raise WeightsError(f"cannot read {path} as a PyTorch weight file ({_torch_reason(error)}); "
+                           "the file is corrupt or truncated") from None
     except Exception as error:
-        raise WeightsError(f"cannot read {path} as a PyTorch weight file ({_first_line(error)}); the file is corrupt or truncated") from None
+        raise WeightsError(f"cannot read {path} as a PyTorch weight file ({_torch_reason(error)}); "
+                           "the file is corrupt or truncated") from None
 
 
-def _unpickler_reason(error: pickle.UnpicklingError) -> str:
-    """The one useful line of torch's weights-only error (its text spans a page)."""
-    found = re.search(r"WeightsUnpickler error:\s*([^\n]+?)(?:\. |\n|$)", str(error))
-    return found[1] if found else _first_line(error)
+# torch's weights-only unpickler names the global it refused: "Unsupported global: GLOBAL x.y" (torch
+# 2.4-2.6), "unsupported GLOBAL x.y whose module x is blocked" (2.7+), "Unsupported class x.y".
+_CODE_NEEDED = re.compile(r"unsupported (?:global|class)[:\s]*(?:GLOBAL\s+)?([\w.]+)", re.IGNORECASE)
+
+
+def _torch_reason(error: BaseException) -> str:
+    """The first line of torch's text that is about the file: never its advice to load with
+    ``weights_only=False``, the one fix that would run a hostile file's code."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    useful = [line for line in lines if line and "weights_only" not in line and "weights only" not in line.lower()]
+    return useful[0][:200] if useful else type(error).__name__
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse NaN/Inf weights at load, naming the tensor: later they would only show as every
+    photo's output being NaN."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise WeightsError(f"{path}: tensor {key} holds {bad} NaN/Inf value(s) of {value.numel()}: "
+                               "the file is damaged or was saved from a diverged training run")
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:

@@ -23,6 +23,16 @@ from f2n.weights.loss_networks import is_arcface_ir_se50, is_vgg19, load_arcface
 from f2n.weights.masknet import is_masknet, load_masknet
 from f2n.weights.mmrb import is_mmrb_restorer, load_mmrb_restorer
 from f2n.weights.metaf2n_import import is_imported_metaf2n, load_imported_metaf2n
+from f2n.weights.redegnet import (
+    is_degnet,
+    is_redegnet_discriminator,
+    is_syn_encoder,
+    is_syn_generator,
+    load_degnet,
+    load_redegnet_discriminator,
+    load_syn_encoder,
+    load_syn_generator,
+)
 from f2n.weights.sr import is_rrdbnet, load_rrdbnet
 
 StateDict = dict[str, torch.Tensor]
@@ -49,6 +59,10 @@ NETWORKS: tuple[Network, ...] = (
     Network("vgg19", is_vgg19, load_vgg19),
     Network("arcface-ir-se50", is_arcface_ir_se50, load_arcface_ir_se50),
     Network("metaf2n", is_imported_metaf2n, load_imported_metaf2n),  # f2n-models import metaf2n's output
+    Network("redegnet-degnet", is_degnet, load_degnet),
+    Network("redegnet-syn-encoder", is_syn_encoder, load_syn_encoder),
+    Network("redegnet-syn-generator", is_syn_generator, load_syn_generator),
+    Network("redegnet-discriminator", is_redegnet_discriminator, load_redegnet_discriminator),
 )
 
 

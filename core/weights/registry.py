@@ -211,6 +211,36 @@ KNOWN_WEIGHTS: tuple[WeightSpec, ...] = (
         description="MetaF2N's meta-trained RRDBNet + MaskNet, from 'f2n-models import metaf2n CHECKPOINT --out FILE'",
         network="metaf2n",
     ),
+    # ReDegNet (csxmli2016/ReDegNet README): the released files are in a Google Drive folder and a
+    # BaiduNetDisk share, no stable per-file URL and no published checksum: added with
+    # ``f2n-models add NAME FILE``, checked by loading strictly as the named network.
+    WeightSpec(
+        name="redegnet-degnet",
+        filename="net_deg_init.pth",
+        url=None,
+        sha256=None,
+        license="ReDegNet repository terms (research use)",
+        description="ReDegNet DegNet: a face pair's degradation representation (--adapt-method redegnet)",
+        network="redegnet-degnet",
+    ),
+    WeightSpec(
+        name="redegnet-syn-encoder",
+        filename="net_synE_init.pth",
+        url=None,
+        sha256=None,
+        license="ReDegNet repository terms (research use)",
+        description="ReDegNet SynNet encoder: a clean image's content features (--adapt-method redegnet)",
+        network="redegnet-syn-encoder",
+    ),
+    WeightSpec(
+        name="redegnet-syn-generator",
+        filename="net_synG_init.pth",
+        url=None,
+        sha256=None,
+        license="ReDegNet repository terms (research use)",
+        description="ReDegNet SynNet generator: renders content through a degradation (--adapt-method redegnet)",
+        network="redegnet-syn-generator",
+    ),
 )
 
 

@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from f2n.errors import WeightsError
-from f2n.fileio import CHUNK, f2n_home, sha256_file, write_atomic
+from f2n.fileio import CHUNK, f2n_home, sha256_file, writable_home, write_atomic
 from f2n.weights.checkpoint import load_state_dict_file, save_safetensors_atomic
 from f2n.weights.ncnn_convert import convert_ncnn_rrdbnet
 from f2n.weights.registry import (
@@ -118,7 +118,7 @@ def add_weight(name: str | WeightSpec, path: str | Path, *, check: StateCheck | 
         if check is not None:
             check(state)
         target = spec.filename
-    destination = f2n_home() / target
+    destination = writable_home() / target
     write_atomic(destination, lambda temp: shutil.copyfile(source_path, temp))
     return destination
 
@@ -169,6 +169,7 @@ def _from_package(spec: WeightSpec, source: NcnnSource | BytesSource) -> Path | 
         destination.unlink()  # a derived file: rebuild it rather than fail
     if importlib.util.find_spec(_module_of(source)) is None:
         return None
+    writable_home()  # before the conversion: a home that cannot take the result fails first
     if isinstance(source, NcnnSource):
         param, bin_ = packaged_file(source.param, source.pip_name), packaged_file(source.bin, source.pip_name)
         state, _ = convert_ncnn_rrdbnet(param, bin_)
@@ -208,6 +209,7 @@ def _download(spec: WeightSpec, destination: Path) -> Path:
     """Download ``spec.url`` into ``destination.part`` (resuming what is there),
     check it, then rename it into place. A checksum failure deletes the partial file;
     a network failure keeps it for the next attempt."""
+    writable_home()
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
     offset = part.stat().st_size if part.is_file() else 0
