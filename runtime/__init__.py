@@ -4,7 +4,8 @@ Public API (everything else in the sub-modules is private):
 
 * ``build_pipeline(checkpoint, engine=, prior=, requested=...)`` assembles the pipeline
   that every command runs: the checkpoint's adaptation settings (``resolve_settings``),
-  its MaskNet, the engine (``make_engine``) and the prior.
+  its MaskNet, the engine (``make_engine``; ``auto`` chooses it, ``pipeline.engine_choice``
+  says how), the adaptation method (faces, CMDSR, ReDegNet) and the prior.
 * ``AdaptAndRun(model=, engine=, method=, config=PipelineConfig(...))(source, output)``
   runs the whole pipeline on one photo and returns a ``RunReport``; ``.enhance(rgb)`` does
   the same on an array. ``method`` is ``FaceAdaptation(detector, prior)`` (MetaF2N) or

@@ -162,7 +162,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     pipeline = build_pipeline(
         loaded, engine=engine, device=device, precision=precision, requested=requested, method=adapt_method,
         prior=prior, prior_options=parsed_prior_options, support=support,
-        redegnet=ReDegNetConfig(natural_pairs), natural_bank=natural_bank,
+        natural_bank=natural_bank, natural_pairs=natural_pairs,
         oracle_shape=decoded[jobs[0].source].rgb.shape[:2] if oracle else None,
         warn=lambda message: click.echo(f"warning: {message}", err=True),
         tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt, require_adaptation=require_adaptation,

@@ -19,14 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
-from safetensors.torch import save_file
 
 pytest.importorskip("ray.data", reason="f2n-batch needs Ray Data: pip install 'f2n[ray]'")
 import ray
 
-from f2n.nets import RRDBNet
 from f2n.runtime import cli as single
 from f2n.runtime.batch import cli as batch
 from f2n.runtime.images import image_files, read_image, write_image
@@ -43,12 +40,8 @@ def ray_cluster() -> str:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict().items()},
-              str(path))
-    return path
+def checkpoint(tiny_weights: Path) -> Path:
+    return tiny_weights
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
-from safetensors.torch import save_file
 
 from f2n.errors import ConfigError, EngineUnavailableError
-from f2n.nets import RRDBNet
 from f2n.runtime import cli
 from f2n.runtime.engine_choice import Platform, choose_engine, probe_platform, resolve_engine
 from f2n.runtime.images import write_image
@@ -60,13 +57,10 @@ def test_probe_reads_the_cpus_bf16_from_openvino() -> None:
 
 
 @pytest.fixture()
-def tiny_run(tmp_path: Path) -> list[str]:
-    torch.manual_seed(0)
-    state = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "tiny.safetensors"))
+def tiny_run(tiny_weights: Path, tmp_path: Path) -> list[str]:
     write_image(tmp_path / "flat.png", np.full((24, 20, 3), 0.4, np.float32))
     return [str(tmp_path / "flat.png"), "--out", str(tmp_path / "sr.png"), "--checkpoint",
-            str(tmp_path / "tiny.safetensors"), "--no-adapt", "--no-progress", "--device", "cpu"]
+            str(tiny_weights), "--no-adapt", "--no-progress", "--device", "cpu"]
 
 
 def test_the_report_names_the_engine_auto_chose_and_why(tiny_run: list[str], tmp_path: Path) -> None:

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TinyRRDBNet
 from PIL import Image, ImageCms
 from safetensors.torch import save_file
 
 from f2n.errors import ConfigError, WeightsError
 from f2n.fileio import STALE_TEMP_SECONDS
-from f2n.nets import RRDBNet
 from f2n.runtime import cli
 from f2n.runtime.demo import demo_pair
 from f2n.runtime.face_prior import make_prior
@@ -66,12 +66,8 @@ def prior_modules(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
-    state = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict()
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    return path
+def tiny_checkpoint(tiny_weights: Path) -> Path:
+    return tiny_weights
 
 
 @pytest.fixture()
@@ -179,8 +175,9 @@ def test_report_json_is_strict_even_with_nan(tmp_path: Path) -> None:
 
 # 5. NaN weights at load; a divergent adaptation
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
-def test_nan_in_a_weight_file_is_refused_at_load_naming_the_tensor(tmp_path: Path, suffix: str) -> None:
-    state = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict()
+def test_nan_in_a_weight_file_is_refused_at_load_naming_the_tensor(tiny_rrdbnet: TinyRRDBNet, tmp_path: Path,
+                                                                   suffix: str) -> None:
+    state = tiny_rrdbnet().state_dict()
     state["body.0.rdb2.conv3.weight"][0, 0, 1, 1] = float("inf")
     path = tmp_path / f"bad{suffix}"
     if suffix == ".pth":

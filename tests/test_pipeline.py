@@ -156,11 +156,11 @@ def test_output_format_decides_the_bit_depth_and_alpha_fails_before_the_work(tin
         doomed(source, tmp_path / "alpha.jpg")
 
 
-def test_a_photo_run_drops_the_face_pictures_it_does_not_need(pair, detector) -> None:
+def test_a_photo_run_drops_the_face_pictures_it_does_not_need(tiny_rrdbnet: TinyRRDBNet, pair, detector) -> None:
     """The x4 face regions stay alive through the tiles only for --paste-faces (and --save-debug)."""
     gt, lq = pair
-    plain = make_pipeline(gt, detector).enhance(lq, keep_face_pictures=False)
+    plain = make_pipeline(tiny_rrdbnet(), gt, detector).enhance(lq, keep_face_pictures=False)
     assert plain.adaptation is not None and plain.faces.patches is not None
     assert plain.faces.regions == () and plain.faces.aligned_faces is None and plain.faces.restored_faces is None
-    pasted = make_pipeline(gt, detector, paste_faces=True).enhance(lq, keep_face_pictures=False)
+    pasted = make_pipeline(tiny_rrdbnet(), gt, detector, paste_faces=True).enhance(lq, keep_face_pictures=False)
     assert len(pasted.faces.regions) == 1 and pasted.faces.aligned_faces is None

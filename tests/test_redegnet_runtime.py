@@ -12,10 +12,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from f2n.errors import ConfigError, WeightsError
-from f2n.nets import RRDBNet
 from f2n.runtime import cli
 from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.face_detect import RetinaFaceDetector
@@ -59,12 +57,8 @@ def redegnet_weights() -> None:
 
 
 @pytest.fixture
-def checkpoint(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict().items()},
-              str(path))
-    return path
+def checkpoint(tiny_weights: Path) -> Path:
+    return tiny_weights
 
 
 def pipeline(engine_name: str, checkpoint: Path, photo_rgb: np.ndarray, oracle: np.ndarray, bank: Path,
