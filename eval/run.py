@@ -102,7 +102,7 @@ def load_networks(config: EvalConfig) -> list[Network]:
         adapt = AdaptConfig(steps=max(config.steps), device=config.device)
         defaults = loaded.adaptation_defaults
         if defaults is not None:  # a meta-trained checkpoint adapts as it was trained to
-            adapt = replace(adapt, lr=defaults.alpha, optimizer=defaults.optimizer)
+            adapt = replace(adapt, lr=defaults.alpha, optimizer=defaults.optimizer, params="all")
         label = "x4plus" if source == BASE_NETWORK else Path(source).stem
         if any(n.label == label for n in networks):  # two files of one name: keep rows apart
             label = f"{label}#{len(networks)}"

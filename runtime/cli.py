@@ -18,7 +18,7 @@ import torch
 
 from f2n.errors import ConfigError, EngineUnavailableError, F2NError, WeightsError
 from f2n.nets.masknet import MaskNet
-from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
+from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_PARAMS, DEFAULT_STEPS, AdaptConfig
 from f2n.runtime.engine_choice import resolve_engine
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, parse_prior_options
@@ -79,6 +79,8 @@ class Command(click.Command):
 @click.option("--steps", type=int, help=f"Adaptation steps n [checkpoint's, else {DEFAULT_STEPS}].")
 @click.option("--lr", type=float, help=f"Adaptation learning rate α [checkpoint's, else {DEFAULT_LR}].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
+@click.option("--no-guard", is_flag=True, help="Keep θ′ even when the held-out face pairs' loss did not improve "
+              "(by default the base weights are used then, and the report says so).")
 @click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr", "redegnet"]), default="auto", show_default=True,
               help="faces: MetaF2N; cmdsr: ConditionNet on the photo's LR patches; redegnet: the faces' degradation "
                    "rendered onto --natural-bank images (ReDegNet); auto: cmdsr when the checkpoint has a ConditionNet.")
@@ -133,7 +135,7 @@ main = command  # the console script's entry point
 
 
 def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int | None, lr: float | None,
-        optimizer: str | None, adapt_method: str, natural_bank: Path | None, natural_pairs: int,
+        optimizer: str | None, no_guard: bool, adapt_method: str, natural_bank: Path | None, natural_pairs: int,
         patches_per_face: int | None, patches_per_image: int | None, support_patch: int, support_count: int,
         tile: int, tile_overlap: int, device: str | None, precision: str | None, prior: str,
         prior_options: tuple[str, ...], checkpoint: str,
@@ -153,7 +155,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     patch_config(patches_per_face, patches_per_image, None)  # options checked before any work
     parsed_prior_options = parse_prior_options(prior_options)
     support = SupportConfig(patch=support_patch, count=support_count)
-    oracle = prior.startswith("oracle:") and not no_adapt and adapt_method != "cmdsr"
+    oracle = prior.startswith(("oracle:", "oracle-restored:")) and not no_adapt and adapt_method != "cmdsr"
     if oracle and len(jobs) != 1:
         raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
 
@@ -168,6 +170,8 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         optimizer=optimizer or (defaults.optimizer if defaults else DEFAULT_OPTIMIZER),
         device=device,
         precision="bf16" if device == "cuda" and precision != "fp32" else "fp32",  # the CPU adapts in fp32 (docs/adaptation.md)
+        guard=not no_guard,
+        params="all" if defaults else DEFAULT_PARAMS,  # a meta-trained θ adapts as it was trained to
     )
     config = PipelineConfig(
         adapt=adapt_config, tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt,

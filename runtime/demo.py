@@ -17,7 +17,7 @@ from torch import nn
 from f2n.errors import InputImageError, WeightsError
 from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.face_patches import PatchConfig
-from f2n.runtime.face_prior import FacePrior, OraclePrior
+from f2n.runtime.face_prior import FacePrior, OraclePrior, OracleRestoredPrior
 from f2n.runtime.face_regions import mask_canvas
 from f2n.runtime.face_stage import Detector, FaceStageConfig
 from f2n.runtime.methods import FaceAdaptation
@@ -77,7 +77,8 @@ def evaluate(model: nn.Module, detector: Detector, priors: Mapping[str, FacePrio
     bicubic = np.clip(cv2.resize(lq, (width * 4, height * 4), interpolation=cv2.INTER_CUBIC), 0, 1)
     rows = {"bicubic": region_psnrs(bicubic, gt, mask), "base network": region_psnrs(base.rgb, gt, mask)}
     for name, result in adapted.items():
-        rows[f"adapted ({name})"] = region_psnrs(result.rgb, gt, mask)
+        kept_base = " [guard: base weights]" if result.adaptation is None else ""
+        rows[f"adapted ({name}){kept_base}"] = region_psnrs(result.rgb, gt, mask)
     return rows
 
 
@@ -90,7 +91,8 @@ def run_demo(*, device: str, checkpoint: str, steps: int | None, lr: float | Non
 
     gt, lq = demo_pair()
     model = load_sr_network(checkpoint).model.to(device)
-    priors: dict[str, FacePrior] = {"oracle prior, upper bound": OraclePrior(gt)}
+    priors: dict[str, FacePrior] = {"oracle prior, upper bound": OraclePrior(gt),
+                                    "oracle-restored, realistic": OracleRestoredPrior(gt, model)}
     try:  # only when already installed: the demo never downloads
         priors["GPEN"] = load_prior_file(weight_path("gpen-bfr-512", allow_download=False), device=device,
                                          architecture="gpen")
@@ -110,6 +112,6 @@ def run_demo(*, device: str, checkpoint: str, steps: int | None, lr: float | Non
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
-    lines = [f"{'PSNR dB vs ground truth':40s} {'whole':>7s} {'non-face':>9s} {'face':>7s}"]
-    lines += [f"{name:40s} {v['whole']:7.2f} {v['nonface']:9.2f} {v['face']:7.2f}" for name, v in rows.items()]
+    lines = [f"{'PSNR dB vs ground truth':58s} {'whole':>7s} {'non-face':>9s} {'face':>7s}"]
+    lines += [f"{name:58s} {v['whole']:7.2f} {v['nonface']:9.2f} {v['face']:7.2f}" for name, v in rows.items()]
     return "\n".join(lines)
