@@ -30,6 +30,7 @@ from f2n.eval.metrics import metrics_table
 from f2n.runtime.adapt import AdaptConfig, adapt, guard_decision
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, OraclePrior, OracleRestoredPrior
+from f2n.runtime.face_regions import mask_canvas
 from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
 from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
@@ -140,7 +141,7 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
             if faces.patches is None:
                 yield {**common, "error": faces.no_faces_reason}
                 continue
-            face = faces.face_mask_canvas > 0
+            face = mask_canvas(faces.regions, case.gt.shape[:2]) > 0
             if base_sr is None:
                 engine.set_weights(base_weights)
                 base_sr = tiled_upscale(engine, case.lq, tile=tile, overlap=0)
