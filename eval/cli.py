@@ -2,6 +2,7 @@
 
     f2n-eval build HQ_DIR OUT_DIR --kind iid|ood --seed S [--max-side PX]
     f2n-eval run SET_DIR --out REPORT_DIR [--steps 1,10,20] [--prior oracle|gpen]... [--checkpoint PATH]...
+    f2n-eval study run|table ...   (the adaptation study, f2n.eval.study)
 """
 
 from __future__ import annotations
@@ -78,3 +79,8 @@ def _check_report_folder(out_dir: Path) -> None:
     existing = next(path for path in (out_dir, *out_dir.parents) if path.exists())
     if not existing.is_dir():
         raise ConfigError(f"--out {out_dir} must be a folder, but {existing} is a file")
+
+
+from f2n.eval.study import cli as study  # noqa: E402  (last: it is a group of its own)
+
+main.add_command(study, name="study")

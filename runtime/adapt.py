@@ -32,16 +32,22 @@ from torch.func import functional_call, grad_and_value
 
 from f2n import inner_loop
 from f2n.errors import ConfigError, EngineUnavailableError
+from f2n.runtime.adapt_params import PARAM_SUBSETS, ParamSubset, fold, make_param_space
 from f2n.runtime.types import PatchBatch
 
 log = logging.getLogger(__name__)
 COMPILE_BACKEND = "inductor"
 NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere
 
-# Measured on the oracle prior (docs/adaptation.md, scripts/measure_defaults.py).
-DEFAULT_STEPS = 20
-DEFAULT_LR = 1e-4
+# From the adaptation study with the realistic prior (docs/adaptation.md, f2n.eval.study):
+# biases only, Adam α 1e-3, a budget of 10 steps, early stopping after 2 steps without a
+# better held-out loss. For the stock network; a meta-trained checkpoint brings its own.
+DEFAULT_STEPS = 10
+DEFAULT_LR = 1e-3
 DEFAULT_OPTIMIZER = "adam"
+DEFAULT_PARAMS: ParamSubset = "bias"
+DEFAULT_HOLDOUT = 0.25  # a quarter of the pairs, at least one
+DEFAULT_PATIENCE = 2
 
 Weights = dict[str, torch.Tensor]
 Optimizer = Literal["sgd", "adam"]
@@ -51,12 +57,20 @@ _AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    steps: int = DEFAULT_STEPS
+    steps: int = DEFAULT_STEPS  # the budget: early stopping may take fewer
     lr: float = DEFAULT_LR
     optimizer: Optimizer = DEFAULT_OPTIMIZER
     device: str = "cpu"
     precision: Precision = "fp32"
     compile: bool | None = None  # None: compile on CUDA only
+    params: ParamSubset = DEFAULT_PARAMS  # which parameters adapt (f2n.runtime.adapt_params)
+    lora_rank: int = 4  # params="lora" only
+    tail_blocks: int = 2  # params="tail" only: how many of the last RRDB blocks adapt
+    l2_pull: float = 0.0  # weight of ‖θ′ − θ‖² / ‖θ‖² added to the loss (a pull toward θ)
+    augment: bool = False  # a random flip / 90° rotation of every pair at every step
+    holdout: float = DEFAULT_HOLDOUT  # share of the pairs held out for early stopping and the guard
+    patience: int = DEFAULT_PATIENCE  # steps without a better held-out loss before stopping
+    guard: bool = True  # hand back θ when the held-out loss never beats θ's
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -67,6 +81,13 @@ class AdaptConfig:
             raise ConfigError(f"adaptation optimizer must be sgd or adam, got {self.optimizer!r}")
         if self.precision not in _AUTOCAST:
             raise ConfigError(f"adaptation precision must be fp32 or bf16 (fp16 would need loss scaling), got {self.precision!r}")
+        if self.params not in PARAM_SUBSETS:
+            raise ConfigError(f"adapted parameters must be one of {', '.join(PARAM_SUBSETS)}, got {self.params!r}")
+        if self.lora_rank < 1 or self.tail_blocks < 1 or self.patience < 1:
+            raise ConfigError(f"lora_rank, tail_blocks and patience must be >= 1, got "
+                              f"{self.lora_rank}, {self.tail_blocks}, {self.patience}")
+        if not 0 <= self.holdout < 1 or not 0 <= self.l2_pull < math.inf:
+            raise ConfigError(f"holdout must be in [0, 1) and l2_pull finite >= 0, got {self.holdout}, {self.l2_pull}")
         if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
             raise EngineUnavailableError(f"adaptation device {self.device!r} requested but CUDA is not available here")
 
@@ -87,10 +108,14 @@ class AdaptStep:
 
 @dataclass(frozen=True)
 class AdaptResult:
-    weights: Weights  # θ_n on the CPU, canonical RRDBNet names
-    losses: tuple[float, ...]  # loss at θ_0 … θ_{n−1}
+    weights: Weights  # θ′ on the CPU, canonical RRDBNet names: θ itself when ``adapted`` is False
+    losses: tuple[float, ...]  # training loss at θ_0 … θ_{t−1}, t = the steps actually taken
     step_seconds: tuple[float, ...]
     base: Weights = field(repr=False, compare=False)  # θ_0: the model's own parameters, not copied
+    adapted: bool = True  # False: the guard handed back θ (``reason`` says why)
+    reason: str = ""
+    holdout_losses: tuple[float, ...] = ()  # held-out loss at θ_0 … θ_t (empty without held-out pairs)
+    best_step: int = 0  # the step whose weights were kept (t without held-out pairs)
 
     @cached_property
     def delta(self) -> Weights:
@@ -105,41 +130,128 @@ def masked_l1(model: nn.Module, weights: Mapping[str, torch.Tensor], lq: torch.T
     return inner_loop.masked_l1(functional_call(model, dict(weights), (lq,)), target, mask)
 
 
-def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig) -> Iterator[AdaptStep]:
-    """Run the inner loop step by step (for snapshots); ``adapt`` is the usual entry."""
+def holdout_indices(count: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training, held-out) pair indices: a seeded random ``share`` of ``count`` is held out,
+    at least one when ``share`` > 0, none when fewer than 2 pairs exist."""
+    held = min(count - 1, max(1, round(share * count))) if share > 0 else 0
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    return order[max(held, 0):], order[:max(held, 0)]
+
+
+def split_holdout(patches: PatchBatch, share: float, seed: int) -> tuple[PatchBatch, PatchBatch | None]:
+    """(training pairs, held-out pairs or None), as ``holdout_indices`` splits them."""
+    train, held = holdout_indices(len(patches), share, seed)
+    if len(held) == 0:
+        return patches, None
+    pick = lambda index: PatchBatch(patches.lq[index], patches.target[index], patches.weight[index])  # noqa: E731
+    return pick(train), pick(held)
+
+
+def guard_decision(base_loss: float, best_loss: float) -> tuple[bool, str]:
+    """The never-worse guard: adapt only when the held-out loss beat the base network's."""
+    if best_loss < base_loss:
+        return True, ""
+    return False, (f"guard: held-out face loss did not improve (base {base_loss:.5f}, "
+                   f"best adapted {best_loss:.5f}); base weights used")
+
+
+def random_dihedral(batch: PatchBatch, generator: torch.Generator) -> PatchBatch:
+    """Every pair flipped and rotated by a random multiple of 90°, LQ, target and weight alike."""
+    turns = torch.randint(0, 4, (len(batch),), generator=generator).tolist()
+    flips = torch.randint(0, 2, (len(batch),), generator=generator).tolist()
+
+    def apply(tensor: torch.Tensor) -> torch.Tensor:
+        out = [torch.rot90(t, k, dims=(-2, -1)) for t, k in zip(tensor, turns)]
+        return torch.stack([t.flip(-1) if f else t for t, f in zip(out, flips)])
+
+    return PatchBatch(apply(batch.lq), apply(batch.target), apply(batch.weight))
+
+
+def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, *, seed: int = 0) -> Iterator[AdaptStep]:
+    """Run the inner loop on all of ``patches`` step by step (for snapshots); ``adapt`` is
+    the usual entry, with held-out pairs, early stopping and the guard."""
     device = torch.device(config.device)
-    weights = {name: p.detach().to(device, copy=True) for name, p in model.named_parameters()}
+    base = {name: p.detach().to(device) for name, p in model.named_parameters()}
+    space = make_param_space(base, config.params, lora_rank=config.lora_rank, tail_blocks=config.tail_blocks, seed=seed)
     lq, target, mask = (t.to(device) for t in (patches.lq, patches.target, patches.weight))
     precision = adaptation_precision(config.precision, device.type, torch.cuda.get_device_capability(device) if device.type == "cuda" else None)
-    loss_and_grads = _loss_and_grads_fn(model, precision, config.compiled)
-    params = list(weights.values())
+    loss_and_grads = _loss_and_grads_fn(model, precision, config.compiled, config.params, config.l2_pull)
+    params = list(space.trainable.values())
     optimizer = (torch.optim.SGD(params, lr=config.lr, foreach=True) if config.optimizer == "sgd"
                  else torch.optim.Adam(params, lr=config.lr, foreach=True))
+    generator = torch.Generator().manual_seed(seed)
     for index in range(1, config.steps + 1):
         start = time.perf_counter()
-        grads, loss = loss_and_grads(weights, lq, target, mask)
+        if config.augment:
+            batch = random_dihedral(PatchBatch(lq, target, mask), generator)
+            step_lq, step_target, step_mask = batch.lq, batch.target, batch.weight
+        else:
+            step_lq, step_target, step_mask = lq, target, mask
+        grads, loss = loss_and_grads(space.trainable, base, step_lq, step_target, step_mask)
         for param, grad in zip(params, grads.values()):
             param.grad = grad
         optimizer.step()
         loss_value = float(loss)  # also synchronises CUDA before the clock stops
+        with torch.no_grad():
+            weights = space.fold(base)
         yield AdaptStep(index, weights, loss_value, time.perf_counter() - start)
 
 
 def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
-          on_step: Callable[[AdaptStep], None] | None = None) -> AdaptResult:
+          on_step: Callable[[AdaptStep], None] | None = None, *, seed: int = 0) -> AdaptResult:
     """Adapt a copy of ``model``'s weights to one photo's face patches. ``on_step`` sees each
-    step as it finishes (f2n-eval upscales snapshots there)."""
-    losses, seconds = [], []
-    final = {name: p.detach() for name, p in model.named_parameters()}
-    for step in iter_adaptation(model, patches, config):
+    step as it finishes (f2n-eval upscales snapshots there).
+
+    A seeded share of the pairs (``config.holdout``) is held out: the run stops once their
+    loss has not improved for ``config.patience`` steps and keeps the step with the lowest
+    held-out loss; with ``config.guard`` the base weights are kept when no step beat them.
+    """
+    base = {name: p.detach() for name, p in model.named_parameters()}
+    train, held = split_holdout(patches, config.holdout, seed)
+    losses: list[float] = []
+    seconds: list[float] = []
+    held_losses: list[float] = []
+    kept, kept_step, best_loss, stale = base, 0, math.inf, 0
+    if held is not None:
+        held_loss = _held_out_loss_fn(model, held, config)
+        held_losses.append(held_loss(base))
+    for step in iter_adaptation(model, train, config, seed=seed):
         if on_step is not None:
             on_step(step)
         losses.append(step.loss)
         seconds.append(step.seconds)
-        final = step.weights
-    weights = {name: value.detach().float().cpu().clone() for name, value in final.items()}
-    base = {name: p.detach() for name, p in model.named_parameters()}
-    return AdaptResult(weights, tuple(losses), tuple(seconds), base)
+        if held is None:
+            kept, kept_step = step.weights, step.index
+            continue
+        held_losses.append(held_loss(step.weights))
+        if held_losses[-1] < best_loss:
+            best_loss, stale = held_losses[-1], 0
+            kept, kept_step = {k: v.detach().clone() for k, v in step.weights.items()}, step.index
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    adapted, reason = True, ""
+    if held is not None and losses and config.guard:
+        adapted, reason = guard_decision(held_losses[0], best_loss)
+        if not adapted:
+            kept, kept_step = base, 0
+    weights = {name: value.detach().float().cpu().clone() for name, value in kept.items()}
+    return AdaptResult(weights, tuple(losses), tuple(seconds), base, adapted, reason, tuple(held_losses), kept_step)
+
+
+def _held_out_loss_fn(model: nn.Module, held: PatchBatch, config: AdaptConfig) -> Callable[[Weights], float]:
+    device = torch.device(config.device)
+    lq, target, mask = (t.to(device) for t in (held.lq, held.target, held.weight))
+    dtype = _AUTOCAST[config.precision]
+
+    @torch.no_grad()
+    def loss(weights: Weights) -> float:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = functional_call(model, {k: v.to(device) for k, v in weights.items()}, (lq,))
+        return float(inner_loop.masked_l1(out.float(), target, mask))
+
+    return loss
 
 
 def adaptation_precision(precision: str, device_type: str, capability: tuple[int, int] | None) -> str:
@@ -152,26 +264,34 @@ def adaptation_precision(precision: str, device_type: str, capability: tuple[int
 
 
 @lru_cache(maxsize=8)
-def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool) -> Callable:
-    """(weights, lq, target, mask) -> (grads dict, loss). Cached so that a compiled
-    function, with its graph per patch shape, is reused across photos."""
+def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool, subset: str = "all",
+                       l2_pull: float = 0.0) -> Callable:
+    """(trainable, base, lq, target, mask) -> (grads of trainable, loss). Cached so that a
+    compiled function, with its graph per patch shape, is reused across photos."""
     dtype = _AUTOCAST[precision]
 
-    def loss(weights: Weights, lq: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def loss(trainable: Weights, base: Weights, lq: torch.Tensor, target: torch.Tensor,
+             mask: torch.Tensor) -> torch.Tensor:
+        weights = fold(subset, base, trainable)
         with torch.autocast(lq.device.type, dtype=dtype, enabled=dtype is not None):
             out = functional_call(model, weights, (lq,))
-        return inner_loop.masked_l1(out.float(), target, mask)
+        value = inner_loop.masked_l1(out.float(), target, mask)
+        if l2_pull:
+            moved = [name for name in weights if weights[name] is not base[name]]
+            drift = sum(((weights[n] - base[n]) ** 2).sum() for n in moved)
+            value = value + l2_pull * drift / sum((base[n] ** 2).sum() for n in moved)
+        return value
 
     step = grad_and_value(loss)
     if not compiled:
         return step
     compiled_step = torch.compile(step, backend=COMPILE_BACKEND)
 
-    def run(weights: Weights, *patches: torch.Tensor) -> tuple[Weights, torch.Tensor]:
+    def run(trainable: Weights, base: Weights, *patches: torch.Tensor) -> tuple[Weights, torch.Tensor]:
         for tensor in patches:  # the patch count: one graph for every number of faces
             torch._dynamo.maybe_mark_dynamic(tensor, 0)
         # The compiled backward's autocast default differs from eager: say it explicitly.
         with functorch_config.patch(backward_pass_autocast="same_as_forward"):
-            return compiled_step(weights, *patches)
+            return compiled_step(trainable, base, *patches)
 
     return run

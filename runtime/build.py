@@ -22,7 +22,7 @@ import torch
 
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.nets.masknet import MaskNet
-from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, AdaptConfig
+from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_PARAMS, DEFAULT_STEPS, AdaptConfig
 from f2n.runtime.engine_choice import resolve_engine
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior
@@ -45,17 +45,20 @@ class AdaptationSettings:
     steps: int = DEFAULT_STEPS
     lr: float = DEFAULT_LR
     optimizer: str = DEFAULT_OPTIMIZER
+    params: str = DEFAULT_PARAMS  # which parameters adapt (f2n.runtime.adapt_params)
+    guard: bool = True  # keep θ when the held-out face pairs' loss did not improve
     patches: PatchConfig = field(default_factory=PatchConfig)
 
 
-REQUESTABLE = ("steps", "lr", "optimizer", "patches_per_face", "patches_per_image")
+REQUESTABLE = ("steps", "lr", "optimizer", "guard", "patches_per_face", "patches_per_image")
 
 
 def checkpoint_settings(defaults: AdaptationDefaults | None) -> dict[str, Any]:
     """A checkpoint's inner-loop settings under :class:`AdaptationSettings`' field names."""
     if defaults is None:
         return {}
-    return {"steps": defaults.steps, "lr": defaults.alpha, "optimizer": defaults.optimizer}
+    # a meta-trained θ adapts as it was trained to: every parameter
+    return {"steps": defaults.steps, "lr": defaults.alpha, "optimizer": defaults.optimizer, "params": "all"}
 
 
 def resolve_settings(requested: Mapping[str, Any], loaded: LoadedSR,
@@ -67,7 +70,7 @@ def resolve_settings(requested: Mapping[str, Any], loaded: LoadedSR,
         raise ConfigError(f"unknown adaptation settings {sorted(unknown)}, expected some of {REQUESTABLE}")
     checkpoint = checkpoint_settings(loaded.adaptation_defaults)
     values = {}
-    for name in ("steps", "lr", "optimizer"):
+    for name in ("steps", "lr", "optimizer", "params", "guard"):
         given = requested.get(name)
         values[name] = given if given is not None else checkpoint.get(name, getattr(default, name))
     patches = patch_config(requested.get("patches_per_face"), requested.get("patches_per_image"),
@@ -194,7 +197,8 @@ def build_pipeline(
         redegnet = (ReDegNetConfig(natural_pairs), NaturalBank(natural_bank), load_redegnets(device))
     loaded = load_supported_network(source)
     settings = resolve_settings(requested or {}, loaded, defaults)
-    adapt = AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, device=device,
+    adapt = AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, params=settings.params,
+                        guard=settings.guard, device=device,
                         precision="bf16" if device == "cuda" and precision != "fp32" else "fp32")
     config = PipelineConfig(adapt=adapt, **pipeline_options)
     face = FaceStageConfig(patches=settings.patches)

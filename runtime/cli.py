@@ -72,6 +72,8 @@ class Command(click.Command):
 @click.option("--steps", type=int, help=f"Adaptation steps n [checkpoint's, else {DEFAULT_STEPS}].")
 @click.option("--lr", type=float, help=f"Adaptation learning rate α [checkpoint's, else {DEFAULT_LR}].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
+@click.option("--no-guard", is_flag=True, help="Keep θ′ even when the held-out face pairs' loss did not improve "
+              "(by default the base weights are used then, and the report says so).")
 @click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr", "redegnet"]), default="auto", show_default=True,
               help="faces: MetaF2N; cmdsr: ConditionNet on the photo's LR patches; redegnet: the faces' degradation "
                    "rendered onto --natural-bank images (ReDegNet); auto: cmdsr when the checkpoint has a ConditionNet.")
@@ -129,14 +131,14 @@ main = command  # the console script's entry point
 
 
 def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int | None, lr: float | None,
-        optimizer: str | None, adapt_method: str, natural_bank: Path | None, natural_pairs: int,
+        optimizer: str | None, no_guard: bool, adapt_method: str, natural_bank: Path | None, natural_pairs: int,
         patches_per_face: int | None, patches_per_image: int | None, support_patch: int, support_count: int,
         tile: int, tile_overlap: int, device: str | None, precision: str | None, prior: str,
         prior_options: tuple[str, ...], checkpoint: str,
         paste_faces: bool, save_debug: bool, save_weights: Path | None, report: Path | None, no_adapt: bool,
         require_adaptation: bool, overwrite: bool, demo: bool, progress: bool) -> int:
-    requested = {"steps": steps, "lr": lr, "optimizer": optimizer, "patches_per_face": patches_per_face,
-                 "patches_per_image": patches_per_image}
+    requested = {"steps": steps, "lr": lr, "optimizer": optimizer, "guard": False if no_guard else None,
+                 "patches_per_face": patches_per_face, "patches_per_image": patches_per_image}
     if demo:
         from f2n.runtime.demo import run_demo
 
@@ -152,7 +154,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     patch_config(patches_per_face, patches_per_image, None)
     parsed_prior_options = parse_prior_options(prior_options)
     support = SupportConfig(patch=support_patch, count=support_count)
-    oracle = prior.startswith("oracle:") and not no_adapt and adapt_method != "cmdsr"
+    oracle = prior.startswith(("oracle:", "oracle-restored:")) and not no_adapt and adapt_method != "cmdsr"
     if oracle and len(jobs) != 1:
         raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
     loaded = load_supported_network(checkpoint)  # a network f2n cannot run fails here, before any folder is made

@@ -19,7 +19,7 @@ from f2n.errors import InputImageError, WeightsError
 from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.build import AdaptationSettings, build_pipeline, load_supported_network, make_engine
 from f2n.runtime.face_patches import PatchConfig
-from f2n.runtime.face_prior import FacePrior, OraclePrior
+from f2n.runtime.face_prior import FacePrior, OraclePrior, OracleRestoredPrior
 from f2n.runtime.face_regions import mask_canvas
 from f2n.runtime.face_stage import Detector
 from f2n.weights import LoadedSR
@@ -78,7 +78,8 @@ def evaluate(checkpoint: str | Path | LoadedSR, detector: Detector, priors: Mapp
     bicubic = np.clip(cv2.resize(lq, (width * 4, height * 4), interpolation=cv2.INTER_CUBIC), 0, 1)
     rows = {"bicubic": region_psnrs(bicubic, gt, mask), "base network": region_psnrs(base.rgb, gt, mask)}
     for name, result in adapted.items():
-        rows[f"adapted ({name})"] = region_psnrs(result.rgb, gt, mask)
+        kept_base = " [guard: base weights]" if result.adaptation is None else ""
+        rows[f"adapted ({name}){kept_base}"] = region_psnrs(result.rgb, gt, mask)
     return rows, next(iter(runs.values())).config.adapt
 
 
@@ -90,7 +91,9 @@ def run_demo(*, device: str, checkpoint: str, requested: Mapping[str, Any] | Non
     from f2n.weights import weight_path
 
     gt, lq = demo_pair()
-    priors: dict[str, FacePrior] = {"oracle prior, upper bound": OraclePrior(gt)}
+    loaded = load_supported_network(checkpoint)
+    priors: dict[str, FacePrior] = {"oracle prior, upper bound": OraclePrior(gt),
+                                    "oracle-restored, realistic": OracleRestoredPrior(gt, loaded.model.to(device))}
     try:  # only when already installed: the demo never downloads
         priors["GPEN"] = load_prior_file(weight_path("gpen-bfr-512", allow_download=False), device=device,
                                          architecture="gpen")
@@ -98,7 +101,7 @@ def run_demo(*, device: str, checkpoint: str, requested: Mapping[str, Any] | Non
         click.echo(f"GPEN skipped (weights not installed): {error}", err=True)
     click.echo(f"demo: astronaut crop, GT {gt.shape[1]}x{gt.shape[0]}, LQ {lq.shape[1]}x{lq.shape[0]} "
                f"(blur σ {BLUR_SIGMA}, bicubic x4 down, noise σ {NOISE_SIGMA * 255:.0f}/255, JPEG q{JPEG_QUALITY})")
-    rows, config = evaluate(checkpoint, RetinaFaceDetector(), priors, gt, lq, device=device, requested=requested)
+    rows, config = evaluate(loaded, RetinaFaceDetector(), priors, gt, lq, device=device, requested=requested)
     click.echo(f"adaptation {config.optimizer} α={config.lr:g} n={config.steps} on {device}")
     click.echo(format_table(rows))
     best = max(value["whole"] for name, value in rows.items() if name.startswith("adapted"))
@@ -108,6 +111,6 @@ def run_demo(*, device: str, checkpoint: str, requested: Mapping[str, Any] | Non
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
-    lines = [f"{'PSNR dB vs ground truth':40s} {'whole':>7s} {'non-face':>9s} {'face':>7s}"]
-    lines += [f"{name:40s} {v['whole']:7.2f} {v['nonface']:9.2f} {v['face']:7.2f}" for name, v in rows.items()]
+    lines = [f"{'PSNR dB vs ground truth':58s} {'whole':>7s} {'non-face':>9s} {'face':>7s}"]
+    lines += [f"{name:58s} {v['whole']:7.2f} {v['nonface']:9.2f} {v['face']:7.2f}" for name, v in rows.items()]
     return "\n".join(lines)

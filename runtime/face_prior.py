@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from f2n.errors import ConfigError, InputImageError, WeightsError
-from f2n.runtime.face_align import warp_face
+from f2n.runtime.face_align import face_roi, warp_face
 from f2n.runtime.prior_conventions import CONVENTIONS, PRIOR_NAMES, PriorConventions
 from f2n.runtime.torch_prior import TorchFacePrior
 
@@ -51,6 +51,38 @@ class OraclePrior:
         return np.stack([warp_face(self.ground_truth_x4, affine, size) for affine in affines_x4]).astype(np.float32)
 
 
+class OracleRestoredPrior:
+    """A realistic imperfect prior that needs no GPEN: the ground truth around each face,
+    downscaled x4 cleanly (bicubic) and restored by the base SR network itself, then aligned
+    like the oracle. Plausible and sharp, but not the ground truth in its details, as real
+    restorers are (docs/adaptation.md). Costs one base-network pass over each face's area."""
+
+    name = "oracle-restored"
+
+    def __init__(self, ground_truth_x4: np.ndarray, sr_model: torch.nn.Module) -> None:
+        self.ground_truth_x4 = OraclePrior(ground_truth_x4).ground_truth_x4
+        self.sr_model = sr_model
+
+    @torch.inference_mode()
+    def restore(self, aligned_faces: np.ndarray, affines_x4: np.ndarray) -> np.ndarray:
+        import cv2
+
+        size = aligned_faces.shape[1]
+        parameter = next(self.sr_model.parameters())
+        faces = []
+        for affine in affines_x4:
+            x0, y0, x1, y1 = face_roi(size, cv2.invertAffineTransform(affine), self.ground_truth_x4.shape[:2])
+            x1, y1 = x0 + max(4, (x1 - x0) // 4 * 4), y0 + max(4, (y1 - y0) // 4 * 4)  # whole LQ pixels
+            crop = self.ground_truth_x4[y0:y1, x0:x1]
+            small = cv2.resize(crop, (crop.shape[1] // 4, crop.shape[0] // 4), interpolation=cv2.INTER_CUBIC)
+            batch = torch.from_numpy(np.clip(small, 0, 1)).permute(2, 0, 1)[None].to(parameter.device, parameter.dtype)
+            restored = self.sr_model(batch)[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+            # the affine maps canvas pixels; the crop starts at (x0, y0)
+            shifted = np.concatenate([affine[:, :2], affine[:, :2] @ np.array([[x0], [y0]]) + affine[:, 2:]], axis=1)
+            faces.append(warp_face(restored, shifted, size))
+        return np.stack(faces).astype(np.float32)
+
+
 class CallablePrior:
     """Any restorer ``fn(aligned_faces) -> restored_faces`` working on (N, S, S, 3) float arrays."""
 
@@ -72,11 +104,13 @@ PRIOR_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".ckpt", ".onnx")
 
 
 def make_prior(spec: str, *, device: str | torch.device = "cpu", lq_shape: tuple[int, int] | None = None,
-               options: Mapping[str, float] | None = None) -> FacePrior:
+               options: Mapping[str, float] | None = None, sr_model: torch.nn.Module | None = None) -> FacePrior:
     """A face prior from ``--prior``: a name (gpen, gpen-256, gfpgan, codeformer,
     restoreformer: registry weights, fetched on first use), a weight file (.pth /
     .safetensors of a recognised architecture, or an .onnx face restorer),
-    ``oracle:PATH`` (ground-truth x4 image) or ``package.module:callable``.
+    ``oracle:PATH`` (ground-truth x4 image), ``oracle-restored:PATH`` (that ground truth's faces
+    downscaled x4 and restored by ``sr_model``, default the stock Real-ESRGAN x4plus) or
+    ``package.module:callable``.
 
     ``lq_shape`` (H, W) of the LQ photo lets ``oracle:`` check that the ground truth is its x4.
     ``options``: ``--prior-option`` values (CodeFormer's fidelity ``w``).
@@ -92,6 +126,11 @@ def make_prior(spec: str, *, device: str | torch.device = "cpu", lq_shape: tuple
         return load_prior_file(Path(spec), device=device, options=options)
     if options:
         raise ConfigError(f"--prior-option {', '.join(options)}: the prior {spec!r} takes no options")
+    if spec.startswith("oracle-restored:"):
+        from f2n.weights import load_sr_network
+
+        oracle = make_prior("oracle:" + spec[len("oracle-restored:"):], lq_shape=lq_shape)
+        return OracleRestoredPrior(oracle.ground_truth_x4, sr_model or load_sr_network("realesrgan-x4plus").model)
     if spec.startswith("oracle:"):
         from f2n.runtime.images import read_image
 

@@ -74,12 +74,18 @@ class FaceAdaptation:
             return MethodOutcome(None, faces.no_faces_reason, timings, faces)
         # adapt θ to the face pairs
         with timed(timings, "adapt"):
-            result = run_inner_loop(model, faces.patches, adapt, on_step)
+            result = run_inner_loop(model, faces.patches, adapt, on_step, seed=seed)
         timings.update({f"adapt.step_{i}": t for i, t in enumerate(result.step_seconds, start=1)})
         provenance = {
-            "method": self.name, "steps": str(adapt.steps), "lr": repr(adapt.lr), "optimizer": adapt.optimizer,
-            "precision": adapt.precision, "final_loss": repr(result.losses[-1]) if result.losses else "",
+            "method": self.name, "steps": str(result.best_step), "steps_taken": str(len(result.losses)),
+            "step_budget": str(adapt.steps), "lr": repr(adapt.lr), "optimizer": adapt.optimizer,
+            "params": adapt.params, "precision": adapt.precision,
+            "final_loss": repr(result.losses[-1]) if result.losses else "",
+            "holdout_loss_base": repr(result.holdout_losses[0]) if result.holdout_losses else "",
+            "holdout_loss_kept": repr(result.holdout_losses[result.best_step]) if result.holdout_losses else "",
         }
+        if not result.adapted:  # the guard kept θ: the engine gets the base weights
+            return MethodOutcome(None, result.reason, timings, faces, provenance)
         return MethodOutcome(result, "", timings, faces, provenance)
 
     def settings(self) -> dict[str, Any]:

@@ -124,17 +124,19 @@ class AdaptAndRun:
         return self._report(source, output, result, timings, seed, image.warnings)
 
     def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None, *, seed: int | None = None,
-                keep_face_pictures: bool = True, on_step: Callable[[AdaptStep], None] | None = None) -> Enhanced:
+                keep_face_pictures: bool = True, on_step: Callable[[AdaptStep], None] | None = None,
+                adapt: AdaptConfig | None = None) -> Enhanced:
         """Steps 2-6 on a decoded photo ((H, W, 3) float32 RGB in [0, 1]); ``seed`` draws
         its patches (default ``config.seed``). ``keep_face_pictures`` False drops the face
         stage's pictures (faces, regions) before the tiles unless the paste needs them: a
         photo run keeps them only for --save-debug. ``on_step`` sees every inner-loop step
-        (its weights are live: use them before returning)."""
+        (its weights are live: use them before returning); ``adapt``: the inner loop's settings
+        (default ``config.adapt``)."""
         timings: dict[str, float] = {}
         # 2.-3. adapt: the method's own steps (faces: detect, align, restore, mask, inner loop)
         if self.config.adapt_enabled:
             seed = self.config.seed if seed is None else seed
-            outcome = self.method(self.model, rgb, adapt=self.config.adapt, seed=seed, on_step=on_step)
+            outcome = self.method(self.model, rgb, adapt=adapt or self.config.adapt, seed=seed, on_step=on_step)
         else:
             outcome = MethodOutcome(None, "adaptation disabled (--no-adapt)", {})
         timings.update(outcome.timings)
@@ -162,8 +164,9 @@ class AdaptAndRun:
 
     def enhance_snapshots(self, rgb: np.ndarray, steps: Collection[int]) -> tuple[dict[int, np.ndarray], Enhanced]:
         """The x4 output after each of ``steps`` inner-loop steps, from one inner loop of
-        ``config.adapt.steps`` (the largest wanted), and the photo's result. A photo that is not
-        adapted gets its (base) output for every step count, as ``enhance`` would give it."""
+        ``config.adapt.steps`` (the largest wanted) on all the face pairs, and the photo's result.
+        Every step count is run: no pairs are held out, so no early stop and no guard. A photo that
+        is not adapted gets its (base) output for every step count, as ``enhance`` would give it."""
         last = self.config.adapt.steps
         if not steps or max(steps) != last:
             raise ConfigError(f"snapshot steps {sorted(steps)} must end at the adaptation's {last} steps")
@@ -173,7 +176,7 @@ class AdaptAndRun:
             if step.index in steps and step.index != last:  # the last one is the result itself
                 outputs[step.index] = self.upscale(rgb, step.weights)
 
-        result = self.enhance(rgb, on_step=snapshot)
+        result = self.enhance(rgb, on_step=snapshot, adapt=replace(self.config.adapt, holdout=0))
         if result.adaptation is None:
             return {count: result.rgb for count in steps}, result
         return {**outputs, last: result.rgb}, result

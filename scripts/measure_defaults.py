@@ -171,7 +171,7 @@ def precision(patches: int, repeats: int, checkpoint: str) -> None:
     results = {}
     for _ in range(repeats):
         for name in seconds:
-            result = adapt(model, batch, AdaptConfig(steps=1, lr=1e-2, optimizer="sgd", precision=name))
+            result = adapt(model, batch, AdaptConfig(steps=1, lr=1e-2, optimizer="sgd", precision=name, holdout=0))
             seconds[name].append(result.step_seconds[0])
             results[name] = result
     delta32, delta16 = (parameters_to_vector(results[n].delta.values()) for n in ("fp32", "bf16"))

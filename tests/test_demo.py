@@ -28,3 +28,4 @@ def test_demo_prints_psnrs_and_adapted_beats_base(tiny_weights: Path) -> None:
     assert len(rows) == 3, result.output
     assert rows["adapted (oracle prior, upper bound)"][0] > rows["base network"][0]
     assert "adapted beats base" in result.output
+    assert "adapted (oracle-restored, realistic)" in result.output  # the realistic prior beside the oracle

@@ -29,6 +29,7 @@ class PipelineOptions:
     steps: int | None = None
     lr: float | None = None
     optimizer: str | None = None
+    no_guard: bool = False
     adapt_method: str = "auto"
     natural_bank: str | None = None  # ReDegNet's folder of HQ natural images (absolute: workers read it)
     natural_pairs: int = ReDegNetConfig().natural_pairs
@@ -67,6 +68,7 @@ class PipelineOptions:
 def build_pipeline(options: PipelineOptions) -> AdaptAndRun:
     """Weights, engine, adaptation method and prior, through f2n-adapt-and-run's factory."""
     requested = {"steps": options.steps, "lr": options.lr, "optimizer": options.optimizer,
+                 "guard": False if options.no_guard else None,
                  "patches_per_face": options.patches_per_face, "patches_per_image": options.patches_per_image}
     return build.build_pipeline(
         options.checkpoint, engine=options.engine, device=options.device, precision=options.precision,

@@ -54,6 +54,7 @@ ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside
 @click.option("--steps", type=int, help=f"Adaptation steps n [checkpoint's, else {DEFAULT_STEPS}].")
 @click.option("--lr", type=float, help=f"Adaptation learning rate α [checkpoint's, else {DEFAULT_LR}].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
+@click.option("--no-guard", is_flag=True, help="Keep θ′ even when the held-out face pairs' loss did not improve.")
 @click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr", "redegnet"]), default=DEFAULTS.adapt_method,
               show_default=True)
 @click.option("--natural-bank", help="ReDegNet: a folder of HQ natural images (every worker reads it).")
