@@ -4,8 +4,8 @@ f2n-eval, f2n-bench and the measurement scripts all assemble their pipeline here
 gets the same engine rule (``--engine auto``) and the same adaptation methods.
 
 Every adaptation setting is resolved the same way, field by field: the value the user
-gave, else the checkpoint's (its ``alpha``/``steps``/``optimizer`` meta), else f2n's
-default. The patch budget is one setting given per face or per image (a checkpoint's
+gave, else the checkpoint's (its ``alpha``/``steps``/``optimizer`` meta; a meta-trained θ
+adapts all its parameters), else f2n's default. The patch budget is one setting given per face or per image (a checkpoint's
 ``patches_per_face``/``patches_per_image``, ``patch_lq_size``); the MaskNet upsamples its LQ
 input as the checkpoint says (``masknet_lq_resize``). A new inner-loop setting is one field of
 :class:`AdaptationSettings` and one line of :func:`checkpoint_settings`.
@@ -22,7 +22,14 @@ import torch
 
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.nets.masknet import MaskNet
-from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_PARAMS, DEFAULT_STEPS, AdaptConfig
+from f2n.runtime.adapt import (
+    DEFAULT_HOLDOUT,
+    DEFAULT_LR,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_PARAMS,
+    DEFAULT_STEPS,
+    AdaptConfig,
+)
 from f2n.runtime.engine_choice import resolve_engine
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior
@@ -47,10 +54,11 @@ class AdaptationSettings:
     optimizer: str = DEFAULT_OPTIMIZER
     params: str = DEFAULT_PARAMS  # which parameters adapt (f2n.runtime.adapt_params)
     guard: bool = True  # keep θ when the held-out face pairs' loss did not improve
+    holdout: float = DEFAULT_HOLDOUT  # share of the pairs held out for early stopping and the guard
     patches: PatchConfig = field(default_factory=PatchConfig)
 
 
-REQUESTABLE = ("steps", "lr", "optimizer", "guard", "patches_per_face", "patches_per_image")
+REQUESTABLE = ("steps", "lr", "optimizer", "guard", "holdout", "patches_per_face", "patches_per_image")
 
 
 def checkpoint_settings(defaults: AdaptationDefaults | None) -> dict[str, Any]:
@@ -70,7 +78,7 @@ def resolve_settings(requested: Mapping[str, Any], loaded: LoadedSR,
         raise ConfigError(f"unknown adaptation settings {sorted(unknown)}, expected some of {REQUESTABLE}")
     checkpoint = checkpoint_settings(loaded.adaptation_defaults)
     values = {}
-    for name in ("steps", "lr", "optimizer", "params", "guard"):
+    for name in ("steps", "lr", "optimizer", "params", "guard", "holdout"):
         given = requested.get(name)
         values[name] = given if given is not None else checkpoint.get(name, getattr(default, name))
     patches = patch_config(requested.get("patches_per_face"), requested.get("patches_per_image"),
@@ -198,7 +206,7 @@ def build_pipeline(
     loaded = load_supported_network(source)
     settings = resolve_settings(requested or {}, loaded, defaults)
     adapt = AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, params=settings.params,
-                        guard=settings.guard, device=device,
+                        guard=settings.guard, holdout=settings.holdout, device=device,
                         precision="bf16" if device == "cuda" and precision != "fp32" else "fp32")
     config = PipelineConfig(adapt=adapt, **pipeline_options)
     face = FaceStageConfig(patches=settings.patches)

@@ -31,8 +31,8 @@ def test_each_setting_is_the_users_else_the_checkpoints_else_the_default(meta_ch
                                                                         tiny_weights: Path) -> None:
     meta, plain = load_sr_network(meta_checkpoint), load_sr_network(tiny_weights)
     default = AdaptationSettings(steps=20, lr=1e-4, optimizer="adam", patches=PatchConfig(count=8))
-    resolved = resolve_settings({"steps": 7, "lr": None}, meta, default)
-    assert resolved == AdaptationSettings(steps=7, lr=0.01, optimizer="sgd",
+    resolved = resolve_settings({"steps": 7, "lr": None, "guard": False}, meta, default)
+    assert resolved == AdaptationSettings(steps=7, lr=0.01, optimizer="sgd", params="all", guard=False,
                                           patches=PatchConfig(lq_size=12, count=8, per_image=24))
     assert resolve_settings({"patches_per_face": 2}, meta, default).patches == PatchConfig(lq_size=12, count=2)
     assert resolve_settings({}, plain, default) == default
@@ -78,13 +78,15 @@ def test_a_network_of_another_scale_is_refused_at_load_in_one_line(scale: int, t
 
 
 def test_snapshots_equal_runs_stopped_at_those_steps(tiny_weights: Path) -> None:
-    """enhance_snapshots (what f2n-eval reads) gives, for each n, what a run of n steps writes."""
+    """enhance_snapshots (what f2n-eval reads) gives, for each n, what a run of n steps on all the
+    face pairs (none held out: no early stop, no guard) writes."""
     gt, lq = demo_pair()
     common = dict(device="cpu", prior=OraclePrior(gt), tile=64, overlap=16)
     snapshots, result = build_pipeline(tiny_weights, requested={"steps": 3, "lr": 0.01}, **common).enhance_snapshots(
         lq, (1, 3))
     assert result.adaptation is not None and sorted(snapshots) == [1, 3]
     for steps, rgb in snapshots.items():
-        alone = build_pipeline(tiny_weights, requested={"steps": steps, "lr": 0.01}, **common).enhance(lq).rgb
+        alone = build_pipeline(tiny_weights, requested={"steps": steps, "lr": 0.01, "holdout": 0.0},
+                               **common).enhance(lq).rgb
         np.testing.assert_allclose(rgb, alone, atol=1e-6)
     assert np.abs(snapshots[1] - snapshots[3]).max() > 1e-3
