@@ -17,8 +17,13 @@ import click
 
 from f2n.errors import ConfigError, F2NError
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
-from f2n.runtime.build import build_pipeline, load_supported_network, patch_config, resolve_device
-from f2n.runtime.face_patches import PatchConfig
+from f2n.runtime.build import (
+    DEFAULT_PATCHES_PER_IMAGE,
+    build_pipeline,
+    load_supported_network,
+    patch_config,
+    resolve_device,
+)
 from f2n.runtime.face_prior import parse_prior_options
 from f2n.runtime.images import DecodedImage, read_image
 from f2n.runtime.jobs import Job, collect_inputs, plan_jobs, prepare_folders
@@ -80,9 +85,9 @@ class Command(click.Command):
 @click.option("--natural-bank", type=click.Path(path_type=Path), help="ReDegNet: a folder of HQ natural images.")
 @click.option("--natural-pairs", type=int, default=ReDegNetConfig().natural_pairs, show_default=True,
               help="ReDegNet: synthetic natural pairs per photo.")
-@click.option("--patches-per-face", type=int, help=f"Face patch pairs per face [checkpoint's, else {PatchConfig().count}].")
+@click.option("--patches-per-face", type=int, help="Face patch pairs per face, instead of a budget per photo [checkpoint's].")
 @click.option("--patches-per-image", type=int, help="Face patch pairs per photo, spread over its faces by area "
-              "(instead of --patches-per-face) [checkpoint's].")
+              f"(instead of --patches-per-face) [checkpoint's, else {DEFAULT_PATCHES_PER_IMAGE}].")
 @click.option("--support-patch", type=int, default=SupportConfig().patch, show_default=True, help="CMDSR support patch side, LR pixels.")
 @click.option("--support-count", type=int, default=SupportConfig().count, show_default=True, help="CMDSR support patches per photo.")
 @click.option("--tile", type=int, default=DEFAULT_TILE, show_default=True, help="Tile size, LR pixels.")

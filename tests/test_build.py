@@ -40,6 +40,14 @@ def test_each_setting_is_the_users_else_the_checkpoints_else_the_default(meta_ch
         resolve_settings({"stepz": 1}, meta, default)
 
 
+def test_the_stock_network_spends_a_patch_budget_per_photo_unless_told_per_face(tiny_weights: Path) -> None:
+    """Issue 16's bounded cost: by default one step costs the same for 1 or 10 faces."""
+    plain = load_sr_network(tiny_weights)
+    assert resolve_settings({}, plain).patches.per_image == 8
+    per_face = resolve_settings({"patches_per_face": 4}, plain).patches
+    assert per_face.per_image is None and per_face.count == 4
+
+
 def test_a_meta_trained_checkpoint_adapts_as_it_was_trained(meta_checkpoint: Path) -> None:
     pipeline = build_pipeline(meta_checkpoint, device="cpu", prior=OraclePrior(demo_pair()[0]))
     adapt = pipeline.config.adapt

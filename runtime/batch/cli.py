@@ -23,8 +23,8 @@ from f2n.runtime.batch.build import PipelineOptions
 from f2n.runtime.batch.inputs import plan_photos
 from f2n.runtime.batch.manifest import Manifest
 from f2n.runtime.batch.run import ClusterOptions, import_ray, run_batch
+from f2n.runtime.build import DEFAULT_PATCHES_PER_IMAGE
 from f2n.runtime.cli import EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_TERMINATED, Command, Terminated
-from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.jobs import DEFAULT_OUT_DIR, prepare_folders
 from f2n.runtime.report import summarise, write_report_json
 
@@ -64,8 +64,9 @@ ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside
               help="As f2n-adapt-and-run's (a name, a face-restorer file, module:callable), not oracle:.")
 @click.option("--prior-option", "prior_options", multiple=True, metavar="NAME=VALUE",
               help="A prior's option, repeatable (w=0.7: CodeFormer's fidelity).")
-@click.option("--patches-per-face", type=int, help=f"Face patch pairs per face [checkpoint's, else {PatchConfig().count}].")
-@click.option("--patches-per-image", type=int, help="Face patch pairs per photo, spread over its faces [checkpoint's].")
+@click.option("--patches-per-face", type=int, help="Face patch pairs per face, instead of a budget per photo [checkpoint's].")
+@click.option("--patches-per-image", type=int,
+              help=f"Face patch pairs per photo, spread over its faces [checkpoint's, else {DEFAULT_PATCHES_PER_IMAGE}].")
 @click.option("--support-patch", type=int, default=DEFAULTS.support_patch, show_default=True)
 @click.option("--support-count", type=int, default=DEFAULTS.support_count, show_default=True)
 @click.option("--tile", type=int, default=DEFAULTS.tile, show_default=True, help="Tile size, LR pixels.")
