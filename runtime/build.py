@@ -70,8 +70,10 @@ def checkpoint_settings(defaults: AdaptationDefaults | None) -> dict[str, Any]:
     """A checkpoint's inner-loop settings under :class:`AdaptationSettings`' field names."""
     if defaults is None:
         return {}
-    # a meta-trained θ adapts as it was trained to: every parameter
-    return {"steps": defaults.steps, "lr": defaults.alpha, "optimizer": defaults.optimizer, "params": "all"}
+    # A meta-trained θ adapts as it was trained to, as the paper's test.py runs it: every
+    # parameter, on every pair (no held-out share, so no guard: its step is the trained one).
+    return {"steps": defaults.steps, "lr": defaults.alpha, "optimizer": defaults.optimizer, "params": "all",
+            "holdout": 0.0, "guard": False}
 
 
 def resolve_settings(requested: Mapping[str, Any], loaded: LoadedSR,

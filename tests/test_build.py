@@ -32,7 +32,7 @@ def test_each_setting_is_the_users_else_the_checkpoints_else_the_default(meta_ch
     meta, plain = load_sr_network(meta_checkpoint), load_sr_network(tiny_weights)
     default = AdaptationSettings(steps=20, lr=1e-4, optimizer="adam", patches=PatchConfig(count=8))
     resolved = resolve_settings({"steps": 7, "lr": None, "guard": False}, meta, default)
-    assert resolved == AdaptationSettings(steps=7, lr=0.01, optimizer="sgd", params="all", guard=False,
+    assert resolved == AdaptationSettings(steps=7, lr=0.01, optimizer="sgd", params="all", guard=False, holdout=0.0,
                                           patches=PatchConfig(lq_size=12, count=8, per_image=24))
     assert resolve_settings({"patches_per_face": 2}, meta, default).patches == PatchConfig(lq_size=12, count=2)
     assert resolve_settings({}, plain, default) == default
@@ -52,6 +52,7 @@ def test_a_meta_trained_checkpoint_adapts_as_it_was_trained(meta_checkpoint: Pat
     pipeline = build_pipeline(meta_checkpoint, device="cpu", prior=OraclePrior(demo_pair()[0]))
     adapt = pipeline.config.adapt
     assert (adapt.steps, adapt.lr, adapt.optimizer) == (3, 0.01, "sgd")
+    assert (adapt.params, adapt.holdout, adapt.guard) == ("all", 0.0, False)  # its trained step, on every pair
     assert isinstance(pipeline.method.masknet, MaskNet)
     overridden = build_pipeline(meta_checkpoint, device="cpu", prior=OraclePrior(demo_pair()[0]),
                                 requested={"steps": 1, "patches_per_face": 2})

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from f2n.errors import WeightsError
 from f2n.runtime.adapt import AdaptConfig, adapt
-from f2n.runtime.build import load_masknet
+from f2n.runtime.build import load_masknet, resolve_settings
 from f2n.runtime.face_stage import patch_weights
 from f2n.runtime.types import PatchBatch
 from f2n.weights import cli as models_cli
@@ -305,9 +305,10 @@ def test_one_f2n_step_equals_the_official_test_step(source: tuple[Path, dict[str
     masknet = load_masknet(loaded.masknet_state, "cpu", loaded.masknet_lq_resize)
     lq, target = (torch.from_numpy(a).permute(0, 3, 1, 2).contiguous() for a in (inputa, labela))
     weight = patch_weights(lq, target, torch.ones(3, 1, 48, 48), masknet)
-    defaults = loaded.adaptation_defaults
+    settings = resolve_settings({}, loaded)  # what f2n-adapt-and-run --checkpoint resolves for this file
     result = adapt(loaded.model, PatchBatch(lq, target, weight),
-                   AdaptConfig(steps=defaults.steps, lr=defaults.alpha, optimizer=defaults.optimizer))
+                   AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, params=settings.params,
+                               guard=settings.guard, holdout=settings.holdout))
 
     assert weight.mean() > 0.1  # the masks are not trivially zero
     np.testing.assert_allclose(weight.permute(0, 2, 3, 1).numpy(), weight_tf.numpy(), rtol=1e-5, atol=1e-5)
