@@ -226,7 +226,10 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
         held_losses.append(held_loss(step.weights))
         if held_losses[-1] < best_loss:
             best_loss, stale = held_losses[-1], 0
-            kept, kept_step = {k: v.detach().clone() for k, v in step.weights.items()}, step.index
+            # Only the tensors the step changed are copied: with a parameter subset (biases by
+            # default) the rest are θ's own tensors, and copying them would cost a network per step.
+            kept = {k: v if _is_base_tensor(v, base[k]) else v.detach().clone() for k, v in step.weights.items()}
+            kept_step = step.index
         else:
             stale += 1
             if stale >= config.patience:
@@ -238,6 +241,11 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
             kept, kept_step = base, 0
     weights = {name: value.detach().float().cpu().clone() for name, value in kept.items()}
     return AdaptResult(weights, tuple(losses), tuple(seconds), base, adapted, reason, tuple(held_losses), kept_step)
+
+
+def _is_base_tensor(value: torch.Tensor, base: torch.Tensor) -> bool:
+    """``value`` is θ's own tensor (the inner loop left it untouched), not a copy of it."""
+    return value.device == base.device and value.data_ptr() == base.data_ptr()
 
 
 def _held_out_loss_fn(model: nn.Module, held: PatchBatch, config: AdaptConfig) -> Callable[[Weights], float]:
