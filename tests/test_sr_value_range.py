@@ -64,7 +64,8 @@ def test_the_fixture_input_is_the_photo_mirror_padded(official: dict[str, torch.
 
 def test_an_f2n_esrgan_checkpoint_of_the_official_code_runs_as_its_restoration_on_torch(official: dict[str, torch.Tensor]) -> None:
     loaded = load_sr_network(OFFICIAL)
-    assert loaded.descriptor.value_range == "signed"
+    descriptor = loaded.descriptor
+    assert (descriptor.scale, descriptor.num_feat, descriptor.num_block, descriptor.num_grow_ch, descriptor.value_range) == (4, 8, 1, 4, "signed")
     output = TorchEngine(loaded.model).run(network_input(official))
     assert max_difference(output, official) <= 1e-5
 
