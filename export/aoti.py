@@ -7,10 +7,11 @@ unless ``always_keep_tensor_constants`` is set, and freezing (off by default) wo
 fold weights; the engine refuses a package whose constants do not cover every
 parameter. Batch, height and width are dynamic (the tiler's last batch and edge tiles
 are smaller). Packages are cached under ``$F2N_HOME/engines/aoti`` keyed by a hash of the
-architecture (parameter shapes), torch version, device (CPU ISA / GPU model),
+architecture (parameter shapes) and value range, torch version, device (CPU ISA / GPU model),
 precision and compile settings, with a sidecar recording that key and the package's
 SHA-256: a package whose sidecar does not match (damaged, foreign, stale) is rebuilt.
-fp16/bf16 packages redo NaN/Inf tiles through an fp32 twin (:mod:`f2n.export.fallback`).
+fp16/bf16 packages redo NaN/Inf tiles through an fp32 twin (:mod:`f2n.export.fallback`),
+built with the value range the package's metadata records.
 
 On CUDA, Inductor compiles the package's C++ wrapper against the CUDA toolkit's headers
 (pytorch issue #150442); a pip-only install has none, and a failed compile then says
@@ -31,11 +32,13 @@ from torch.nn import functional as F
 
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.export.cache import (
-    architecture,
+    VALUE_RANGE_METADATA,
     cache_dir,
     digest,
+    graph_fields,
     is_trusted,
     record_artifact,
+    recorded_range,
 )
 from f2n.export.fallback import Fp32Twin
 from f2n.weights.fit import check_weight_set, weight_shapes
@@ -64,7 +67,7 @@ def device_tag(device: str) -> str:
 def package_fields(model: nn.Module, *, device: str, precision: str) -> dict:
     """Everything a compiled package depends on: its cache key and sidecar."""
     return {
-        "architecture": architecture(model),
+        **graph_fields(model),
         "torch": torch.__version__,
         "device": device_tag(device),
         "precision": precision,
@@ -113,7 +116,8 @@ def compile_package(model: nn.Module, path: str | Path, *, device: str = "cpu", 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.pt2")
     try:
-        torch._inductor.aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=dict(INDUCTOR_CONFIGS))  # a copy: Inductor adds keys to it
+        configs = {**INDUCTOR_CONFIGS, "aot_inductor.metadata": {VALUE_RANGE_METADATA: net.value_range}}  # a new dict: Inductor adds keys to it
+        torch._inductor.aoti_compile_and_package(program, package_path=str(tmp), inductor_configs=configs)
         os.replace(tmp, path)
     except Exception as error:  # Inductor wraps the compiler's failure in its own types
         from torch.utils import cpp_extension
@@ -144,7 +148,8 @@ class AotiEngine:
                 f"{len(not_swappable)} weights are baked into the AOTInductor package {package} (e.g. {', '.join(not_swappable[:3])}); "
                 f"expected all {len(self._shapes)} as constants: recompile with {dict(INDUCTOR_CONFIGS)}"
             )
-        self._twin = Fp32Twin(device, self.name) if self.dtype != torch.float32 else None
+        value_range = recorded_range(self._runner.get_metadata(), package)
+        self._twin = Fp32Twin(device, self.name, value_range) if self.dtype != torch.float32 else None
         self.set_weights(weights)
 
     def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:

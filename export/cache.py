@@ -14,12 +14,33 @@ from pathlib import Path
 
 from torch import nn
 
+from f2n.errors import WeightsError
 from f2n.fileio import sha256_file, writable_home, write_text_atomic
+from f2n.nets.rrdbnet import VALUE_RANGES, ValueRange
+
+# The key under which an exported graph (ONNX metadata_props, AOTInductor package metadata)
+# records its network's value range, so that its fp32 twin is built with the same.
+VALUE_RANGE_METADATA = "f2n.value_range"
 
 
 def architecture(model: nn.Module) -> list[tuple[str, list[int]]]:
     """Parameter names and shapes: all a compiled graph depends on (weights are replaced)."""
     return sorted((key, list(value.shape)) for key, value in model.state_dict().items())
+
+
+def graph_fields(model: nn.Module) -> dict:
+    """What a compiled graph of ``model`` (an RRDBNet) depends on besides the weights it is
+    given: its architecture and the value range its forward maps in and out."""
+    return {"architecture": architecture(model), "value_range": model.value_range}
+
+
+def recorded_range(metadata: dict[str, str], artifact: object) -> ValueRange:
+    """The value range an exported graph's metadata records; a graph without one (written
+    before ranges existed) is unit, as every network was then."""
+    value = metadata.get(VALUE_RANGE_METADATA, "unit")
+    if value not in VALUE_RANGES:
+        raise WeightsError(f"{artifact}: {VALUE_RANGE_METADATA} is {value!r}, expected one of {', '.join(VALUE_RANGES)}")
+    return value
 
 
 def digest(fields: dict) -> str:

@@ -24,6 +24,7 @@ from f2n.export.trt_config import tile_profile
 from f2n.export.trt_engine import TrtEngine, build_plan, import_tensorrt, parser_graph, recipe_for
 from f2n.export.trt_refit import read_refit_source
 from f2n.fileio import write_bytes_atomic
+from f2n.nets.rrdbnet import VALUE_RANGES, ValueRange
 from f2n.runtime.types import SREngine
 from f2n.weights.sr import load_sr_network
 
@@ -53,19 +54,24 @@ def _check(diff: float, precision: str, what: str) -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="AOTInductor target; TensorRT needs cuda")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="run the export on a real crop and compare with PyTorch")
 @click.option("--tf32", is_flag=True, help="TensorRT fp32: allow TF32 (faster on Ampere+, ~1e-3 from IEEE fp32; verified loosely)")
+@click.option("--sr-range", type=click.Choice(VALUE_RANGES), help="the value range the weights were trained on "
+              "[the file's record, else the registry's; a file named F2NESRGAN.pth: signed; else unit]")
 @one_line_errors
-def main(source: str, fmt: str, precision: str, out: Path | None, device: str, verify: bool, tf32: bool) -> None:
-    """Export the x4 SR network for an inference engine."""
-    click.echo(f"wrote {export(source, fmt, precision, out, device, verify, tf32=tf32)}")
+def main(source: str, fmt: str, precision: str, out: Path | None, device: str, verify: bool, tf32: bool,
+         sr_range: ValueRange | None) -> None:
+    """Export the x4 SR network for an inference engine (input and output in [0, 1] whatever
+    range the weights were trained on: the graph maps in and out)."""
+    click.echo(f"wrote {export(source, fmt, precision, out, device, verify, tf32=tf32, sr_range=sr_range)}")
 
 
-def export(source: str, fmt: str, precision: str, out: Path | None, device: str, verify: bool, *, tf32: bool = False) -> Path:
+def export(source: str, fmt: str, precision: str, out: Path | None, device: str, verify: bool, *, tf32: bool = False,
+           sr_range: ValueRange | None = None) -> Path:
     if tf32 and (fmt != "trt" or precision != "fp32"):
         raise ConfigError(f"--tf32 applies to --format trt --precision fp32 only, got --format {fmt} --precision {precision}")
     if fmt == "trt":
         trt = import_tensorrt()  # fail before any work when TensorRT or CUDA is missing
     out = output_path(out, source, fmt, precision)
-    loaded = load_sr_network(source)
+    loaded = load_sr_network(source, value_range=sr_range)
     # Written and verified under a temp name beside --out, then renamed: an export that fails
     # its check leaves no file, and an existing --out stays as it was.
     try:
@@ -76,6 +82,7 @@ def export(source: str, fmt: str, precision: str, out: Path | None, device: str,
             os.replace(staged, out)
     except OSError as error:  # read-only folder, full disk: one line, not a traceback
         raise ConfigError(f"cannot write {out}: {error.strerror or error}") from None
+    click.echo(f"value range: {loaded.value_range}")  # what the graph maps its [0, 1] input to
     return out
 
 

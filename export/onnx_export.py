@@ -6,7 +6,8 @@ dependency) and took ~15x longer on a 1-block net; ``do_constant_folding=False``
 keeps every parameter a named initializer. The graph is the network only:
 input (N, 3, H, W) RGB in [0, 1], output (N, 3, 4H, 4W), NOT clamped (like the
 torch engine; the tiler clamps once after blending, as Real-ESRGAN does after
-inference). N, H and W are dynamic.
+inference). N, H and W are dynamic. A signed network's range change is in the graph;
+its ``metadata_props`` record the range (:func:`graph_value_range`) for the fp32 twin.
 """
 
 import copy
@@ -21,8 +22,9 @@ from onnx import numpy_helper
 from torch import nn
 
 from f2n.errors import ConfigError, F2NError, WeightsError
-from f2n.export.cache import architecture, cache_dir, digest
+from f2n.export.cache import VALUE_RANGE_METADATA, cache_dir, digest, graph_fields, recorded_range
 from f2n.export.names import WeightNameMap, map_initializers
+from f2n.nets.rrdbnet import ValueRange
 from f2n.onnxruntime_support import import_onnxruntime
 
 OPSET = 17
@@ -77,6 +79,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, precision: str = "fp32", 
 
             graph = onnxslim.slim(graph)
         check_weights_kept(graph, net.state_dict())
+        onnx.helper.set_model_props(graph, {VALUE_RANGE_METADATA: net.value_range})
         onnx.save(graph, str(tmp))
         os.replace(tmp, path)
     finally:
@@ -97,6 +100,11 @@ def check_weights_kept(graph: onnx.ModelProto, state_dict: dict[str, torch.Tenso
 
 def initializer_arrays(graph: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {init.name: numpy_helper.to_array(init) for init in graph.graph.initializer}
+
+
+def graph_value_range(graph: onnx.ModelProto) -> ValueRange:
+    """The value range of the network ``graph`` was exported from."""
+    return recorded_range({prop.key: prop.value for prop in graph.metadata_props}, "ONNX graph")
 
 
 def initializer_shapes(graph: onnx.ModelProto, names: WeightNameMap) -> dict[str, tuple[int, ...]]:
@@ -127,6 +135,6 @@ def cached_onnx(model: nn.Module, *, precision: str = "fp32") -> Path:
     """The ONNX graph for ``model``'s architecture from ``$F2N_HOME/engines/onnx``,
     exported on a miss. Its embedded weights are whichever set was exported first:
     engines replace them, the graph is what is cached."""
-    key = digest({"architecture": architecture(model), "torch": torch.__version__, "opset": OPSET, "precision": precision, "format": ONNX_FORMAT})
+    key = digest({**graph_fields(model), "torch": torch.__version__, "opset": OPSET, "precision": precision, "format": ONNX_FORMAT})
     path = cache_dir("onnx") / f"rrdbnet-{key}.onnx"
     return path if path.is_file() else export_onnx(model, path, precision=precision)

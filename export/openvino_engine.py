@@ -34,7 +34,7 @@ import torch
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.fallback import Fp32Twin
 from f2n.export.names import map_initializers
-from f2n.export.onnx_export import INPUT_NAME, initializer_shapes, onnx_input_dtype
+from f2n.export.onnx_export import INPUT_NAME, graph_value_range, initializer_shapes, onnx_input_dtype
 from f2n.weights.fit import check_weight_set
 
 REPLACEMENTS = ("constants", "inputs")
@@ -116,7 +116,7 @@ class OpenVinoEngine:
         self._config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = threads
-        self._twin = Fp32Twin("cpu", self.name) if precision != "fp32" else None
+        self._twin = Fp32Twin("cpu", self.name, graph_value_range(graph)) if precision != "fp32" else None
         self._shared = None
         if replacement == "inputs":
             self._weights_as_parameters()

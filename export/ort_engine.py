@@ -34,6 +34,7 @@ from f2n.export.names import WeightNameMap, map_initializers
 from f2n.export.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
+    graph_value_range,
     initializer_shapes,
     onnx_input_dtype,
 )
@@ -104,7 +105,7 @@ class OrtEngine:
             # ORT's CPU EP computes fp16 graphs through inserted Casts, which also swallow
             # add_initializer overrides; weights fed as inputs go through them.
             raise ConfigError(f"ONNX weight replacement 'reinit' on the CPU needs an fp32 ONNX graph, got {self.dtype}; use replacement 'inputs'")
-        self._twin = Fp32Twin(device, self.name) if self.dtype != np.float32 else None
+        self._twin = Fp32Twin(device, self.name, graph_value_range(graph)) if self.dtype != np.float32 else None
         self._shapes = initializer_shapes(graph, self.names)
         if replacement == "inputs":
             graph = _weights_as_inputs(graph, set(self.names.onnx_to_canonical))

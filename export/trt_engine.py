@@ -148,7 +148,7 @@ class TrtEngine:
         self._context = self._engine.create_execution_context()
         self._refitter = trt.Refitter(self._engine, self._logger)
         self._refitter.max_threads = REFIT_THREADS
-        self._twin = Fp32Twin("cuda", self.name) if precision != "fp32" else None
+        self._twin = Fp32Twin("cuda", self.name, source.value_range) if precision != "fp32" else None
         self.set_weights(weights)
 
     def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -18,7 +18,8 @@ from onnx import numpy_helper
 
 from f2n.errors import WeightsError
 from f2n.export.names import WeightNameMap, map_initializers
-from f2n.export.onnx_export import initializer_shapes
+from f2n.export.onnx_export import graph_value_range, initializer_shapes
+from f2n.nets.rrdbnet import ValueRange
 
 # trt.DataType member name -> torch dtype, for refit weights and I/O buffers
 TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16, "INT32": torch.int32, "INT64": torch.int64}
@@ -28,18 +29,20 @@ TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfl
 class RefitSource:
     """What a refit needs from the ONNX graph, read once: the name map, the shape of
     each network weight (to check θ_n; not the values) and the values of the other
-    initializers (small constants such as Resize scales)."""
+    initializers (small constants such as Resize scales); and the network's value range,
+    for the fp32 twin."""
 
     names: WeightNameMap
     shapes: Mapping[str, tuple[int, ...]]
     constants: Mapping[str, np.ndarray]
+    value_range: ValueRange
 
 
 def read_refit_source(graph: Path | onnx.ModelProto, keys: Iterable[str]) -> RefitSource:
     graph = onnx.load(str(graph)) if isinstance(graph, Path) else graph
     names = map_initializers(graph, keys)
     constants = {init.name: _as_float32_if_bf16(init) for init in graph.graph.initializer if init.name not in names.onnx_to_canonical}
-    return RefitSource(names, initializer_shapes(graph, names), constants)
+    return RefitSource(names, initializer_shapes(graph, names), constants, graph_value_range(graph))
 
 
 def _as_float32_if_bf16(init: onnx.TensorProto) -> np.ndarray:

@@ -8,7 +8,9 @@ gave, else the checkpoint's (its ``alpha``/``steps``/``optimizer`` meta; a meta-
 adapts all its parameters), else f2n's default. The patch budget is one setting given per face or per image (a checkpoint's
 ``patches_per_face``/``patches_per_image``, ``patch_lq_size``); the MaskNet upsamples its LQ
 input as the checkpoint says (``masknet_lq_resize``). A new inner-loop setting is one field of
-:class:`AdaptationSettings` and one line of :func:`checkpoint_settings`.
+:class:`AdaptationSettings` and one line of :func:`checkpoint_settings`. The SR network's value
+range is the user's ``--sr-range``, else what the file or registry says
+(:func:`f2n.weights.sr.resolve_value_range`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.nets.masknet import MaskNet
+from f2n.nets.rrdbnet import ValueRange
 from f2n.runtime.adapt import (
     DEFAULT_HOLDOUT,
     DEFAULT_LR,
@@ -113,10 +116,18 @@ def resolve_device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_supported_network(source: str | Path | LoadedSR, device: str = "cpu") -> LoadedSR:
+def load_supported_network(source: str | Path | LoadedSR, device: str = "cpu",
+                           value_range: ValueRange | None = None) -> LoadedSR:
     """An SR network f2n can adapt: registry name, weight file or an already loaded one.
-    A network of another scale is refused here, in one line, before any photo is read."""
-    loaded = source if isinstance(source, LoadedSR) else load_sr_network(source, device=device)
+    ``value_range`` (``--sr-range``) overrides the file's; an already loaded network has its
+    range. A network of another scale is refused here, in one line, before any photo is read."""
+    if isinstance(source, LoadedSR):
+        if value_range is not None and value_range != source.descriptor.value_range:
+            raise ConfigError(f"{source.path} was loaded as {source.descriptor.value_range}; "
+                              f"give the value range {value_range} when loading it")
+        loaded = source
+    else:
+        loaded = load_sr_network(source, device=device, value_range=value_range)
     if loaded.descriptor.scale != SCALE:
         raise WeightsError(f"{loaded.path} is a x{loaded.descriptor.scale} network; f2n adapts and runs x{SCALE} "
                            f"networks only (the face stage, tiling and training pair each LQ pixel with "
@@ -189,6 +200,7 @@ def build_pipeline(
     support: SupportConfig = SupportConfig(),
     natural_bank: Path | None = None,
     natural_pairs: int = ReDegNetConfig().natural_pairs,
+    sr_range: ValueRange | None = None,
     warn: Callable[[str], None] = lambda _message: None,
     **pipeline_options: Any,
 ) -> AdaptAndRun:
@@ -202,7 +214,8 @@ def build_pipeline(
     ``--prior-option`` values); a prior whose weights are missing leaves the photos unadapted (``warn``
     says so once) unless ``require_adaptation``. ``oracle_shape``: the (H, W) of the one photo
     an ``oracle:`` ground truth must be x4 of. ``natural_bank``/``natural_pairs``: ReDegNet's
-    folder of HQ natural images and synthetic pairs per photo. ``pipeline_options``:
+    folder of HQ natural images and synthetic pairs per photo. ``sr_range``: the SR network's value
+    range (``--sr-range``; None: what the file or registry says). ``pipeline_options``:
     :class:`PipelineConfig` fields. Checks run cheapest first: options, ReDegNet's bank and
     networks, the SR network, engine, then the prior (possibly a download).
     """
@@ -210,7 +223,7 @@ def build_pipeline(
     redegnet = None
     if method == "redegnet" and pipeline_options.get("adapt_enabled", True):
         redegnet = (ReDegNetConfig(natural_pairs), NaturalBank(natural_bank), load_redegnets(device))
-    loaded = load_supported_network(source)
+    loaded = load_supported_network(source, value_range=sr_range)
     settings = resolve_settings(requested or {}, loaded, defaults)
     adapt = AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, params=settings.params,
                         guard=settings.guard, holdout=settings.holdout, device=device,
@@ -241,7 +254,7 @@ def build_pipeline(
             adaptation = FaceAdaptation(detector or default_detector(), face_prior, face=face, prior_problem=problem,
                                         masknet=load_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize))
     return AdaptAndRun(model=loaded.model.to(device), engine=engine, method=adaptation, config=config,
-                       engine_choice=choice)
+                       engine_choice=choice, sr_range=loaded.value_range)
 
 
 def default_detector() -> Detector:

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from f2n.errors import ConfigError, F2NError
+from f2n.nets.rrdbnet import VALUE_RANGES, ValueRange
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
 from f2n.runtime.build import (
     DEFAULT_PATCHES_PER_IMAGE,
@@ -101,6 +102,8 @@ class Command(click.Command):
 @click.option("--prior-option", "prior_options", multiple=True, metavar="NAME=VALUE",
               help="A prior's option, repeatable: w=0.7 sets CodeFormer's fidelity (default 0.5).")
 @click.option("--checkpoint", default="realesrgan-x4plus", show_default=True, help="Registry name or weight file.")
+@click.option("--sr-range", type=click.Choice(VALUE_RANGES), help="The value range the SR weights were trained on "
+              "[the file's record, else the registry's; a file named F2NESRGAN.pth: signed; else unit].")
 @click.option("--paste-faces", is_flag=True, help="Blend the restored faces over the result.")
 @click.option("--save-debug", is_flag=True, help="Write aligned/restored faces and patches beside the output.")
 @click.option("--save-weights", type=click.Path(path_type=Path), help="Write θ_n (.safetensors file, or a folder for several photos).")
@@ -139,7 +142,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         optimizer: str | None, no_guard: bool, adapt_method: str, natural_bank: Path | None, natural_pairs: int,
         patches_per_face: int | None, patches_per_image: int | None, support_patch: int, support_count: int,
         tile: int, tile_overlap: int, device: str | None, precision: str | None, prior: str,
-        prior_options: tuple[str, ...], checkpoint: str,
+        prior_options: tuple[str, ...], checkpoint: str, sr_range: ValueRange | None,
         paste_faces: bool, save_debug: bool, save_weights: Path | None, report: Path | None, no_adapt: bool,
         require_adaptation: bool, overwrite: bool, demo: bool, progress: bool) -> int:
     requested = {"steps": steps, "lr": lr, "optimizer": optimizer, "guard": False if no_guard else None,
@@ -147,7 +150,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     if demo:
         from f2n.runtime.demo import run_demo
 
-        return run_demo(device=resolve_device(device), checkpoint=checkpoint, requested=requested)
+        return run_demo(device=resolve_device(device), checkpoint=checkpoint, requested=requested, sr_range=sr_range)
     if steps is not None:
         check_adapt_steps(steps)  # before AdaptConfig, whose own bound (>= 0) serves other callers
     if no_adapt and (require_adaptation or save_weights):
@@ -162,7 +165,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     oracle = prior.startswith(("oracle:", "oracle-restored:")) and not no_adapt and adapt_method != "cmdsr"
     if oracle and len(jobs) != 1:
         raise ConfigError(f"--prior oracle:GT_PATH needs exactly one input photo, got {len(jobs)}")
-    loaded = load_supported_network(checkpoint)  # a network f2n cannot run fails here, before any folder is made
+    loaded = load_supported_network(checkpoint, value_range=sr_range)  # a network f2n cannot run fails here, before any folder is made
     prepare_folders(jobs, report, started=time.time())
     # The oracle checks its ground truth against the photo's size: that photo is decoded once, here.
     decoded = {jobs[0].source: read_image(jobs[0].source)} if oracle else {}
@@ -191,7 +194,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     counts = summarise(reports)
     click.echo(f"{len(reports)} photo(s): {counts['ok']} written ({counts['adapted']} adapted), "
                f"{counts['skipped']} skipped, {counts['failed']} failed; engine {choice.engine} {choice.precision} "
-               f"({choice.reason})", err=True)
+               f"({choice.reason}); SR value range {loaded.value_range}", err=True)
     if counts["failed"] == 0:
         return 0
     return EXIT_ALL_FAILED if counts["failed"] == len(reports) else EXIT_PARTIAL

@@ -16,6 +16,7 @@ import numpy as np
 import skimage.data
 
 from f2n.errors import InputImageError, WeightsError
+from f2n.nets.rrdbnet import ValueRange
 from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.build import AdaptationSettings, build_pipeline, load_supported_network, make_engine
 from f2n.runtime.face_patches import PatchConfig
@@ -83,15 +84,17 @@ def evaluate(checkpoint: str | Path | LoadedSR, detector: Detector, priors: Mapp
     return rows, next(iter(runs.values())).config.adapt
 
 
-def run_demo(*, device: str, checkpoint: str, requested: Mapping[str, Any] | None = None) -> int:
+def run_demo(*, device: str, checkpoint: str, requested: Mapping[str, Any] | None = None,
+             sr_range: ValueRange | None = None) -> int:
     """The CLI's --demo: prints the PSNR table; exit code 1 if adaptation did not beat the base.
-    The checkpoint's adaptation settings apply unless ``requested`` overrides them."""
+    The checkpoint's adaptation settings apply unless ``requested`` overrides them; ``sr_range``:
+    ``--sr-range``."""
     from f2n.runtime.face_detect import RetinaFaceDetector
     from f2n.runtime.face_prior import load_prior_file
     from f2n.weights import weight_path
 
     gt, lq = demo_pair()
-    loaded = load_supported_network(checkpoint)
+    loaded = load_supported_network(checkpoint, value_range=sr_range)
     priors: dict[str, FacePrior] = {"oracle prior, upper bound": OraclePrior(gt),
                                     "oracle-restored, realistic": OracleRestoredPrior(gt, loaded.model.to(device))}
     try:  # only when already installed: the demo never downloads

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from f2n.errors import ConfigError, InputImageError
+from f2n.nets.rrdbnet import RRDBNet, ValueRange
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep
 from f2n.runtime.debug_images import save_debug
 from f2n.runtime.engine_choice import EngineChoice
@@ -32,7 +32,8 @@ from f2n.runtime.tiling import (
     tiled_upscale,
 )
 from f2n.runtime.types import FaceStageResult, SREngine
-from f2n.weights.checkpoint import save_safetensors_atomic
+from f2n.weights.checkpoint import VALUE_RANGE_META, save_safetensors_atomic
+from f2n.weights.sr import RangeChoice
 
 ADAPTED_WEIGHTS_FORMAT = "f2n-adapted-rrdbnet"
 
@@ -79,13 +80,16 @@ class Enhanced:
 class AdaptAndRun:
     """Components in, photos out: the SR ``model`` (θ), the ``engine`` that runs it and the
     ``method`` that adapts θ to each photo; ``engine_choice``: how ``engine`` was chosen (the
-    factory's ``--engine`` resolution, for the log and the report), None for an engine given ready-made."""
+    factory's ``--engine`` resolution, for the log and the report), None for an engine given ready-made;
+    ``sr_range``: θ's value range and where it came from (default: the model's own, as given)."""
 
-    def __init__(self, *, model: nn.Module, engine: SREngine, method: AdaptationMethod,
-                 config: PipelineConfig = PipelineConfig(), engine_choice: EngineChoice | None = None) -> None:
+    def __init__(self, *, model: RRDBNet, engine: SREngine, method: AdaptationMethod,
+                 config: PipelineConfig = PipelineConfig(), engine_choice: EngineChoice | None = None,
+                 sr_range: RangeChoice | None = None) -> None:
         self.model = model
         self.engine = engine
         self.engine_choice = engine_choice
+        self.sr_range = sr_range or RangeChoice(model.value_range, "the network as given")
         self.method = method
         self.config = config
         self.base_weights = {name: p.detach() for name, p in model.named_parameters()}
@@ -111,7 +115,8 @@ class AdaptAndRun:
             # must not exist unless the weights asked for do (each write is atomic)
             if weights_out is not None and result.adaptation is not None:
                 with timed(timings, "save_weights"):
-                    written.append(save_adapted_weights(weights_out, result.adaptation, source, result.provenance))
+                    written.append(save_adapted_weights(weights_out, result.adaptation, source, result.provenance,
+                                                        self.model.value_range))
             # 8. encode
             with timed(timings, "encode"):
                 write_image(output, result.rgb, alpha=result.alpha, bit_depth=bit_depth,
@@ -198,6 +203,7 @@ class AdaptAndRun:
             **self.method.settings(), "adapt": asdict(self.config.adapt),
             "tile": self.config.tile, "overlap": self.config.overlap, "batch_size": self.config.batch_size,
             "paste_faces": self.config.paste_faces, "engine": self.engine.name,
+            "sr_range": self.sr_range.value_range, "sr_range_source": self.sr_range.source,
             "mask": result.faces.mask_source if result.faces is not None else None, "seed": seed,
         }
         return RunReport(
@@ -210,8 +216,11 @@ class AdaptAndRun:
         )
 
 
-def save_adapted_weights(path: Path, adaptation: AdaptResult, source: Path, provenance: Mapping[str, str]) -> Path:
+def save_adapted_weights(path: Path, adaptation: AdaptResult, source: Path, provenance: Mapping[str, str],
+                         value_range: ValueRange) -> Path:
     """θ′ as safetensors with canonical RRDBNet names (loadable by f2n-export and
-    ``load_sr_network``), and how it was made (``provenance``) in the metadata."""
-    metadata = {"format": ADAPTED_WEIGHTS_FORMAT, "source_photo": str(source), **provenance}
+    ``load_sr_network``), how it was made (``provenance``) and the value range θ was trained
+    on (read back by ``load_sr_network``) in the metadata."""
+    metadata = {"format": ADAPTED_WEIGHTS_FORMAT, "source_photo": str(source), **provenance,
+                VALUE_RANGE_META: value_range}
     return save_safetensors_atomic(path, {k: v.to(torch.float32) for k, v in adaptation.weights.items()}, metadata)

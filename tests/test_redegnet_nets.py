@@ -16,7 +16,7 @@ from f2n.nets.redegnet_syn_encoder import SynNetEncoder
 from f2n.nets.redegnet_syn_generator import SynNetGenerator
 from f2n.runtime.images import read_image
 from f2n.runtime.redegnet import to_network_range
-from f2n.weights import load_network, load_sr_network, load_state_dict_file
+from f2n.weights import load_network, load_state_dict_file
 from f2n.weights.redegnet import (
     degnet_hyperparameters,
     syn_encoder_hyperparameters,
@@ -109,13 +109,3 @@ def test_to_network_range_maps_zero_and_one_to_minus_one_and_one() -> None:
     rgb[0, 0] = 1.0
     tensor = to_network_range(rgb)
     assert tensor.shape == (3, 2, 2) and tensor[:, 0, 0].tolist() == [1.0] * 3 and tensor[:, 1, 1].tolist() == [-1.0] * 3
-
-
-def test_an_f2n_esrgan_checkpoint_of_the_official_code_loads_as_the_sr_network() -> None:
-    """F2NESRGAN.pth is an RRDBNet state dict under ``params`` (CleanTest/models/F2NESRGAN.py)."""
-    loaded = load_sr_network(FIXTURES / "f2nesrgan_small.pth")
-    assert (loaded.descriptor.scale, loaded.descriptor.num_feat, loaded.descriptor.num_block,
-            loaded.descriptor.num_grow_ch) == (4, 8, 2, 4)
-    io = load_file(FIXTURES / "f2nesrgan_small_io.safetensors")  # in F2N-ESRGAN's range, [-1, 1]
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.model(io["input"]), io["output"], rtol=0, atol=1e-5)

@@ -23,8 +23,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from f2n.errors import ConfigError, WeightsError
+from f2n.nets.rrdbnet import ValueRange
 from f2n.weights import save_f2n_checkpoint
-from f2n.weights.checkpoint import save_safetensors_atomic
+from f2n.weights.checkpoint import VALUE_RANGE_META, save_safetensors_atomic
 
 TRAIN_FORMAT = "f2n-train-state/1"
 SUFFIX = ".safetensors"
@@ -54,13 +55,15 @@ def save_checkpoint(
     deploy_sr: Mapping[str, torch.Tensor],
     alpha: float | None,
     condition_config: Mapping[str, object] | None = None,
+    value_range: ValueRange = "unit",
 ) -> Path:
     """Write both files of ``state.step``; returns the f2n checkpoint's path. ``deploy_sr``
     is the θ users get (the EMA when enabled); ``alpha`` the MetaF2N inner step size (None
-    for CMDSR); ``condition_config`` the config of ``state.modules["condition"]`` (CMDSR)."""
+    for CMDSR); ``condition_config`` the config of ``state.modules["condition"]`` (CMDSR);
+    ``value_range`` the range θ runs in (a signed start such as F2N-ESRGAN stays signed)."""
     f2n_path = checkpoint_paths(run_dir, state.step)[0]
     save_train_state(run_dir, state)
-    meta: dict[str, object] = {"train_step": state.step}
+    meta: dict[str, object] = {"train_step": state.step, VALUE_RANGE_META: value_range}
     if alpha is not None:  # θ was meta-trained for one SGD step of size α
         meta.update(alpha=alpha, steps=1, optimizer="sgd")
     condition = state.modules["condition"] if condition_config is not None else None

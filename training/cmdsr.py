@@ -145,7 +145,7 @@ def _save(sr: nn.Module, condition_net: ConditionNet, optimizers: dict[str, torc
     saved_config = config_to_dict(replace(config, run=replace(config.run, resume=None)))
     state = TrainState(step, modules, {name: opt.state_dict() for name, opt in optimizers.items()}, saved_config)
     condition_config = {**asdict(condition_net.config), "modulate": list(condition_net.config.modulate)}
-    return save_checkpoint(config.run.out_dir, state, modules["sr"], None, condition_config)
+    return save_checkpoint(config.run.out_dir, state, modules["sr"], None, condition_config, sr.value_range)
 
 
 def _append_log(path: Path, record: dict[str, float]) -> None:

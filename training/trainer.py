@@ -144,7 +144,7 @@ def _save(run: Run, config: TrainConfig, step: int) -> Path:
     saved_config = config_to_dict(replace(config, run=replace(config.run, resume=None)))
     deploy = run.ema.module.state_dict() if run.ema is not None else modules["sr"]
     return save_checkpoint(config.run.out_dir, TrainState(step, modules, optimizers, saved_config),
-                           deploy, config.optim.alpha)
+                           deploy, config.optim.alpha, value_range=run.modules.sr.value_range)
 
 
 def _append_log(path: Path, record: dict[str, float]) -> None:

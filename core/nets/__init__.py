@@ -7,7 +7,7 @@ from f2n.nets.redegnet_degnet import DegNet
 from f2n.nets.redegnet_discriminator import ReDegDiscriminator
 from f2n.nets.redegnet_syn_encoder import SynNetEncoder
 from f2n.nets.redegnet_syn_generator import SynNetGenerator
-from f2n.nets.rrdbnet import RRDB, ResidualDenseBlock, RRDBNet
+from f2n.nets.rrdbnet import RRDB, VALUE_RANGES, ResidualDenseBlock, RRDBNet, ValueRange
 
-__all__ = ["RRDB", "ConditionNet", "ConditionNetConfig", "DegNet", "MaskNet", "RRDBNet", "ReDegDiscriminator",
-           "ResidualDenseBlock", "SynNetEncoder", "SynNetGenerator", "modulated_convs", "modulated_weights"]
+__all__ = ["RRDB", "VALUE_RANGES", "ConditionNet", "ConditionNetConfig", "DegNet", "MaskNet", "RRDBNet", "ReDegDiscriminator",
+           "ResidualDenseBlock", "SynNetEncoder", "SynNetGenerator", "ValueRange", "modulated_convs", "modulated_weights"]

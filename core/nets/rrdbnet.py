@@ -4,7 +4,16 @@ Parameter names are exactly those of ``RealESRGAN_x4plus.pth`` (``params_ema``):
 ``conv_first``, ``body.{i}.rdb{1,2,3}.conv{1..5}``, ``conv_body``, ``conv_up1``,
 ``conv_up2``, ``conv_hr``, ``conv_last``. ONNX initializer names and TensorRT refit
 names derive from them.
+
+``value_range`` is the range the weights were trained on: ``unit`` [0, 1] (Real-ESRGAN,
+MetaF2N) or ``signed`` [-1, 1] (ReDegNet's F2N-ESRGAN). Outside the module every RRDBNet
+takes and returns [0, 1]; a signed one maps in and out inside ``forward``, so every graph
+exported from it (ONNX, OpenVINO, AOTInductor, TensorRT) carries the change with no new
+weights. Folding it into ``conv_first`` instead would not be exact: its zero padding is
+0.5 grey in one range and black in the other.
 """
+
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +24,9 @@ from f2n.cpp_ext.ops import (  # one definition for the plain block and the fuse
     LEAKY_SLOPE,
     RESIDUAL_SCALE,
 )
+
+ValueRange = Literal["unit", "signed"]
+VALUE_RANGES: tuple[ValueRange, ...] = get_args(ValueRange)
 
 
 class ResidualDenseBlock(nn.Module):
@@ -58,7 +70,8 @@ class RRDB(nn.Module):
 class RRDBNet(nn.Module):
     """ESRGAN generator. ``scale`` 4 upsamples directly; 2 and 1 pixel-unshuffle the
     input first, as Real-ESRGAN's x2 models do, so the body always works at 1/4 of
-    the output size."""
+    the output size. Input and output are in [0, 1] whatever ``value_range`` the weights
+    were trained on (module docstring)."""
 
     def __init__(
         self,
@@ -68,11 +81,15 @@ class RRDBNet(nn.Module):
         num_feat: int = 64,
         num_block: int = 23,
         num_grow_ch: int = 32,
+        value_range: ValueRange = "unit",
     ) -> None:
         super().__init__()
         if scale not in (1, 2, 4):
             raise ValueError(f"RRDBNet scale must be 1, 2 or 4, got {scale}")
+        if value_range not in VALUE_RANGES:
+            raise ValueError(f"RRDBNet value_range must be one of {', '.join(VALUE_RANGES)}, got {value_range!r}")
         self.scale = scale
+        self.value_range = value_range  # a plain attribute: state dicts stay those of the stock network
         unshuffle = {4: 1, 2: 4, 1: 16}[scale]
         self.conv_first = nn.Conv2d(num_in_ch * unshuffle, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*[RRDB(num_feat, num_grow_ch) for _ in range(num_block)])
@@ -83,10 +100,13 @@ class RRDBNet(nn.Module):
         self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.value_range == "signed":
+            x = x * 2.0 - 1.0
         if self.scale != 4:
             x = F.pixel_unshuffle(x, 4 // self.scale)
         feat = self.conv_first(x)
         feat = feat + self.conv_body(self.body(feat))
         feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2.0, mode="nearest")), LEAKY_SLOPE)
         feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2.0, mode="nearest")), LEAKY_SLOPE)
-        return self.conv_last(F.leaky_relu(self.conv_hr(feat), LEAKY_SLOPE))
+        out = self.conv_last(F.leaky_relu(self.conv_hr(feat), LEAKY_SLOPE))
+        return (out + 1.0) * 0.5 if self.value_range == "signed" else out

@@ -11,7 +11,7 @@ from f2n.weights.checkpoint import (
 from f2n.weights.fit import check_weight_set, weight_shapes
 from f2n.weights.networks import NETWORKS, identify, load_network
 from f2n.weights.registry import KNOWN_WEIGHTS, WeightSpec
-from f2n.weights.sr import LoadedSR, SRDescriptor, load_sr_network
+from f2n.weights.sr import LoadedSR, RangeChoice, SRDescriptor, load_sr_network
 from f2n.weights.store import add_weight, f2n_home, fetch, weight_path
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "NETWORKS",
     "AdaptationDefaults",
     "LoadedSR",
+    "RangeChoice",
     "SRDescriptor",
     "WeightSpec",
     "add_weight",

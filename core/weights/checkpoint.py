@@ -20,11 +20,14 @@ f2n checkpoint format (version 1) — written by f2n-train, read by ``load_sr_ne
   ``modulate``; present exactly when ``condition.`` tensors are), the patch defaults
   ``patches_per_face`` or ``patches_per_image`` (int, at most one) and ``patch_lq_size``
   (int), ``masknet_lq_resize`` (how MaskNet's LQ input is upsampled: ``bicubic``, the
-  default, or ``tf1-bicubic`` for the official MetaF2N MaskNet), plus any other
-  entries (training step, data, provenance, ...), kept as they are.
+  default, or ``tf1-bicubic`` for the official MetaF2N MaskNet), ``value_range`` (the
+  range θ was trained on: ``unit``, the default, or ``signed``; see
+  :mod:`f2n.nets.rrdbnet`), plus any other entries (training step, data, provenance, ...),
+  kept as they are.
 
 An adapted weight set (``f2n-adapt-and-run --save-weights``) is simpler: a
-``.safetensors`` of canonical RRDBNet names without prefix; its metadata is free.
+``.safetensors`` of canonical RRDBNet names without prefix; its metadata is free but for
+``value_range``, which is read as in a checkpoint's meta.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from torch import nn
 from f2n.errors import WeightsError
 from f2n.fileio import write_atomic
 from f2n.nets.masknet import LQ_RESIZES
+from f2n.nets.rrdbnet import VALUE_RANGES, ValueRange
 from f2n.weights.fit import check_weight_set, names, weight_shapes
 
 F2N_FORMAT = "f2n-checkpoint/1"
@@ -51,6 +55,7 @@ SR_PREFIX = "sr."
 MASKNET_PREFIX = "masknet."
 CONDITION_PREFIX = "condition."
 CONDITION_META = "condition_net"
+VALUE_RANGE_META = "value_range"
 PREFIXES = (SR_PREFIX, MASKNET_PREFIX, CONDITION_PREFIX)
 WRAPPER_KEYS = ("params_ema", "params", "state_dict")  # Real-ESRGAN/BasicSR first: params_ema is the EMA generator
 ENGINE_SUFFIXES = {".onnx": "ONNX graph", ".pt2": "AOTInductor package", ".plan": "TensorRT plan"}  # f2n-export outputs
@@ -220,6 +225,7 @@ def save_f2n_checkpoint(
     adaptation_defaults(meta, Path(path))  # refuse a partial alpha/steps/optimizer set before writing
     patch_defaults(meta, Path(path))
     masknet_lq_resize(meta, Path(path))
+    value_range(meta, Path(path))
     if (condition_state is None) != (condition_config is None):
         raise WeightsError(f"{path}: a ConditionNet needs both its weights and its config, got only one")
     if condition_config is not None:
@@ -244,10 +250,7 @@ def split_f2n_checkpoint(weights: WeightFile, path: Path) -> F2NCheckpoint:
     other = [key for key in weights.tensors if not key.startswith(PREFIXES)]
     if other:
         raise WeightsError(f"{path}: keys {names(other)} have none of the prefixes {', '.join(PREFIXES)} of an f2n checkpoint")
-    try:
-        meta = json.loads(weights.metadata.get("f2n_meta", "{}"))
-    except json.JSONDecodeError as error:
-        raise WeightsError(f"{path}: f2n_meta is not JSON ({error})") from None
+    meta = _f2n_meta(weights, path)
     sr, masknet, condition = (_strip_prefix(weights.tensors, prefix) for prefix in PREFIXES)
     condition_config = meta.get(CONDITION_META)
     if bool(condition) != isinstance(condition_config, dict):
@@ -255,6 +258,23 @@ def split_f2n_checkpoint(weights: WeightFile, path: Path) -> F2NCheckpoint:
                            "must come together")
     return F2NCheckpoint(sr, masknet or None, adaptation_defaults(meta, path), condition or None, condition_config,
                          patch_defaults(meta, path), masknet_lq_resize(meta, path))
+
+
+def _f2n_meta(weights: WeightFile, path: Path) -> dict[str, object]:
+    try:
+        meta = json.loads(weights.metadata.get("f2n_meta", "{}"))
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{path}: f2n_meta is not JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{path}: f2n_meta holds a {type(meta).__name__}, expected a JSON object")
+    return meta
+
+
+def recorded_value_range(weights: WeightFile, path: Path) -> ValueRange | None:
+    """The ``value_range`` an f2n checkpoint's meta or an adapted weight set's metadata records,
+    None when it records none (a third-party file)."""
+    meta = _f2n_meta(weights, path) if is_f2n_checkpoint(weights) else weights.metadata
+    return value_range(meta, path) if VALUE_RANGE_META in meta else None
 
 
 def _strip_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -296,3 +316,10 @@ def masknet_lq_resize(meta: Mapping[str, object], path: Path) -> str:
     if resize not in LQ_RESIZES:
         raise WeightsError(f"{path}: masknet_lq_resize is {resize!r}, expected one of {', '.join(LQ_RESIZES)}")
     return str(resize)
+
+
+def value_range(meta: Mapping[str, object], path: Path) -> ValueRange:
+    recorded = meta.get(VALUE_RANGE_META, "unit")
+    if recorded not in VALUE_RANGES:
+        raise WeightsError(f"{path}: {VALUE_RANGE_META} is {recorded!r}, expected one of {', '.join(VALUE_RANGES)}")
+    return recorded

@@ -11,6 +11,10 @@ names (:mod:`f2n.weights.networks`) when added or downloaded, never by an invent
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the registry stays importable without torch
+    from f2n.nets.rrdbnet import ValueRange
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class WeightSpec:
     description: str
     source: NcnnSource | BytesSource | None = None
     network: str | None = None  # a name in f2n.weights.networks: what an unpinned file must load as
+    value_range: ValueRange | None = None  # SR networks: the range θ was trained on (None: unit, [0, 1])
 
 
 # SHA-256 of the official files: from public mirrors' Git-LFS pointers (several agree for
@@ -240,6 +245,17 @@ KNOWN_WEIGHTS: tuple[WeightSpec, ...] = (
         license="ReDegNet repository terms (research use)",
         description="ReDegNet SynNet generator: renders content through a degradation (--adapt-method redegnet)",
         network="redegnet-syn-generator",
+    ),
+    WeightSpec(
+        name="f2n-esrgan",
+        filename="F2NESRGAN.pth",
+        url=None,
+        sha256=None,
+        license="ReDegNet repository terms: CC BY-NC-SA 4.0 (non-commercial)",
+        description="ReDegNet's F2N-ESRGAN x4 RRDBNet, trained in [-1, 1] (--checkpoint f2n-esrgan; "
+                    "add net_f2n_g.pth or net_f2n_init.pth under this name)",
+        network="rrdbnet",
+        value_range="signed",
     ),
 )
 

@@ -6,6 +6,12 @@ old-architecture ESRGAN (``model.0``, ``model.1.sub.N.RDBK.convM.0``, ``model.3`
 new-architecture ESRGAN (``RRDB_trunk.N.RDBK.convM``, ``trunk_conv``, ``upconv1``,
 ``HRconv``), and the f2n checkpoint format (``sr.``/``masknet.``/``condition.`` prefixes,
 see :mod:`f2n.weights.checkpoint`).
+
+The **value range** θ was trained on (:data:`f2n.nets.rrdbnet.ValueRange`) is not in the
+weights; :func:`resolve_value_range` decides it, first match wins: the caller's explicit
+choice (``--sr-range``), the file's own record (f2n checkpoints and ``--save-weights``
+outputs write ``value_range``), the registry entry, the official F2N-ESRGAN release's file
+names (signed), else ``unit`` — every other RRDBNet release f2n knows is trained in [0, 1].
 """
 
 from __future__ import annotations
@@ -18,17 +24,20 @@ import torch
 
 from f2n.errors import WeightsError
 from f2n.nets.condition_net import ConditionNet
-from f2n.nets.rrdbnet import RRDBNet
+from f2n.nets.rrdbnet import RRDBNet, ValueRange
 from f2n.weights.checkpoint import (
+    VALUE_RANGE_META,
     AdaptationDefaults,
     PatchDefaults,
+    WeightFile,
     is_f2n_checkpoint,
     load_into,
     read_weight_file,
+    recorded_value_range,
     split_f2n_checkpoint,
 )
 from f2n.weights.condition_net import load_condition_net
-from f2n.weights.registry import find_spec
+from f2n.weights.registry import WeightSpec, find_spec
 from f2n.weights.store import weight_path
 
 # Old-architecture ESRGAN x4: model = [conv_first, ShortcutBlock(RRDBs + conv_body), up, conv_up1, lrelu, up, conv_up2, lrelu, conv_hr, lrelu, conv_last]
@@ -38,6 +47,10 @@ OLD_ARCH_TRUNK = re.compile(r"^model\.1\.sub\.(\d+)\.(weight|bias)$")
 NEW_ARCH_NAMES = {"trunk_conv.": "conv_body.", "upconv1.": "conv_up1.", "upconv2.": "conv_up2.", "HRconv.": "conv_hr."}
 NEW_ARCH_RDB = re.compile(r"^RRDB_trunk\.(\d+)\.RDB(\d)\.conv(\d)\.(weight|bias)$")
 CANONICAL_BODY = re.compile(r"^body\.(\d+)\.")
+# The official F2N-ESRGAN files (csxmli2016/ReDegNet, trained in [-1, 1]): the name the
+# network class loads by default (CleanTest/models/F2NESRGAN.py) and the two released
+# weight sets test_restoration.py names. A file renamed otherwise needs --sr-range signed.
+OFFICIAL_SIGNED_FILENAMES = ("F2NESRGAN.pth", "net_f2n_g.pth", "net_f2n_init.pth")
 
 
 @dataclass(frozen=True)
@@ -54,14 +67,26 @@ class SRDescriptor:
     num_block: int
     num_grow_ch: int
     size_multiple: int
+    value_range: ValueRange = "unit"  # what θ was trained on; the network takes and returns [0, 1] either way
     supported_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.float16)
 
 
 @dataclass(frozen=True)
+class RangeChoice:
+    """The value range θ is run with and where that came from (for the log and the report)."""
+
+    value_range: ValueRange
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.value_range} ({self.source})"
+
+
+@dataclass(frozen=True)
 class LoadedSR:
-    """An RRDBNet in eval mode with its descriptor; for an f2n checkpoint also the
-    adaptation defaults, the MaskNet state dict (and the bicubic its LQ input is made
-    with), the patch defaults and the CMDSR ConditionNet (else None)."""
+    """An RRDBNet in eval mode with its descriptor and the origin of its value range; for an
+    f2n checkpoint also the adaptation defaults, the MaskNet state dict (and the bicubic its
+    LQ input is made with), the patch defaults and the CMDSR ConditionNet (else None)."""
 
     model: RRDBNet
     descriptor: SRDescriptor
@@ -71,6 +96,7 @@ class LoadedSR:
     condition_net: ConditionNet | None = None
     patch_defaults: PatchDefaults | None = None
     masknet_lq_resize: str = "bicubic"
+    value_range: RangeChoice = RangeChoice("unit", "default")
 
 
 def is_rrdbnet(state: dict[str, torch.Tensor]) -> bool:
@@ -84,10 +110,11 @@ def load_rrdbnet(state: dict[str, torch.Tensor], path: Path) -> RRDBNet:
     return _build_rrdbnet(canonicalize_rrdbnet(state, path), path)[0].eval()
 
 
-def _build_rrdbnet(canonical: dict[str, torch.Tensor], path: Path) -> tuple[RRDBNet, dict[str, int]]:
+def _build_rrdbnet(canonical: dict[str, torch.Tensor], path: Path,
+                   value_range: ValueRange = "unit") -> tuple[RRDBNet, dict[str, int]]:
     hyper = infer_hyperparameters(canonical, path)
     with torch.device("meta"):
-        model = RRDBNet(**hyper)
+        model = RRDBNet(**hyper, value_range=value_range)
     load_into(model, canonical, what=f"SR weights {path}")
     return model, hyper
 
@@ -155,11 +182,29 @@ def infer_hyperparameters(state: dict[str, torch.Tensor], path: Path) -> dict[st
     }
 
 
-def load_sr_network(source: str | Path = "realesrgan-x4plus", *, device: str | torch.device = "cpu") -> LoadedSR:
+def resolve_value_range(path: Path, weights: WeightFile, spec: WeightSpec | None,
+                        requested: ValueRange | None = None) -> RangeChoice:
+    """The range θ in ``path`` runs with (module docstring: the order of the rules)."""
+    if requested is not None:
+        return RangeChoice(requested, "--sr-range")
+    recorded = recorded_value_range(weights, path)
+    if recorded is not None:
+        return RangeChoice(recorded, f"recorded in {path.name}")
+    if spec is not None:
+        return RangeChoice(spec.value_range or "unit", f"registry entry {spec.name}")
+    if path.name in OFFICIAL_SIGNED_FILENAMES:
+        return RangeChoice("signed", f"{path.name} is named as an official F2N-ESRGAN file, trained in [-1, 1]")
+    return RangeChoice("unit", f"{path.name} records no {VALUE_RANGE_META}: [0, 1], as Real-ESRGAN")
+
+
+def load_sr_network(source: str | Path = "realesrgan-x4plus", *, device: str | torch.device = "cpu",
+                    value_range: ValueRange | None = None) -> LoadedSR:
     """Load an RRDBNet from a registry name (fetched/converted into the cache on first
     use) or a weight file: .pth/.safetensors in any known layout, an adapted weight set,
-    or an f2n checkpoint."""
-    if isinstance(source, str) and find_spec(source) is not None:
+    or an f2n checkpoint. ``value_range``: overrides what the file or registry says
+    (:func:`resolve_value_range`)."""
+    spec = find_spec(source) if isinstance(source, str) else None
+    if spec is not None:
         path = weight_path(source)
     else:
         path = Path(source)
@@ -168,13 +213,13 @@ def load_sr_network(source: str | Path = "realesrgan-x4plus", *, device: str | t
     weights = read_weight_file(path)
     checkpoint = split_f2n_checkpoint(weights, path) if is_f2n_checkpoint(weights) else None
     canonical = canonicalize_rrdbnet(checkpoint.sr if checkpoint else weights.tensors, path)
-    model, hyper = _build_rrdbnet(canonical, path)
-    descriptor = SRDescriptor(**hyper, size_multiple=4 // hyper["scale"])
+    choice = resolve_value_range(path, weights, spec, value_range)
+    model, hyper = _build_rrdbnet(canonical, path, choice.value_range)
+    descriptor = SRDescriptor(**hyper, size_multiple=4 // hyper["scale"], value_range=choice.value_range)
     if checkpoint is None:
-        return LoadedSR(model.to(device).eval(), descriptor, None, None, path)
+        return LoadedSR(model.to(device).eval(), descriptor, None, None, path, value_range=choice)
     condition = (load_condition_net(model, checkpoint.condition, checkpoint.condition_config, path)
                  if checkpoint.condition is not None and checkpoint.condition_config is not None else None)
     return LoadedSR(model.to(device).eval(), descriptor, checkpoint.adaptation_defaults, checkpoint.masknet, path,
                     condition.to(device).eval() if condition is not None else None,
-                    checkpoint.patch_defaults, checkpoint.masknet_lq_resize)
-
+                    checkpoint.patch_defaults, checkpoint.masknet_lq_resize, choice)

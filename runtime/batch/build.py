@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from f2n.errors import ConfigError
+from f2n.nets.rrdbnet import VALUE_RANGES, ValueRange
 from f2n.runtime import build
 from f2n.runtime.face_prior import parse_prior_options
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
@@ -23,6 +24,7 @@ class PipelineOptions:
     """f2n-adapt-and-run's pipeline options, with its defaults (None: the checkpoint's or the device's)."""
 
     checkpoint: str = "realesrgan-x4plus"
+    sr_range: ValueRange | None = None  # --sr-range (None: what the checkpoint or registry says)
     engine: str = "auto"
     device: str | None = None
     precision: str | None = None
@@ -55,6 +57,8 @@ class PipelineOptions:
         # the option checks that need no weights, before any worker starts
         parse_prior_options(self.prior_options)
         build.patch_config(self.patches_per_face, self.patches_per_image, None)
+        if self.sr_range is not None and self.sr_range not in VALUE_RANGES:
+            raise ConfigError(f"--sr-range must be one of {', '.join(VALUE_RANGES)}, got {self.sr_range!r}")
         if self.adapt_method == "redegnet" and not self.no_adapt:
             ReDegNetConfig(self.natural_pairs)
         SupportConfig(patch=self.support_patch, count=self.support_count)
@@ -71,7 +75,8 @@ def build_pipeline(options: PipelineOptions) -> AdaptAndRun:
                  "guard": False if options.no_guard else None,
                  "patches_per_face": options.patches_per_face, "patches_per_image": options.patches_per_image}
     return build.build_pipeline(
-        options.checkpoint, engine=options.engine, device=options.device, precision=options.precision,
+        options.checkpoint, sr_range=options.sr_range, engine=options.engine, device=options.device,
+        precision=options.precision,
         requested=requested, method=options.adapt_method, prior=options.prior,
         prior_options=parse_prior_options(options.prior_options),
         support=SupportConfig(patch=options.support_patch, count=options.support_count),

@@ -18,6 +18,7 @@ from types import FrameType
 import click
 
 from f2n.errors import ConfigError, F2NError
+from f2n.nets.rrdbnet import VALUE_RANGES
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
 from f2n.runtime.batch.build import PipelineOptions
 from f2n.runtime.batch.inputs import plan_photos
@@ -46,6 +47,7 @@ ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside
 @click.option("--attempts", type=click.IntRange(min=1), default=3, show_default=True,
               help="Tries of a photo whose worker dies under it (a photo that fails is not retried in the run).")
 @click.option("--checkpoint", default=DEFAULTS.checkpoint, show_default=True, help="Registry name or weight file.")
+@click.option("--sr-range", type=click.Choice(VALUE_RANGES), help="As f2n-adapt-and-run's: the SR weights' value range.")
 @click.option("--engine", type=click.Choice(["auto", "torch", "onnx", "trt", "aoti", "openvino"]), default=DEFAULTS.engine,
               show_default=True, help="As f2n-adapt-and-run's (auto: the fastest safe engine on each worker).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="[cuda if the workers have it, else cpu]")
