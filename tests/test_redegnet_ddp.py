@@ -24,11 +24,11 @@ CRITERIA = Criteria(ReDegLosses(perceptual=0.0, contrastive=0.0), SRLosses(perce
 DRAWS = StepDraws(switch=True, sr_resize="bilinear")
 
 
-def _config(out: Path, **overrides: object) -> ReDegTrainConfig:
-    tiny = dict(face_pairs_dir=SHARED_DATA / "face_pairs_real", natural_dir=SHARED_DATA / "natural_hq", out_dir=out,
-                steps=1, batch_size=1, size=SIZE, narrow=0.0625, style_dim=32, n_mlp=2, num_block=1, num_feat=8,
-                num_grow_ch=4, disc_feat=4, losses=CRITERIA.redeg, sr_losses=CRITERIA.sr, lr=1e-3, log_every=1)
-    return ReDegTrainConfig(**{**tiny, **overrides})
+def _config(out: Path, steps: int = 1, resume: Path | None = None) -> ReDegTrainConfig:
+    return ReDegTrainConfig(SHARED_DATA / "face_pairs_real", SHARED_DATA / "natural_hq", out, steps, batch_size=1,
+                            size=SIZE, narrow=0.0625, style_dim=32, n_mlp=2, num_block=1, num_feat=8, num_grow_ch=4,
+                            disc_feat=4, losses=CRITERIA.redeg, sr_losses=CRITERIA.sr, lr=1e-3, log_every=1,
+                            resume=resume)
 
 
 def _setup() -> tuple[ReDegModels, dict[str, torch.optim.Optimizer]]:
