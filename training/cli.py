@@ -46,7 +46,7 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
               help="redegnet: also train F2N-ESRGAN (θ, an RRDBNet on [-1, 1] images, and its U-Net D) on SynNet's "
                    "renderings, as the official step does.")
 @click.option("--faces", "faces_dir", type=_DIR, default=None, help="Folder of HQ aligned face images (metaf2n, mmrb).")
-@click.option("--natural", "natural_dir", type=_DIR, default=None, help="Folder of HQ natural images (metaf2n, cmdsr).")
+@click.option("--natural", "natural_dir", type=_DIR, default=None, help="Folder of HQ natural images (metaf2n, cmdsr, redegnet).")
 @click.option("--out", "out_dir", type=_DIR, default=_DEFAULT_RUN.out_dir, help="Run folder: checkpoints/, log.jsonl.")
 @click.option("--steps", type=click.IntRange(1), default=_DEFAULT_RUN.steps, help="Total meta steps (resumed runs count on).")
 @click.option("--tasks-per-step", type=click.IntRange(1), default=_DEFAULT_DATA.tasks_per_step, help="Tasks per step and worker.")
@@ -112,7 +112,8 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @one_line_errors
 def main(**options: object) -> None:
-    """Meta-train θ (RRDBNet), θ_m (MaskNet) and D as in MetaF2N Alg. 1, a CMDSR ConditionNet, or the MMRB restorer."""
+    """Meta-train θ (RRDBNet), θ_m (MaskNet) and D as in MetaF2N Alg. 1; or train a CMDSR ConditionNet, the MMRB
+    restorer, or ReDegNet with F2N-ESRGAN."""
     if options["threads"]:
         torch.set_num_threads(int(options["threads"]))
     if options["method"] == "mmrb":

@@ -230,7 +230,8 @@ def _resume(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Opt
     state = load_checkpoint(config.resume)
     if state.config.get("method") != "redegnet" or set(state.modules) != set(optimizers):
         raise ConfigError(f"resume checkpoint {config.resume} is not a redegnet run with the same networks "
-                          f"(it holds {sorted(state.modules)}, this run trains {sorted(optimizers)})")
+                          f"(it holds {sorted(state.modules)}, this run trains {sorted(optimizers)}): keep the run's "
+                          "--redegnet-sr/--no-redegnet-sr and loss switches")
     for name, module in modules.items():
         device = next(module.parameters()).device
         load_into(module, {k: v.to(device) for k, v in state.modules[name].items()}, what=f"{name} of {config.resume}")
