@@ -18,6 +18,7 @@ from f2n.training.cli import main
 from f2n.training.redegnet import ReDegTrainConfig, build_models
 from f2n.training.redegnet_step import Criteria, ReDegLosses, SRLosses, sr_update
 from f2n.training.sharpen import usm_sharpen
+from f2n.training.vgg_perceptual import VGG19_CONVS, PerceptualStyle
 from f2n.weights import load_network, load_state_dict_file
 
 THETA = [f"--{key.replace('_', '-')}" if i == 0 else str(value)
@@ -162,3 +163,31 @@ def test_missing_face_pairs_is_one_line(data: dict[str, Path], tmp_path: Path) -
     assert result.exit_code == ConfigError.exit_code
     assert result.output.strip().splitlines() == [
         "error: --method redegnet needs --face-pairs (lq/ and pseudo_hq/) and --natural, folders of images"]
+
+
+def test_perceptual_and_style_terms_read_the_vgg_features_before_their_relu() -> None:
+    """BasicSR's PerceptualLoss (the official loss) takes conv outputs before ReLU; torchvision's
+    ReLUs work in place, so a kept reference would silently turn into the ReLU's output. The
+    reference here takes the conv outputs with forward hooks."""
+    vgg = pytest.importorskip("torchvision.models.vgg")
+    torch.manual_seed(0)
+    features = vgg.make_layers(vgg.cfgs["E"]).eval().requires_grad_(False)  # vgg19's features, random
+    layers = {"conv1_2": 0.5, "conv3_4": 2.0}
+    x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+
+    captured: list[torch.Tensor] = []
+    hooks = [features[index].register_forward_hook(lambda _m, _i, out: captured.append(out.clone()))
+             for index in (VGG19_CONVS[name] for name in layers)]
+    perceptual, style = PerceptualStyle(features, layers)(x, y)
+    for hook in hooks:
+        hook.remove()
+    got, wanted = captured[:2], captured[2:]
+    assert all(bool((feature < 0).any()) for feature in got)  # before ReLU
+
+    def gram(f: torch.Tensor) -> torch.Tensor:
+        flat = f.flatten(2)
+        return flat @ flat.transpose(1, 2) / flat[0].numel()
+
+    weights = list(layers.values())
+    torch.testing.assert_close(perceptual, sum(w * (g - t).abs().mean() for w, g, t in zip(weights, got, wanted)))
+    torch.testing.assert_close(style, sum(w * (gram(g) - gram(t)).abs().mean() for w, g, t in zip(weights, got, wanted)))

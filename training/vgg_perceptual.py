@@ -39,8 +39,8 @@ class PerceptualStyle(nn.Module):
         x, out, last = (image - self.mean) / self.std, [], max(self.layer_weights)
         for index, layer in enumerate(self.features[: last + 1]):
             x = layer(x)
-            if index in self.layer_weights:
-                out.append(x)
+            if index in self.layer_weights:  # cloned: torchvision's next ReLU works in place
+                out.append(x.clone())
         return out
 
     def forward(self, rendered: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
