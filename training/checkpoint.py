@@ -95,7 +95,7 @@ def save_train_state(run_dir: Path, state: TrainState) -> Path:
 
 
 def load_checkpoint(path: Path) -> TrainState:
-    """Read a train state from its f2n checkpoint, its train file, or a run folder (its latest step)."""
+    """Read a train state from its f2n checkpoint, its train file, or a run folder (its latest train file)."""
     train_path = _train_file(Path(path))
     try:
         with safe_open(str(train_path), framework="pt", device="cpu") as handle:
@@ -127,12 +127,19 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(complete, default=None)
 
 
+def latest_train_state(run_dir: Path) -> Path | None:
+    """The train-state file of the highest saved step in ``run_dir``, or None. Each is written
+    atomically, so it is complete even where the deployable file beside it is not (and runs that
+    deploy other files, as ``--method redegnet``, have none)."""
+    return max((Path(run_dir) / "checkpoints").glob("step_*" + TRAIN_SUFFIX), default=None)
+
+
 def _train_file(path: Path) -> Path:
     if path.is_dir():
-        latest = latest_checkpoint(path)
+        latest = latest_train_state(path)
         if latest is None:
-            raise ConfigError(f"resume folder {path} holds no complete checkpoint, expected checkpoints/step_*{SUFFIX}")
-        path = latest
+            raise ConfigError(f"resume folder {path} holds no training checkpoint, expected checkpoints/step_*{TRAIN_SUFFIX}")
+        return latest
     if path.name.endswith(TRAIN_SUFFIX):
         return path
     if path.name.endswith(SUFFIX):

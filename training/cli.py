@@ -1,8 +1,8 @@
 """``f2n-train``: MetaF2N meta-training (``--method metaf2n``, the default), CMDSR
 ConditionNet training (``--method cmdsr``, natural images only) or the MMRB face restorer
-(``--method mmrb``, aligned HQ faces only). MetaF2N and MMRB run alone or with
-``torchrun --nproc-per-node N -m f2n.training.cli ...`` for data parallelism (gloo on CPU,
-nccl on GPU); CMDSR runs in one process."""
+(``--method mmrb``, aligned HQ faces only) or ReDegNet with F2N-ESRGAN (``--method redegnet``).
+MetaF2N, MMRB and ReDegNet run alone or with ``torchrun --nproc-per-node N -m f2n.training.cli ...``
+for data parallelism (gloo on CPU, nccl on GPU); CMDSR runs in one process."""
 
 from pathlib import Path
 
@@ -21,7 +21,8 @@ from f2n.training.config import (
     TrainConfig,
 )
 from f2n.training.mmrb import MmrbConfig, MmrbLosses, train_mmrb
-from f2n.training.redegnet import ReDegLosses, ReDegTrainConfig, train_redegnet
+from f2n.training.redegnet import ReDegTrainConfig, train_redegnet
+from f2n.training.redegnet_step import ReDegLosses, SRLosses
 from f2n.training.trainer import train
 
 _DEFAULT_LOSS, _DEFAULT_OPTIM, _DEFAULT_DATA, _DEFAULT_RUN = LossConfig(), OptimConfig(), DataConfig(), RunConfig()
@@ -41,8 +42,11 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--redegnet-narrow", type=float, default=1.0, help="redegnet: width of random networks (x the released).")
 @click.option("--redegnet-init", is_flag=True, help="redegnet: start from the released files in the weight cache.")
 @click.option("--no-perceptual", is_flag=True, help="redegnet: train without the VGG perceptual and style terms.")
+@click.option("--redegnet-sr/--no-redegnet-sr", default=True,
+              help="redegnet: also train F2N-ESRGAN (θ, an RRDBNet on [-1, 1] images, and its U-Net D) on SynNet's "
+                   "renderings, as the official step does.")
 @click.option("--faces", "faces_dir", type=_DIR, default=None, help="Folder of HQ aligned face images (metaf2n, mmrb).")
-@click.option("--natural", "natural_dir", type=_DIR, default=None, help="Folder of HQ natural images (metaf2n, cmdsr).")
+@click.option("--natural", "natural_dir", type=_DIR, default=None, help="Folder of HQ natural images (metaf2n, cmdsr, redegnet).")
 @click.option("--out", "out_dir", type=_DIR, default=_DEFAULT_RUN.out_dir, help="Run folder: checkpoints/, log.jsonl.")
 @click.option("--steps", type=click.IntRange(1), default=_DEFAULT_RUN.steps, help="Total meta steps (resumed runs count on).")
 @click.option("--tasks-per-step", type=click.IntRange(1), default=_DEFAULT_DATA.tasks_per_step, help="Tasks per step and worker.")
@@ -53,9 +57,10 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--face-targets", type=click.Choice(["auto", "prior", "gt"]), default=_DEFAULT_DATA.face_targets,
               help="Inner-loop targets: GPEN restorations or GT faces; auto takes the prior when its weights are cached.")
 @click.option("--sr-weights", type=_FILE, default=None,
-              help="Start θ from these weights: a file or a registry name (realesrgan-x4plus).")
+              help="Start θ from these weights: a file or a registry name (realesrgan-x4plus); redegnet: a signed-range θ "
+                   "(the official net_f2n_init.pth / F2N-ESRGAN).")
 @click.option("--disc-weights", type=_FILE, default=None,
-              help="Start D from these weights: RealESRGAN_x4plus_netD.pth (metaf2n), GPEN-BFR-512-D.pth (mmrb).")
+              help="Start D from these weights: RealESRGAN_x4plus_netD.pth (metaf2n; redegnet: θ's D), GPEN-BFR-512-D.pth (mmrb).")
 @click.option("--gpen-weights", type=_FILE, default=None, help="mmrb: initialise the restorer from GPEN-BFR-512.pth.")
 @click.option("--vgg-weights", type=_FILE, default=None,
               help="mmrb, redegnet: VGG-19 for feature matching / perceptual loss [registry vgg19].")
@@ -63,7 +68,7 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
               help="mmrb: ArcFace IR-SE50 for the identity loss [registry arcface-ir-se50].")
 @click.option("--no-feature-matching", is_flag=True, help="mmrb: train without the VGG feature-matching loss.")
 @click.option("--no-identity", is_flag=True, help="mmrb: train without the ArcFace identity loss.")
-@click.option("--batch-size", type=click.IntRange(1), default=4, help="mmrb: faces per step and worker.")
+@click.option("--batch-size", type=click.IntRange(1), default=4, help="mmrb, redegnet: samples per step and worker.")
 @click.option("--decoder-blocks", type=click.IntRange(0), default=1, help="mmrb: MMRBs per decoder scale (encoder: +1).")
 @click.option("--mmrb-narrow", type=float, default=1.0, help="mmrb: width of a random restorer (no --gpen-weights).")
 @click.option("--local-size", type=click.IntRange(8), default=64, help="mmrb: side of the eye/mouth crops.")
@@ -107,7 +112,8 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @one_line_errors
 def main(**options: object) -> None:
-    """Meta-train θ (RRDBNet), θ_m (MaskNet) and D as in MetaF2N Alg. 1, a CMDSR ConditionNet, or the MMRB restorer."""
+    """Meta-train θ (RRDBNet), θ_m (MaskNet) and D as in MetaF2N Alg. 1; or train a CMDSR ConditionNet, the MMRB
+    restorer, or ReDegNet with F2N-ESRGAN."""
     if options["threads"]:
         torch.set_num_threads(int(options["threads"]))
     if options["method"] == "mmrb":
@@ -165,9 +171,12 @@ def _redegnet_config(o: dict) -> ReDegTrainConfig:
     return ReDegTrainConfig(
         face_pairs_dir=o["face_pairs_dir"], natural_dir=o["natural_dir"], out_dir=o["out_dir"], steps=o["steps"],
         batch_size=o["batch_size"], size=o["redegnet_size"], narrow=o["redegnet_narrow"],
-        init_released=o["redegnet_init"], vgg_weights=o["vgg_weights"], seed=o["seed"],
+        init_released=o["redegnet_init"], train_sr=o["redegnet_sr"], sr_weights=o["sr_weights"],
+        sr_disc_weights=o["disc_weights"], num_block=o["num_block"], num_feat=o["num_feat"],
+        num_grow_ch=o["num_grow_ch"], disc_feat=o["disc_feat"], vgg_weights=o["vgg_weights"], seed=o["seed"],
         checkpoint_every=o["checkpoint_every"], log_every=o["log_every"], resume=o["resume"],
         losses=ReDegLosses(perceptual=0.0) if o["no_perceptual"] else ReDegLosses(),
+        sr_losses=SRLosses(perceptual=0.0) if o["no_perceptual"] else SRLosses(),
     )
 
 
