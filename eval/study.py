@@ -200,7 +200,9 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
                 engine.set_weights(base_weights)
                 base_sr = tiled_upscale(engine, case.lq, tile=tile, overlap=0)
             base = measure(base_sr, case.gt, face)
+            pairs_started = time.perf_counter()
             pairs = study_pairs(setting, faces, redegnet, case.seed)
+            pairs_seconds = time.perf_counter() - pairs_started  # ReDegNet's synthesis; 0 for face patches
             if isinstance(pairs, str):
                 yield {**common, "error": pairs}
                 continue
@@ -217,7 +219,8 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
                    "delta_guarded": delta if guard_adapts else {k: 0.0 for k in delta},
                    "steps_taken": len(result.losses), "best_step": result.best_step,
                    "holdout_losses": list(held), "train_losses": list(result.losses),
-                   "adapt_seconds": sum(result.step_seconds), "seconds": time.perf_counter() - started,
+                   "pairs_seconds": pairs_seconds, "adapt_seconds": sum(result.step_seconds),
+                   "seconds": time.perf_counter() - started,
                    "config": {**asdict(setting.adapt), "patch_size": setting.patch_size,
                               "patches_per_face": setting.patches_per_face, "method": setting.method}}
 
@@ -303,6 +306,8 @@ def cli() -> None:
 @click.option("--photo-dir", "photo_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
               help="[../shared/data/photos_tune, photos_hq]")
 @click.option("--seed", "seeds", type=int, multiple=True, help="Degradation seeds [0].")
+@click.option("--prior", "priors", type=click.Choice(PRIORS), multiple=True, help="[the stage's]")
+@click.option("--degradation", "degradations", type=click.Choice(["iid", "ood"]), multiple=True, help="[the stage's]")
 @click.option("--lq-size", type=int, default=80, show_default=True, help="LQ window side, px (CPU time).")
 @click.option("--face-lq", type=int, default=32, show_default=True, help="Widest face, LQ px.")
 @click.option("--checkpoint", default="realesrgan-x4plus", show_default=True)
@@ -314,7 +319,8 @@ def cli() -> None:
               help="redeg-untrained: the seed the training run started from.")
 @one_line_errors
 def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[str, ...],
-                photo_dirs: tuple[Path, ...], seeds: tuple[int, ...], lq_size: int, face_lq: int, checkpoint: str,
+                photo_dirs: tuple[Path, ...], seeds: tuple[int, ...], priors: tuple[str, ...],
+                degradations: tuple[str, ...], lq_size: int, face_lq: int, checkpoint: str,
                 redegnet_weights: Path | None, natural_bank: Path, redegnet_seed: int) -> None:
     """Append the study's rows to OUT."""
     from f2n.runtime.face_detect import RetinaFaceDetector
@@ -322,8 +328,8 @@ def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[
 
     screen = stage == "screen"
     settings = settings or (SCREEN_SETTINGS if screen else ("es",))
-    priors = ("oracle-restored",) if screen else PRIORS
-    degradations = ("iid",) if screen else ("iid", "ood")
+    priors = priors or (("oracle-restored",) if screen else PRIORS)
+    degradations = degradations or (("iid",) if screen else ("iid", "ood"))
     wants_redegnet = any(SETTINGS[name].method in REDEGNET_METHODS for name in settings)
     if wants_redegnet and redegnet_weights is None:
         raise ConfigError("the redeg* settings need --redegnet-weights DIR (docs/redegnet.md)")
