@@ -244,8 +244,8 @@ def summary_table(rows: list[dict]) -> str:
         if "delta" in row:
             cells.setdefault((row["prior"], row["degradation"], row["setting"]), []).append(row)
     lines = ["| prior | degr. | setting | cases | Δ PSNR whole | Δ non-face | Δ face | Δ SSIM | Δ NIQE | worst Δ non-face "
-             "| guard kept θ′ | Δ non-face guarded | worst guarded | steps taken (best) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| guard kept θ′ | Δ non-face guarded | worst guarded | steps taken (best) | s pairs + inner loop |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (prior, degradation, setting), group in sorted(cells.items()):
         d = lambda key, field="delta": _mean([r[field][key] for r in group])  # noqa: E731
         worst = min(r["delta"]["psnr_nonface"] for r in group)
@@ -254,7 +254,9 @@ def summary_table(rows: list[dict]) -> str:
         lines.append(f"| {prior} | {degradation} | {setting} | {len(group)} | {d('psnr'):+.3f} | {d('psnr_nonface'):+.3f} "
                      f"| {d('psnr_face'):+.3f} | {d('ssim'):+.4f} | {d('niqe'):+.3f} | {worst:+.3f} | {kept}/{len(group)} "
                      f"| {d('psnr_nonface', 'delta_guarded'):+.3f} | {worst_guarded:+.3f} "
-                     f"| {_mean([r['steps_taken'] for r in group]):.1f} ({_mean([r['best_step'] for r in group]):.1f}) |")
+                     f"| {_mean([r['steps_taken'] for r in group]):.1f} ({_mean([r['best_step'] for r in group]):.1f}) "
+                     f"| {_mean([r.get('pairs_seconds', 0.0) for r in group]):.1f} + "
+                     f"{_mean([r['adapt_seconds'] for r in group]):.1f} |")
     return "\n".join(lines)
 
 
