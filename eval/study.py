@@ -58,6 +58,7 @@ class Setting:
     patches_per_face: int = 8
     method: str = "faces"  # or "redegnet" / "redegnet-untrained": synthetic natural pairs (module docstring)
     natural_pairs: int = ReDegNetConfig().natural_pairs  # redegnet only
+    held_out_faces: bool = False  # redegnet only: early stopping and the guard on the face pairs
 
 
 _BASE = AdaptConfig(steps=10, lr=1e-4, optimizer="adam", holdout=0.25, patience=2, guard=False)
@@ -77,6 +78,9 @@ SETTINGS: dict[str, Setting] = {
     "redeg-all": Setting(_BASE, method="redegnet"),
     "redeg-long": Setting(replace(_BASE, steps=100, patience=100), method="redegnet"),
     "redeg-untrained": Setting(replace(AdaptConfig(), guard=False), method="redegnet-untrained"),
+    # the same, stopped and guarded on the photo's real face pairs instead of held-out synthetic ones
+    "redeg-faceheld": Setting(replace(AdaptConfig(), guard=False), method="redegnet", held_out_faces=True),
+    "redeg-all-faceheld": Setting(_BASE, method="redegnet", held_out_faces=True),
 }
 REDEGNET_METHODS = ("redegnet", "redegnet-untrained")
 SCREEN_SETTINGS = ("es", "tail", "lora", "bias", "aug", "l2")
@@ -206,7 +210,8 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
             if isinstance(pairs, str):
                 yield {**common, "error": pairs}
                 continue
-            result = adapt(model, pairs, setting.adapt, seed=case.seed)
+            result = adapt(model, pairs, setting.adapt, seed=case.seed,
+                           held_out=faces.patches if setting.held_out_faces else None)
             held = result.holdout_losses
             guard_adapts, reason = guard_decision(held[0], min(held[1:])) if len(held) > 1 else (True, "")
             engine.set_weights(result.weights)

@@ -260,3 +260,23 @@ def test_redegnet_networks_load_from_a_training_run_folder(tmp_path: Path) -> No
     (run / "net_synG_0000009.pth").unlink()
     with pytest.raises(ConfigError, match="net_synG"):
         ReDegNets.from_folder(run)
+
+
+def test_pairs_held_out_separately_decide_the_guard_and_are_not_trained_on() -> None:
+    """ReDegNet's check: trained on pairs asking for a brighter output, held out on pairs that θ
+    already reproduces exactly: every step is worse on those, so θ is kept; without them the
+    trained pairs' own held-out share would accept θ′."""
+    model, goal = tiny_net(), tiny_net()
+    with torch.no_grad():
+        goal.conv_last.bias += 0.2
+    g = torch.Generator().manual_seed(8)
+    lq, other = torch.rand(12, 3, 8, 8, generator=g), torch.rand(4, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        train = PatchBatch(lq, goal(lq), torch.ones(12, 1, 32, 32))
+        exact = PatchBatch(other, model(other), torch.ones(4, 1, 32, 32))
+    config = AdaptConfig(steps=4, lr=1e-2, holdout=0.25)
+    assert adapt(model, train, config, seed=1).adapted
+    guarded = adapt(model, train, config, seed=1, held_out=exact)
+    assert not guarded.adapted and guarded.best_step == 0 and guarded.holdout_losses[0] == pytest.approx(0, abs=1e-6)
+    assert "held-out face loss did not improve" in guarded.reason
+    assert all(torch.equal(guarded.weights[k], guarded.base[k]) for k in guarded.base)
