@@ -12,6 +12,13 @@ bound) and the realistic ``oracle-restored`` prior, with and without the never-w
 (iid or ood, seeded). One row per (case, prior, setting) is appended as it finishes, so a
 run cut short still tabulates. The guard's effect comes from the same run: the early-stopped
 θ′ is measured, and the guard's decision (held-out loss below θ's) is recorded beside it.
+
+The ``redeg*`` settings adapt the same θ by ReDegNet (issue 17, docs/redegnet.md) instead of on
+face patches: the same faces and prior give Ω, ``--natural-bank`` the natural crops, and the
+synthetic pairs go through the same inner loop. They need ``--redegnet-weights`` (the released
+files or an ``f2n-train --method redegnet`` run); ``redeg-untrained`` runs the same recipe with
+networks of the same shapes at the training run's initialisation, the control that says how
+much of a gain is the learnt degradation and how much is fine-tuning on any natural pairs.
 """
 
 import json
@@ -25,15 +32,17 @@ import cv2
 import numpy as np
 import torch
 
-from f2n.errors import one_line_errors
+from f2n.errors import ConfigError, one_line_errors
 from f2n.eval.metrics import metrics_table
 from f2n.runtime.adapt import AdaptConfig, adapt, guard_decision
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, OraclePrior, OracleRestoredPrior
 from f2n.runtime.face_regions import mask_canvas
-from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
+from f2n.runtime.face_stage import FaceStageConfig, FaceStageResult, run_face_stage
+from f2n.runtime.redegnet import NaturalBank, ReDegNetConfig, ReDegNets, synthesise_pairs
 from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.torch_engine import TorchEngine
+from f2n.runtime.types import PatchBatch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PHOTO_DIRS = (DATA / "photos_tune", DATA / "photos_hq")
@@ -42,11 +51,14 @@ SCREEN_PHOTOS = ("img3.png", "couple.png")
 
 @dataclass(frozen=True)
 class Setting:
-    """One adaptation recipe: AdaptConfig options plus the pairs' size and count."""
+    """One adaptation recipe: AdaptConfig options plus the pairs' source, size and count."""
 
     adapt: AdaptConfig
     patch_size: int = 16  # LQ pixels
     patches_per_face: int = 8
+    method: str = "faces"  # or "redegnet" / "redegnet-untrained": synthetic natural pairs (module docstring)
+    natural_pairs: int = ReDegNetConfig().natural_pairs  # redegnet only
+    held_out_faces: bool = False  # redegnet only: early stopping and the guard on the face pairs
 
 
 _BASE = AdaptConfig(steps=10, lr=1e-4, optimizer="adam", holdout=0.25, patience=2, guard=False)
@@ -60,7 +72,17 @@ SETTINGS: dict[str, Setting] = {
     "aug": Setting(replace(_BASE, augment=True)),
     "l2": Setting(replace(_BASE, l2_pull=10.0)),
     "p32": Setting(_BASE, patch_size=32, patches_per_face=2),  # the pixels of 8 16-px pairs
+    # ReDegNet: the CLI's default inner loop (biases, Adam 1e-3, early stopping); all parameters at
+    # Adam 1e-4; and a ReDegNet†-like long fine-tune (MetaF2N's paper: hundreds of iterations per image).
+    "redeg": Setting(replace(AdaptConfig(), guard=False), method="redegnet"),
+    "redeg-all": Setting(_BASE, method="redegnet"),
+    "redeg-long": Setting(replace(_BASE, steps=100, patience=100), method="redegnet"),
+    "redeg-untrained": Setting(replace(AdaptConfig(), guard=False), method="redegnet-untrained"),
+    # the same, stopped and guarded on the photo's real face pairs instead of held-out synthetic ones
+    "redeg-faceheld": Setting(replace(AdaptConfig(), guard=False), method="redegnet", held_out_faces=True),
+    "redeg-all-faceheld": Setting(_BASE, method="redegnet", held_out_faces=True),
 }
+REDEGNET_METHODS = ("redegnet", "redegnet-untrained")
 SCREEN_SETTINGS = ("es", "tail", "lora", "bias", "aug", "l2")
 PRIORS = ("oracle", "oracle-restored")
 
@@ -116,6 +138,42 @@ class _CachedPrior:
         return self._cache[key]
 
 
+@dataclass(frozen=True)
+class ReDegNetStudy:
+    """What the ``redeg*`` settings need: the networks (trained and at their initialisation) and the bank."""
+
+    nets: dict[str, ReDegNets]  # by Setting.method
+    bank: NaturalBank
+
+    @classmethod
+    def load(cls, weights: Path, bank: Path, seed: int = 0) -> "ReDegNetStudy":
+        trained = ReDegNets.from_folder(weights)
+        return cls({"redegnet": trained, "redegnet-untrained": untrained_like(trained, seed)}, NaturalBank(bank))
+
+
+def untrained_like(nets: ReDegNets, seed: int) -> ReDegNets:
+    """Networks of the same shapes as ``f2n-train --method redegnet --seed SEED`` starts them (same
+    constructors, same order after the same seed)."""
+    from f2n.weights.redegnet import degnet_hyperparameters, syn_encoder_hyperparameters, syn_generator_hyperparameters
+
+    shapes = [(type(net), read(net.state_dict(), "trained")) for net, read in (
+        (nets.degnet, degnet_hyperparameters), (nets.encoder, syn_encoder_hyperparameters),
+        (nets.generator, syn_generator_hyperparameters))]
+    torch.manual_seed(seed)
+    return ReDegNets(*(kind(**hyper).eval() for kind, hyper in shapes))
+
+
+def study_pairs(setting: Setting, faces: FaceStageResult, redegnet: ReDegNetStudy | None, seed: int) -> PatchBatch | str:
+    """The inner loop's pairs for ``setting``: the face patches, or ReDegNet's synthetic natural pairs."""
+    if setting.method == "faces":
+        return faces.patches
+    if redegnet is None:
+        raise ConfigError(f"the {setting.method} settings need --redegnet-weights and --natural-bank")
+    return synthesise_pairs(redegnet.nets[setting.method], faces, redegnet.bank,
+                            ReDegNetConfig(natural_pairs=setting.natural_pairs), FaceStageConfig().face_size,
+                            np.random.default_rng(seed), "cpu")
+
+
 def measure(out: np.ndarray, gt: np.ndarray, face: np.ndarray) -> dict[str, float]:
     """Y PSNR/SSIM/NIQE on the whole image and outside the faces, PSNR on the faces."""
     row = metrics_table({"out": out}, gt, face)["out"]
@@ -124,7 +182,7 @@ def measure(out: np.ndarray, gt: np.ndarray, face: np.ndarray) -> dict[str, floa
 
 
 def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors: Iterable[str], *,
-             detector, tile: int) -> Iterator[dict]:
+             detector, tile: int, redegnet: ReDegNetStudy | None = None) -> Iterator[dict]:
     """Rows for one case: the base network's metrics, then every (prior, setting)."""
     engine = TorchEngine(model)
     base_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -146,22 +204,30 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
                 engine.set_weights(base_weights)
                 base_sr = tiled_upscale(engine, case.lq, tile=tile, overlap=0)
             base = measure(base_sr, case.gt, face)
-            result = adapt(model, faces.patches, setting.adapt, seed=case.seed)
+            pairs_started = time.perf_counter()
+            pairs = study_pairs(setting, faces, redegnet, case.seed)
+            pairs_seconds = time.perf_counter() - pairs_started  # ReDegNet's synthesis; 0 for face patches
+            if isinstance(pairs, str):
+                yield {**common, "error": pairs}
+                continue
+            result = adapt(model, pairs, setting.adapt, seed=case.seed,
+                           held_out=faces.patches if setting.held_out_faces else None)
             held = result.holdout_losses
             guard_adapts, reason = guard_decision(held[0], min(held[1:])) if len(held) > 1 else (True, "")
             engine.set_weights(result.weights)
             adapted = measure(tiled_upscale(engine, case.lq, tile=tile, overlap=0), case.gt, face)
             engine.set_weights(base_weights)
             delta = {k: adapted[k] - base[k] for k in adapted}
-            yield {**common, "faces": sum(f.used for f in faces.faces), "patches": len(faces.patches),
+            yield {**common, "faces": sum(f.used for f in faces.faces), "patches": len(pairs),
                    "base": base, "adapted": adapted, "delta": delta,
                    "guard_adapts": guard_adapts, "guard_reason": reason,
                    "delta_guarded": delta if guard_adapts else {k: 0.0 for k in delta},
                    "steps_taken": len(result.losses), "best_step": result.best_step,
                    "holdout_losses": list(held), "train_losses": list(result.losses),
-                   "adapt_seconds": sum(result.step_seconds), "seconds": time.perf_counter() - started,
+                   "pairs_seconds": pairs_seconds, "adapt_seconds": sum(result.step_seconds),
+                   "seconds": time.perf_counter() - started,
                    "config": {**asdict(setting.adapt), "patch_size": setting.patch_size,
-                              "patches_per_face": setting.patches_per_face}}
+                              "patches_per_face": setting.patches_per_face, "method": setting.method}}
 
 
 def _photos(folders: Iterable[Path], names: tuple[str, ...]) -> list[Path]:
@@ -183,8 +249,8 @@ def summary_table(rows: list[dict]) -> str:
         if "delta" in row:
             cells.setdefault((row["prior"], row["degradation"], row["setting"]), []).append(row)
     lines = ["| prior | degr. | setting | cases | Δ PSNR whole | Δ non-face | Δ face | Δ SSIM | Δ NIQE | worst Δ non-face "
-             "| guard kept θ′ | Δ non-face guarded | worst guarded | steps taken (best) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| guard kept θ′ | Δ non-face guarded | worst guarded | steps taken (best) | s pairs + inner loop |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (prior, degradation, setting), group in sorted(cells.items()):
         d = lambda key, field="delta": _mean([r[field][key] for r in group])  # noqa: E731
         worst = min(r["delta"]["psnr_nonface"] for r in group)
@@ -193,7 +259,9 @@ def summary_table(rows: list[dict]) -> str:
         lines.append(f"| {prior} | {degradation} | {setting} | {len(group)} | {d('psnr'):+.3f} | {d('psnr_nonface'):+.3f} "
                      f"| {d('psnr_face'):+.3f} | {d('ssim'):+.4f} | {d('niqe'):+.3f} | {worst:+.3f} | {kept}/{len(group)} "
                      f"| {d('psnr_nonface', 'delta_guarded'):+.3f} | {worst_guarded:+.3f} "
-                     f"| {_mean([r['steps_taken'] for r in group]):.1f} ({_mean([r['best_step'] for r in group]):.1f}) |")
+                     f"| {_mean([r['steps_taken'] for r in group]):.1f} ({_mean([r['best_step'] for r in group]):.1f}) "
+                     f"| {_mean([r.get('pairs_seconds', 0.0) for r in group]):.1f} + "
+                     f"{_mean([r['adapt_seconds'] for r in group]):.1f} |")
     return "\n".join(lines)
 
 
@@ -245,20 +313,34 @@ def cli() -> None:
 @click.option("--photo-dir", "photo_dirs", type=click.Path(exists=True, file_okay=False, path_type=Path), multiple=True,
               help="[../shared/data/photos_tune, photos_hq]")
 @click.option("--seed", "seeds", type=int, multiple=True, help="Degradation seeds [0].")
+@click.option("--prior", "priors", type=click.Choice(PRIORS), multiple=True, help="[the stage's]")
+@click.option("--degradation", "degradations", type=click.Choice(["iid", "ood"]), multiple=True, help="[the stage's]")
 @click.option("--lq-size", type=int, default=80, show_default=True, help="LQ window side, px (CPU time).")
 @click.option("--face-lq", type=int, default=32, show_default=True, help="Widest face, LQ px.")
 @click.option("--checkpoint", default="realesrgan-x4plus", show_default=True)
+@click.option("--redegnet-weights", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="redeg* settings: the released ReDegNet files or an f2n-train --method redegnet run.")
+@click.option("--natural-bank", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=DATA / "natural_hq", show_default=True, help="redeg* settings: HQ natural images.")
+@click.option("--redegnet-seed", type=int, default=0, show_default=True,
+              help="redeg-untrained: the seed the training run started from.")
 @one_line_errors
 def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[str, ...],
-                photo_dirs: tuple[Path, ...], seeds: tuple[int, ...], lq_size: int, face_lq: int, checkpoint: str) -> None:
+                photo_dirs: tuple[Path, ...], seeds: tuple[int, ...], priors: tuple[str, ...],
+                degradations: tuple[str, ...], lq_size: int, face_lq: int, checkpoint: str,
+                redegnet_weights: Path | None, natural_bank: Path, redegnet_seed: int) -> None:
     """Append the study's rows to OUT."""
     from f2n.runtime.face_detect import RetinaFaceDetector
     from f2n.weights import load_sr_network
 
     screen = stage == "screen"
     settings = settings or (SCREEN_SETTINGS if screen else ("es",))
-    priors = ("oracle-restored",) if screen else PRIORS
-    degradations = ("iid",) if screen else ("iid", "ood")
+    priors = priors or (("oracle-restored",) if screen else PRIORS)
+    degradations = degradations or (("iid",) if screen else ("iid", "ood"))
+    wants_redegnet = any(SETTINGS[name].method in REDEGNET_METHODS for name in settings)
+    if wants_redegnet and redegnet_weights is None:
+        raise ConfigError("the redeg* settings need --redegnet-weights DIR (docs/redegnet.md)")
+    redegnet = ReDegNetStudy.load(redegnet_weights, natural_bank, redegnet_seed) if wants_redegnet else None
     model = load_sr_network(checkpoint).model.eval()
     detector = RetinaFaceDetector()
     for photo in _photos(photo_dirs or PHOTO_DIRS, photos or (SCREEN_PHOTOS if screen else ())):
@@ -268,7 +350,8 @@ def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[
                 if case is None:
                     rows: Iterable[dict] = [{"photo": photo.name, "degradation": degradation, "error": "no face"}]
                 else:
-                    rows = run_case(model, case, settings, priors, detector=detector, tile=lq_size)  # one pass
+                    rows = run_case(model, case, settings, priors, detector=detector, tile=lq_size,  # one pass
+                                    redegnet=redegnet)
                 for row in rows:
                     row = {"stage": stage, **row}
                     with out.open("a", encoding="utf-8") as handle:

@@ -198,16 +198,19 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
 
 
 def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
-          on_step: Callable[[AdaptStep], None] | None = None, *, seed: int = 0) -> AdaptResult:
+          on_step: Callable[[AdaptStep], None] | None = None, *, seed: int = 0,
+          held_out: PatchBatch | None = None) -> AdaptResult:
     """Adapt a copy of ``model``'s weights to one photo's face patches. ``on_step`` sees each
     step as it finishes (f2n-eval upscales snapshots there).
 
     A seeded share of the pairs (``config.holdout``) is held out: the run stops once their
     loss has not improved for ``config.patience`` steps and keeps the step with the lowest
     held-out loss; with ``config.guard`` the base weights are kept when no step beat them.
+    ``held_out``: other pairs to hold out instead (ReDegNet trains on synthetic pairs and checks
+    on the photo's real face pairs); all of ``patches`` are then trained on.
     """
     base = {name: p.detach() for name, p in model.named_parameters()}
-    train, held = split_holdout(patches, config.holdout, seed)
+    train, held = (patches, held_out) if held_out is not None else split_holdout(patches, config.holdout, seed)
     losses: list[float] = []
     seconds: list[float] = []
     held_losses: list[float] = []

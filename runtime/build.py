@@ -201,6 +201,7 @@ def build_pipeline(
     natural_bank: Path | None = None,
     natural_pairs: int = ReDegNetConfig().natural_pairs,
     sr_range: ValueRange | None = None,
+    redegnet_weights: Path | None = None,
     warn: Callable[[str], None] = lambda _message: None,
     **pipeline_options: Any,
 ) -> AdaptAndRun:
@@ -214,15 +215,16 @@ def build_pipeline(
     ``--prior-option`` values); a prior whose weights are missing leaves the photos unadapted (``warn``
     says so once) unless ``require_adaptation``. ``oracle_shape``: the (H, W) of the one photo
     an ``oracle:`` ground truth must be x4 of. ``natural_bank``/``natural_pairs``: ReDegNet's
-    folder of HQ natural images and synthetic pairs per photo. ``sr_range``: the SR network's value
-    range (``--sr-range``; None: what the file or registry says). ``pipeline_options``:
+    folder of HQ natural images and synthetic pairs per photo; ``redegnet_weights``: a folder with its
+    networks (the released files or a training run; None: the weight cache). ``sr_range``: the SR
+    network's value range (``--sr-range``; None: what the file or registry says). ``pipeline_options``:
     :class:`PipelineConfig` fields. Checks run cheapest first: options, ReDegNet's bank and
     networks, the SR network, engine, then the prior (possibly a download).
     """
     device = resolve_device(device)
     redegnet = None
     if method == "redegnet" and pipeline_options.get("adapt_enabled", True):
-        redegnet = (ReDegNetConfig(natural_pairs), NaturalBank(natural_bank), load_redegnets(device))
+        redegnet = (ReDegNetConfig(natural_pairs), NaturalBank(natural_bank), load_redegnets(device, redegnet_weights))
     loaded = load_supported_network(source, value_range=sr_range)
     settings = resolve_settings(requested or {}, loaded, defaults)
     adapt = AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, params=settings.params,

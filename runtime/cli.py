@@ -86,6 +86,9 @@ class Command(click.Command):
 @click.option("--natural-bank", type=click.Path(path_type=Path), help="ReDegNet: a folder of HQ natural images.")
 @click.option("--natural-pairs", type=int, default=ReDegNetConfig().natural_pairs, show_default=True,
               help="ReDegNet: synthetic natural pairs per photo.")
+@click.option("--redegnet-weights", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="ReDegNet: a folder with its networks, the released net_*_init.pth files or an f2n-train run "
+                   "[the weight cache: f2n-models add].")
 @click.option("--patches-per-face", type=int, help="Face patch pairs per face, instead of a budget per photo [checkpoint's].")
 @click.option("--patches-per-image", type=int, help="Face patch pairs per photo, spread over its faces by area "
               f"(instead of --patches-per-face) [checkpoint's, else {DEFAULT_PATCHES_PER_IMAGE}].")
@@ -140,6 +143,7 @@ main = command  # the console script's entry point
 
 def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int | None, lr: float | None,
         optimizer: str | None, no_guard: bool, adapt_method: str, natural_bank: Path | None, natural_pairs: int,
+        redegnet_weights: Path | None,
         patches_per_face: int | None, patches_per_image: int | None, support_patch: int, support_count: int,
         tile: int, tile_overlap: int, device: str | None, precision: str | None, prior: str,
         prior_options: tuple[str, ...], checkpoint: str, sr_range: ValueRange | None,
@@ -172,7 +176,7 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
     pipeline = build_pipeline(
         loaded, engine=engine, device=device, precision=precision, requested=requested, method=adapt_method,
         prior=prior, prior_options=parsed_prior_options, support=support,
-        natural_bank=natural_bank, natural_pairs=natural_pairs,
+        natural_bank=natural_bank, natural_pairs=natural_pairs, redegnet_weights=redegnet_weights,
         oracle_shape=decoded[jobs[0].source].rgb.shape[:2] if oracle else None,
         warn=lambda message: click.echo(f"warning: {message}", err=True),
         tile=tile, overlap=tile_overlap, adapt_enabled=not no_adapt, require_adaptation=require_adaptation,

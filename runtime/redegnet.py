@@ -44,6 +44,19 @@ BORDER_FRACTION = 0.03  # redeg_model.py's rm_pad: the border of an aligned face
 WEIGHT_NAMES = {  # the registry's names of the released files
     "degnet": "redegnet-degnet", "encoder": "redegnet-syn-encoder", "generator": "redegnet-syn-generator",
 }
+RELEASED_STEMS = ("net_deg", "net_synE", "net_synG")  # net_deg_init.pth; f2n-train writes net_deg_0000100.pth
+
+
+def _latest(folder: Path, stem: str) -> Path:
+    """``<stem>_init.pth`` or the ``<stem>_<step>.pth`` with the highest step in ``folder``."""
+    steps = {path: path.stem.rpartition("_")[2] for path in folder.glob(f"{stem}_*.pth")}
+    numbered = {path: int(step) for path, step in steps.items() if step.isdigit()}
+    if numbered:
+        return max(numbered, key=numbered.__getitem__)
+    if (folder / f"{stem}_init.pth").is_file():
+        return folder / f"{stem}_init.pth"
+    raise ConfigError(f"{folder} holds no {stem}_init.pth or {stem}_<step>.pth (ReDegNet weights: the released "
+                      "files or an f2n-train --method redegnet run)")
 
 
 def to_network_range(rgb: np.ndarray) -> torch.Tensor:
@@ -59,6 +72,7 @@ class ReDegNets:
     degnet: DegNet
     encoder: SynNetEncoder
     generator: SynNetGenerator
+    source: str = ""  # where they were loaded from (the DegNet file), for reports
 
     def __post_init__(self) -> None:
         sizes = {self.degnet.size, self.encoder.size, self.generator.size}
@@ -75,7 +89,17 @@ class ReDegNets:
         """Each file loaded strictly as its network (a WeightsError names the wrong one)."""
         loaded = [load_network(load_state_dict_file(path), path, expected=WEIGHT_NAMES[role])[1].to(device)
                   for role, path in (("degnet", degnet), ("encoder", encoder), ("generator", generator))]
-        return cls(*loaded)
+        return cls(*loaded, source=str(degnet))
+
+    @classmethod
+    def from_folder(cls, folder: Path, device: str = "cpu") -> ReDegNets:
+        """The three networks of a folder: the released ``net_deg_init.pth`` … files, or the
+        latest step of an ``f2n-train --method redegnet`` run (its ``checkpoints/`` folder or the run)."""
+        folder = Path(folder)
+        if (folder / "checkpoints").is_dir():
+            folder = folder / "checkpoints"
+        files = [_latest(folder, stem) for stem in RELEASED_STEMS]
+        return cls.from_files(*files, device=device)
 
 
 @dataclass(frozen=True)
@@ -196,6 +220,7 @@ class ReDegNetAdaptation:
         provenance = {
             "method": self.name, "steps": str(adapt.steps), "lr": repr(adapt.lr), "optimizer": adapt.optimizer,
             "precision": adapt.precision, "natural_bank": str(self.bank.folder), "natural_pairs": str(len(pairs)),
+            "redegnet_weights": self.nets.source,
             "final_loss": repr(result.losses[-1]) if result.losses else "",
         }
         return MethodOutcome(result, "", timings, faces, provenance)
@@ -203,13 +228,16 @@ class ReDegNetAdaptation:
     def settings(self) -> dict[str, Any]:
         return {"method": self.name, "prior": self.prior.name if self.prior is not None else None,
                 "natural_bank": str(self.bank.folder), "natural_pairs": self.config.natural_pairs,
-                "crops_per_face": self.config.crops_per_face, "crop": self.nets.crop}
+                "crops_per_face": self.config.crops_per_face, "crop": self.nets.crop,
+                "redegnet_weights": self.nets.source}
 
 
-def load_redegnets(device: str = "cpu") -> ReDegNets:
-    """The released networks from the weight cache (``f2n-models add`` puts them there: the
-    official files have no stable URL)."""
+def load_redegnets(device: str = "cpu", folder: Path | None = None) -> ReDegNets:
+    """The networks of ``folder`` (:meth:`ReDegNets.from_folder`), else the released ones from the
+    weight cache (``f2n-models add`` puts them there: the official files have no stable URL)."""
     from f2n.weights.store import weight_path
 
+    if folder is not None:
+        return ReDegNets.from_folder(folder, device)
     return ReDegNets.from_files(*(weight_path(WEIGHT_NAMES[role]) for role in ("degnet", "encoder", "generator")),
                                 device=device)

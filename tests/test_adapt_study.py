@@ -188,3 +188,95 @@ def test_oracle_restored_prior_aligns_like_the_oracle(tmp_path: Path) -> None:
     cv2.imwrite(str(path), cv2.cvtColor((gt * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR))
     assert isinstance(make_prior(f"oracle-restored:{path}", sr_model=_BicubicX4(), lq_shape=(64, 80)),
                       OracleRestoredPrior)
+
+
+REDEGNET_FIXTURES = Path(__file__).parent / "data" / "redegnet_official"
+
+
+def _redegnet_folder(tmp_path: Path) -> Path:
+    """The official-code fixture networks under the released files' names."""
+    folder = tmp_path / "redegnet"
+    folder.mkdir()
+    for stem in ("net_deg", "net_synE", "net_synG"):
+        shutil.copy(REDEGNET_FIXTURES / f"{stem}_small.pth", folder / f"{stem}_init.pth")
+    return folder
+
+
+def test_study_compares_redegnet_with_face_adaptation_on_the_same_case(shared_data: Path, tmp_path: Path) -> None:
+    """One case, three settings: face patches, ReDegNet's synthetic pairs from the trained networks
+    and from networks at their initialisation. Each adapts θ from its own pairs."""
+    from safetensors.torch import save_file
+
+    from f2n.eval.study import cli
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(shared_data / "photos_hq" / "selfie_1.jpg", photos)
+    model = tiny_net()
+    with torch.no_grad():
+        model.conv_last.bias.fill_(0.5)
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(checkpoint))
+    out = tmp_path / "study.jsonl"
+    args = ["run", "--out", str(out), "--stage", "screen", "--photo-dir", str(photos), "--photo", "selfie_1.jpg",
+            "--lq-size", "48", "--face-lq", "24", "--checkpoint", str(checkpoint),
+            "--redegnet-weights", str(_redegnet_folder(tmp_path)), "--natural-bank", str(shared_data / "natural_hq")]
+    for setting in ("bias", "redeg", "redeg-untrained"):
+        args += ["--setting", setting]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = {row["setting"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"bias", "redeg", "redeg-untrained"}
+    assert rows["redeg"]["patches"] == rows["redeg-untrained"]["patches"] == 16  # the natural pairs
+    assert rows["bias"]["patches"] != 16 and rows["redeg"]["config"]["method"] == "redegnet"
+    for row in rows.values():
+        assert math.isfinite(row["delta"]["psnr_nonface"]) and row["delta"]["psnr"] != 0
+    # different networks render different pairs, so θ′ and its output differ
+    assert rows["redeg"]["adapted"]["psnr"] != rows["redeg-untrained"]["adapted"]["psnr"]
+    assert rows["redeg"]["train_losses"] != rows["redeg-untrained"]["train_losses"]
+
+
+def test_study_redegnet_settings_without_weights_is_one_line(tmp_path: Path) -> None:
+    from f2n.eval.study import cli
+
+    result = CliRunner().invoke(cli, ["run", "--out", str(tmp_path / "s.jsonl"), "--setting", "redeg"])
+    assert result.exit_code == 5 and "--redegnet-weights" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_redegnet_networks_load_from_a_training_run_folder(tmp_path: Path) -> None:
+    """The latest step of each network, by number (step 10 is after step 9), from a run's checkpoints/."""
+    from f2n.errors import ConfigError
+    from f2n.runtime.redegnet import ReDegNets
+
+    run = tmp_path / "run" / "checkpoints"
+    run.mkdir(parents=True)
+    for stem in ("net_deg", "net_synE", "net_synG"):
+        shutil.copy(REDEGNET_FIXTURES / f"{stem}_small.pth", run / f"{stem}_0000010.pth")
+        (run / f"{stem}_0000009.pth").write_bytes(b"not a weight file")  # older: must not be read
+    nets = ReDegNets.from_folder(tmp_path / "run")
+    assert nets.crop == 32
+    (run / "net_synG_0000010.pth").unlink()
+    (run / "net_synG_0000009.pth").unlink()
+    with pytest.raises(ConfigError, match="net_synG"):
+        ReDegNets.from_folder(run)
+
+
+def test_pairs_held_out_separately_decide_the_guard_and_are_not_trained_on() -> None:
+    """ReDegNet's check: trained on pairs asking for a brighter output, held out on pairs that θ
+    already reproduces exactly: every step is worse on those, so θ is kept; without them the
+    trained pairs' own held-out share would accept θ′."""
+    model, goal = tiny_net(), tiny_net()
+    with torch.no_grad():
+        goal.conv_last.bias += 0.2
+    g = torch.Generator().manual_seed(8)
+    lq, other = torch.rand(12, 3, 8, 8, generator=g), torch.rand(4, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        train = PatchBatch(lq, goal(lq), torch.ones(12, 1, 32, 32))
+        exact = PatchBatch(other, model(other), torch.ones(4, 1, 32, 32))
+    config = AdaptConfig(steps=4, lr=1e-2, holdout=0.25)
+    assert adapt(model, train, config, seed=1).adapted
+    guarded = adapt(model, train, config, seed=1, held_out=exact)
+    assert not guarded.adapted and guarded.best_step == 0 and guarded.holdout_losses[0] == pytest.approx(0, abs=1e-6)
+    assert "held-out face loss did not improve" in guarded.reason
+    assert all(torch.equal(guarded.weights[k], guarded.base[k]) for k in guarded.base)

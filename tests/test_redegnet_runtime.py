@@ -138,6 +138,22 @@ def test_missing_redegnet_weights_are_one_line_saying_how_to_add_them(checkpoint
     assert "redegnet-degnet" in lines[0] and "f2n-models add" in lines[0]
 
 
+def test_cli_takes_the_networks_from_a_folder_instead_of_the_cache(checkpoint: Path, photo: Path, oracle_x4: Path,
+                                                                   shared_data: Path, tmp_path: Path) -> None:
+    """A training run's checkpoints/ (latest step of each network) with nothing in the weight cache."""
+    run = tmp_path / "run" / "checkpoints"
+    run.mkdir(parents=True)
+    for stem in ("net_deg", "net_synE", "net_synG"):
+        (run / f"{stem}_0000100.pth").write_bytes((FIXTURES / f"{stem}_small.pth").read_bytes())
+    report = tmp_path / "report.json"
+    result = invoke(photo, "--out", tmp_path / "out.png", "--checkpoint", checkpoint, "--adapt-method", "redegnet",
+                    "--natural-bank", shared_data / "natural_hq", "--prior", f"oracle:{oracle_x4}",
+                    "--redegnet-weights", tmp_path / "run", "--report", report, *FAST)
+    assert result.exit_code == 0, result.output
+    entry = json.loads(report.read_text())["photos"][0]
+    assert entry["method"] == "redegnet" and entry["settings"]["redegnet_weights"] == str(run / "net_deg_0000100.pth")
+
+
 def test_a_wrong_network_in_place_of_a_redegnet_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="expected redegnet-syn-encoder"):
         add_weight("redegnet-syn-encoder", FIXTURES / "net_deg_small.pth")

@@ -19,7 +19,7 @@ from f2n.training.redegnet import ReDegTrainConfig, build_models
 from f2n.training.redegnet_step import Criteria, ReDegLosses, SRLosses, sr_update
 from f2n.training.sharpen import usm_sharpen
 from f2n.training.vgg_perceptual import VGG19_CONVS, PerceptualStyle
-from f2n.weights import load_network, load_state_dict_file
+from f2n.weights import load_network, load_sr_network, load_state_dict_file
 
 THETA = [f"--{key.replace('_', '-')}" if i == 0 else str(value)
          for key, value in TINY_RRDBNET.items() for i in range(2)] + ["--disc-feat", "4"]
@@ -52,6 +52,10 @@ def test_a_run_saves_loadable_networks_and_resuming_its_folder_equals_a_straight
     saved = {name: load_state_dict_file(out / "checkpoints" / f"{name}_0000002.pth") for name in files}
     for file, network in files.items():
         assert load_network(saved[file], Path(file), expected=network)[0] == network
+    theta = load_sr_network(out / "checkpoints" / "net_f2n_0000002.safetensors")  # as --checkpoint reads it
+    assert theta.descriptor.value_range == "signed"  # trained on [-1, 1] tensors, as the official θ
+    for key, value in theta.model.state_dict().items():
+        assert torch.equal(value, saved["net_f2n"][key]), key
 
     resumed = train(data, out, "--steps", "3", "--resume", out)
     assert resumed.exit_code == 0, resumed.output
@@ -181,3 +185,28 @@ def test_perceptual_and_style_terms_read_the_vgg_features_before_their_relu() ->
     weights = list(layers.values())
     torch.testing.assert_close(perceptual, sum(w * (g - t).abs().mean() for w, g, t in zip(weights, got, wanted)))
     torch.testing.assert_close(style, sum(w * (gram(g) - gram(t)).abs().mean() for w, g, t in zip(weights, got, wanted)))
+
+
+def test_theta_starts_raw_from_a_signed_file_and_warns_on_a_unit_one(tmp_path: Path) -> None:
+    """The step feeds [-1, 1] tensors as they are: θ built from a signed file must not map them a
+    second time, and a [0, 1] start (Real-ESRGAN) is said to become signed."""
+    from safetensors.torch import save_file
+
+    from f2n.nets import RRDBNet
+    from f2n.training.redegnet import ReDegTrainConfig, build_sr
+
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in RRDBNet(num_block=1, num_feat=8, num_grow_ch=4).state_dict().items()}
+    signed, unit = tmp_path / "signed.safetensors", tmp_path / "unit.safetensors"
+    save_file(state, str(signed), metadata={"value_range": "signed"})
+    save_file(state, str(unit))
+    x = torch.rand(1, 3, 8, 8) * 2 - 1
+    for path in (signed, unit):
+        lines: list[str] = []
+        config = ReDegTrainConfig(tmp_path, tmp_path, tmp_path / "run", steps=1, sr_weights=path)
+        theta, _ = build_sr(config, lines.append)
+        reference = RRDBNet(num_block=1, num_feat=8, num_grow_ch=4)
+        reference.load_state_dict(state)
+        with torch.no_grad():
+            torch.testing.assert_close(theta(x), reference(x))  # no mapping inside: the raw network
+        assert any("becomes a signed-range network" in line for line in lines) == (path == unit)

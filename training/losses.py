@@ -4,8 +4,6 @@
 import torch
 import torch.nn.functional as F
 
-from f2n.inner_loop import masked_l1
-
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 

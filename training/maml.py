@@ -15,13 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from f2n.inner_loop import masknet_lq_input
+from f2n.inner_loop import masked_l1, masknet_lq_input
 from f2n.training.config import LossConfig, OptimConfig
 from f2n.training.losses import (
     discriminator_gan_loss,
     generator_gan_loss,
     mask_regularisation,
-    masked_l1,
     self_similarity_loss,
 )
 

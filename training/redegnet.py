@@ -59,6 +59,7 @@ from f2n.training.redegnet_step import (
 )
 from f2n.training.vgg_perceptual import PerceptualStyle, vgg19_features
 from f2n.weights import load_into, weight_path
+from f2n.weights.checkpoint import VALUE_RANGE_META, save_safetensors_atomic
 
 Log = Callable[[str], None]
 RELEASED_FILES = {"degnet": "net_deg", "encoder": "net_synE", "generator": "net_synG", "disc": "net_synD",
@@ -187,8 +188,15 @@ def build_sr(config: ReDegTrainConfig, log: Log) -> tuple[RRDBNet, UNetDiscrimin
         sr = RRDBNet(num_feat=config.num_feat, num_block=config.num_block, num_grow_ch=config.num_grow_ch)
     else:
         loaded = load_supported_network(str(config.sr_weights))  # a file or a registry name; x4 only
-        log(f"θ: {loaded.path} ({loaded.descriptor.num_block} blocks); trained on [-1, 1] images, as the official")
-        sr = loaded.model.requires_grad_(True)
+        shape = loaded.descriptor
+        log(f"θ: {loaded.path} ({shape.num_block} blocks); trained on [-1, 1] images, as the official")
+        if shape.value_range != "signed":
+            log(f"warning: θ's start {loaded.path} runs in [0, 1] ({loaded.value_range.source}); trained here on "
+                "[-1, 1] it becomes a signed-range network (the official starts from F2N-ESRGAN)")
+        # The step feeds the official's [-1, 1] tensors as they are, so θ is built without the
+        # in-forward mapping of a signed network; the saved θ records "signed" (_save).
+        sr = RRDBNet(num_feat=shape.num_feat, num_block=shape.num_block, num_grow_ch=shape.num_grow_ch)
+        load_into(sr, loaded.model.state_dict(), what=f"θ's start {loaded.path}")
     if config.sr_disc_weights is None:
         log(f"θ's D: random U-Net discriminator ({config.disc_feat} features)")
         return sr, UNetDiscriminatorSN(num_feat=config.disc_feat)
@@ -222,6 +230,9 @@ def _save(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optim
     folder = checkpoint_paths(config.out_dir, step)[0].parent
     for name, state in states.items():
         torch.save({"params": state}, folder / f"{RELEASED_FILES[name]}_{step:07d}.pth")
+    if "sr" in states:  # θ for --checkpoint as well, its range recorded (the .pth cannot say it)
+        save_safetensors_atomic(folder / f"{RELEASED_FILES['sr']}_{step:07d}.safetensors", states["sr"],
+                                {VALUE_RANGE_META: "signed"})
     return folder / f"net_deg_{step:07d}.pth"
 
 

@@ -35,6 +35,7 @@ class PipelineOptions:
     adapt_method: str = "auto"
     natural_bank: str | None = None  # ReDegNet's folder of HQ natural images (absolute: workers read it)
     natural_pairs: int = ReDegNetConfig().natural_pairs
+    redegnet_weights: str | None = None  # ReDegNet's networks: a folder (absolute); None: the weight cache
     prior: str = "gpen"
     prior_options: tuple[str, ...] = ()  # NAME=VALUE, as --prior-option
     patches_per_face: int | None = None  # None: the checkpoint's, else PatchConfig's
@@ -81,6 +82,8 @@ def build_pipeline(options: PipelineOptions) -> AdaptAndRun:
         prior_options=parse_prior_options(options.prior_options),
         support=SupportConfig(patch=options.support_patch, count=options.support_count),
         natural_bank=Path(options.natural_bank) if options.natural_bank is not None else None,
-        natural_pairs=options.natural_pairs, tile=options.tile, overlap=options.tile_overlap,
+        natural_pairs=options.natural_pairs,
+        redegnet_weights=Path(options.redegnet_weights) if options.redegnet_weights is not None else None,
+        tile=options.tile, overlap=options.tile_overlap,
         adapt_enabled=not options.no_adapt, require_adaptation=options.require_adaptation,
         paste_faces=options.paste_faces, progress=False)

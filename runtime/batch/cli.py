@@ -62,6 +62,7 @@ ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside
 @click.option("--natural-bank", help="ReDegNet: a folder of HQ natural images (every worker reads it).")
 @click.option("--natural-pairs", type=int, default=DEFAULTS.natural_pairs, show_default=True,
               help="ReDegNet: synthetic natural pairs per photo.")
+@click.option("--redegnet-weights", help="ReDegNet: a folder with its networks (every worker reads it) [weight cache].")
 @click.option("--prior", default=DEFAULTS.prior, show_default=True,
               help="As f2n-adapt-and-run's (a name, a face-restorer file, module:callable), not oracle:.")
 @click.option("--prior-option", "prior_options", multiple=True, metavar="NAME=VALUE",
@@ -82,8 +83,9 @@ def command(inputs: tuple[str, ...], out: Path, manifest: Path | None, report: P
     """Super-resolve every photo of INPUTS (folders, globs, photos, URIs, .txt lists of them) x4 on Ray."""
     try:
         files = {name: _absolute_if_file(str(pipeline[name])) for name in ("checkpoint", "prior")}
-        if pipeline["natural_bank"] is not None:
-            files["natural_bank"] = str(Path(str(pipeline["natural_bank"])).resolve())
+        for folder in ("natural_bank", "redegnet_weights"):
+            if pipeline[folder] is not None:
+                files[folder] = str(Path(str(pipeline[folder])).resolve())
         options = PipelineOptions(**{**pipeline, **files})
         cluster = ClusterOptions(address, workers, cpus_per_worker, gpus_per_worker, attempts)
         code = run(inputs, out, manifest or out / MANIFEST_NAME, report, options, cluster)

@@ -63,7 +63,9 @@ class PhotoWorker:
         except Exception as error:  # an unforeseen failure fails this photo, not the batch
             first_line = next(iter(str(error).strip().splitlines()), "")
             report = failed(source, f"unexpected {type(error).__name__}: {first_line}")
-        return {**report, "input": source, "seed": seed, "worker": self.name}
+        choice = self.pipeline.engine_choice  # auto may choose differently on each kind of worker
+        return {**report, "input": source, "seed": seed, "worker": self.name,
+                **({"engine": choice.to_dict()} if choice is not None else {})}
 
 
 class AttemptCounter:
