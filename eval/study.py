@@ -81,6 +81,8 @@ SETTINGS: dict[str, Setting] = {
     # the same, stopped and guarded on the photo's real face pairs instead of held-out synthetic ones
     "redeg-faceheld": Setting(replace(AdaptConfig(), guard=False), method="redegnet", held_out_faces=True),
     "redeg-all-faceheld": Setting(_BASE, method="redegnet", held_out_faces=True),
+    "redeg-untrained-faceheld": Setting(replace(AdaptConfig(), guard=False), method="redegnet-untrained",
+                                        held_out_faces=True),
 }
 REDEGNET_METHODS = ("redegnet", "redegnet-untrained")
 SCREEN_SETTINGS = ("es", "tail", "lora", "bias", "aug", "l2")

@@ -59,6 +59,17 @@ def average_gradients(params: Sequence[torch.Tensor]) -> None:
         offset += grad.numel()
 
 
+def backward_and_step(optimizers: Sequence[torch.optim.Optimizer], loss: torch.Tensor) -> None:
+    """One update of the networks behind ``optimizers`` on ``loss``, gradients averaged over the
+    workers first (a no-op in one process)."""
+    for optimizer in optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for optimizer in optimizers:
+        average_gradients([p for group in optimizer.param_groups for p in group["params"]])
+        optimizer.step()
+
+
 def broadcast_module(module: nn.Module) -> None:
     """Give every worker rank 0's parameters and buffers (spectral-norm vectors included)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:

@@ -34,7 +34,7 @@ from f2n.nets.mmrb import MMRBRestorer
 from f2n.training.checkpoint import TrainState, checkpoint_paths, load_checkpoint, save_train_state
 from f2n.training.data import list_images, load_rgb
 from f2n.training.degradations import degrade, sample_params
-from f2n.training.distributed import DistContext, average_gradients, broadcast_module, finish, init_from_env
+from f2n.training.distributed import DistContext, backward_and_step, broadcast_module, finish, init_from_env
 from f2n.training.face_losses import COMPONENTS, FeatureMatching, IdentityLoss, component_boxes, crop_component
 from f2n.training.losses import discriminator_gan_loss, generator_gan_loss
 from f2n.weights import load_into, load_network, load_state_dict_file, weight_path
@@ -221,7 +221,7 @@ def train_step(nets: Nets, optimizers: dict[str, torch.optim.Optimizer], lq: tor
     d_local = sum(discriminator_gan_loss(nets.local[name](crop_component(hq, boxes[name], local_size)),
                                          nets.local[name](crop_component(fake, boxes[name], local_size)))
                   for name in COMPONENTS)
-    _update((optimizers["d"], optimizers["local"]), d_global + d_local)
+    backward_and_step((optimizers["d"], optimizers["local"]), d_global + d_local)
 
     # Restorer: the discriminators take no gradient from its loss.
     discriminators = [p for p in (*nets.disc.parameters(), *nets.local.parameters()) if p.requires_grad]
@@ -242,7 +242,7 @@ def train_step(nets: Nets, optimizers: dict[str, torch.optim.Optimizer], lq: tor
     weights = {"g_global": losses.global_adv, "g_local": losses.local_adv, "l1": losses.l1, "pyramid": losses.pyramid,
                "feature_matching": losses.feature_matching, "identity": losses.identity}
     g_total = sum(weights[name] * value for name, value in terms.items())
-    _update((optimizers["g"],), g_total)
+    backward_and_step((optimizers["g"],), g_total)
     for parameter in discriminators:
         parameter.requires_grad_(True)
     record = {name: float(value.detach()) for name, value in terms.items()}
@@ -251,13 +251,6 @@ def train_step(nets: Nets, optimizers: dict[str, torch.optim.Optimizer], lq: tor
     return record
 
 
-def _update(optimizers: tuple[torch.optim.Optimizer, ...], loss: torch.Tensor) -> None:
-    for optimizer in optimizers:
-        optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    for optimizer in optimizers:
-        average_gradients([p for group in optimizer.param_groups for p in group["params"]])
-        optimizer.step()
 
 
 def _global_disc(restorer: MMRBRestorer, config: MmrbConfig, log: Log) -> GPENDiscriminator:

@@ -7,8 +7,8 @@ import torch
 
 from f2n.nets import MaskNet, RRDBNet
 from f2n.nets.discriminator import UNetDiscriminatorSN
-from f2n.training.config import TrainConfig
 from f2n.runtime import load_supported_network
+from f2n.training.config import TrainConfig
 from f2n.weights import load_state_dict_file
 from f2n.weights.discriminator import load_discriminator as discriminator_from_state
 

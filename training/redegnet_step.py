@@ -32,7 +32,7 @@ from f2n.nets import RRDBNet
 from f2n.nets.discriminator import UNetDiscriminatorSN
 from f2n.nets.redegnet_discriminator import ReDegDiscriminator
 from f2n.runtime.redegnet import ReDegNets
-from f2n.training.distributed import average_gradients
+from f2n.training.distributed import backward_and_step
 from f2n.training.losses import discriminator_gan_loss, generator_gan_loss
 from f2n.training.vgg_perceptual import PerceptualStyle
 
@@ -132,14 +132,14 @@ def redeg_update(models: ReDegModels, optimizers: dict[str, torch.optim.Optimize
         terms["adversarial"] = -losses.adversarial * disc(fake, batch["face_hq"], face_real_deg.detach()).mean()
         disc.requires_grad_(True)
     total = sum(terms.values())
-    _update([optimizers[name] for name in ("degnet", "encoder", "generator")], total)
+    backward_and_step([optimizers[name] for name in ("degnet", "encoder", "generator")], total)
     record = {name: float(value.detach()) for name, value in terms.items()}
     record["total"] = float(total.detach())
     if disc is not None:  # hinge: real LQ faces above +1, renderings below −1 (fake judged first, as the official)
         condition = (batch["face_hq"], face_real_deg.detach())
         fake_logits = disc(fake.detach(), *condition)
         d_loss = F.relu(1 - disc(batch["face_lq"], *condition)).mean() + F.relu(1 + fake_logits).mean()
-        _update([optimizers["disc"]], d_loss)
+        backward_and_step([optimizers["disc"]], d_loss)
         record["disc"] = float(d_loss.detach())
     return record, face_real_deg.detach()
 
@@ -162,20 +162,13 @@ def sr_update(models: ReDegModels, optimizers: dict[str, torch.optim.Optimizer],
         terms.update(sr_perceptual=losses.perceptual * perceptual, sr_style=losses.style * style)
     terms["sr_adversarial"] = losses.adversarial * generator_gan_loss(sr_disc(output))
     total = sum(terms.values())
-    _update([optimizers["sr"]], total)
+    backward_and_step([optimizers["sr"]], total)
     sr_disc.requires_grad_(True)
     fake_logits = sr_disc(output.detach())  # fake judged first, as the official
     d_loss = discriminator_gan_loss(sr_disc(batch["sr_hq"]), fake_logits)
-    _update([optimizers["sr_disc"]], d_loss)
+    backward_and_step([optimizers["sr_disc"]], d_loss)
     record = {name: float(value.detach()) for name, value in terms.items()}
     record.update(sr_total=float(total.detach()), sr_disc=float(d_loss.detach()))
     return record
 
 
-def _update(optimizers: list[torch.optim.Optimizer], loss: torch.Tensor) -> None:
-    for optimizer in optimizers:
-        optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    for optimizer in optimizers:
-        average_gradients([p for group in optimizer.param_groups for p in group["params"]])
-        optimizer.step()
