@@ -13,13 +13,13 @@ from skimage import data
 
 from f2n.errors import ConfigError, EngineUnavailableError, one_line_errors
 from f2n.export.aoti import AotiEngine, compile_package
+from f2n.export.fp32_mode import ieee_fp32
 from f2n.export.onnx_export import (
     FP32_TOLERANCE,
     VerificationError,
     export_onnx,
     verify_onnx,
 )
-from f2n.export.fp32_mode import ieee_fp32
 from f2n.export.trt_config import tile_profile
 from f2n.export.trt_engine import TrtEngine, build_plan, import_tensorrt, parser_graph, recipe_for
 from f2n.export.trt_refit import read_refit_source
