@@ -112,6 +112,22 @@ def test_cli_adapts_with_redegnet_and_records_the_method(redegnet_weights: None,
         assert handle.metadata()["method"] == "redegnet"
 
 
+def test_f2n_esrgan_as_theta_adapts_with_redegnet_and_stays_signed(redegnet_weights: None, photo: Path,
+                                                                   oracle_x4: Path, shared_data: Path,
+                                                                   tmp_path: Path) -> None:
+    """The official pairing: θ is F2N-ESRGAN (trained in [-1, 1]); θ′ comes from [0, 1] pairs through
+    the range-carrying network and is saved as signed."""
+    official = Path(__file__).parent / "data" / "f2n_esrgan_official" / "F2NESRGAN.pth"
+    weights = tmp_path / "theta.safetensors"
+    result = invoke(photo, "--out", tmp_path / "out.png", "--checkpoint", official, "--adapt-method", "redegnet",
+                    "--natural-bank", shared_data / "natural_hq", "--prior", f"oracle:{oracle_x4}",
+                    "--save-weights", weights, "--no-guard", *FAST)  # θ′ itself, whatever the tiny nets render
+    assert result.exit_code == 0 and "(adapted with redegnet;" in result.output, result.output
+    theta, theta_prime = load_sr_network(official), load_sr_network(weights)
+    assert theta_prime.descriptor.value_range == "signed"
+    assert any(not torch.equal(v, theta.model.state_dict()[k]) for k, v in theta_prime.model.state_dict().items())
+
+
 @pytest.mark.parametrize("bank, message", [
     (None, "needs --natural-bank DIR"),
     ("missing", "is not a folder"),
