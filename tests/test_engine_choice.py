@@ -70,7 +70,8 @@ def test_the_report_names_the_engine_auto_chose_and_why(tiny_run: list[str], tmp
     expected = choose_engine(probe_platform("cpu"))  # the rule itself is tested above
     assert report["engine"] == {"requested": "auto", "engine": expected.engine, "precision": expected.precision,
                                 "reason": expected.reason}
-    assert result.output.strip().splitlines()[-1].endswith(f"; engine {expected.engine} {expected.precision} ({expected.reason})")
+    summary = result.output.strip().splitlines()[-1]  # the engine, then the SR value range
+    assert f"; engine {expected.engine} {expected.precision} ({expected.reason}); SR value range unit" in summary
     assert report["photos"][0]["settings"]["adapt"]["precision"] == "fp32"  # the CPU adapts in fp32, even for a bf16 engine
 
 
