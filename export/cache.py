@@ -14,9 +14,9 @@ from pathlib import Path
 
 from torch import nn
 
-from f2n.errors import WeightsError
 from f2n.fileio import sha256_file, writable_home, write_text_atomic
-from f2n.nets.rrdbnet import VALUE_RANGES, ValueRange
+from f2n.nets.rrdbnet import ValueRange
+from f2n.weights.checkpoint import value_range
 
 # The key under which an exported graph (ONNX metadata_props, AOTInductor package metadata)
 # records its network's value range, so that its fp32 twin is built with the same.
@@ -37,10 +37,7 @@ def graph_fields(model: nn.Module) -> dict:
 def recorded_range(metadata: dict[str, str], artifact: object) -> ValueRange:
     """The value range an exported graph's metadata records; a graph without one (written
     before ranges existed) is unit, as every network was then."""
-    value = metadata.get(VALUE_RANGE_METADATA, "unit")
-    if value not in VALUE_RANGES:
-        raise WeightsError(f"{artifact}: {VALUE_RANGE_METADATA} is {value!r}, expected one of {', '.join(VALUE_RANGES)}")
-    return value
+    return value_range(metadata, str(artifact), key=VALUE_RANGE_METADATA)
 
 
 def digest(fields: dict) -> str:

@@ -318,8 +318,10 @@ def masknet_lq_resize(meta: Mapping[str, object], path: Path) -> str:
     return str(resize)
 
 
-def value_range(meta: Mapping[str, object], path: Path) -> ValueRange:
-    recorded = meta.get(VALUE_RANGE_META, "unit")
+def value_range(meta: Mapping[str, object], path: Path | str, key: str = VALUE_RANGE_META) -> ValueRange:
+    """The range ``meta[key]`` records (unit when absent: every network was unit before ranges
+    existed); anything else there is a WeightsError naming ``path``."""
+    recorded = meta.get(key, "unit")
     if recorded not in VALUE_RANGES:
-        raise WeightsError(f"{path}: {VALUE_RANGE_META} is {recorded!r}, expected one of {', '.join(VALUE_RANGES)}")
+        raise WeightsError(f"{path}: {key} is {recorded!r}, expected one of {', '.join(VALUE_RANGES)}")
     return recorded
