@@ -21,11 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from f2n.runtime import face_template
+from f2n.training.vgg_perceptual import IMAGENET_MEAN, IMAGENET_STD, vgg19_features
 from f2n.weights import load_network, load_state_dict_file
 
 VGG_LAYERS = (1, 6, 11, 20, 29)  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 in torchvision's vgg19.features
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 COMPONENTS = ("left_eye", "right_eye", "mouth")
 ARCFACE_CROP = (35, 33, 32, 36)  # GPEN's IDLoss crop of a 256² face: top, bottom, left, right margins
 
@@ -33,8 +32,7 @@ ARCFACE_CROP = (35, 33, 32, 36)  # GPEN's IDLoss crop of a 256² face: top, bott
 class FeatureMatching(nn.Module):
     def __init__(self, vgg19_weights: Path) -> None:
         super().__init__()
-        _, vgg = load_network(load_state_dict_file(vgg19_weights), vgg19_weights, expected="vgg19")
-        self.features = vgg.features[: VGG_LAYERS[-1] + 1].eval().requires_grad_(False)
+        self.features = vgg19_features(vgg19_weights, through=VGG_LAYERS[-1])
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 

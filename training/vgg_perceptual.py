@@ -16,10 +16,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def vgg19_features(vgg19_weights: Path) -> nn.Sequential:
-    """torchvision's VGG-19 ``features`` up to conv5_4, frozen (one copy serves every loss)."""
+def vgg19_features(vgg19_weights: Path, through: int = max(VGG19_CONVS.values())) -> nn.Sequential:
+    """torchvision's VGG-19 ``features`` up to index ``through`` (conv5_4), frozen (one copy serves
+    every loss)."""
     _, vgg = load_network(load_state_dict_file(vgg19_weights), vgg19_weights, expected="vgg19")
-    return vgg.features[: max(VGG19_CONVS.values()) + 1].eval().requires_grad_(False)
+    return vgg.features[: through + 1].eval().requires_grad_(False)
 
 
 class PerceptualStyle(nn.Module):
