@@ -24,6 +24,7 @@ from f2n.runtime.batch.build import PipelineOptions
 from f2n.runtime.batch.inputs import plan_photos
 from f2n.runtime.batch.manifest import Manifest
 from f2n.runtime.batch.run import ClusterOptions, import_ray, run_batch
+from f2n.runtime.batch.storage import is_uri, join, location, make_folder
 from f2n.runtime.build import DEFAULT_PATCHES_PER_IMAGE
 from f2n.runtime.cli import EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_TERMINATED, Command, Terminated
 from f2n.runtime.jobs import DEFAULT_OUT_DIR, prepare_folders
@@ -36,9 +37,10 @@ ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside
 
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1)
-@click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT_DIR, show_default=True,
-              help="Output folder (OUT/<stem>.png, as f2n-adapt-and-run).")
-@click.option("--manifest", type=click.Path(path_type=Path), help="One JSON line per photo [OUT/manifest.jsonl].")
+@click.option("--out", default=str(DEFAULT_OUT_DIR), show_default=True,
+              help="Output folder or fsspec URI (OUT/<stem>.png, as f2n-adapt-and-run).")
+@click.option("--manifest", type=click.Path(path_type=Path),
+              help="One JSON line per photo, a local file [OUT/manifest.jsonl; required when OUT is a URI].")
 @click.option("--report", type=click.Path(path_type=Path), help="Also write f2n-adapt-and-run's JSON report.")
 @click.option("--address", help="Ray cluster to join (ray://HOST:10001, HOST:6379 or auto) [start Ray here].")
 @click.option("--workers", type=click.IntRange(min=1), help="Workers [as many as the CPUs/GPUs allow].")
@@ -77,7 +79,7 @@ ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside
 @click.option("--paste-faces", is_flag=True, help="Blend the restored faces over the result.")
 @click.option("--no-adapt", is_flag=True, help="Run the base network only.")
 @click.option("--require-adaptation", is_flag=True, help="Fail a photo that cannot be adapted.")
-def command(inputs: tuple[str, ...], out: Path, manifest: Path | None, report: Path | None, address: str | None,
+def command(inputs: tuple[str, ...], out: str, manifest: Path | None, report: Path | None, address: str | None,
             workers: int | None, cpus_per_worker: int, gpus_per_worker: float | None, attempts: int,
             **pipeline: object) -> None:
     """Super-resolve every photo of INPUTS (folders, globs, photos, URIs, .txt lists of them) x4 on Ray."""
@@ -88,7 +90,7 @@ def command(inputs: tuple[str, ...], out: Path, manifest: Path | None, report: P
                 files[folder] = str(Path(str(pipeline[folder])).resolve())
         options = PipelineOptions(**{**pipeline, **files})
         cluster = ClusterOptions(address, workers, cpus_per_worker, gpus_per_worker, attempts)
-        code = run(inputs, out, manifest or out / MANIFEST_NAME, report, options, cluster)
+        code = run(inputs, location(out), manifest, report, options, cluster)
     except F2NError as error:  # one line and the error's exit code, never a traceback
         click.echo(f"error: {error}", err=True)
         code = error.exit_code
@@ -108,17 +110,19 @@ def main() -> None:
     command()
 
 
-def run(inputs: tuple[str, ...], out: Path, manifest_path: Path, report: Path | None, options: PipelineOptions,
+def run(inputs: tuple[str, ...], out: str, manifest_path: Path | None, report: Path | None, options: PipelineOptions,
         cluster: ClusterOptions) -> int:
+    """``out``: an absolute folder or a URI (:func:`f2n.runtime.batch.storage.location`)."""
+    if manifest_path is None:
+        if is_uri(out):  # the driver appends, fsyncs and locks it: a URI cannot be
+            raise ConfigError(f"--out {out} is a URI: give --manifest, a local file for the run's manifest")
+        manifest_path = Path(out) / MANIFEST_NAME
     photos = plan_photos(inputs, out)
     import_ray()  # before anything is written
     prepare_folders([], report, started=time.time())
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"cannot create output folder {out}: {error.strerror or error}") from None
+    make_folder(out)
     with Manifest(manifest_path, options.digest()) as manifest:
-        run_batch(photos, manifest, options, cluster, attempts_dir=out / ATTEMPTS_DIR_NAME,
+        run_batch(photos, manifest, options, cluster, attempts_dir=join(out, ATTEMPTS_DIR_NAME),
                   echo=lambda text: click.echo(text, err=True))
         reports = manifest.reports([photo.source for photo in photos])
     if report is not None:

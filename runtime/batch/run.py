@@ -8,7 +8,6 @@ manifest before the next is counted.
 
 import json
 import logging
-import shutil
 import signal
 import threading
 import time
@@ -24,6 +23,7 @@ from f2n.errors import EngineUnavailableError
 from f2n.runtime.batch.build import PipelineOptions
 from f2n.runtime.batch.inputs import Photo
 from f2n.runtime.batch.manifest import Manifest
+from f2n.runtime.batch.storage import make_folder, remove_folder
 from f2n.runtime.batch.worker import PhotoWorker
 
 Echo = Callable[[str], None]
@@ -39,9 +39,9 @@ class ClusterOptions:
 
 
 def run_batch(photos: list[Photo], manifest: Manifest, options: PipelineOptions, cluster: ClusterOptions,
-              attempts_dir: Path, echo: Echo) -> None:
+              attempts_dir: str | Path, echo: Echo) -> None:
     """Process every photo of ``photos`` that ``manifest`` has not finished; append a line per photo.
-    ``attempts_dir``: a folder for the attempt counts that every worker can write (beside the outputs)."""
+    ``attempts_dir``: a folder or URI for the attempt counts that every worker can write (beside the outputs)."""
     todo = [photo for photo in photos if manifest.status(photo.source) != "ok"]
     retried = sum(manifest.status(photo.source) == "failed" for photo in todo)
     echo(f"{len(photos)} photo(s): {len(photos) - len(todo)} already finished, {len(todo)} to do"
@@ -49,8 +49,9 @@ def run_batch(photos: list[Photo], manifest: Manifest, options: PipelineOptions,
     if not todo:
         return
     ray = import_ray()
-    shutil.rmtree(attempts_dir, ignore_errors=True)  # counts of a run that was stopped: this run starts afresh
-    attempts_dir.mkdir(parents=True)
+    attempts_dir = str(attempts_dir)
+    remove_folder(attempts_dir)  # counts of a run that was stopped: this run starts afresh
+    make_folder(attempts_dir)
     meter = Throughput(len(todo))
     with ray_session(ray, cluster.address):
         for line in stream_results(ray, todo, options, cluster, attempts_dir, echo):
@@ -63,7 +64,7 @@ def run_batch(photos: list[Photo], manifest: Manifest, options: PipelineOptions,
     missing = len(todo) - meter.done
     if missing:  # blocks Ray itself gave up on (max_errored_blocks): not in the manifest, so retried next run
         echo(f"{missing} photo(s) got no result from Ray; run again to retry them")
-    shutil.rmtree(attempts_dir, ignore_errors=True)
+    remove_folder(attempts_dir)
 
 
 def import_ray() -> Any:
@@ -94,7 +95,7 @@ def ray_session(ray: Any, address: str | None) -> Iterator[None]:
 
 
 def stream_results(ray: Any, todo: list[Photo], options: PipelineOptions, cluster: ClusterOptions,
-                   attempts_dir: Path, echo: Echo) -> Iterator[dict[str, Any]]:
+                   attempts_dir: str, echo: Echo) -> Iterator[dict[str, Any]]:
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # no plan and timing chatter between progress lines
     context = ray.data.DataContext.get_current()
     context.max_errored_blocks = -1  # a photo Ray gives up on is reported by the driver, not a failed job
