@@ -12,6 +12,12 @@ weights; :func:`resolve_value_range` decides it, first match wins: the caller's 
 choice (``--sr-range``), the file's own record (f2n checkpoints and ``--save-weights``
 outputs write ``value_range``), the registry entry, the official F2N-ESRGAN release's file
 names (signed), else ``unit`` — every other RRDBNet release f2n knows is trained in [0, 1].
+
+Not spandrel's ESRGAN loader: it builds every RRDBNet with 32 growth channels, so it
+fails on the num_grow_ch 4 and 6 nets of tests/test_weights_loading.py (f2n's tiny and
+research nets), and it maps layouts the other way, onto the old ``model.N`` names (in
+private functions). Where both load (num_grow_ch 32) the outputs are equal (max |diff| 0.0,
+spandrel 0.4.2).
 """
 
 from __future__ import annotations
