@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from f2n.errors import ConfigError, InputImageError
+from f2n.errors import ConfigError, F2NError, InputImageError
 from f2n.fileio import write_text_atomic
 
 FILE_SCHEME = "file://"
@@ -72,7 +72,7 @@ def written_to(output: str) -> Iterator[Path]:
                 fs, remote = filesystem(output)
                 fs.put_file(str(path), remote)
             except (ImportError, ValueError, OSError) as error:
-                raise InputImageError(f"cannot upload {output}: {error}") from None
+                raise F2NError(f"cannot write {output}: {error}") from None  # this photo's failed line
 
 
 def make_folder(folder: str) -> None:
