@@ -20,7 +20,7 @@ checked the same way whichever method trained it.
 
 import json
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,12 @@ def resume(path: Path, modules: Mapping[str, nn.Module | None], optimizers: Mapp
         optimizers[name].load_state_dict(state.optimizers[name])  # moves the moments to the parameters' device
     log(f"resumed from {path} at step {state.step}" + (f" (changed since: {', '.join(changed)})" if changed else ""))
     return state.step
+
+
+def method_config(method: str, config: Any) -> dict[str, Any]:
+    """A method's dataclass config as a train state records it: JSON values, the method named,
+    the resume path left out (a property of this invocation, not of the run)."""
+    return {"method": method, **json.loads(json.dumps(asdict(replace(config, resume=None)), default=str))}
 
 
 def append_log(path: Path, record: Mapping[str, object]) -> None:

@@ -9,7 +9,7 @@ Single process (no torchrun): the ConditionNet is small and a step is a few forw
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.nets.condition_net import ConditionNet, ConditionNetConfig, modulated_convs, modulated_weights
 from f2n.training.checkpoint import append_log, capture, checkpoint_paths, resume, save_checkpoint
 from f2n.training.cmdsr_tasks import CmdsrTask, CmdsrTaskSampler
-from f2n.training.config import TrainConfig, config_to_dict
+from f2n.training.config import TrainConfig, saved_config
 from f2n.training.data import list_images
 from f2n.training.models import build_sr
 
@@ -121,17 +121,13 @@ def _resume(sr: nn.Module, condition_net: ConditionNet, optimizers: dict[str, to
             config: TrainConfig, log: Log) -> int:
     # a start from --sr-weights takes the net from the weights, so the config's net need not match
     fixed = ("run.method",) if config.run.sr_weights is not None else ("run.method", "net")
-    return resume(config.run.resume, {"sr": sr, "condition": condition_net}, optimizers, _saved_config(config), fixed,
+    return resume(config.run.resume, {"sr": sr, "condition": condition_net}, optimizers, saved_config(config), fixed,
                   log)
 
 
 def _save(sr: nn.Module, condition_net: ConditionNet, optimizers: dict[str, torch.optim.Optimizer],
           config: TrainConfig, step: int) -> Path:
-    state = capture(step, {"sr": sr, "condition": condition_net}, optimizers, _saved_config(config))
+    state = capture(step, {"sr": sr, "condition": condition_net}, optimizers, saved_config(config))
     condition_config = {**asdict(condition_net.config), "modulate": list(condition_net.config.modulate)}
     return save_checkpoint(config.run.out_dir, state, state.modules["sr"], None, condition_config, sr.value_range)
 
-
-def _saved_config(config: TrainConfig) -> dict[str, object]:
-    # The resume path is a property of this invocation, not of the run.
-    return config_to_dict(replace(config, run=replace(config.run, resume=None)))

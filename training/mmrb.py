@@ -16,10 +16,9 @@ template (``f2n.training.face_losses``). Runs alone or under ``torchrun`` (gradi
 over the workers, each on its own faces).
 """
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from tqdm import tqdm
 from f2n.errors import ConfigError, WeightsError
 from f2n.nets.gpen_discriminator import GPENDiscriminator
 from f2n.nets.mmrb import MMRBRestorer
-from f2n.training.checkpoint import append_log, capture, checkpoint_paths, resume, save_train_state
+from f2n.training.checkpoint import append_log, capture, checkpoint_paths, method_config, resume, save_train_state
 from f2n.training.data import list_images, load_rgb
 from f2n.training.degradations import degrade, sample_params
 from f2n.training.distributed import DistContext, backward_and_step, broadcast_module, finish, init_from_env
@@ -279,18 +278,13 @@ def _loss_weights(given: Path | None, registry_name: str, switch_off: str) -> Pa
 
 
 def _save(nets: Nets, optimizers: dict[str, torch.optim.Optimizer], config: MmrbConfig, step: int) -> Path:
-    save_train_state(config.out_dir, capture(step, _modules(nets), optimizers, _config_to_dict(config)))
+    save_train_state(config.out_dir, capture(step, _modules(nets), optimizers, method_config("mmrb", config)))
     return save_mmrb_restorer(checkpoint_paths(config.out_dir, step)[0], nets.restorer)
 
 
 def _resume(nets: Nets, optimizers: dict[str, torch.optim.Optimizer], config: MmrbConfig, log: Log) -> int:
-    return resume(config.resume, _modules(nets), optimizers, _config_to_dict(config), ("method",), log)
+    return resume(config.resume, _modules(nets), optimizers, method_config("mmrb", config), ("method",), log)
 
 
 def _modules(nets: Nets) -> dict[str, nn.Module]:
     return {"restorer": nets.restorer, "disc": nets.disc, "local": nets.local}
-
-
-def _config_to_dict(config: MmrbConfig) -> dict[str, object]:
-    # the resume path is a property of this invocation, not of the run
-    return {"method": "mmrb", **json.loads(json.dumps(asdict(replace(config, resume=None)), default=str))}

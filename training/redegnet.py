@@ -19,10 +19,9 @@ for every network, as the official options.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ from f2n.nets.redegnet_syn_encoder import SynNetEncoder
 from f2n.nets.redegnet_syn_generator import SynNetGenerator
 from f2n.runtime import load_supported_network
 from f2n.runtime.redegnet import WEIGHT_NAMES, ReDegNets
-from f2n.training.checkpoint import append_log, capture, checkpoint_paths, resume, save_train_state
+from f2n.training.checkpoint import append_log, capture, checkpoint_paths, method_config, resume, save_train_state
 from f2n.training.data import list_images
 from f2n.training.distributed import DistContext, broadcast_module, finish, init_from_env
 from f2n.training.models import load_discriminator
@@ -221,7 +220,7 @@ def _save(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optim
           step: int) -> Path:
     """The training state, and the networks in the official save layout (``{"params": state_dict}``)
     beside it: the ReDegNet files load with ``f2n-models add``, θ (signed range) with ``--checkpoint``."""
-    state = capture(step, modules, optimizers, _saved_config(config))
+    state = capture(step, modules, optimizers, method_config("redegnet", config))
     save_train_state(config.out_dir, state)
     folder = checkpoint_paths(config.out_dir, step)[0].parent
     for name, weights in state.modules.items():
@@ -234,12 +233,7 @@ def _save(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optim
 
 def _resume(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], config: ReDegTrainConfig,
             log: Log) -> int:
-    return resume(config.resume, modules, optimizers, _saved_config(config), ("method",), log)
-
-
-def _saved_config(config: ReDegTrainConfig) -> dict[str, object]:
-    # the resume path is a property of this invocation, not of the run
-    return {"method": "redegnet", **json.loads(json.dumps(asdict(replace(config, resume=None)), default=str))}
+    return resume(config.resume, modules, optimizers, method_config("redegnet", config), ("method",), log)
 
 
 def _silent(_: str) -> None:

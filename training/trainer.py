@@ -5,7 +5,7 @@ Reads as: check → build → restore → loop (sample tasks → meta step → E
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from f2n.errors import ConfigError, WeightsError
 from f2n.training.checkpoint import append_log, capture, checkpoint_paths, resume, save_checkpoint
-from f2n.training.config import TrainConfig, config_to_dict
+from f2n.training.config import TrainConfig, saved_config
 from f2n.training.data import list_images
 from f2n.training.distributed import (
     DistContext,
@@ -106,11 +106,11 @@ def _prepare(config: TrainConfig, context: DistContext, log: Log) -> tuple[Run, 
 def _resume(run: Run, config: TrainConfig, log: Log) -> int:
     # a start from --sr-weights takes the net from the weights, so the config's net need not match
     fixed = ("run.method",) if config.run.sr_weights is not None else ("run.method", "net")
-    return resume(config.run.resume, _modules(run), _optimizers(run), _saved_config(config), fixed, log)
+    return resume(config.run.resume, _modules(run), _optimizers(run), saved_config(config), fixed, log)
 
 
 def _save(run: Run, config: TrainConfig, step: int) -> Path:
-    state = capture(step, _modules(run), _optimizers(run), _saved_config(config))
+    state = capture(step, _modules(run), _optimizers(run), saved_config(config))
     deploy = run.ema.module.state_dict() if run.ema is not None else state.modules["sr"]
     return save_checkpoint(config.run.out_dir, state, deploy, config.optim.alpha, value_range=run.modules.sr.value_range)
 
@@ -122,10 +122,6 @@ def _modules(run: Run) -> dict[str, torch.nn.Module | None]:
 def _optimizers(run: Run) -> dict[str, torch.optim.Optimizer | None]:
     return {"sr": run.optimizers.sr, "masknet": run.optimizers.masknet, "disc": run.optimizers.disc}
 
-
-def _saved_config(config: TrainConfig) -> dict[str, object]:
-    # The resume path is a property of this invocation, not of the run.
-    return config_to_dict(replace(config, run=replace(config.run, resume=None)))
 
 
 def _silent(_: str) -> None:
