@@ -1,7 +1,8 @@
 """f2n-batch on a real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``:
 three nodes of 1 CPU, the head and two others, each its own raylet and object store): with
-inputs and outputs as ``file://`` URIs, every photo is written exactly once while the node
-of a busy worker is removed mid-run, and a second run on the shrunk cluster resumes from the
+the inputs a ``file://`` URI and the outputs an fsspec URI (``local://``: fsspec's local file
+system, which every node of this machine shares, through the same calls as ``s3://``), every
+photo is written exactly once while the node of a busy worker is removed mid-run, and a second run on the shrunk cluster resumes from the
 manifest, doing only the photos added since.
 
 The test is about scheduling, so the photos are small random images and the pipeline runs
@@ -89,9 +90,10 @@ def test_a_node_lost_mid_run_loses_no_photo_and_the_manifest_resumes(cluster: Cl
                                                                      tmp_path: Path) -> None:
     names = [f"p{index:02d}.png" for index in range(10)]
     photos(tmp_path / "in", names)
-    out = tmp_path / "out"
-    uris = [f"file://{tmp_path / 'in'}/", "--out", f"file://{out}", "--checkpoint", tiny_weights, *PIPELINE]
-    remover = NodeRemover(cluster, out / batch.MANIFEST_NAME)
+    out, manifest = tmp_path / "out", tmp_path / "manifest.jsonl"
+    uris = [f"file://{tmp_path / 'in'}/", "--out", f"local://{out}", "--manifest", manifest, "--checkpoint",
+            tiny_weights, *PIPELINE]
+    remover = NodeRemover(cluster, manifest)
     remover.start()
     result = run_batch(*uris, "--workers", 2)
     remover.batch_ended.set()
@@ -99,10 +101,11 @@ def test_a_node_lost_mid_run_loses_no_photo_and_the_manifest_resumes(cluster: Cl
     assert result.exit_code == 0, result.output
     assert remover.workers and remover.lines_then < len(names), "no node was removed while photos were left"
 
-    lines = [json.loads(text) for text in (out / batch.MANIFEST_NAME).read_text().splitlines()]
+    lines = [json.loads(text) for text in manifest.read_text().splitlines()]
     assert sorted(Path(line["input"]).name for line in lines) == names  # each photo exactly once
     assert all(line["status"] == "ok" for line in lines)
-    assert sorted(p.name for p in out.iterdir()) == sorted([*names, batch.MANIFEST_NAME])  # no temp files left
+    assert {line["output"] for line in lines} == {f"local://{out}/{name}" for name in names}
+    assert sorted(p.name for p in out.iterdir()) == names  # no temp files or attempt counts left
     # the photo handed to the lost node's worker came back from that worker restarted on the spare node
     restarted = [line for line in lines if line["worker"] not in remover.workers]
     assert restarted, [(line["input"], line["worker"]) for line in lines]
@@ -117,12 +120,14 @@ def test_a_node_lost_mid_run_loses_no_photo_and_the_manifest_resumes(cluster: Cl
     for name in checked:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
 
-    # the manifest resumes on the shrunk cluster: only the photo added since is done
+    # the manifest resumes on the shrunk cluster, the same folder now named by a file:// URI:
+    # only the photo added since is done
     stamps = {name: (out / name).stat().st_mtime_ns for name in names}
     photos(tmp_path / "in", ["q00.png"])
-    again = run_batch(*uris, "--workers", 1)
+    again = run_batch(*uris[:2], f"file://{out}", *uris[3:], "--workers", 1)
     assert again.exit_code == 0, again.output
     assert f"{len(names)} already finished, 1 to do" in again.output
     assert {name: (out / name).stat().st_mtime_ns for name in names} == stamps
-    new = [json.loads(text) for text in (out / batch.MANIFEST_NAME).read_text().splitlines()][len(lines):]
-    assert [(Path(line["input"]).name, line["status"]) for line in new] == [("q00.png", "ok")]
+    new = [json.loads(text) for text in manifest.read_text().splitlines()][len(lines):]
+    assert [(line["output"], line["status"]) for line in new] == [(str(out / "q00.png"), "ok")]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*names, "q00.png"])

@@ -99,7 +99,7 @@ def _expand_uri(uri: str) -> list[str]:
     images = sorted(p for p in found if PurePosixPath(p).suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise ConfigError(f"no images at {uri}")
-    return [fs.unstrip_protocol(p) for p in images]
+    return [location(fs.unstrip_protocol(p)) for p in images]  # a local file system's: plain paths
 
 
 def _name(source: str) -> str:
