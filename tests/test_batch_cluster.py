@@ -2,8 +2,8 @@
 three nodes of 1 CPU, the head and two others, each its own raylet and object store): with
 the inputs a ``file://`` URI and the outputs an fsspec URI (``local://``: fsspec's local file
 system, which every node of this machine shares, through the same calls as ``s3://``), every
-photo is written exactly once while the node of a busy worker is removed mid-run, and a second run on the shrunk cluster resumes from the
-manifest, doing only the photos added since.
+photo is written exactly once while the node of a busy worker is removed mid-run, and a
+second run on the shrunk cluster resumes from the manifest, doing only the photo added since.
 
 The test is about scheduling, so the photos are small random images and the pipeline runs
 without adaptation (``--no-adapt``) with a tiny random RRDBNet on the torch engine."""

@@ -176,4 +176,5 @@ def test_an_output_uri_needs_a_local_manifest(tmp_path: Path) -> None:
     make_photos(tmp_path / "in", "a.png")
     result = CliRunner().invoke(cli.command, [str(tmp_path / "in"), "--out", "memory://nowhere/out"])
     assert result.exit_code == ConfigError.exit_code
-    assert result.output == "error: --out memory://nowhere/out is a URI: give --manifest, a local file for the run's manifest\n"
+    assert result.output == ("error: --out memory://nowhere/out is a URI: give --manifest, a local file for the run's "
+                             "manifest\n")

@@ -84,8 +84,8 @@ def resume(path: Path, modules: Mapping[str, nn.Module | None], optimizers: Mapp
     stepped = {name for name, opt in optimizers.items() if opt is not None}
     if set(state.modules) != trained or set(state.optimizers) != stepped:
         raise ConfigError(f"resume checkpoint {path} holds {sorted(state.modules)} (optimisers "
-                          f"{sorted(state.optimizers)}), this run trains {sorted(trained)} (optimisers {sorted(stepped)}): "
-                          "keep the networks, loss terms and EMA setting of the run being resumed")
+                          f"{sorted(state.optimizers)}), this run trains {sorted(trained)} (optimisers "
+                          f"{sorted(stepped)}): keep the networks, loss terms and EMA setting of the run being resumed")
     for name in trained:
         module = modules[name]
         device = next(module.parameters()).device

@@ -112,7 +112,8 @@ def _resume(run: Run, config: TrainConfig, log: Log) -> int:
 def _save(run: Run, config: TrainConfig, step: int) -> Path:
     state = capture(step, _modules(run), _optimizers(run), saved_config(config))
     deploy = run.ema.module.state_dict() if run.ema is not None else state.modules["sr"]
-    return save_checkpoint(config.run.out_dir, state, deploy, config.optim.alpha, value_range=run.modules.sr.value_range)
+    return save_checkpoint(config.run.out_dir, state, deploy, config.optim.alpha,
+                           value_range=run.modules.sr.value_range)
 
 
 def _modules(run: Run) -> dict[str, torch.nn.Module | None]:

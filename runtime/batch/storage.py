@@ -84,9 +84,11 @@ def make_folder(folder: str) -> None:
         else:
             Path(folder).mkdir(parents=True, exist_ok=True)
     except ImportError as error:
-        raise ConfigError(f"{folder} needs fsspec and its protocol's library ({error}): pip install 'f2n[ray]'") from None
+        raise ConfigError(f"{folder} needs fsspec and its protocol's library ({error}): "
+                          "pip install 'f2n[ray]'") from None
     except (ValueError, OSError) as error:
-        raise ConfigError(f"cannot create output folder {folder}: {getattr(error, 'strerror', None) or error}") from None
+        reason = getattr(error, "strerror", None) or error
+        raise ConfigError(f"cannot create output folder {folder}: {reason}") from None
 
 
 def remove_folder(folder: str) -> None:
