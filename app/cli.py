@@ -1,6 +1,7 @@
 """``f2n-app``: the local web page (``pip install ".[app]"``). Offline by default: no analytics or
 update checks, system fonts, served on 127.0.0.1 unless ``--host`` says otherwise."""
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -27,7 +28,8 @@ def offline_environment() -> None:
 @click.option("--prior", default="gpen", show_default=True, help="the page's default face prior (any --prior spec)")
 @click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="[cuda when present]")
-@click.option("--steps", type=click.IntRange(1, 50), default=10, show_default=True, help="the page's default step budget")
+@click.option("--steps", type=click.IntRange(1, 50), default=10, show_default=True,
+              help="the page's default step budget")
 @click.option("--no-adapt", is_flag=True, help="the page starts with adaptation off (base network only)")
 @click.option("--max-pixels", type=click.IntRange(1), default=4_000_000, show_default=True,
               help="largest photo accepted, in decoded pixels (x4 output is 16 times that)")
@@ -39,12 +41,15 @@ def main(host: str, port: int, checkpoint: str, prior: str, engine: str, device:
          no_adapt: bool, max_pixels: int, max_upload_mb: int, queue_size: int) -> None:
     """Serve f2n's web page: upload a photo, compare adapted and base x4, download the results."""
     offline_environment()
+    if importlib.util.find_spec("gradio") is None:
+        raise ConfigError('f2n-app needs gradio: pip install "f2n[app]" (or ".[app]" in a checkout)')
     from f2n.app.pipelines import PipelineCache, Settings
     from f2n.app.ui import THEME, AppConfig, build_page
 
     pipelines = PipelineCache()
-    settings = Settings(checkpoint=checkpoint, prior=prior, engine=engine, device=device, steps=steps, adapt=not no_adapt)
-    pipelines.get(settings)  # weights and engine load now: a bad --checkpoint fails here, not at the first photo
+    # weights and engine load now: a bad --checkpoint fails here, not at the first photo
+    pipelines.get(Settings(checkpoint=checkpoint, prior=prior, engine=engine, device=device, steps=steps,
+                           adapt=not no_adapt))
     with tempfile.TemporaryDirectory(prefix="f2n-app-") as workdir:
         config = AppConfig(checkpoint=checkpoint, prior=prior, engine=engine, device=device, steps=steps,
                            adapt=not no_adapt, max_pixels=max_pixels, workdir=Path(workdir))

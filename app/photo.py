@@ -81,7 +81,8 @@ def save_outputs(run: PhotoRun, folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     image, enhanced = run.image, run.enhanced
     png = folder / output_name(run.name)
-    write_image(png, enhanced.rgb, alpha=enhanced.alpha, bit_depth=output_bit_depth(png, image.bit_depth, image.alpha is not None),
+    bit_depth = output_bit_depth(png, image.bit_depth, image.alpha is not None)
+    write_image(png, enhanced.rgb, alpha=enhanced.alpha, bit_depth=bit_depth,
                 icc_profile=image.icc_profile, exif=image.exif, grayscale=image.was_grayscale)
     report = folder / f"{Path(run.name).stem}_report.json"
     write_report_json(report, [run.report])

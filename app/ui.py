@@ -78,7 +78,8 @@ def build_page(config: AppConfig, pipelines: PipelineCache) -> gr.Blocks:
                 run = gr.Button("Upscale x4", variant="primary", elem_id="f2n-run")
                 message = gr.Markdown(elem_id="f2n-message")
             with gr.Column(scale=2):
-                compare = gr.Radio([COMPARE_BASE, COMPARE_BICUBIC], value=COMPARE_BASE, label="Compare the adapted result with")
+                compare = gr.Radio([COMPARE_BASE, COMPARE_BICUBIC], value=COMPARE_BASE,
+                                   label="Compare the adapted result with")
                 slider = gr.ImageSlider(label="adapted | comparison", format="png", elem_id="f2n-slider",
                                         buttons=["fullscreen"])
                 with gr.Row():
@@ -90,7 +91,7 @@ def build_page(config: AppConfig, pipelines: PipelineCache) -> gr.Blocks:
 
         def enhance(path: str | None, prior_spec: str, engine_name: str, step_count: float, adapt_on: bool,
                     guard_on: bool, compare_with: str, previous: Shown | None,
-                    progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+                    progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 (gradio's way)
             unchanged = (gr.skip(),) * 6
             if not path:
                 return ("Choose a photo first.", *unchanged)

@@ -133,7 +133,8 @@ class F2NSaveAdaptedModel:
         if not filename_prefix or Path(filename_prefix).name != filename_prefix:
             raise ConfigError(f"filename_prefix must be a plain file name, got {filename_prefix!r}")
         if upscale_model.architecture.id != SPANDREL_ARCH:
-            raise ConfigError(f"F2N Save Adapted Model saves {SPANDREL_ARCH} models, got {upscale_model.architecture.id}")
+            raise ConfigError(f"F2N Save Adapted Model saves {SPANDREL_ARCH} models, "
+                              f"got {upscale_model.architecture.id}")
         folder = Path(folder_paths.get_folder_paths("upscale_models")[0])
         folder.mkdir(parents=True, exist_ok=True)
         path = next(folder / f"{filename_prefix}_{n:05d}.safetensors" for n in range(1, 100000)

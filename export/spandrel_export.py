@@ -76,7 +76,8 @@ def spandrel_difference(path: Path, model: torch.nn.Module, crop: torch.Tensor) 
     descriptor = ModelLoader().load_from_file(str(path))
     arch, scale = descriptor.architecture.id, descriptor.scale
     if arch != SPANDREL_ARCH or scale != model.scale:
-        raise VerificationError(f"spandrel reads {path.name} as {arch} x{scale}, expected {SPANDREL_ARCH} x{model.scale}")
+        raise VerificationError(f"spandrel reads {path.name} as {arch} x{scale}, "
+                                f"expected {SPANDREL_ARCH} x{model.scale}")
     descriptor.eval()
     with torch.inference_mode():
         got = descriptor(crop)

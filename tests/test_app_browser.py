@@ -21,6 +21,8 @@ import pytest
 from PIL import Image
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SLIDER_READY = ("() => document.querySelectorAll('#f2n-slider img').length >= 2 && [...document"
+                ".querySelectorAll('#f2n-slider img')].every(i => i.complete && i.naturalWidth > 0)")
 START_SECONDS = 90  # the server loads x4plus before it listens; a busy 2-core CI machine is slow
 
 
@@ -87,9 +89,7 @@ def test_a_photo_goes_through_the_page_in_chromium(app_url: str, shared_data: Pa
             page.locator("#f2n-upload input[type=file]").set_input_files(str(photo))
             page.locator("#f2n-upload a[download]").wait_for()  # uploaded
             page.locator("#f2n-run").click()
-            page.wait_for_function("() => document.querySelectorAll('#f2n-slider img').length >= 2 && "
-                                   "[...document.querySelectorAll('#f2n-slider img')].every(i => i.complete && i.naturalWidth > 0)",
-                                   timeout=120_000)
+            page.wait_for_function(SLIDER_READY, timeout=120_000)
             assert slider_sizes(page) == [[160, 128], [160, 128]]  # adapted | base, both 4x the 40 x 32 photo
             assert "faces found" in page.locator("#f2n-figures").inner_text()
             link = page.locator("#f2n-downloads a[download='lincoln_crop_x4.png']")
@@ -111,3 +111,17 @@ def test_a_photo_goes_through_the_page_in_chromium(app_url: str, shared_data: Pa
             browser.close()
     elsewhere = {urlparse(url).hostname for url in requested if urlparse(url).scheme in ("http", "https", "ws", "wss")}
     assert elsewhere == {"127.0.0.1"}, elsewhere  # offline: no fonts, scripts or analytics from elsewhere
+
+
+def test_without_gradio_the_command_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from click.testing import CliRunner
+
+    from f2n.app.cli import main
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gradio" else real_find_spec(name, *a))
+    result = CliRunner().invoke(main, ["--port", str(free_port())])
+    assert result.exit_code == 5 and result.output.strip().splitlines() == [
+        'error: f2n-app needs gradio: pip install "f2n[app]" (or ".[app]" in a checkout)']

@@ -11,6 +11,7 @@ import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -37,7 +38,7 @@ class ProgressBar:
     def update_absolute(self, value: int, total: int | None = None, preview: object = None) -> None:
         self.values.append(value)
 
-    made: list["ProgressBar"] = []
+    made: ClassVar[list["ProgressBar"]] = []
 
 
 def stand_ins(models: Path) -> dict[str, types.ModuleType]:
@@ -100,7 +101,8 @@ def comfy_image(path: Path, side: int) -> torch.Tensor:
 
 def nodes(pack: types.ModuleType) -> tuple[object, object, object]:
     mapping = pack.NODE_CLASS_MAPPINGS
-    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS.values()) == {"F2N Load", "F2N Adapt & Upscale", "F2N Save Adapted Model"}
+    names = {"F2N Load", "F2N Adapt & Upscale", "F2N Save Adapted Model"}
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS.values()) == names
     return mapping["F2NLoad"](), mapping["F2NAdaptAndUpscale"](), mapping["F2NSaveAdaptedModel"]()
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 import torch
 from click.testing import CliRunner
 from safetensors import safe_open
