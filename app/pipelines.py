@@ -26,13 +26,11 @@ class Settings:
     steps: int | None = None
     adapt: bool = True
     guard: bool = True
-    tile: int | None = None
 
     def options(self) -> PipelineOptions:
-        extra = {"tile": self.tile} if self.tile is not None else {}
         return PipelineOptions(checkpoint=self.checkpoint, prior=self.prior, engine=self.engine, device=self.device,
                                steps=self.steps if self.adapt else None, no_adapt=not self.adapt,
-                               no_guard=not self.guard, **extra)
+                               no_guard=not self.guard)
 
 
 class PipelineCache:

@@ -1,7 +1,8 @@
 """f2n-app in a real browser: the command serves the page on 127.0.0.1, Playwright drives Debian's
 chromium (Playwright's own browser download is not reachable here), a real photo goes through,
 both slider images are 4x the photo, the downloaded PNG is a valid 4x image, a bad file gives
-one message in the page and the last result stays, and the page fetched nothing from elsewhere.
+one message in the page and the last result stays, a second tab sees none of it, and the page
+fetched nothing from elsewhere.
 
 Cheap on purpose (adaptation off, a small crop): the adaptation itself is tested through the
 same f2n.app code by tests/test_comfyui_nodes.py."""
@@ -23,7 +24,7 @@ from PIL import Image
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SLIDER_READY = ("() => document.querySelectorAll('#f2n-slider img').length >= 2 && [...document"
                 ".querySelectorAll('#f2n-slider img')].every(i => i.complete && i.naturalWidth > 0)")
-START_SECONDS = 90  # the server loads x4plus before it listens; a busy 2-core CI machine is slow
+START_SECONDS = 180  # the server imports gradio and loads x4plus before it listens: slow on a busy 2-core machine
 
 
 def free_port() -> int:
@@ -107,6 +108,12 @@ def test_a_photo_goes_through_the_page_in_chromium(app_url: str, shared_data: Pa
             message.filter(has_text="Cannot use notes.png").wait_for(timeout=30_000)
             assert "not an image file" in message.inner_text() and "Traceback" not in page.content()
             assert slider_sizes(page) == [[160, 128], [160, 128]]
+            # a second tab is a session of its own: none of the first one's photo, result or files
+            other = browser.new_context().new_page()
+            other.goto(app_url)
+            other.locator("#f2n-run").wait_for()
+            assert slider_sizes(other) == [] and other.locator("#f2n-downloads a[download]").count() == 0
+            assert "lincoln_crop" not in other.content()
         finally:
             browser.close()
     elsewhere = {urlparse(url).hostname for url in requested if urlparse(url).scheme in ("http", "https", "ws", "wss")}
