@@ -1,6 +1,7 @@
 """``f2n-export``: write the SR network (base weights, a checkpoint or an adapted
-weight set) as ONNX, an AOTInductor package or a refittable TensorRT plan, and print
-how closely it reproduces PyTorch on a real image crop."""
+weight set) as ONNX, an AOTInductor package, a refittable TensorRT plan or a safetensors
+file that spandrel loads as ESRGAN (ComfyUI, chaiNNer), and print how closely it reproduces
+PyTorch on a real image crop."""
 
 import os
 import tempfile
@@ -20,15 +21,16 @@ from f2n.export.onnx_export import (
     export_onnx,
     verify_onnx,
 )
+from f2n.export.spandrel_export import check_spandrel_compatible, spandrel_difference, write_spandrel
 from f2n.export.trt_config import tile_profile
 from f2n.export.trt_engine import TrtEngine, build_plan, import_tensorrt, parser_graph, recipe_for
 from f2n.export.trt_refit import read_refit_source
 from f2n.fileio import write_bytes_atomic
 from f2n.nets.rrdbnet import VALUE_RANGES, ValueRange
 from f2n.runtime.types import SREngine
-from f2n.weights.sr import load_sr_network
+from f2n.weights.sr import LoadedSR, load_sr_network
 
-SUFFIXES = {"onnx": ".onnx", "aoti": ".pt2", "trt": ".plan"}
+SUFFIXES = {"onnx": ".onnx", "aoti": ".pt2", "trt": ".plan", "spandrel": ".safetensors"}
 CROP = (slice(40, 104), slice(180, 244))  # 64 x 64 LR px around the astronaut's face
 TRT_TILE = 192  # the tiler's default tile, LR px
 
@@ -68,17 +70,24 @@ def export(source: str, fmt: str, precision: str, out: Path | None, device: str,
            sr_range: ValueRange | None = None) -> Path:
     if tf32 and (fmt != "trt" or precision != "fp32"):
         raise ConfigError(f"--tf32 applies to --format trt --precision fp32 only, got --format {fmt} --precision {precision}")
+    if fmt == "spandrel" and precision != "fp32":
+        raise ConfigError(f"--format spandrel writes fp32 weights (ComfyUI and chaiNNer cast them), got --precision {precision}")
     if fmt == "trt":
         trt = import_tensorrt()  # fail before any work when TensorRT or CUDA is missing
     out = output_path(out, source, fmt, precision)
     loaded = load_sr_network(source, value_range=sr_range)
+    if fmt == "spandrel":
+        check_spandrel_compatible(loaded)  # before any file is written
     # Written and verified under a temp name beside --out, then renamed: an export that fails
     # its check leaves no file, and an existing --out stays as it was.
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
             staged = Path(folder) / out.name
-            _export_to(staged, fmt, loaded.model, precision, device, verify, trt if fmt == "trt" else None, tf32)
+            if fmt == "spandrel":
+                _export_spandrel(staged, loaded, source, verify)
+            else:
+                _export_to(staged, fmt, loaded.model, precision, device, verify, trt if fmt == "trt" else None, tf32)
             os.replace(staged, out)
     except OSError as error:  # read-only folder, full disk: one line, not a traceback
         raise ConfigError(f"cannot write {out}: {error.strerror or error}") from None
@@ -111,6 +120,13 @@ def _export_to(path: Path, fmt: str, model: torch.nn.Module, precision: str, dev
         if device != "cuda":
             raise EngineUnavailableError("--format trt needs --device cuda")
         _export_trt(trt, model, path, precision, verify, tf32)
+
+
+def _export_spandrel(path: Path, loaded: LoadedSR, source: str, verify: bool) -> None:
+    write_spandrel(loaded, path, source)
+    if verify:
+        with ieee_fp32():
+            _check(spandrel_difference(path, loaded.model, verification_crop()), "fp32", "spandrel")
 
 
 def _export_trt(trt, model: torch.nn.Module, out: Path, precision: str, verify: bool, tf32: bool) -> None:

@@ -60,6 +60,7 @@ class OracleRestoredPrior:
     name = "oracle-restored"
 
     def __init__(self, ground_truth_x4: np.ndarray, sr_model: torch.nn.Module) -> None:
+        self.provenance: dict[str, str] = {}  # the FacePrior protocol's; the report reads it
         self.ground_truth_x4 = OraclePrior(ground_truth_x4).ground_truth_x4
         self.sr_model = sr_model
 

@@ -126,7 +126,7 @@ class AdaptAndRun:
                 with timed(timings, "save_debug"):
                     save_debug(result.faces, image.rgb, debug_dir)
                 written.append(debug_dir)
-        return self._report(source, output, result, timings, seed, image.warnings)
+        return self.report(source, output, result, timings, seed, image.warnings)
 
     def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None, *, seed: int | None = None,
                 keep_face_pictures: bool = True, on_step: Callable[[AdaptStep], None] | None = None,
@@ -196,8 +196,9 @@ class AdaptAndRun:
             return tiled_upscale(self.engine, rgb, tile=self.config.tile, overlap=self.config.overlap,
                                  batch_size=self.config.batch_size, progress=self.config.progress)
 
-    def _report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float],
-                seed: int, warnings: tuple[str, ...] = ()) -> RunReport:
+    def report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float],
+               seed: int, warnings: tuple[str, ...] = ()) -> RunReport:
+        """``result``'s record, for a photo read from ``source`` and written to ``output``."""
         faces = result.faces.faces if result.faces is not None else ()
         settings = {
             **self.method.settings(), "adapt": asdict(self.config.adapt),
