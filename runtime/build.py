@@ -169,15 +169,19 @@ def load_masknet(state: Mapping[str, torch.Tensor] | None, device: str, lq_resiz
 
 
 def load_prior(spec: str | FacePrior, *, device: str, lq_shape: tuple[int, int] | None = None,
-               required: bool = False, options: Mapping[str, float] | None = None) -> tuple[FacePrior | None, str]:
+               required: bool = False, options: Mapping[str, float] | None = None,
+               sr: LoadedSR | None = None) -> tuple[FacePrior | None, str]:
     """The face prior (a spec for :func:`~f2n.runtime.face_prior.make_prior`, or one already
-    made), or (None, why) when its weights cannot load and adaptation is optional."""
+    made), or (None, why) when its weights cannot load and adaptation is optional. ``sr``: the
+    run's SR network (on ``device``), which ``oracle-restored:`` restores its faces with."""
     from f2n.runtime.face_prior import make_prior  # looked up per call: GPEN's weights load lazily
 
     if not isinstance(spec, str):
         return spec, ""
+    sr_provenance = {"sr_network": str(sr.path), "sr_range": sr.value_range.value_range} if sr is not None else None
     try:
-        return make_prior(spec, device=device, lq_shape=lq_shape, options=options), ""
+        return make_prior(spec, device=device, lq_shape=lq_shape, options=options,
+                          sr_model=sr.model if sr is not None else None, sr_provenance=sr_provenance), ""
     except WeightsError as error:
         if required:
             raise
@@ -226,6 +230,7 @@ def build_pipeline(
     if method == "redegnet" and pipeline_options.get("adapt_enabled", True):
         redegnet = (ReDegNetConfig(natural_pairs), NaturalBank(natural_bank), load_redegnets(device, redegnet_weights))
     loaded = load_supported_network(source, value_range=sr_range)
+    loaded.model.to(device)  # in place: the pipeline's θ and the oracle-restored prior's network
     settings = resolve_settings(requested or {}, loaded, defaults)
     adapt = AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, params=settings.params,
                         guard=settings.guard, holdout=settings.holdout, device=device,
@@ -245,7 +250,8 @@ def build_pipeline(
         adaptation = CmdsrAdaptation(loaded.condition_net.to(device), support)
     else:
         face_prior, problem = (None, "") if not config.adapt_enabled else load_prior(
-            prior, device=device, lq_shape=oracle_shape, required=config.require_adaptation, options=prior_options)
+            prior, device=device, lq_shape=oracle_shape, required=config.require_adaptation, options=prior_options,
+            sr=loaded)
         if problem:
             warn(f"{problem}; running the base network")
         if redegnet is not None:

@@ -101,7 +101,7 @@ class Command(click.Command):
               help="Engine precision [auto: the engine rule's; else fp16 on cuda, fp32 on cpu].")
 @click.option("--prior", default="gpen", show_default=True,
               help="gpen | gpen-256 | gfpgan | codeformer | restoreformer | a .pth/.safetensors/.onnx face restorer "
-                   "| oracle:GT_PATH | module:callable. GPEN and CodeFormer weights: non-commercial use only.")
+                   "| oracle:GT_PATH | oracle-restored:GT_PATH | module:callable. GPEN and CodeFormer weights: non-commercial use only.")
 @click.option("--prior-option", "prior_options", multiple=True, metavar="NAME=VALUE",
               help="A prior's option, repeatable: w=0.7 sets CodeFormer's fidelity (default 0.5).")
 @click.option("--checkpoint", default="realesrgan-x4plus", show_default=True, help="Registry name or weight file.")
