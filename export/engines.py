@@ -16,6 +16,7 @@ from f2n.runtime.types import SREngine
 from f2n.weights.sr import LoadedSR
 
 ENGINES = ("torch", "onnx", "aoti", "trt", "openvino")
+DEVICES = ("cpu", "cuda")
 
 
 def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, tile: int, batch_size: int = 1,
@@ -26,8 +27,8 @@ def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, til
     (0: the library's default) tune ONNX Runtime and OpenVINO."""
     if name not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be cpu or cuda, got {device!r}")
+    if device not in DEVICES:
+        raise ConfigError(f"device must be {' or '.join(DEVICES)}, got {device!r}")
     if name == "torch":
         return TorchEngine(loaded.model, device=device, precision=precision)
     weights = loaded.model.state_dict()

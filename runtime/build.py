@@ -37,16 +37,13 @@ from f2n.runtime.engine_choice import resolve_engine
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.face_stage import Detector, FaceStageConfig
-from f2n.runtime.methods import AdaptationMethod, FaceAdaptation
+from f2n.runtime.methods import METHODS, AdaptationMethod, FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.redegnet import NaturalBank, ReDegNetAdaptation, ReDegNetConfig, load_redegnets
 from f2n.runtime.support import SupportConfig
 from f2n.runtime.types import SCALE, SREngine
 from f2n.weights import AdaptationDefaults, LoadedSR, load_sr_network
 from f2n.weights.checkpoint import PatchDefaults
-
-METHODS = ("auto", "faces", "cmdsr", "redegnet")
-
 
 DEFAULT_PATCHES_PER_IMAGE = 8
 
@@ -230,7 +227,6 @@ def build_pipeline(
     if method == "redegnet" and pipeline_options.get("adapt_enabled", True):
         redegnet = (ReDegNetConfig(natural_pairs), NaturalBank(natural_bank), load_redegnets(device, redegnet_weights))
     loaded = load_supported_network(source, value_range=sr_range)
-    loaded.model.to(device)  # in place: the pipeline's θ and the oracle-restored prior's network
     settings = resolve_settings(requested or {}, loaded, defaults)
     adapt = AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, params=settings.params,
                         guard=settings.guard, holdout=settings.holdout, device=device,
@@ -243,6 +239,7 @@ def build_pipeline(
         choice = resolve_engine(engine, device, precision)
         engine = make_engine(choice.engine, loaded, device=device, precision=choice.precision, tile=config.tile,
                              batch_size=config.batch_size)
+    loaded.model.to(device)  # in place: the pipeline's θ and the oracle-restored prior's network
     adaptation: AdaptationMethod
     if method_name == "cmdsr":
         from f2n.runtime.cmdsr import CmdsrAdaptation

@@ -24,6 +24,7 @@ from f2n.runtime.prior_conventions import CONVENTIONS, PRIOR_NAMES, PriorConvent
 from f2n.runtime.torch_prior import TorchFacePrior
 
 RestoreFn = Callable[[np.ndarray], np.ndarray]
+ORACLE_PREFIXES = ("oracle:", "oracle-restored:")  # a ground truth's faces: one photo's run only
 
 
 class FacePrior(Protocol):
@@ -219,6 +220,6 @@ def parse_prior_options(items: Iterable[str]) -> dict[str, float]:
 
 def _is_prior_file(spec: str) -> bool:
     """A path, by its suffix or because it exists (module:callable and oracle: are not)."""
-    if spec.startswith(("oracle:", "oracle-restored:")):
+    if spec.startswith(ORACLE_PREFIXES):
         return False
     return Path(spec).suffix.lower() in PRIOR_FILE_SUFFIXES or Path(spec).is_file()

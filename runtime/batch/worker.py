@@ -25,8 +25,8 @@ import torch
 
 from f2n.errors import F2NError, InputImageError
 from f2n.fileio import write_text_atomic
-from f2n.runtime.batch.build import PipelineOptions, build_pipeline
 from f2n.runtime.batch.inputs import is_uri
+from f2n.runtime.options import PipelineOptions, pipeline_from_options
 from f2n.runtime.report import RunReport
 
 
@@ -38,7 +38,7 @@ class PhotoWorker:
         self.max_attempts = max_attempts
         self.setup_error: F2NError | None = None
         try:
-            self.pipeline = build_pipeline(options)
+            self.pipeline = pipeline_from_options(options)
         except F2NError as error:  # raised here, Ray would restart the worker for ever
             self.setup_error = error
 
