@@ -9,10 +9,10 @@ from f2n.export.cache import cache_dir
 from f2n.export.onnx_export import cached_onnx
 from f2n.export.openvino_engine import OpenVinoEngine, check_precision, import_openvino
 from f2n.export.ort_engine import OrtEngine
+from f2n.export.protocol import SREngine
+from f2n.export.torch_engine import TorchEngine
 from f2n.export.trt_config import tile_profile
 from f2n.export.trt_engine import import_tensorrt, load_trt_engine
-from f2n.runtime.torch_engine import TorchEngine
-from f2n.runtime.types import SREngine
 from f2n.weights.sr import LoadedSR
 
 ENGINES = ("torch", "onnx", "aoti", "trt", "openvino")

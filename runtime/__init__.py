@@ -15,6 +15,8 @@ Public API (everything else in the sub-modules is private):
   ``SREngine`` over a float RGB photo; ``TorchEngine`` is the PyTorch one.
 """
 
+from f2n.export.protocol import SREngine
+from f2n.export.torch_engine import TorchEngine
 from f2n.runtime.adapt import (
     AdaptConfig,
     AdaptResult,
@@ -49,8 +51,7 @@ from f2n.runtime.pipeline import (
 from f2n.runtime.report import RunReport, write_report_json
 from f2n.runtime.support import SupportConfig, sample_support, support_boxes
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TileBox, blend_weights, tile_boxes, tiled_upscale
-from f2n.runtime.torch_engine import TorchEngine
-from f2n.runtime.types import SCALE, FaceRegion, FaceReport, FaceStageResult, PatchBatch, SREngine
+from f2n.runtime.types import SCALE, FaceRegion, FaceReport, FaceStageResult, PatchBatch
 
 __all__ = [
     "SCALE",

@@ -22,7 +22,9 @@ from typing import Any
 
 import torch
 
-from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
+from f2n.errors import ConfigError, WeightsError
+from f2n.export.engines import make_engine
+from f2n.export.protocol import SREngine
 from f2n.nets.masknet import MaskNet
 from f2n.nets.rrdbnet import ValueRange
 from f2n.runtime.adapt import (
@@ -41,7 +43,7 @@ from f2n.runtime.methods import METHODS, AdaptationMethod, FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.redegnet import NaturalBank, ReDegNetAdaptation, ReDegNetConfig, load_redegnets
 from f2n.runtime.support import SupportConfig
-from f2n.runtime.types import SCALE, SREngine
+from f2n.runtime.types import SCALE
 from f2n.weights import AdaptationDefaults, LoadedSR, load_sr_network
 from f2n.weights.checkpoint import PatchDefaults
 
@@ -130,16 +132,6 @@ def load_supported_network(source: str | Path | LoadedSR, device: str = "cpu",
                            f"networks only (the face stage, tiling and training pair each LQ pixel with "
                            f"{SCALE}x{SCALE} output pixels)")
     return loaded
-
-
-def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, tile: int,
-                **options: Any) -> SREngine:
-    """The engine ``name`` for ``loaded`` (:func:`f2n.export.engines.make_engine`)."""
-    try:
-        from f2n.export.engines import make_engine as make_any_engine
-    except ImportError as error:
-        raise EngineUnavailableError(f"engine {name!r} is not available: {error}") from None
-    return make_any_engine(name, loaded, device=device, precision=precision, tile=tile, **options)
 
 
 def resolve_method(requested: str, loaded: LoadedSR) -> str:

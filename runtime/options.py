@@ -14,16 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, TypeVar, get_args
 
 import click
 
 from f2n.errors import ConfigError
 from f2n.export.engines import DEVICES, ENGINES
+from f2n.export.torch_engine import PRECISIONS
 from f2n.nets.rrdbnet import VALUE_RANGES, ValueRange
-from f2n.weights import LoadedSR
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, Optimizer
 from f2n.runtime.build import DEFAULT_PATCHES_PER_IMAGE, build_pipeline, patch_config
 from f2n.runtime.engine_choice import AUTO
@@ -33,7 +33,8 @@ from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig, check_adapt_steps
 from f2n.runtime.prior_conventions import PRIOR_NAMES
 from f2n.runtime.redegnet import ReDegNetConfig
 from f2n.runtime.support import SupportConfig
-from f2n.runtime.torch_engine import PRECISIONS
+from f2n.weights import LoadedSR
+
 
 def flag(help: str, *, setting: str | None = None, to_setting: Callable[[Any], Any] | None = None,
          **click_kwargs: Any) -> dict[str, Any]:

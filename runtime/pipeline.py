@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from f2n.errors import ConfigError, InputImageError
+from f2n.export.protocol import SREngine
 from f2n.nets.rrdbnet import RRDBNet, ValueRange
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep
 from f2n.runtime.debug_images import save_debug
@@ -31,7 +32,7 @@ from f2n.runtime.tiling import (
     check_tiling,
     tiled_upscale,
 )
-from f2n.runtime.types import FaceStageResult, SREngine
+from f2n.runtime.types import FaceStageResult
 from f2n.weights.checkpoint import VALUE_RANGE_META, save_safetensors_atomic
 from f2n.weights.sr import RangeChoice
 

@@ -16,7 +16,8 @@ import torch
 from tqdm import tqdm
 
 from f2n.errors import ConfigError, F2NError, InputImageError
-from f2n.runtime.types import SCALE, SREngine
+from f2n.export.protocol import SREngine
+from f2n.runtime.types import SCALE
 
 DEFAULT_TILE = 192  # LR pixels
 DEFAULT_OVERLAP = 32  # LR pixels; below ~32 seams become visible (DEPLOYMENT-NOTES #2)

@@ -356,7 +356,7 @@ class FakeTrtFlow:
         return b"plan:" + graph[:64]
 
     def engine(self, plan: bytes, source: object, weights: dict[str, torch.Tensor], *, precision: str, profile: object) -> object:
-        from f2n.runtime.torch_engine import TorchEngine
+        from f2n.export.torch_engine import TorchEngine
 
         assert plan.startswith(b"plan:") and set(source.shapes) == set(weights)
         self.engines += 1

@@ -21,12 +21,12 @@ from f2n.export.aoti import package_key
 from f2n.export.fallback import Fp32Twin
 from f2n.export.onnx_export import cached_onnx, export_onnx, graph_value_range
 from f2n.export.ort_engine import OrtEngine
+from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.runtime import cli
 from f2n.runtime.build import load_supported_network
 from f2n.runtime.demo import demo_pair
 from f2n.runtime.images import read_image, write_image
-from f2n.runtime.torch_engine import TorchEngine
 from f2n.weights import add_weight, load_sr_network, save_f2n_checkpoint
 from f2n.weights.checkpoint import read_weight_file
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_RRDBNET, TinyRRDBNet
 
 from f2n.errors import ConfigError, F2NError, InputImageError
+from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.runtime.demo import psnr
 from f2n.runtime.tiling import (
@@ -18,7 +18,6 @@ from f2n.runtime.tiling import (
     tile_starts,
     tiled_upscale,
 )
-from f2n.runtime.torch_engine import TorchEngine
 
 
 @pytest.fixture(scope="module")
