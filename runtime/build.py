@@ -195,6 +195,7 @@ def build_pipeline(
     natural_pairs: int = ReDegNetConfig().natural_pairs,
     sr_range: ValueRange | None = None,
     redegnet_weights: Path | None = None,
+    threads: int = 0,
     warn: Callable[[str], None] = lambda _message: None,
     **pipeline_options: Any,
 ) -> AdaptAndRun:
@@ -210,7 +211,8 @@ def build_pipeline(
     an ``oracle:`` ground truth must be x4 of. ``natural_bank``/``natural_pairs``: ReDegNet's
     folder of HQ natural images and synthetic pairs per photo; ``redegnet_weights``: a folder with its
     networks (the released files or a training run; None: the weight cache). ``sr_range``: the SR
-    network's value range (``--sr-range``; None: what the file or registry says). ``pipeline_options``:
+    network's value range (``--sr-range``; None: what the file or registry says). ``threads``: the
+    engine's CPU threads (0: its library's default; :func:`f2n.export.engines.make_engine`). ``pipeline_options``:
     :class:`PipelineConfig` fields. Checks run cheapest first: options, ReDegNet's bank and
     networks, the SR network, engine, then the prior (possibly a download).
     """
@@ -230,7 +232,7 @@ def build_pipeline(
     if isinstance(engine, str):  # the engine before the prior: one that cannot run here fails before a download
         choice = resolve_engine(engine, device, precision)
         engine = make_engine(choice.engine, loaded, device=device, precision=choice.precision, tile=config.tile,
-                             batch_size=config.batch_size)
+                             batch_size=config.batch_size, threads=threads)
     loaded.model.to(device)  # in place: the pipeline's θ and the oracle-restored prior's network
     adaptation: AdaptationMethod
     if method_name == "cmdsr":
@@ -251,7 +253,7 @@ def build_pipeline(
             adaptation = FaceAdaptation(detector or default_detector(), face_prior, face=face, prior_problem=problem,
                                         masknet=load_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize))
     return AdaptAndRun(model=loaded.model.to(device), engine=engine, method=adaptation, config=config,
-                       engine_choice=choice, sr_range=loaded.value_range)
+                       engine_choice=choice, sr_range=loaded.value_range, engine_holds_base=choice is not None)
 
 
 def default_detector() -> Detector:

@@ -181,18 +181,20 @@ def _option(item: Field, override: Mapping[str, Any]) -> Callable[[Command], Com
 
 def pipeline_from_options(options: PipelineOptions, *, network: LoadedSR | None = None,
                           oracle_shape: tuple[int, int] | None = None,
-                          warn: Callable[[str], None] = lambda _message: None, progress: bool = False) -> AdaptAndRun:
+                          warn: Callable[[str], None] = lambda _message: None, progress: bool = False,
+                          threads: int = 0) -> AdaptAndRun:
     """The pipeline of ``options``, through the one factory (:func:`f2n.runtime.build.build_pipeline`).
     ``network``: ``options.checkpoint`` already loaded (with ``options.sr_range``); ``oracle_shape``:
     the (H, W) of the one photo an oracle prior's ground truth is x4 of; ``warn``: told once when
-    the prior cannot load; ``progress``: a progress bar over tiles."""
+    the prior cannot load; ``progress``: a progress bar over tiles; ``threads``: the engine's CPU
+    threads (0: its library's default; a batch worker gives its share of the node)."""
     return build_pipeline(
         network or options.checkpoint, sr_range=options.sr_range, engine=options.engine, device=options.device,
         precision=options.precision, requested=options.requested(), method=options.adapt_method,
         prior=options.prior, prior_options=parse_prior_options(options.prior_options), oracle_shape=oracle_shape,
         support=SupportConfig(patch=options.support_patch, count=options.support_count),
         natural_bank=_path(options.natural_bank), natural_pairs=options.natural_pairs,
-        redegnet_weights=_path(options.redegnet_weights), warn=warn,
+        redegnet_weights=_path(options.redegnet_weights), threads=threads, warn=warn,
         tile=options.tile, overlap=options.tile_overlap, adapt_enabled=not options.no_adapt,
         require_adaptation=options.require_adaptation, paste_faces=options.paste_faces, progress=progress)
 

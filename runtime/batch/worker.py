@@ -38,7 +38,7 @@ class PhotoWorker:
         self.max_attempts = max_attempts
         self.setup_error: F2NError | None = None
         try:
-            self.pipeline = pipeline_from_options(options)
+            self.pipeline = pipeline_from_options(options, threads=threads)
         except F2NError as error:  # raised here, Ray would restart the worker for ever
             self.setup_error = error
 
