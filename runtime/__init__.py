@@ -28,8 +28,8 @@ from f2n.runtime.adapt import (
 from f2n.runtime.build import (
     AdaptationSettings,
     build_pipeline,
+    checkpoint_masknet,
     checkpoint_settings,
-    load_masknet,
     load_supported_network,
     make_engine,
     resolve_settings,
@@ -93,7 +93,7 @@ __all__ = [
     "image_files",
     "iter_adaptation",
     "full_canvas",
-    "load_masknet",
+    "checkpoint_masknet",
     "load_supported_network",
     "make_engine",
     "make_prior",

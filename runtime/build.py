@@ -46,6 +46,7 @@ from f2n.runtime.support import SupportConfig
 from f2n.runtime.types import SCALE
 from f2n.weights import AdaptationDefaults, LoadedSR, load_sr_network
 from f2n.weights.checkpoint import PatchDefaults
+from f2n.weights.masknet import load_masknet
 
 DEFAULT_PATCHES_PER_IMAGE = 8
 
@@ -147,14 +148,12 @@ def resolve_method(requested: str, loaded: LoadedSR) -> str:
     return requested
 
 
-def load_masknet(state: Mapping[str, torch.Tensor] | None, device: str, lq_resize: str = "bicubic") -> MaskNet | None:
+def checkpoint_masknet(state: Mapping[str, torch.Tensor] | None, device: str, lq_resize: str = "bicubic") -> MaskNet | None:
     """The checkpoint's MaskNet when it has one (``lq_resize``: how it upsamples its LQ input,
     the checkpoint's ``masknet_lq_resize``); without it every pixel weighs 1."""
     if state is None:
         return None
-    from f2n.weights.masknet import load_masknet as masknet_from_state
-
-    return masknet_from_state(dict(state), "the checkpoint's masknet", lq_resize=lq_resize).to(device)
+    return load_masknet(dict(state), "the checkpoint's masknet", lq_resize=lq_resize).to(device)
 
 
 def load_prior(spec: str | FacePrior, *, device: str, lq_shape: tuple[int, int] | None = None,
@@ -251,7 +250,7 @@ def build_pipeline(
                                             config=redegnet_config, face=face, prior_problem=problem, device=device)
         else:
             adaptation = FaceAdaptation(detector or default_detector(), face_prior, face=face, prior_problem=problem,
-                                        masknet=load_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize))
+                                        masknet=checkpoint_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize))
     return AdaptAndRun(model=loaded.model.to(device), engine=engine, method=adaptation, config=config,
                        engine_choice=choice, sr_range=loaded.value_range, engine_holds_base=choice is not None)
 

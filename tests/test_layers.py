@@ -137,3 +137,28 @@ def strongly_connected(edges: dict[str, set[str]]) -> list[set[str]]:
     ("f2n.export.measure", "f2n.benchmarks.timing", True)])
 def test_the_rule_itself(source: str, target: str, wrong: bool) -> None:
     assert (layer_of(target) > layer_of(source)) is wrong
+
+
+def installed_module_files() -> dict[str, Path]:
+    """The modules ``pip install`` ships: the files of the packages pyproject.toml lists."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = config["package-dir"]
+    shipped = {}
+    for package in config["packages"]:
+        root = next(name for name in sorted(folders, key=len, reverse=True) if package == name or package.startswith(name + "."))
+        folder = ROOT / folders[root] / Path(*package[len(root):].strip(".").split(".") if package != root else ())
+        shipped.update({f"{package}.{path.stem}": path for path in folder.glob("*.py")})
+    return shipped
+
+
+def test_the_installed_package_imports_no_test_tools() -> None:
+    """pytest and its plugins are dev dependencies: test and benchmark glue stays in the checkout."""
+    wrong = []
+    for module, path in installed_module_files().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            wrong += [f"{module} imports {name}" for name in names if name.split(".")[0] in ("pytest", "_pytest")]
+    assert len(installed_module_files()) > 100 and not wrong, wrong

@@ -1,9 +1,9 @@
 """Fused RRDB operator (f2n.cpp_ext) against the plain PyTorch block.
 
-pytest-benchmark: ``python -m pytest benchmarks/bench_cpp_ext.py --benchmark-enable``
+pytest-benchmark: ``python -m pytest benchmarks/pytest_suites/bench_cpp_ext.py --benchmark-enable``
 (without the flag each case runs once as a smoke test). As a script it writes the
 comparison table of docs/cpp_ext.md:
-``python benchmarks/bench_cpp_ext.py --device cpu --out benchmarks/results/cpp_ext_cpu.md``.
+``python benchmarks/pytest_suites/bench_cpp_ext.py --device cpu --out benchmarks/results/cpp_ext_cpu.md``.
 
 Workloads on one 64-feat/32-growth RRDB block: forward, forward+backward (weight
 and input gradients), and the MAML step (inner gradient with create_graph, outer
