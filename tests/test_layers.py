@@ -162,3 +162,20 @@ def test_the_installed_package_imports_no_test_tools() -> None:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             wrong += [f"{module} imports {name}" for name in names if name.split(".")[0] in ("pytest", "_pytest")]
     assert len(installed_module_files()) > 100 and not wrong, wrong
+
+
+# The face stage (detect, align, the priors and their conventions, regions, patches, restore,
+# stage) sits below the adaptation methods and the pipeline: it uses only itself and the
+# runtime's shared pieces (a folder of its own later makes this the layout).
+FACE_STAGE = ("face_detect", "face_align", "face_prior", "prior_conventions", "face_regions", "face_patches",
+              "face_restore", "face_stage", "torch_prior", "onnx_prior", "debug_images")
+RUNTIME_SHARED = ("types", "images", "report", "sanity")
+
+
+def test_the_face_stage_imports_nothing_of_the_runtime_above_it() -> None:
+    graph, files = import_graph()
+    allowed = {f"f2n.runtime.{name}" for name in FACE_STAGE + RUNTIME_SHARED}
+    wrong = {f"{files[f'f2n.runtime.{name}'].relative_to(ROOT)}:{line} imports {target}"
+             for name in FACE_STAGE for line, target in graph[f"f2n.runtime.{name}"]
+             if target.startswith("f2n.runtime.") and target not in allowed}
+    assert not wrong, "\n".join(sorted(wrong))
