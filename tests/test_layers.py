@@ -8,6 +8,7 @@ RRDBNet, the network check into the weight cache), never the reverse."""
 
 import ast
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ COMMANDS = len(LAYERS)  # every ``cli`` and ``__main__`` module: the top
 COMMAND_NAMES = ("cli", "__main__")
 
 
+@cache
 def module_files() -> dict[str, Path]:
     modules = {}
     for folder, package in PACKAGES.items():
@@ -68,6 +70,7 @@ def imports(path: Path, known: set[str]) -> list[tuple[int, str]]:
     return found
 
 
+@cache
 def import_graph() -> tuple[dict[str, list[tuple[int, str]]], dict[str, Path]]:
     files = module_files()
     known = set(files)
