@@ -1,5 +1,5 @@
 """The one place where the app and the ComfyUI nodes turn their settings into a pipeline:
-f2n-batch's :class:`PipelineOptions` through its builder, so they build it exactly as
+the pipeline's one :class:`PipelineOptions` through its one factory, so they build it exactly as
 f2n-adapt-and-run does. A pipeline is built once per settings and reused across photos:
 weights, engine and prior are not loaded again per click."""
 
@@ -7,11 +7,14 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from f2n.runtime.batch.build import PipelineOptions, build_pipeline
+from f2n.export.engines import ENGINES as ENGINE_NAMES
+from f2n.runtime.engine_choice import AUTO
+from f2n.runtime.options import PipelineOptions, pipeline_from_options
 from f2n.runtime.pipeline import AdaptAndRun
+from f2n.runtime.prior_conventions import PRIOR_NAMES as PRIOR_REGISTRY
 
-ENGINES = ("auto", "torch", "openvino", "onnx")  # those that run on a CPU; cuda adds aoti and trt
-PRIOR_NAMES = ("gpen", "gpen-256", "gfpgan", "codeformer", "restoreformer")
+ENGINES = (AUTO, *ENGINE_NAMES)  # an engine this machine lacks is one line in the page
+PRIOR_NAMES = tuple(PRIOR_REGISTRY)
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class PipelineCache:
             if settings in self._built:
                 self._built.move_to_end(settings)
                 return self._built[settings]
-            pipeline = build_pipeline(options)
+            pipeline = pipeline_from_options(options)
             self._built[settings] = pipeline
             while len(self._built) > self.size:
                 self._built.popitem(last=False)

@@ -34,6 +34,7 @@ import torch
 
 from f2n.errors import ConfigError, one_line_errors
 from f2n.eval.metrics import metrics_table
+from f2n.export.torch_engine import TorchEngine
 from f2n.runtime.adapt import AdaptConfig, adapt, guard_decision
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, OraclePrior, OracleRestoredPrior
@@ -41,7 +42,6 @@ from f2n.runtime.face_regions import mask_canvas
 from f2n.runtime.face_stage import FaceStageConfig, FaceStageResult, run_face_stage
 from f2n.runtime.redegnet import NaturalBank, ReDegNetConfig, ReDegNets, synthesise_pairs
 from f2n.runtime.tiling import tiled_upscale
-from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import PatchBatch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -98,7 +98,7 @@ def missing_cuda_toolkit(cuda_home: str | None) -> str | None:
     return None
 
 
-def is_out_of_memory(error: RuntimeError, ooms_before: int, ooms_after: int) -> bool:
+def aoti_out_of_memory(error: RuntimeError, ooms_before: int, ooms_after: int) -> bool:
     """True when the package's failure was a CUDA allocation (see the module docstring)."""
     return ooms_after > ooms_before or "out of memory" in str(error).lower()
 
@@ -172,7 +172,7 @@ class AotiEngine:
             with torch.inference_mode():
                 out = self._runner(tiles.to(device=self.device, dtype=self.dtype).contiguous())
         except RuntimeError as error:
-            if self.device.type == "cuda" and is_out_of_memory(error, ooms, self._cuda_ooms()):
+            if self.device.type == "cuda" and aoti_out_of_memory(error, ooms, self._cuda_ooms()):
                 raise torch.OutOfMemoryError(f"AOTInductor: {str(error).splitlines()[0]}") from error
             raise
         scale = out.shape[2] // tiles.shape[2]

@@ -16,7 +16,7 @@ from torch import nn
 
 from f2n.fileio import sha256_file, writable_home, write_text_atomic
 from f2n.nets.rrdbnet import ValueRange
-from f2n.weights.checkpoint import value_range
+from f2n.weights.checkpoint import parse_value_range
 
 # The key under which an exported graph (ONNX metadata_props, AOTInductor package metadata)
 # records its network's value range, so that its fp32 twin is built with the same.
@@ -37,7 +37,7 @@ def graph_fields(model: nn.Module) -> dict:
 def recorded_range(metadata: dict[str, str], artifact: object) -> ValueRange:
     """The value range an exported graph's metadata records; a graph without one (written
     before ranges existed) is unit, as every network was then."""
-    return value_range(metadata, str(artifact), key=VALUE_RANGE_METADATA)
+    return parse_value_range(metadata, str(artifact), key=VALUE_RANGE_METADATA)
 
 
 def digest(fields: dict) -> str:

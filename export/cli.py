@@ -21,13 +21,13 @@ from f2n.export.onnx_export import (
     export_onnx,
     verify_onnx,
 )
+from f2n.export.protocol import SREngine
 from f2n.export.spandrel_export import check_spandrel_compatible, spandrel_difference, write_spandrel
 from f2n.export.trt_config import tile_profile
 from f2n.export.trt_engine import TrtEngine, build_plan, import_tensorrt, parser_graph, recipe_for
 from f2n.export.trt_refit import read_refit_source
 from f2n.fileio import write_bytes_atomic
 from f2n.nets.rrdbnet import VALUE_RANGES, ValueRange
-from f2n.runtime.types import SREngine
 from f2n.weights.sr import LoadedSR, load_sr_network
 
 SUFFIXES = {"onnx": ".onnx", "aoti": ".pt2", "trt": ".plan", "spandrel": ".safetensors"}

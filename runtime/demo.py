@@ -16,9 +16,10 @@ import numpy as np
 import skimage.data
 
 from f2n.errors import InputImageError, WeightsError
+from f2n.export.engines import make_engine
 from f2n.nets.rrdbnet import ValueRange
 from f2n.runtime.adapt import AdaptConfig
-from f2n.runtime.build import AdaptationSettings, build_pipeline, load_supported_network, make_engine
+from f2n.runtime.build import AdaptationSettings, build_pipeline, load_supported_network
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, OraclePrior, OracleRestoredPrior
 from f2n.runtime.face_regions import mask_canvas

@@ -16,6 +16,8 @@ An explicit ``--precision`` is honoured: ``fp32`` on a bf16 CPU gives OpenVINO f
 from dataclasses import asdict, dataclass
 
 from f2n.errors import ConfigError, EngineUnavailableError
+from f2n.export import openvino_engine
+from f2n.export.trt_engine import import_tensorrt
 
 AUTO = "auto"
 
@@ -57,7 +59,7 @@ def choose_engine(platform: Platform, precision: str | None = None) -> EngineCho
     if precision == "bf16" and not platform.cpu_bf16:
         raise EngineUnavailableError(
             "--precision bf16 needs a CPU with AVX512-BF16 or AMX, this one has neither; use --precision fp32")
-    if precision is None and platform.cpu_bf16:
+    if precision in (None, "bf16") and platform.cpu_bf16:
         return EngineChoice(AUTO, "openvino", "bf16", "CPU with native bf16 (AVX512-BF16 or AMX): OpenVINO bf16")
     why = "fp32 asked for" if precision == "fp32" else "no native bf16 on this CPU"
     return EngineChoice(AUTO, "openvino", "fp32", f"CPU, {why}: OpenVINO fp32")
@@ -77,19 +79,15 @@ def probe_platform(device: str) -> Platform:
     if device == "cuda":
         return Platform(device, tensorrt=_tensorrt_usable())
     try:
-        from f2n.export.openvino_engine import cpu_has_bf16, import_openvino
-
-        openvino = import_openvino()
-    except (ImportError, EngineUnavailableError):  # f2n.export or openvino missing: no OpenVINO here
+        openvino = openvino_engine.import_openvino()
+    except EngineUnavailableError:  # the openvino package is missing: no OpenVINO here
         return Platform(device)
-    return Platform(device, openvino=True, cpu_bf16=cpu_has_bf16(openvino.Core()))
+    return Platform(device, openvino=True, cpu_bf16=openvino_engine.cpu_has_bf16(openvino.Core()))
 
 
 def _tensorrt_usable() -> bool:
     try:
-        from f2n.export.trt_engine import import_tensorrt
-
         import_tensorrt()
-    except (ImportError, EngineUnavailableError):
+    except EngineUnavailableError:  # no tensorrt package, or no CUDA GPU
         return False
     return True

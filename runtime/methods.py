@@ -23,6 +23,8 @@ from f2n.runtime.report import timed
 from f2n.runtime.types import FaceStageResult
 
 StepHook = Callable[[AdaptStep], None]
+# --adapt-method: auto picks cmdsr for a checkpoint with a ConditionNet, else faces (f2n.runtime.build)
+METHODS = ("auto", "faces", "cmdsr", "redegnet")
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,17 @@ them to the engine, upscales in tiles, optionally pastes the restored faces back
 encodes the result.
 """
 
+import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
 
 from f2n.errors import ConfigError, InputImageError
+from f2n.export.protocol import SREngine
 from f2n.nets.rrdbnet import RRDBNet, ValueRange
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep
 from f2n.runtime.debug_images import save_debug
@@ -31,7 +34,7 @@ from f2n.runtime.tiling import (
     check_tiling,
     tiled_upscale,
 )
-from f2n.runtime.types import FaceStageResult, SREngine
+from f2n.runtime.types import FaceStageResult
 from f2n.weights.checkpoint import VALUE_RANGE_META, save_safetensors_atomic
 from f2n.weights.sr import RangeChoice
 
@@ -77,15 +80,35 @@ class Enhanced:
     provenance: Mapping[str, str] = field(default_factory=dict)  # how θ′ was made
 
 
+@dataclass
+class EngineUse:
+    """One engine's photo lock and the base weights it holds, shared by every pipeline on it
+    (the engine contract, :class:`~f2n.export.protocol.SREngine`: one photo at a time)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    holds: Mapping[str, torch.Tensor] | None = None  # a pipeline's base_weights when the engine holds them
+
+
+_ENGINE_USES: "WeakKeyDictionary[SREngine, EngineUse]" = WeakKeyDictionary()
+_ENGINE_USES_LOCK = threading.Lock()
+
+
+def engine_use(engine: SREngine) -> EngineUse:
+    with _ENGINE_USES_LOCK:
+        return _ENGINE_USES.setdefault(engine, EngineUse())
+
+
 class AdaptAndRun:
     """Components in, photos out: the SR ``model`` (θ), the ``engine`` that runs it and the
     ``method`` that adapts θ to each photo; ``engine_choice``: how ``engine`` was chosen (the
     factory's ``--engine`` resolution, for the log and the report), None for an engine given ready-made;
-    ``sr_range``: θ's value range and where it came from (default: the model's own, as given)."""
+    ``sr_range``: θ's value range and where it came from (default: the model's own, as given);
+    ``engine_holds_base``: the engine was built with ``model``'s weights (θ is then never handed
+    over again; else once). ``model``'s parameters are only read: θ′ is a new mapping per photo."""
 
     def __init__(self, *, model: RRDBNet, engine: SREngine, method: AdaptationMethod,
                  config: PipelineConfig = PipelineConfig(), engine_choice: EngineChoice | None = None,
-                 sr_range: RangeChoice | None = None) -> None:
+                 sr_range: RangeChoice | None = None, engine_holds_base: bool = False) -> None:
         self.model = model
         self.engine = engine
         self.engine_choice = engine_choice
@@ -93,6 +116,8 @@ class AdaptAndRun:
         self.method = method
         self.config = config
         self.base_weights = {name: p.detach() for name, p in model.named_parameters()}
+        if engine_holds_base:
+            engine_use(engine).holds = self.base_weights
 
     def __call__(self, source: Path, output: Path, *, weights_out: Path | None = None,
                  debug_dir: Path | None = None, decoded: DecodedImage | None = None,
@@ -188,13 +213,19 @@ class AdaptAndRun:
 
     def upscale(self, rgb: np.ndarray, weights: Mapping[str, torch.Tensor],
                 timings: dict[str, float] | None = None) -> np.ndarray:
-        """``rgb`` x4 by the engine holding ``weights`` (θ_0, θ_n or any snapshot), in tiles."""
+        """``rgb`` x4 by the engine holding ``weights`` (θ_0, θ_n or any snapshot), in tiles. The
+        base weights are handed over only when the engine does not hold them already (an unadapted
+        photo after an unadapted one costs no hand-over: OpenVINO's recompiles its model)."""
         timings = {} if timings is None else timings
-        with timed(timings, "set_weights"):
-            self.engine.set_weights(weights)
-        with timed(timings, "tile"):
-            return tiled_upscale(self.engine, rgb, tile=self.config.tile, overlap=self.config.overlap,
-                                 batch_size=self.config.batch_size, progress=self.config.progress)
+        use = engine_use(self.engine)
+        with use.lock:  # one photo at a time on an engine: its weights, then its tiles
+            if weights is not self.base_weights or use.holds is not weights:
+                with timed(timings, "set_weights"):
+                    self.engine.set_weights(weights)
+                use.holds = weights if weights is self.base_weights else None
+            with timed(timings, "tile"):
+                return tiled_upscale(self.engine, rgb, tile=self.config.tile, overlap=self.config.overlap,
+                                     batch_size=self.config.batch_size, progress=self.config.progress)
 
     def report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float],
                seed: int, warnings: tuple[str, ...] = ()) -> RunReport:

@@ -34,7 +34,7 @@ def lincoln(shared_data: Path, side: int = 64) -> DecodedImage:
 
 def test_a_pipeline_is_built_once_per_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     built = []
-    monkeypatch.setattr(pipelines, "build_pipeline", lambda options: built.append(options) or object())
+    monkeypatch.setattr(pipelines, "pipeline_from_options", lambda options: built.append(options) or object())
     cache = PipelineCache(size=1)
     first = cache.get(Settings(engine="torch", adapt=False))
     assert cache.get(Settings(engine="torch", adapt=False)) is first and len(built) == 1

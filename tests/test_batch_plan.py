@@ -141,7 +141,7 @@ def test_a_worker_reads_and_writes_fsspec_uris(tmp_path: Path, tiny_weights: Pat
     from click.testing import CliRunner
 
     from f2n.runtime import cli as single
-    from f2n.runtime.batch.build import PipelineOptions
+    from f2n.runtime.options import PipelineOptions
     from f2n.runtime.batch.worker import PhotoWorker
 
     rgb = np.random.default_rng(0).random((40, 56, 3), dtype=np.float32)

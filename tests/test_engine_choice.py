@@ -18,6 +18,7 @@ from f2n.runtime.images import write_image
 @pytest.mark.parametrize(("platform", "precision", "engine", "chosen"), [
     (Platform("cpu", openvino=True, cpu_bf16=True), None, "openvino", "bf16"),
     (Platform("cpu", openvino=True, cpu_bf16=True), "fp32", "openvino", "fp32"),
+    (Platform("cpu", openvino=True, cpu_bf16=True), "bf16", "openvino", "bf16"),  # was fp32: the rule ignored the ask
     (Platform("cpu", openvino=True, cpu_bf16=False), None, "openvino", "fp32"),
     (Platform("cpu", openvino=False, cpu_bf16=True), None, "torch", "fp32"),
     (Platform("cpu", openvino=False), "bf16", "torch", "bf16"),

@@ -225,7 +225,7 @@ def save_f2n_checkpoint(
     adaptation_defaults(meta, Path(path))  # refuse a partial alpha/steps/optimizer set before writing
     patch_defaults(meta, Path(path))
     masknet_lq_resize(meta, Path(path))
-    value_range(meta, Path(path))
+    parse_value_range(meta, Path(path))
     if (condition_state is None) != (condition_config is None):
         raise WeightsError(f"{path}: a ConditionNet needs both its weights and its config, got only one")
     if condition_config is not None:
@@ -274,7 +274,7 @@ def recorded_value_range(weights: WeightFile, path: Path) -> ValueRange | None:
     """The ``value_range`` an f2n checkpoint's meta or an adapted weight set's metadata records,
     None when it records none (a third-party file)."""
     meta = _f2n_meta(weights, path) if is_f2n_checkpoint(weights) else weights.metadata
-    return value_range(meta, path) if VALUE_RANGE_META in meta else None
+    return parse_value_range(meta, path) if VALUE_RANGE_META in meta else None
 
 
 def _strip_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -318,7 +318,7 @@ def masknet_lq_resize(meta: Mapping[str, object], path: Path) -> str:
     return str(resize)
 
 
-def value_range(meta: Mapping[str, object], path: Path | str, key: str = VALUE_RANGE_META) -> ValueRange:
+def parse_value_range(meta: Mapping[str, object], path: Path | str, key: str = VALUE_RANGE_META) -> ValueRange:
     """The range ``meta[key]`` records (unit when absent: every network was unit before ranges
     existed); anything else there is a WeightsError naming ``path``."""
     recorded = meta.get(key, "unit")

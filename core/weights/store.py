@@ -40,6 +40,8 @@ from f2n.weights.registry import (
 DOWNLOAD_TIMEOUT_S = 60
 
 StateCheck = Callable[[dict[str, torch.Tensor]], None]
+UnpinnedCheck = Callable[[WeightSpec, Path], dict[str, torch.Tensor]]
+_unpinned_check: UnpinnedCheck | None = None  # set by register_unpinned_check
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def fetch(name: str | WeightSpec) -> Path:
 def add_weight(name: str | WeightSpec, path: str | Path, *, check: StateCheck | None = None) -> Path:
     """Copy a file the user obtained into the cache after checking it: its SHA-256
     must match the pin (official file or packaged form); an unpinned file must load
-    strictly into its network (``check_loads``) and pass ``check`` if given."""
+    strictly into its network (:func:`check_unpinned`) and pass ``check`` if given."""
     spec = get_spec(name)
     source_path = Path(path)
     if not source_path.is_file():
@@ -114,7 +116,7 @@ def add_weight(name: str | WeightSpec, path: str | Path, *, check: StateCheck | 
     else:
         if source_path.suffix != Path(spec.filename).suffix:
             raise WeightsError(f"{source_path} has suffix {source_path.suffix!r}, expected {Path(spec.filename).suffix!r} like {spec.filename}")
-        state = check_loads(spec, source_path)
+        state = check_unpinned(spec, source_path)
         if check is not None:
             check(state)
         target = spec.filename
@@ -137,15 +139,17 @@ def weight_status(name: str | WeightSpec) -> WeightStatus:
     return WeightStatus(spec, "missing", None)
 
 
-def check_loads(spec: WeightSpec, path: Path) -> dict[str, torch.Tensor]:
-    """An unpinned file's check: a code-free state dict that loads strictly as the
-    spec's network (when it names one). Returns the state dict."""
-    state = load_state_dict_file(path)
-    if spec.network is not None:
-        from f2n.weights.networks import load_network  # the networks import this module
+def register_unpinned_check(check: UnpinnedCheck) -> None:
+    """Install how an unpinned file is checked: loading it strictly as its spec's network, which
+    :mod:`f2n.weights.networks` knows (it is above this module: the network loaders resolve
+    registry names here). ``f2n.weights`` registers it when the package is imported."""
+    global _unpinned_check
+    _unpinned_check = check
 
-        load_network(state, path, expected=spec.network)
-    return state
+
+def check_unpinned(spec: WeightSpec, path: Path) -> dict[str, torch.Tensor]:
+    """An unpinned file's check (the registered one; a code-free state dict until then)."""
+    return _unpinned_check(spec, path) if _unpinned_check is not None else load_state_dict_file(path)
 
 
 def _verify_cached(spec: WeightSpec, path: Path, pin: str | None) -> None:
@@ -246,7 +250,7 @@ def _download(spec: WeightSpec, destination: Path) -> Path:
         checking = part.with_name(f".{destination.stem}.checking{destination.suffix}")
         os.replace(part, checking)
         try:
-            check_loads(spec, checking)
+            check_unpinned(spec, checking)
         except WeightsError:
             checking.unlink()
             raise

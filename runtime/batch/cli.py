@@ -12,25 +12,22 @@ with its code (ConfigError 5, EngineUnavailableError 4 when Ray is not installed
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
 import click
 
 from f2n.errors import ConfigError, F2NError
-from f2n.nets.rrdbnet import VALUE_RANGES
-from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
-from f2n.runtime.batch.build import PipelineOptions
 from f2n.runtime.batch.inputs import plan_photos
 from f2n.runtime.batch.manifest import Manifest
-from f2n.runtime.batch.run import ClusterOptions, import_ray, run_batch
+from f2n.runtime.batch.run import ClusterOptions, check_batch_options, import_ray, run_batch
 from f2n.runtime.batch.storage import is_uri, join, location, make_folder
-from f2n.runtime.build import DEFAULT_PATCHES_PER_IMAGE
 from f2n.runtime.cli import EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_TERMINATED, Command, Terminated
 from f2n.runtime.jobs import DEFAULT_OUT_DIR, prepare_folders
+from f2n.runtime.options import PipelineOptions, click_options
 from f2n.runtime.report import summarise, write_report_json
 
-DEFAULTS = PipelineOptions()
 MANIFEST_NAME = "manifest.jsonl"
 ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside the outputs, during a run
 
@@ -48,47 +45,19 @@ ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), help="[1 on CUDA, else 0]")
 @click.option("--attempts", type=click.IntRange(min=1), default=3, show_default=True,
               help="Tries of a photo whose worker dies under it (a photo that fails is not retried in the run).")
-@click.option("--checkpoint", default=DEFAULTS.checkpoint, show_default=True, help="Registry name or weight file.")
-@click.option("--sr-range", type=click.Choice(VALUE_RANGES), help="As f2n-adapt-and-run's: the SR weights' value range.")
-@click.option("--engine", type=click.Choice(["auto", "torch", "onnx", "trt", "aoti", "openvino"]), default=DEFAULTS.engine,
-              show_default=True, help="As f2n-adapt-and-run's (auto: the fastest safe engine on each worker).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="[cuda if the workers have it, else cpu]")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
-              help="[auto: the engine rule's; else fp16 on cuda, fp32 on cpu]")
-@click.option("--steps", type=int, help=f"Adaptation steps n [checkpoint's, else {DEFAULT_STEPS}].")
-@click.option("--lr", type=float, help=f"Adaptation learning rate α [checkpoint's, else {DEFAULT_LR}].")
-@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
-@click.option("--no-guard", is_flag=True, help="Keep θ′ even when the held-out face pairs' loss did not improve.")
-@click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr", "redegnet"]), default=DEFAULTS.adapt_method,
-              show_default=True)
-@click.option("--natural-bank", help="ReDegNet: a folder of HQ natural images (every worker reads it).")
-@click.option("--natural-pairs", type=int, default=DEFAULTS.natural_pairs, show_default=True,
-              help="ReDegNet: synthetic natural pairs per photo.")
-@click.option("--redegnet-weights", help="ReDegNet: a folder with its networks (every worker reads it) [weight cache].")
-@click.option("--prior", default=DEFAULTS.prior, show_default=True,
-              help="As f2n-adapt-and-run's (a name, a face-restorer file, module:callable), not oracle:.")
-@click.option("--prior-option", "prior_options", multiple=True, metavar="NAME=VALUE",
-              help="A prior's option, repeatable (w=0.7: CodeFormer's fidelity).")
-@click.option("--patches-per-face", type=int, help="Face patch pairs per face, instead of a budget per photo [checkpoint's].")
-@click.option("--patches-per-image", type=int,
-              help=f"Face patch pairs per photo, spread over its faces [checkpoint's, else {DEFAULT_PATCHES_PER_IMAGE}].")
-@click.option("--support-patch", type=int, default=DEFAULTS.support_patch, show_default=True)
-@click.option("--support-count", type=int, default=DEFAULTS.support_count, show_default=True)
-@click.option("--tile", type=int, default=DEFAULTS.tile, show_default=True, help="Tile size, LR pixels.")
-@click.option("--tile-overlap", type=int, default=DEFAULTS.tile_overlap, show_default=True, help="LR pixels.")
-@click.option("--paste-faces", is_flag=True, help="Blend the restored faces over the result.")
-@click.option("--no-adapt", is_flag=True, help="Run the base network only.")
-@click.option("--require-adaptation", is_flag=True, help="Fail a photo that cannot be adapted.")
+@click_options({"engine": {"help": "As f2n-adapt-and-run's (auto: the fastest safe engine on each worker)."},
+                "device": {"help": "[cuda if the workers have it, else cpu]"},
+                "prior": {"help": "As f2n-adapt-and-run's (a name, a face-restorer file, module:callable), not an "
+                                  "oracle: each photo would need its own ground truth."}})
 def command(inputs: tuple[str, ...], out: str, manifest: Path | None, report: Path | None, address: str | None,
             workers: int | None, cpus_per_worker: int, gpus_per_worker: float | None, attempts: int,
             **pipeline: object) -> None:
     """Super-resolve every photo of INPUTS (folders, globs, photos, URIs, .txt lists of them) x4 on Ray."""
     try:
-        files = {name: _absolute_if_file(str(pipeline[name])) for name in ("checkpoint", "prior")}
-        for folder in ("natural_bank", "redegnet_weights"):
-            if pipeline[folder] is not None:
-                files[folder] = str(Path(str(pipeline[folder])).resolve())
-        options = PipelineOptions(**{**pipeline, **files})
+        options = PipelineOptions.take(pipeline)
+        check_batch_options(options)  # before any folder is made
+        options = replace(options, **{name: _absolute(getattr(options, name), files_only=name in ("checkpoint", "prior"))
+                                      for name in ("checkpoint", "prior", "natural_bank", "redegnet_weights")})
         cluster = ClusterOptions(address, workers, cpus_per_worker, gpus_per_worker, attempts)
         code = run(inputs, location(out), manifest, report, options, cluster)
     except F2NError as error:  # one line and the error's exit code, never a traceback
@@ -136,9 +105,12 @@ def run(inputs: tuple[str, ...], out: str, manifest_path: Path | None, report: P
     return EXIT_ALL_FAILED if counts["ok"] == 0 else EXIT_PARTIAL
 
 
-def _absolute_if_file(name_or_path: str) -> str:
-    """A weight file by its absolute path: workers do not share the driver's working folder."""
-    return str(Path(name_or_path).resolve()) if Path(name_or_path).is_file() else name_or_path
+def _absolute(name_or_path: str | None, files_only: bool) -> str | None:
+    """A file (``files_only``: else a registry name, left as it is) or folder by its absolute path:
+    workers do not share the driver's working folder."""
+    if name_or_path is None or (files_only and not Path(name_or_path).is_file()):
+        return name_or_path
+    return str(Path(name_or_path).resolve())
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

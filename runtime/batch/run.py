@@ -20,11 +20,11 @@ from typing import Any
 
 from f2n import errors
 from f2n.errors import EngineUnavailableError
-from f2n.runtime.batch.build import PipelineOptions
 from f2n.runtime.batch.inputs import Photo
 from f2n.runtime.batch.manifest import Manifest
 from f2n.runtime.batch.storage import make_folder, remove_folder
 from f2n.runtime.batch.worker import PhotoWorker
+from f2n.runtime.options import PipelineOptions
 
 Echo = Callable[[str], None]
 
@@ -38,10 +38,20 @@ class ClusterOptions:
     attempts: int = 3  # tries of a photo whose worker dies under it
 
 
+def check_batch_options(options: PipelineOptions) -> None:
+    """Options a batch refuses: an oracle prior cuts the faces' targets out of one ground truth,
+    which would give every photo the same targets (f2n-adapt-and-run takes it, for one photo;
+    f2n-eval study runs oracles over photos paired with their own ground truths)."""
+    if options.oracle:
+        raise errors.ConfigError(f"--prior {options.prior.partition(':')[0]}:GT_PATH is for one photo "
+                                 "(f2n-adapt-and-run), not a batch: each photo would need its own ground truth")
+
+
 def run_batch(photos: list[Photo], manifest: Manifest, options: PipelineOptions, cluster: ClusterOptions,
               attempts_dir: str | Path, echo: Echo) -> None:
     """Process every photo of ``photos`` that ``manifest`` has not finished; append a line per photo.
     ``attempts_dir``: a folder or URI for the attempt counts that every worker can write (beside the outputs)."""
+    check_batch_options(options)
     todo = [photo for photo in photos if manifest.status(photo.source) != "ok"]
     retried = sum(manifest.status(photo.source) == "failed" for photo in todo)
     echo(f"{len(photos)} photo(s): {len(photos) - len(todo)} already finished, {len(todo)} to do"

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from f2n.errors import F2NError
-from f2n.runtime.batch.build import PipelineOptions, build_pipeline
 from f2n.runtime.batch.storage import join, local_copy, read_text, write_text, written_to
+from f2n.runtime.options import PipelineOptions, pipeline_from_options
 from f2n.runtime.report import RunReport
 
 
@@ -34,7 +34,7 @@ class PhotoWorker:
         self.max_attempts = max_attempts
         self.setup_error: F2NError | None = None
         try:
-            self.pipeline = build_pipeline(options)
+            self.pipeline = pipeline_from_options(options, threads=threads)
         except F2NError as error:  # raised here, Ray would restart the worker for ever
             self.setup_error = error
 
