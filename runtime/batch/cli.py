@@ -9,15 +9,14 @@ Exit codes as f2n-adapt-and-run: 0 every photo written (now or before), 1 some f
 with its code (ConfigError 5, EngineUnavailableError 4 when Ray is not installed, …).
 """
 
-import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
 import click
 
-from f2n.errors import ConfigError, F2NError
+from f2n.command import Command
+from f2n.errors import ConfigError
 from f2n.nets.rrdbnet import VALUE_RANGES
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
 from f2n.runtime.batch.build import PipelineOptions
@@ -25,7 +24,7 @@ from f2n.runtime.batch.inputs import plan_photos
 from f2n.runtime.batch.manifest import Manifest
 from f2n.runtime.batch.run import ClusterOptions, import_ray, run_batch
 from f2n.runtime.build import DEFAULT_PATCHES_PER_IMAGE
-from f2n.runtime.cli import EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_TERMINATED, Command, Terminated
+from f2n.runtime.cli import EXIT_ALL_FAILED, EXIT_PARTIAL
 from f2n.runtime.jobs import DEFAULT_OUT_DIR, prepare_folders
 from f2n.runtime.report import summarise, write_report_json
 
@@ -34,7 +33,8 @@ MANIFEST_NAME = "manifest.jsonl"
 ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside the outputs, during a run
 
 
-@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, stop_note="finished photos are in the manifest; run again to resume",
+               context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1)
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT_DIR, show_default=True,
               help="Output folder (OUT/<stem>.png, as f2n-adapt-and-run).")
@@ -81,31 +81,16 @@ def command(inputs: tuple[str, ...], out: Path, manifest: Path | None, report: P
             workers: int | None, cpus_per_worker: int, gpus_per_worker: float | None, attempts: int,
             **pipeline: object) -> None:
     """Super-resolve every photo of INPUTS (folders, globs, photos, URIs, .txt lists of them) x4 on Ray."""
-    try:
-        files = {name: _absolute_if_file(str(pipeline[name])) for name in ("checkpoint", "prior")}
-        for folder in ("natural_bank", "redegnet_weights"):
-            if pipeline[folder] is not None:
-                files[folder] = str(Path(str(pipeline[folder])).resolve())
-        options = PipelineOptions(**{**pipeline, **files})
-        cluster = ClusterOptions(address, workers, cpus_per_worker, gpus_per_worker, attempts)
-        code = run(inputs, out, manifest or out / MANIFEST_NAME, report, options, cluster)
-    except F2NError as error:  # one line and the error's exit code, never a traceback
-        click.echo(f"error: {error}", err=True)
-        code = error.exit_code
-    except KeyboardInterrupt:  # the manifest holds every photo finished so far
-        click.echo("interrupted: finished photos are in the manifest; run again to resume", err=True)
-        code = EXIT_INTERRUPTED
-    except Terminated:
-        click.echo("terminated (SIGTERM): finished photos are in the manifest; run again to resume", err=True)
-        code = EXIT_TERMINATED
-    sys.exit(code)
+    files = {name: _absolute_if_file(str(pipeline[name])) for name in ("checkpoint", "prior")}
+    for folder in ("natural_bank", "redegnet_weights"):
+        if pipeline[folder] is not None:
+            files[folder] = str(Path(str(pipeline[folder])).resolve())
+    options = PipelineOptions(**{**pipeline, **files})
+    cluster = ClusterOptions(address, workers, cpus_per_worker, gpus_per_worker, attempts)
+    sys.exit(run(inputs, out, manifest or out / MANIFEST_NAME, report, options, cluster))  # errors, stops: Command
 
 
-def main() -> None:
-    """The console script: a scheduler's SIGTERM ends the run like f2n-adapt-and-run's (Ray shut
-    down, exit 143)."""
-    signal.signal(signal.SIGTERM, _terminate)
-    command()
+main = command  # the console script's entry point; Command turns SIGTERM into a stop (Ray shut down, 143)
 
 
 def run(inputs: tuple[str, ...], out: Path, manifest_path: Path, report: Path | None, options: PipelineOptions,
@@ -136,6 +121,3 @@ def _absolute_if_file(name_or_path: str) -> str:
     """A weight file by its absolute path: workers do not share the driver's working folder."""
     return str(Path(name_or_path).resolve()) if Path(name_or_path).is_file() else name_or_path
 
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
