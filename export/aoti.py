@@ -34,6 +34,7 @@ from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.export.cache import (
     VALUE_RANGE_METADATA,
     cache_dir,
+    cached_artifact,
     digest,
     graph_fields,
     is_trusted,
@@ -191,8 +192,9 @@ def load_aoti_engine(model: nn.Module, *, device: str = "cpu", precision: str = 
     the full network on a small CPU). A cached package is used only when its sidecar
     records this key and its bytes (:mod:`f2n.export.cache`); otherwise it is rebuilt."""
     fields = package_fields(model, device=device, precision=precision)
-    path = cache_dir("aoti") / f"rrdbnet-{digest(fields)}.pt2"
+    path = cached_artifact("aoti", f"rrdbnet-{digest(fields)}.pt2")
     if not is_trusted(path, fields):
+        path = cache_dir("aoti") / path.name  # rebuilt where it can be written
         compile_package(model, path, device=device, precision=precision)
         record_artifact(path, fields)
     return AotiEngine(path, model.state_dict(), device=device, precision=precision)

@@ -248,12 +248,14 @@ def build_pipeline(
             prior, device=device, lq_shape=oracle_shape, required=config.require_adaptation, options=prior_options)
         if problem:
             warn(f"{problem}; running the base network")
+        if config.adapt_enabled:  # --no-adapt looks for no faces: no detector to build
+            detector = detector or default_detector()
         if redegnet is not None:
             redegnet_config, bank, nets = redegnet
-            adaptation = ReDegNetAdaptation(detector or default_detector(), face_prior, nets, bank,
+            adaptation = ReDegNetAdaptation(detector, face_prior, nets, bank,
                                             config=redegnet_config, face=face, prior_problem=problem, device=device)
         else:
-            adaptation = FaceAdaptation(detector or default_detector(), face_prior, face=face, prior_problem=problem,
+            adaptation = FaceAdaptation(detector, face_prior, face=face, prior_problem=problem,
                                         masknet=load_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize))
     return AdaptAndRun(model=loaded.model.to(device), engine=engine, method=adaptation, config=config,
                        engine_choice=choice, sr_range=loaded.value_range)
