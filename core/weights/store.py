@@ -10,11 +10,13 @@ says where to put the file or which ``f2n-models`` command to run.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import importlib
 import importlib.util
 import os
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -213,14 +215,23 @@ def packaged_file(packaged: PackagedFile, pip_name: str) -> Path:
 def _download(spec: WeightSpec, destination: Path) -> Path:
     """Download ``spec.url`` into ``destination.part`` (resuming what is there),
     check it, then rename it into place. A checksum failure deletes the partial file;
-    a network failure keeps it for the next attempt. One process downloads a file at a
-    time: another waits for it, then finds the file in place."""
+    a network failure keeps it for the next attempt. One process of a machine downloads a
+    file at a time: another waits for it, then finds the file in place."""
     writable_home()
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(destination.with_name(f".{destination.name}.lock")):
+    with FileLock(_lock_path(destination)):
         if destination.is_file() and (spec.sha256 is None or sha256_file(destination) == spec.sha256):
             return destination
         return _download_locked(spec, destination)
+
+
+def _lock_path(destination: Path) -> Path:
+    """The lock of one cache file, outside the cache (which holds weights only): one per file
+    and machine, shared by every process there that fetches it."""
+    key = hashlib.sha256(str(destination.resolve()).encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / f"f2n-locks-{os.getuid()}"  # per user: /tmp is shared
+    folder.mkdir(exist_ok=True)
+    return folder / f"{key}.lock"
 
 
 def _download_locked(spec: WeightSpec, destination: Path) -> Path:
