@@ -206,6 +206,7 @@ class AdaptAndRun:
             "tile": self.config.tile, "overlap": self.config.overlap, "batch_size": self.config.batch_size,
             "paste_faces": self.config.paste_faces, "engine": self.engine.name,
             "sr_range": self.sr_range.value_range, "sr_range_source": self.sr_range.source,
+            "sr_range_guessed": self.sr_range.guessed,
             "mask": result.faces.mask_source if result.faces is not None else None, "seed": seed,
         }
         return RunReport(
