@@ -203,6 +203,7 @@ def build_pipeline(
     sr_range: ValueRange | None = None,
     redegnet_weights: Path | None = None,
     warn: Callable[[str], None] = lambda _message: None,
+    threads: int = 0,
     **pipeline_options: Any,
 ) -> AdaptAndRun:
     """The pipeline for checkpoint ``source``.
@@ -216,7 +217,9 @@ def build_pipeline(
     says so once) unless ``require_adaptation``. ``oracle_shape``: the (H, W) of the one photo
     an ``oracle:`` ground truth must be x4 of. ``natural_bank``/``natural_pairs``: ReDegNet's
     folder of HQ natural images and synthetic pairs per photo; ``redegnet_weights``: a folder with its
-    networks (the released files or a training run; None: the weight cache). ``sr_range``: the SR
+    networks (the released files or a training run; None: the weight cache). ``threads``: the CPU
+    threads the engine and the face detector may use (0: every core; f2n-batch gives each worker
+    its share). ``sr_range``: the SR
     network's value range (``--sr-range``; None: what the file or registry says). ``pipeline_options``:
     :class:`PipelineConfig` fields. Checks run cheapest first: options, ReDegNet's bank and
     networks, the SR network, engine, then the prior (possibly a download).
@@ -237,7 +240,7 @@ def build_pipeline(
     if isinstance(engine, str):  # the engine before the prior: one that cannot run here fails before a download
         choice = resolve_engine(engine, device, precision)
         engine = make_engine(choice.engine, loaded, device=device, precision=choice.precision, tile=config.tile,
-                             batch_size=config.batch_size)
+                             batch_size=config.batch_size, threads=threads)
     adaptation: AdaptationMethod
     if method_name == "cmdsr":
         from f2n.runtime.cmdsr import CmdsrAdaptation
@@ -249,7 +252,7 @@ def build_pipeline(
         if problem:
             warn(f"{problem}; running the base network")
         if config.adapt_enabled:  # --no-adapt looks for no faces: no detector to build
-            detector = detector or default_detector()
+            detector = detector or default_detector(threads)
         if redegnet is not None:
             redegnet_config, bank, nets = redegnet
             adaptation = ReDegNetAdaptation(detector, face_prior, nets, bank,
@@ -261,7 +264,7 @@ def build_pipeline(
                        engine_choice=choice, sr_range=loaded.value_range)
 
 
-def default_detector() -> Detector:
+def default_detector(threads: int = 0) -> Detector:
     from f2n.runtime.face_detect import RetinaFaceDetector
 
-    return RetinaFaceDetector()
+    return RetinaFaceDetector(threads=threads)

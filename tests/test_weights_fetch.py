@@ -29,10 +29,10 @@ print(fetch(spec))
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, list[str]]]:
-    """Serves BLOB; the first request waits (up to 3 s) for a second one, and the body comes in two
+    """Serves BLOB; the first request waits (up to 2 s) for a second one, and the body comes in two
     parts 0.5 s apart, so that two downloads that can overlap do overlap. Yields the URL and the
     requests it answered."""
-    arrived = threading.Barrier(2, timeout=3)
+    arrived = threading.Barrier(2, timeout=2)
     answered: list[str] = []
 
     class Handler(BaseHTTPRequestHandler):

@@ -70,8 +70,9 @@ class PipelineOptions:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_pipeline(options: PipelineOptions) -> AdaptAndRun:
-    """Weights, engine, adaptation method and prior, through f2n-adapt-and-run's factory."""
+def build_pipeline(options: PipelineOptions, threads: int = 0) -> AdaptAndRun:
+    """Weights, engine, adaptation method and prior, through f2n-adapt-and-run's factory;
+    ``threads``: the worker's CPUs, for the engine and the face detector."""
     requested = {"steps": options.steps, "lr": options.lr, "optimizer": options.optimizer,
                  "guard": False if options.no_guard else None,
                  "patches_per_face": options.patches_per_face, "patches_per_image": options.patches_per_image}
@@ -86,4 +87,4 @@ def build_pipeline(options: PipelineOptions) -> AdaptAndRun:
         redegnet_weights=Path(options.redegnet_weights) if options.redegnet_weights is not None else None,
         tile=options.tile, overlap=options.tile_overlap,
         adapt_enabled=not options.no_adapt, require_adaptation=options.require_adaptation,
-        paste_faces=options.paste_faces, progress=False)
+        paste_faces=options.paste_faces, progress=False, threads=threads)

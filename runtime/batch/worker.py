@@ -38,7 +38,7 @@ class PhotoWorker:
         self.max_attempts = max_attempts
         self.setup_error: F2NError | None = None
         try:
-            self.pipeline = build_pipeline(options)
+            self.pipeline = build_pipeline(options, threads)  # OpenVINO and ONNX Runtime too, not only torch
         except F2NError as error:  # raised here, Ray would restart the worker for ever
             self.setup_error = error
 
