@@ -2,7 +2,8 @@
 its faces (MetaF2N) or from its own LR patches (CMDSR, when the checkpoint has a ConditionNet).
 
 Exit codes: 0 every photo written (or skipped because its output exists), 1 some photos
-failed, 2 every photo failed, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an error before any photo is
+failed, 2 every photo failed, 7 --demo's adaptation did not beat the base network, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM); an error before any photo is
 processed (options, weights, engine) exits with that error's code (ConfigError 5,
 WeightsError 3, EngineUnavailableError 4, InputImageError 2). Errors are one line on
 stderr, never a traceback.
@@ -199,7 +200,7 @@ def stopped_report(report: Path, reports: list[RunReport], choice: EngineChoice 
         write_report_json(report, reports, engine=choice.to_dict() if choice is not None else None)
     except OSError as error:
         return f"--report {report} not written ({error.strerror or error})"
-    return f"--report {report} written with the {len(reports)} photo(s) before it"
+    return f"--report {report} written with the {len(reports)} photo(s) finished before the stop"
 
 
 def process(pipeline: AdaptAndRun, job: Job, overwrite: bool, decoded: DecodedImage | None = None,

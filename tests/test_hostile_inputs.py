@@ -296,7 +296,7 @@ def test_sigterm_mid_run_exits_143_with_one_line_and_no_output(prior_modules: Pa
     # Issue 26: the report is written (the photos finished before the stop) and the line says what was.
     assert stderr.strip() == (f"terminated (SIGTERM): 0 earlier photo(s) written; in progress {astronaut}: nothing of it "
                               f"written; not written {out / astronaut.name}; --report {tmp_path / 'r.json'} written "
-                              "with the 0 photo(s) before it")
+                              "with the 0 photo(s) finished before the stop")
     assert not out.exists() or list(out.iterdir()) == []
     assert json.loads((tmp_path / "r.json").read_text())["summary"]["ok"] == 0
 

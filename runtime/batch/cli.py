@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from f2n.command import Command
+from f2n.console import Stopped, Terminated
 from f2n.errors import ConfigError
 from f2n.nets.rrdbnet import VALUE_RANGES
 from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
@@ -24,7 +25,7 @@ from f2n.runtime.batch.inputs import plan_photos
 from f2n.runtime.batch.manifest import Manifest
 from f2n.runtime.batch.run import ClusterOptions, import_ray, run_batch
 from f2n.runtime.build import DEFAULT_PATCHES_PER_IMAGE
-from f2n.runtime.cli import EXIT_ALL_FAILED, EXIT_PARTIAL
+from f2n.runtime.cli import EXIT_ALL_FAILED, EXIT_PARTIAL, stopped_report
 from f2n.runtime.jobs import DEFAULT_OUT_DIR, prepare_folders
 from f2n.runtime.report import summarise, write_report_json
 
@@ -33,7 +34,7 @@ MANIFEST_NAME = "manifest.jsonl"
 ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside the outputs, during a run
 
 
-@click.command(cls=Command, stop_note="finished photos are in the manifest; run again to resume",
+@click.command(cls=Command, stop_note="stopped before any photo was processed: nothing was written",
                context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1)
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULT_OUT_DIR, show_default=True,
@@ -103,8 +104,14 @@ def run(inputs: tuple[str, ...], out: Path, manifest_path: Path, report: Path | 
     except OSError as error:
         raise ConfigError(f"cannot create output folder {out}: {error.strerror or error}") from None
     with Manifest(manifest_path, options.digest()) as manifest:
-        run_batch(photos, manifest, options, cluster, attempts_dir=out / ATTEMPTS_DIR_NAME,
-                  echo=lambda text: click.echo(text, err=True))
+        try:
+            run_batch(photos, manifest, options, cluster, attempts_dir=out / ATTEMPTS_DIR_NAME,
+                      echo=lambda text: click.echo(text, err=True))
+        except (KeyboardInterrupt, Terminated) as stop:  # Ray is shut down; the manifest has every finished photo
+            done = manifest.reports([photo.source for photo in photos])
+            written = "" if report is None else f"; {stopped_report(report, done, None)}"
+            raise Stopped(stop, f"{sum(r.status == 'ok' for r in done)} photo(s) written and recorded in {manifest_path}; "
+                                f"run again to resume{written}") from None
         reports = manifest.reports([photo.source for photo in photos])
     if report is not None:
         write_report_json(report, reports)
