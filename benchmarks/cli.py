@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from f2n.command import Group
 from f2n.benchmarks.machine import machine_class
 from f2n.benchmarks.regression import (
     BASELINE_DIR,
@@ -22,6 +21,7 @@ from f2n.benchmarks.regression import (
 )
 from f2n.benchmarks.stages import Stage
 from f2n.benchmarks.suites import selected_suite, suite_names, suite_stages
+from f2n.command import Group
 from f2n.errors import ConfigError
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -13,7 +13,6 @@ from torch import nn
 from f2n.runtime.face_restore import from_prior_output, to_prior_input
 from f2n.runtime.prior_conventions import PriorConventions
 
-
 # A prior network draws its noise from torch's global generator (spandrel's GFPGAN takes no
 # generator of its own): seeding it and drawing happen under this lock, so that pipelines in
 # threads neither reseed each other's draws nor take them; fork_rng gives the generator back as it was.

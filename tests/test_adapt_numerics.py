@@ -19,7 +19,8 @@ adapt_module = importlib.import_module("f2n.runtime.adapt")  # f2n.runtime.adapt
 
 def _patches(count: int = 4) -> PatchBatch:
     generator = torch.Generator().manual_seed(0)
-    return PatchBatch(torch.rand(count, 3, 16, 16, generator=generator), torch.rand(count, 3, 64, 64, generator=generator),
+    return PatchBatch(torch.rand(count, 3, 16, 16, generator=generator),
+                      torch.rand(count, 3, 64, 64, generator=generator),
                       torch.ones(count, 1, 64, 64))
 
 
@@ -53,7 +54,8 @@ def test_a_bf16_improvement_must_exceed_its_rounding() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_held_out_losses_fall_back_to_fp32_before_ampere(tiny_rrdbnet: TinyRRDBNet, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_held_out_losses_fall_back_to_fp32_before_ampere(tiny_rrdbnet: TinyRRDBNet,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # a T4, say
     model = tiny_rrdbnet().cuda()
     held = _patches(2)

