@@ -130,3 +130,27 @@ def test_a_cuda_device_side_assert_stops_the_run(tmp_path: Path) -> None:
         raise RuntimeError("a shape mismatch")
 
     assert process(other, job, overwrite=False).status == "failed"  # type: ignore[arg-type]
+
+
+WORKER = '''
+import sys
+from pathlib import Path
+from f2n.runtime.batch.worker import AttemptCounter, PhotoWorker
+
+class Broken:  # a pipeline whose photo broke the CUDA context
+    engine_choice = None
+
+    def __call__(self, *args, **kwargs):
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+worker = PhotoWorker.__new__(PhotoWorker)
+worker.name, worker.setup_error, worker.max_attempts = "test", None, 3
+worker.attempts, worker.pipeline = AttemptCounter(Path(sys.argv[1])), Broken()
+print(worker.process("photo.png", Path(sys.argv[1]) / "out.png", 0))
+'''
+
+
+def test_a_batch_worker_whose_device_broke_ends_itself(tmp_path: Path) -> None:
+    """Its photo is handed to a fresh worker (an attempt counted), not failed with every later one."""
+    done = subprocess.run([sys.executable, "-c", WORKER, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stdout == "" and "Traceback" not in done.stderr, (done.stdout, done.stderr)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from f2n.errors import F2NError, InputImageError
+from f2n.errors import F2NError, InputImageError, breaks_the_device
 from f2n.fileio import write_text_atomic
 from f2n.runtime.batch.build import PipelineOptions, build_pipeline
 from f2n.runtime.batch.inputs import is_uri
@@ -61,6 +61,8 @@ class PhotoWorker:
         except F2NError as error:
             report = failed(source, str(error))
         except Exception as error:  # an unforeseen failure fails this photo, not the batch
+            if breaks_the_device(error):  # every later photo here would fail: end this worker, Ray
+                os._exit(1)  # starts a fresh one and hands it the photo again (counted as an attempt)
             first_line = next(iter(str(error).strip().splitlines()), "")
             report = failed(source, f"unexpected {type(error).__name__}: {first_line}")
         choice = self.pipeline.engine_choice  # auto may choose differently on each kind of worker
