@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from skimage import data
 
-from f2n.errors import ConfigError, EngineUnavailableError, one_line_errors
+from f2n.command import Command
+from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.aoti import AotiEngine, compile_package
 from f2n.export.fp32_mode import ieee_fp32
 from f2n.export.onnx_export import (
@@ -48,7 +49,7 @@ def _check(diff: float, precision: str, what: str) -> None:
         raise VerificationError(f"{what} differs from PyTorch by {diff:.3g}, expected <= {FP32_TOLERANCE:g} in fp32")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--weights", "source", default="realesrgan-x4plus", show_default=True, help="registry name or weight file (.pth/.safetensors, checkpoint or adapted set)")
 @click.option("--format", "fmt", type=click.Choice(list(SUFFIXES)), default="onnx", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
@@ -58,7 +59,6 @@ def _check(diff: float, precision: str, what: str) -> None:
 @click.option("--tf32", is_flag=True, help="TensorRT fp32: allow TF32 (faster on Ampere+, ~1e-3 from IEEE fp32; verified loosely)")
 @click.option("--sr-range", type=click.Choice(VALUE_RANGES), help="the value range the weights were trained on "
               "[the file's record, else the registry's; a file named F2NESRGAN.pth: signed; else unit]")
-@one_line_errors
 def main(source: str, fmt: str, precision: str, out: Path | None, device: str, verify: bool, tf32: bool,
          sr_range: ValueRange | None) -> None:
     """Export the x4 SR network for an inference engine (input and output in [0, 1] whatever

@@ -210,8 +210,9 @@ def build_pipeline(
     an ``oracle:`` ground truth must be x4 of. ``natural_bank``/``natural_pairs``: ReDegNet's
     folder of HQ natural images and synthetic pairs per photo; ``redegnet_weights``: a folder with its
     networks (the released files or a training run; None: the weight cache). ``sr_range``: the SR
-    network's value range (``--sr-range``; None: what the file or registry says). ``threads``: the
-    engine's CPU threads (0: its library's default; :func:`f2n.export.engines.make_engine`). ``pipeline_options``:
+    network's value range (``--sr-range``; None: what the file or registry says). ``threads``: the CPU
+    threads the engine and the face detector may use (0: every core; f2n-batch gives each worker
+    its share). ``pipeline_options``:
     :class:`PipelineConfig` fields. Checks run cheapest first: options, ReDegNet's bank and
     networks, the SR network, engine, then the prior (possibly a download).
     """
@@ -244,18 +245,20 @@ def build_pipeline(
             sr=loaded)
         if problem:
             warn(f"{problem}; running the base network")
+        if config.adapt_enabled:  # --no-adapt looks for no faces: no detector to build
+            detector = detector or default_detector(threads)
         if redegnet is not None:
             redegnet_config, bank, nets = redegnet
-            adaptation = ReDegNetAdaptation(detector or default_detector(), face_prior, nets, bank,
+            adaptation = ReDegNetAdaptation(detector, face_prior, nets, bank,
                                             config=redegnet_config, face=face, prior_problem=problem, device=device)
         else:
-            adaptation = FaceAdaptation(detector or default_detector(), face_prior, face=face, prior_problem=problem,
+            adaptation = FaceAdaptation(detector, face_prior, face=face, prior_problem=problem,
                                         masknet=checkpoint_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize))
     return AdaptAndRun(model=loaded.model.to(device), engine=engine, method=adaptation, config=config,
                        engine_choice=choice, sr_range=loaded.value_range, engine_holds_base=choice is not None)
 
 
-def default_detector() -> Detector:
+def default_detector(threads: int = 0) -> Detector:
     from f2n.runtime.face_detect import RetinaFaceDetector
 
-    return RetinaFaceDetector()
+    return RetinaFaceDetector(threads=threads)

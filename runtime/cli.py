@@ -2,21 +2,24 @@
 its faces (MetaF2N) or from its own LR patches (CMDSR, when the checkpoint has a ConditionNet).
 
 Exit codes: 0 every photo written (or skipped because its output exists), 1 some photos
-failed, 2 every photo failed, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an error before any photo is
+failed, 2 every photo failed, 7 --demo's adaptation did not beat the base network, 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM); an error before any photo is
 processed (options, weights, engine) exits with that error's code (ConfigError 5,
 WeightsError 3, EngineUnavailableError 4, InputImageError 2). Errors are one line on
 stderr, never a traceback.
 """
 
-import signal
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from f2n.errors import ConfigError, F2NError
+from f2n.command import Command
+from f2n.console import EXIT_INTERRUPTED, EXIT_TERMINATED, Stopped, Terminated
+from f2n.errors import ConfigError, EngineUnavailableError, F2NError, breaks_the_device
 from f2n.runtime.build import load_supported_network, resolve_device
+from f2n.runtime.engine_choice import EngineChoice
 from f2n.runtime.images import DecodedImage, read_image
 from f2n.runtime.jobs import Job, collect_inputs, plan_jobs, prepare_folders
 from f2n.runtime.options import PipelineOptions, click_options, pipeline_from_options
@@ -24,41 +27,11 @@ from f2n.runtime.pipeline import AdaptAndRun
 from f2n.runtime.report import RunReport, summarise, write_report_json
 
 EXIT_PARTIAL, EXIT_ALL_FAILED = 1, 2
-EXIT_INTERRUPTED = 130  # the shell's code for a process ended by SIGINT
-EXIT_TERMINATED = 143  # the shell's code for a process ended by SIGTERM
+__all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "Terminated", "main", "run"]  # the codes, for f2n-batch and tests
 
 
-class Terminated(BaseException):
-    """SIGTERM (a service manager, a batch scheduler) arrived: stop like Ctrl-C. A BaseException,
-    as KeyboardInterrupt is, so that no per-photo ``except Exception`` goes on past it."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
-
-
-class OptionError(click.ClickException):
-    """An option click itself rejects (``--tile abc``): one line and ConfigError's exit
-    code, like every other error, instead of click's usage text and exit code 2 (which
-    here means that every photo failed)."""
-
-    exit_code = ConfigError.exit_code
-
-    def show(self, file: object = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-class Command(click.Command):
-    """click's command, its usage errors raised as ``OptionError``."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as error:
-            raise OptionError(error.format_message()) from None
-
-
-@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, stop_note="stopped before any photo was processed: nothing was written",
+               context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (one input) or folder [f2n_out].")
 @click_options()
@@ -70,27 +43,29 @@ class Command(click.Command):
 @click.option("--progress/--no-progress", default=True, help="Progress bar over tiles.")
 def command(inputs: tuple[Path, ...], **options: object) -> None:
     """Super-resolve PHOTO_OR_DIR... x4, adapting the SR network to each photo (faces or CMDSR)."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        code = run(inputs, PipelineOptions.take(options), **options)
-    except F2NError as error:  # one line and the error's exit code, never a traceback
-        click.echo(f"error: {error}", err=True)
-        code = error.exit_code
-    except Interrupted as interrupted:
-        click.echo(f"interrupted: {interrupted}", err=True)
-        code = EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        click.echo("interrupted before any photo was processed: nothing was written", err=True)
-        code = EXIT_INTERRUPTED
-    except Terminated:
-        click.echo("terminated (SIGTERM): the photo in progress was not written", err=True)
-        code = EXIT_TERMINATED
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    sys.exit(code)
+    if options["demo"]:
+        check_demo_options(click.get_current_context(), inputs)
+    sys.exit(run(inputs, PipelineOptions.take(options), **options))  # errors and stops end in f2n.command.Command
 
 
 main = command  # the console script's entry point
+
+# What --demo honours: it brings its own photo, priors, engine and outputs.
+DEMO_OPTIONS = frozenset({"demo", "device", "checkpoint", "sr_range", "steps", "lr", "optimizer", "no_guard",
+                          "patches_per_face", "patches_per_image"})
+
+
+def check_demo_options(ctx: click.Context, inputs: tuple[Path, ...]) -> None:
+    """--demo refuses what it would ignore, rather than run without it."""
+    given = [param.opts[0] for param in ctx.command.params if isinstance(param, click.Option)
+             and param.name not in DEMO_OPTIONS
+             and ctx.get_parameter_source(param.name) not in (None, click.core.ParameterSource.DEFAULT)]
+    if inputs:
+        given.insert(0, "a photo")
+    if given:
+        raise ConfigError(f"--demo runs on its own photo with its own priors and engine; it does not take "
+                          f"{', '.join(given)}: leave them out (it takes --device, --checkpoint, --sr-range, --steps, "
+                          "--lr, --optimizer, --no-guard, --patches-per-face, --patches-per-image)")
 
 
 def run(inputs: tuple[Path, ...], options: PipelineOptions, *, out: Path | None, save_debug: bool,
@@ -121,8 +96,9 @@ def run(inputs: tuple[Path, ...], options: PipelineOptions, *, out: Path | None,
         written: list[Path] = []
         try:
             reports.append(process(pipeline, job, overwrite, decoded.get(job.source), written))
-        except KeyboardInterrupt:
-            raise Interrupted(interrupted_at(job, written, reports, report)) from None
+        except (KeyboardInterrupt, Terminated) as stop:
+            written_report = "" if report is None else f"; {stopped_report(report, reports, choice)}"
+            raise Stopped(stop, stopped_at(job, written, reports) + written_report) from None
     if report is not None:
         try:
             write_report_json(report, reports, engine=choice.to_dict())
@@ -138,13 +114,9 @@ def run(inputs: tuple[Path, ...], options: PipelineOptions, *, out: Path | None,
     return EXIT_ALL_FAILED if counts["failed"] == len(reports) else EXIT_PARTIAL
 
 
-class Interrupted(Exception):
-    """Ctrl-C during the photos; the message says what was and was not written."""
-
-
-def interrupted_at(job: Job, written: list[Path], reports: list[RunReport], report: Path | None) -> str:
-    """Exactly what an interruption during ``job`` leaves: every write is atomic, so a file is
-    either complete or absent; θ′ is written before the image, the debug folder after it."""
+def stopped_at(job: Job, written: list[Path], reports: list[RunReport]) -> str:
+    """Exactly what a stop during ``job`` leaves: every write is atomic, so a file is either
+    complete or absent; θ′ is written before the image, the debug folder after it."""
     wanted = [path for path in (job.weights_out, job.output, job.debug_dir) if path is not None]
     missing = [path for path in wanted if path not in written]
     done = sum(r.status == "ok" for r in reports)
@@ -153,8 +125,16 @@ def interrupted_at(job: Job, written: list[Path], reports: list[RunReport], repo
     parts.append(f"not written {', '.join(map(str, missing))}")
     if job.debug_dir is not None and job.debug_dir in missing and job.debug_dir.exists():
         parts.append("(the debug folder is incomplete)")
-    text = " ".join(parts)
-    return text if report is None else f"{text}; --report {report} not written"
+    return " ".join(parts)
+
+
+def stopped_report(report: Path, reports: list[RunReport], choice: EngineChoice | None) -> str:
+    """Write ``--report`` for the photos finished before a stop; says whether it was written."""
+    try:
+        write_report_json(report, reports, engine=choice.to_dict() if choice is not None else None)
+    except OSError as error:
+        return f"--report {report} not written ({error.strerror or error})"
+    return f"--report {report} written with the {len(reports)} photo(s) finished before the stop"
 
 
 def process(pipeline: AdaptAndRun, job: Job, overwrite: bool, decoded: DecodedImage | None = None,
@@ -172,6 +152,9 @@ def process(pipeline: AdaptAndRun, job: Job, overwrite: bool, decoded: DecodedIm
         return RunReport(str(job.source), None, "failed", False, reason=str(error))
     except Exception as error:  # a folder run goes on past a photo that breaks in an unforeseen way
         first_line = next(iter(str(error).strip().splitlines()), "")
+        if breaks_the_device(error):  # every later photo would fail the same way
+            raise EngineUnavailableError(f"{job.source} failed with '{first_line}': the CUDA context is broken, "
+                                         "so the run stops here (photos written before it are complete)") from None
         reason = f"unexpected {type(error).__name__}: {first_line}"
         click.echo(f"failed {job.source}: {reason}", err=True)
         return RunReport(str(job.source), None, "failed", False, reason=reason)

@@ -137,11 +137,13 @@ class AdaptAndRun:
             result = self.enhance(image.rgb, image.alpha, seed=seed, keep_face_pictures=debug_dir is not None)
             timings.update(result.timings)
             # 7. θ′ before the image: an image on disk makes the next run skip the photo, so it
-            # must not exist unless the weights asked for do (each write is atomic)
-            if weights_out is not None and result.adaptation is not None:
+            # must not exist unless the weights asked for do (each write is atomic). Not adapted
+            # (the guard kept θ, no faces): θ itself, marked so, rather than no file at all.
+            if weights_out is not None:
                 with timed(timings, "save_weights"):
                     written.append(save_adapted_weights(weights_out, result.adaptation, source, result.provenance,
-                                                        self.model.value_range))
+                                                        self.model.value_range, base=self.base_weights,
+                                                        reason=result.reason))
             # 8. encode
             with timed(timings, "encode"):
                 write_image(output, result.rgb, alpha=result.alpha, bit_depth=bit_depth,
@@ -236,6 +238,7 @@ class AdaptAndRun:
             "tile": self.config.tile, "overlap": self.config.overlap, "batch_size": self.config.batch_size,
             "paste_faces": self.config.paste_faces, "engine": self.engine.name,
             "sr_range": self.sr_range.value_range, "sr_range_source": self.sr_range.source,
+            "sr_range_guessed": self.sr_range.guessed,
             "mask": result.faces.mask_source if result.faces is not None else None, "seed": seed,
         }
         return RunReport(
@@ -248,11 +251,18 @@ class AdaptAndRun:
         )
 
 
-def save_adapted_weights(path: Path, adaptation: AdaptResult, source: Path, provenance: Mapping[str, str],
-                         value_range: ValueRange) -> Path:
+def save_adapted_weights(path: Path, adaptation: AdaptResult | None, source: Path, provenance: Mapping[str, str],
+                         value_range: ValueRange, *, base: Mapping[str, torch.Tensor] | None = None,
+                         reason: str = "") -> Path:
     """θ′ as safetensors with canonical RRDBNet names (loadable by f2n-export and
     ``load_sr_network``), how it was made (``provenance``) and the value range θ was trained
-    on (read back by ``load_sr_network``) in the metadata."""
+    on (read back by ``load_sr_network``) in the metadata. ``adaptation`` None: the photo was
+    not adapted (``reason``), and ``base`` (θ) is written with ``adapted`` "false" and the reason."""
     metadata = {"format": ADAPTED_WEIGHTS_FORMAT, "source_photo": str(source), **provenance,
-                VALUE_RANGE_META: value_range}
-    return save_safetensors_atomic(path, {k: v.to(torch.float32) for k, v in adaptation.weights.items()}, metadata)
+                VALUE_RANGE_META: value_range, "adapted": "true" if adaptation is not None else "false"}
+    if adaptation is None:
+        if base is None:
+            raise ValueError("a photo that was not adapted needs the base weights to write")
+        metadata["not_adapted_reason"] = reason
+    weights = adaptation.weights if adaptation is not None else base
+    return save_safetensors_atomic(path, {k: v.detach().to("cpu", torch.float32) for k, v in weights.items()}, metadata)

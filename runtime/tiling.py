@@ -20,7 +20,7 @@ from f2n.export.protocol import SREngine
 from f2n.runtime.types import SCALE
 
 DEFAULT_TILE = 192  # LR pixels
-DEFAULT_OVERLAP = 32  # LR pixels; below ~32 seams become visible (DEPLOYMENT-NOTES #2)
+DEFAULT_OVERLAP = 32  # LR pixels; Real-ESRGAN users report visible seams with less padding than ~32
 DEFAULT_BATCH_SIZE = 1
 MIN_TILE = 16  # LR pixels: halving on OOM stops here
 

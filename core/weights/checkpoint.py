@@ -128,6 +128,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+    except PermissionError as error:  # the file may be fine (torch raises OSError for truncated ones too)
+        raise WeightsError(f"cannot read {path}: {error.strerror or error}") from None
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"cannot read {path} as safetensors ({_first_line(error)}); the file is corrupt or truncated") from None
 
@@ -145,7 +147,11 @@ def _torch_load(path: Path) -> object:
             ) from None
         raise WeightsError(f"cannot read {path} as a PyTorch weight file ({_torch_reason(error)}); "
                            "the file is corrupt or truncated") from None
-    except Exception as error:
+    except MemoryError:
+        raise  # the machine's state, not the file's: not "corrupt"
+    except PermissionError as error:  # the file may be fine (torch raises OSError for truncated ones too)
+        raise WeightsError(f"cannot read {path}: {error.strerror or error}") from None
+    except Exception as error:  # torch's reader raises RuntimeError, EOFError, ValueError... for a bad file
         raise WeightsError(f"cannot read {path} as a PyTorch weight file ({_torch_reason(error)}); "
                            "the file is corrupt or truncated") from None
 

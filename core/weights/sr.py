@@ -83,8 +83,11 @@ class RangeChoice:
 
     value_range: ValueRange
     source: str
+    guessed: bool = False  # from a file name or the default, not from a record, the registry or --sr-range
 
     def __str__(self) -> str:
+        if self.guessed:  # a renamed F2N-ESRGAN file would run silently in the wrong range
+            return f"{self.value_range} (a guess: {self.source}; give --sr-range if it is wrong)"
         return f"{self.value_range} ({self.source})"
 
 
@@ -199,8 +202,9 @@ def resolve_value_range(path: Path, weights: WeightFile, spec: WeightSpec | None
     if spec is not None:
         return RangeChoice(spec.value_range or "unit", f"registry entry {spec.name}")
     if path.name in OFFICIAL_SIGNED_FILENAMES:
-        return RangeChoice("signed", f"{path.name} is named as an official F2N-ESRGAN file, trained in [-1, 1]")
-    return RangeChoice("unit", f"{path.name} records no {VALUE_RANGE_META}: [0, 1], as Real-ESRGAN")
+        return RangeChoice("signed", f"{path.name} is named as an official F2N-ESRGAN file, trained in [-1, 1]",
+                           guessed=True)
+    return RangeChoice("unit", f"{path.name} records no {VALUE_RANGE_META}: [0, 1], as Real-ESRGAN", guessed=True)
 
 
 def load_sr_network(source: str | Path = "realesrgan-x4plus", *, device: str | torch.device = "cpu",

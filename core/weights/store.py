@@ -10,11 +10,13 @@ says where to put the file or which ``f2n-models`` command to run.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import importlib
 import importlib.util
 import os
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from tqdm import tqdm
 
 from f2n.errors import WeightsError
@@ -90,6 +93,10 @@ def fetch(name: str | WeightSpec) -> Path:
     official = f2n_home() / spec.filename
     if official.is_file() and (spec.sha256 is None or sha256_file(official) == spec.sha256):
         return official
+    if spec.url is None or offline():  # what an installed package holds needs no download
+        built = _from_package(spec, spec.source) if spec.source is not None else None
+        if built is not None:
+            return built
     if spec.url is None:
         raise WeightsError(f"weights {spec.name!r} have no download URL; {_manual_hint(spec)}")
     if offline():
@@ -212,9 +219,26 @@ def packaged_file(packaged: PackagedFile, pip_name: str) -> Path:
 def _download(spec: WeightSpec, destination: Path) -> Path:
     """Download ``spec.url`` into ``destination.part`` (resuming what is there),
     check it, then rename it into place. A checksum failure deletes the partial file;
-    a network failure keeps it for the next attempt."""
+    a network failure keeps it for the next attempt. One process of a machine downloads a
+    file at a time: another waits for it, then finds the file in place."""
     writable_home()
     destination.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(_lock_path(destination)):
+        if destination.is_file() and (spec.sha256 is None or sha256_file(destination) == spec.sha256):
+            return destination
+        return _download_locked(spec, destination)
+
+
+def _lock_path(destination: Path) -> Path:
+    """The lock of one cache file, outside the cache (which holds weights only): one per file
+    and machine, shared by every process there that fetches it."""
+    key = hashlib.sha256(str(destination.resolve()).encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / f"f2n-locks-{os.getuid()}"  # per user: /tmp is shared
+    folder.mkdir(exist_ok=True)
+    return folder / f"{key}.lock"
+
+
+def _download_locked(spec: WeightSpec, destination: Path) -> Path:
     part = destination.with_name(destination.name + ".part")
     offset = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": "f2n"} | ({"Range": f"bytes={offset}-"} if offset else {})

@@ -9,21 +9,21 @@ Exit codes as f2n-adapt-and-run: 0 every photo written (now or before), 1 some f
 with its code (ConfigError 5, EngineUnavailableError 4 when Ray is not installed, …).
 """
 
-import signal
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 
 import click
 
-from f2n.errors import ConfigError, F2NError
+from f2n.command import Command
+from f2n.console import Stopped, Terminated
+from f2n.errors import ConfigError
 from f2n.runtime.batch.inputs import plan_photos
 from f2n.runtime.batch.manifest import Manifest
 from f2n.runtime.batch.run import ClusterOptions, check_batch_options, import_ray, run_batch
 from f2n.runtime.batch.storage import is_uri, join, location, make_folder
-from f2n.runtime.cli import EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_PARTIAL, EXIT_TERMINATED, Command, Terminated
+from f2n.runtime.cli import EXIT_ALL_FAILED, EXIT_PARTIAL, stopped_report
 from f2n.runtime.jobs import DEFAULT_OUT_DIR, prepare_folders
 from f2n.runtime.options import PipelineOptions, click_options
 from f2n.runtime.report import summarise, write_report_json
@@ -32,7 +32,8 @@ MANIFEST_NAME = "manifest.jsonl"
 ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside the outputs, during a run
 
 
-@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=Command, stop_note="stopped before any photo was processed: nothing was written",
+               context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1)
 @click.option("--out", default=str(DEFAULT_OUT_DIR), show_default=True,
               help="Output folder or fsspec URI (OUT/<stem>.png, as f2n-adapt-and-run).")
@@ -53,30 +54,15 @@ def command(inputs: tuple[str, ...], out: str, manifest: Path | None, report: Pa
             workers: int | None, cpus_per_worker: int, gpus_per_worker: float | None, attempts: int,
             **pipeline: object) -> None:
     """Super-resolve every photo of INPUTS (folders, globs, photos, URIs, .txt lists of them) x4 on Ray."""
-    try:
-        options = PipelineOptions.take(pipeline)
-        check_batch_options(options)  # before any folder is made
-        options = replace(options, **{name: _absolute(getattr(options, name), files_only=name in ("checkpoint", "prior"))
-                                      for name in ("checkpoint", "prior", "natural_bank", "redegnet_weights")})
-        cluster = ClusterOptions(address, workers, cpus_per_worker, gpus_per_worker, attempts)
-        code = run(inputs, location(out), manifest, report, options, cluster)
-    except F2NError as error:  # one line and the error's exit code, never a traceback
-        click.echo(f"error: {error}", err=True)
-        code = error.exit_code
-    except KeyboardInterrupt:  # the manifest holds every photo finished so far
-        click.echo("interrupted: finished photos are in the manifest; run again to resume", err=True)
-        code = EXIT_INTERRUPTED
-    except Terminated:
-        click.echo("terminated (SIGTERM): finished photos are in the manifest; run again to resume", err=True)
-        code = EXIT_TERMINATED
-    sys.exit(code)
+    options = PipelineOptions.take(pipeline)
+    check_batch_options(options)  # before any folder is made
+    options = replace(options, **{name: _absolute(getattr(options, name), files_only=name in ("checkpoint", "prior"))
+                                  for name in ("checkpoint", "prior", "natural_bank", "redegnet_weights")})
+    cluster = ClusterOptions(address, workers, cpus_per_worker, gpus_per_worker, attempts)
+    sys.exit(run(inputs, location(out), manifest, report, options, cluster))  # errors, stops: Command
 
 
-def main() -> None:
-    """The console script: a scheduler's SIGTERM ends the run like f2n-adapt-and-run's (Ray shut
-    down, exit 143)."""
-    signal.signal(signal.SIGTERM, _terminate)
-    command()
+main = command  # the console script's entry point; Command turns SIGTERM into a stop (Ray shut down, 143)
 
 
 def run(inputs: tuple[str, ...], out: str, manifest_path: Path | None, report: Path | None, options: PipelineOptions,
@@ -91,8 +77,15 @@ def run(inputs: tuple[str, ...], out: str, manifest_path: Path | None, report: P
     prepare_folders([], report, started=time.time())
     make_folder(out)
     with Manifest(manifest_path, options.digest()) as manifest:
-        run_batch(photos, manifest, options, cluster, attempts_dir=join(out, ATTEMPTS_DIR_NAME),
-                  echo=lambda text: click.echo(text, err=True))
+        try:
+            run_batch(photos, manifest, options, cluster, attempts_dir=join(out, ATTEMPTS_DIR_NAME),
+                      echo=lambda text: click.echo(text, err=True))
+        except (KeyboardInterrupt, Terminated) as stop:  # Ray is shut down; the manifest has every finished photo
+            done = manifest.reports([photo.source for photo in photos])
+            written = "" if report is None else f"; {stopped_report(report, done, None)}"
+            finished = sum(r.status == "ok" for r in done)
+            raise Stopped(stop, f"{finished} photo(s) written and recorded in {manifest_path}; "
+                                f"run again to resume{written}") from None
         reports = manifest.reports([photo.source for photo in photos])
     if report is not None:
         write_report_json(report, reports)
@@ -112,6 +105,3 @@ def _absolute(name_or_path: str | None, files_only: bool) -> str | None:
         return name_or_path
     return str(Path(name_or_path).resolve())
 
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated

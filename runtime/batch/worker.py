@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from f2n.errors import F2NError
+from f2n.errors import F2NError, breaks_the_device
 from f2n.runtime.batch.storage import join, local_copy, read_text, write_text, written_to
 from f2n.runtime.options import PipelineOptions, pipeline_from_options
 from f2n.runtime.report import RunReport
@@ -34,7 +34,7 @@ class PhotoWorker:
         self.max_attempts = max_attempts
         self.setup_error: F2NError | None = None
         try:
-            self.pipeline = pipeline_from_options(options, threads=threads)
+            self.pipeline = pipeline_from_options(options, threads=threads)  # OpenVINO and ONNX Runtime too, not only torch
         except F2NError as error:  # raised here, Ray would restart the worker for ever
             self.setup_error = error
 
@@ -60,6 +60,8 @@ class PhotoWorker:
         except F2NError as error:
             report = failed(source, str(error))
         except Exception as error:  # an unforeseen failure fails this photo, not the batch
+            if breaks_the_device(error):  # every later photo here would fail: end this worker, Ray
+                os._exit(1)  # starts a fresh one and hands it the photo again (counted as an attempt)
             first_line = next(iter(str(error).strip().splitlines()), "")
             report = failed(source, f"unexpected {type(error).__name__}: {first_line}")
         choice = self.pipeline.engine_choice  # auto may choose differently on each kind of worker
