@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from f2n.app.pipelines import ENGINES
-from f2n.errors import ConfigError, one_line_errors
+from f2n.command import Command
+from f2n.errors import ConfigError
 
 OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1", "GRADIO_SSR_MODE": "False"}
 
@@ -20,7 +21,7 @@ def offline_environment() -> None:
         os.environ.setdefault(key, value)
 
 
-@click.command()
+@click.command(cls=Command, stop_note="the page stopped; nothing of its sessions was kept")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="address to serve on; 0.0.0.0 opens the page to the network, with no login")
 @click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
@@ -36,7 +37,6 @@ def offline_environment() -> None:
 @click.option("--max-upload-mb", type=click.IntRange(1), default=50, show_default=True)
 @click.option("--queue-size", type=click.IntRange(1), default=16, show_default=True,
               help="photos waiting beyond the one running; more are turned away")
-@one_line_errors
 def main(host: str, port: int, checkpoint: str, prior: str, engine: str, device: str | None, steps: int,
          no_adapt: bool, max_pixels: int, max_upload_mb: int, queue_size: int) -> None:
     """Serve f2n's web page: upload a photo, compare adapted and base x4, download the results."""

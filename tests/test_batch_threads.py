@@ -4,7 +4,7 @@ worker, so N workers on an N-core node ran N² threads."""
 
 from pathlib import Path
 
-from f2n.runtime.batch.build import PipelineOptions
+from f2n.runtime.options import PipelineOptions
 from f2n.runtime.batch.worker import PhotoWorker
 
 

@@ -1,4 +1,4 @@
-"""Issue 26, item 3: all seven commands end the same way (README's exit-code table): a usage
+"""Issue 26, item 3: every command ends the same way (README's exit-code table): a usage
 error is one line and 5, Ctrl-C one line and 130, SIGTERM one line and 143, also while the
 libraries are still importing."""
 
@@ -27,6 +27,7 @@ COMMANDS = {
     "f2n-eval": ("f2n.eval.cli", ["run", "x", "--out", "y"]),
     "f2n-train": ("f2n.training.cli", []),
     "f2n-bench": ("f2n.benchmarks.cli", ["report"]),
+    "f2n-app": ("f2n.app.cli", []),
 }
 
 
@@ -146,7 +147,7 @@ class Broken:  # a pipeline whose photo broke the CUDA context
 worker = PhotoWorker.__new__(PhotoWorker)
 worker.name, worker.setup_error, worker.max_attempts = "test", None, 3
 worker.attempts, worker.pipeline = AttemptCounter(Path(sys.argv[1])), Broken()
-print(worker.process("photo.png", Path(sys.argv[1]) / "out.png", 0))
+print(worker.process("photo.png", str(Path(sys.argv[1]) / "out.png"), 0))
 '''
 
 
