@@ -17,7 +17,14 @@ import click
 
 from f2n.errors import ConfigError, F2NError
 from f2n.nets.rrdbnet import VALUE_RANGES, ValueRange
-from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
+from f2n.runtime.adapt import (
+    DEFAULT_LR,
+    DEFAULT_OBJECTIVE,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    OBJECTIVES,
+)
 from f2n.runtime.build import (
     DEFAULT_PATCHES_PER_IMAGE,
     build_pipeline,
@@ -80,6 +87,11 @@ class Command(click.Command):
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
 @click.option("--no-guard", is_flag=True, help="Keep θ′ even when the held-out face pairs' loss did not improve "
               "(by default the base weights are used then, and the report says so).")
+@click.option("--objective", type=click.Choice(list(OBJECTIVES)),
+              help=f"Inner-loop loss: l1 (MetaF2N), lowband (L1 on the low band only), teacher (L1 + the base network "
+                   f"as teacher of the non-face texture) [{DEFAULT_OBJECTIVE}].")
+@click.option("--strength", type=click.FloatRange(0, 1),
+              help=f"θ + strength·(θ′ − θ) is used [{DEFAULT_STRENGTH:g}].")
 @click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr", "redegnet"]), default="auto", show_default=True,
               help="faces: MetaF2N; cmdsr: ConditionNet on the photo's LR patches; redegnet: the faces' degradation "
                    "rendered onto --natural-bank images (ReDegNet); auto: cmdsr when the checkpoint has a ConditionNet.")
@@ -142,7 +154,8 @@ main = command  # the console script's entry point
 
 
 def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int | None, lr: float | None,
-        optimizer: str | None, no_guard: bool, adapt_method: str, natural_bank: Path | None, natural_pairs: int,
+        optimizer: str | None, no_guard: bool, objective: str | None, strength: float | None, adapt_method: str,
+        natural_bank: Path | None, natural_pairs: int,
         redegnet_weights: Path | None,
         patches_per_face: int | None, patches_per_image: int | None, support_patch: int, support_count: int,
         tile: int, tile_overlap: int, device: str | None, precision: str | None, prior: str,
@@ -150,11 +163,12 @@ def run(inputs: tuple[Path, ...], *, out: Path | None, engine: str, steps: int |
         paste_faces: bool, save_debug: bool, save_weights: Path | None, report: Path | None, no_adapt: bool,
         require_adaptation: bool, overwrite: bool, demo: bool, progress: bool) -> int:
     requested = {"steps": steps, "lr": lr, "optimizer": optimizer, "guard": False if no_guard else None,
-                 "patches_per_face": patches_per_face, "patches_per_image": patches_per_image}
+                 "objective": objective, "strength": strength, "patches_per_face": patches_per_face, "patches_per_image": patches_per_image}
     if demo:
         from f2n.runtime.demo import run_demo
 
-        return run_demo(device=resolve_device(device), checkpoint=checkpoint, requested=requested, sr_range=sr_range)
+        return run_demo(device=resolve_device(device), checkpoint=checkpoint, requested=requested, sr_range=sr_range,
+                        out=out)
     if steps is not None:
         check_adapt_steps(steps)  # before AdaptConfig, whose own bound (>= 0) serves other callers
     if no_adapt and (require_adaptation or save_weights):

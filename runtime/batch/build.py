@@ -32,6 +32,8 @@ class PipelineOptions:
     lr: float | None = None
     optimizer: str | None = None
     no_guard: bool = False
+    objective: str | None = None  # the inner loop's loss (None: the default, f2n.runtime.adapt.OBJECTIVES)
+    strength: float | None = None  # θ + strength·(θ′ − θ) (None: the default)
     adapt_method: str = "auto"
     natural_bank: str | None = None  # ReDegNet's folder of HQ natural images (absolute: workers read it)
     natural_pairs: int = ReDegNetConfig().natural_pairs
@@ -74,6 +76,7 @@ def build_pipeline(options: PipelineOptions) -> AdaptAndRun:
     """Weights, engine, adaptation method and prior, through f2n-adapt-and-run's factory."""
     requested = {"steps": options.steps, "lr": options.lr, "optimizer": options.optimizer,
                  "guard": False if options.no_guard else None,
+                 "objective": options.objective, "strength": options.strength,
                  "patches_per_face": options.patches_per_face, "patches_per_image": options.patches_per_image}
     return build.build_pipeline(
         options.checkpoint, sr_range=options.sr_range, engine=options.engine, device=options.device,

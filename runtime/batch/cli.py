@@ -19,7 +19,7 @@ import click
 
 from f2n.errors import ConfigError, F2NError
 from f2n.nets.rrdbnet import VALUE_RANGES
-from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS
+from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, OBJECTIVES
 from f2n.runtime.batch.build import PipelineOptions
 from f2n.runtime.batch.inputs import plan_photos
 from f2n.runtime.batch.manifest import Manifest
@@ -57,6 +57,9 @@ ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside
 @click.option("--lr", type=float, help=f"Adaptation learning rate α [checkpoint's, else {DEFAULT_LR}].")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), help=f"[checkpoint's, else {DEFAULT_OPTIMIZER}]")
 @click.option("--no-guard", is_flag=True, help="Keep θ′ even when the held-out face pairs' loss did not improve.")
+@click.option("--objective", type=click.Choice(list(OBJECTIVES)), help="As f2n-adapt-and-run's: the inner-loop loss.")
+@click.option("--strength", type=click.FloatRange(0, 1),
+              help="As f2n-adapt-and-run's: θ + strength·(θ′ − θ) is used.")
 @click.option("--adapt-method", type=click.Choice(["auto", "faces", "cmdsr", "redegnet"]), default=DEFAULTS.adapt_method,
               show_default=True)
 @click.option("--natural-bank", help="ReDegNet: a folder of HQ natural images (every worker reads it).")
