@@ -98,3 +98,33 @@ def test_strength_half_lands_between_theta_and_theta_prime(blur_case) -> None:
     with torch.no_grad():  # what every engine gets: plain weights of the same network
         out = functional_call(model, half.weights, (context,))
     assert out.shape == (8, 3, 32, 32) and torch.isfinite(out).all()
+
+
+def test_objective_strength_and_guard_figures_reach_the_report(tiny_weights, tmp_path) -> None:
+    from f2n.runtime import OraclePrior, build_pipeline, write_image
+    from f2n.runtime.demo import demo_pair
+
+    gt, lq = demo_pair((0, 512, 0, 512))  # the whole astronaut: room beside the face for non-face patches
+    photo = tmp_path / "astronaut.png"
+    write_image(photo, lq)
+    pipeline = build_pipeline(tiny_weights, device="cpu", engine="torch", prior=OraclePrior(gt),
+                              requested={"objective": "lowband+teacher", "strength": 0.5, "texture_floor": 0.01,
+                                         "steps": 2, "lr": 1e-3})
+    adapt_config = pipeline.config.adapt
+    assert (adapt_config.lowpass_sigma, adapt_config.teacher, adapt_config.strength) == (2.0, 1.0, 0.5)
+    report = pipeline(photo, tmp_path / "out.png")
+    figures = report.adaptation
+    assert figures["objective"] == "low-band L1 σ=2 + 1·teacher σ=2" and figures["strength"] == "0.5"
+    assert figures["nonface_patches"] == "8" and 0 < float(figures["texture_ratio"]) < 100
+    assert report.settings["adapt"]["strength"] == 0.5
+
+
+def test_an_unknown_objective_or_strength_is_one_line_exit_5(tiny_weights, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from f2n.runtime import cli
+
+    for option in (["--objective", "vgg"], ["--strength", "1.5"]):
+        result = CliRunner().invoke(cli.command, [str(tmp_path / "x.png"), "--checkpoint", str(tiny_weights), *option])
+        assert result.exit_code == 5, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
