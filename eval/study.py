@@ -390,6 +390,43 @@ def photo_table(rows: list[dict], setting: str, floor: float = 0.0) -> str:
     return "\n".join(lines)
 
 
+def compare_lines(rows: list[dict], candidates: list[tuple[str, float]]) -> list[str]:
+    """The decision table: per (prior, degradation), on the cases every candidate (setting name,
+    whole-photo guard floor) was measured on, the guarded mean and worst Δ non-face PSNR, the mean
+    and worst Δ NIQE and the mean Δ PIQE; then whether each beats the first candidate on both means."""
+    names = {name for name, _ in candidates}
+    by_case: dict[tuple, dict[str, dict]] = {}
+    for row in rows:
+        if "delta" in row and row["setting"] in names:
+            key = (row["prior"], row["degradation"], row["photo"], row["seed"])
+            by_case.setdefault(key, {})[row["setting"]] = row
+    lines = ["| prior | degr. | setting (floor) | cases | Δ non-face guarded [95 % CI] | worst | Δ NIQE guarded [95 % CI] "
+             "| worst Δ NIQE | Δ PIQE guarded | kept θ′ |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    verdicts = []
+    groups = sorted({key[:2] for key in by_case}) + sorted({(key[0], "iid+ood") for key in by_case})
+    for prior, degradation in groups:  # each degradation, then both pooled (what the rule decides on)
+        cases = [v for k, v in by_case.items()
+                 if k[0] == prior and degradation in ("iid+ood", k[1]) and len(v) == len(names)]
+        if not cases:
+            continue
+        means = []
+        for name, floor in candidates:
+            guarded = [_guarded(case[name], floor) for case in cases]
+            psnr, niqe = [g["psnr_nonface"] for g in guarded], [g["niqe"] for g in guarded]
+            means.append((_mean(psnr), _mean(niqe)))
+            lines.append(f"| {prior} | {degradation} | {name} ({floor:g}) | {len(cases)} | {_ci(psnr)} | {min(psnr):+.3f} "
+                         f"| {_ci(niqe)} | {max(niqe):+.3f} | {_mean([g['piqe'] for g in guarded]):+.2f} "
+                         f"| {sum(whole_photo_guard(case[name], floor) for case in cases)}/{len(cases)} |")
+        (ref_name, ref_floor), ref = candidates[0], means[0]
+        for (name, floor), mean in zip(candidates[1:], means[1:]):
+            better = mean[0] > ref[0] and mean[1] < ref[1]
+            verdicts.append(f"- {prior}, {degradation}: {name} ({floor:g}) {'beats' if better else 'does not beat'} "
+                            f"{ref_name} ({ref_floor:g}) on both means (Δ PSNR {mean[0]:+.3f} vs {ref[0]:+.3f} dB, "
+                            f"Δ NIQE {mean[1]:+.3f} vs {ref[1]:+.3f})")
+    return lines + [""] + verdicts
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -463,6 +500,60 @@ def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[
                         handle.write(json.dumps(row) + "\n")
                     click.echo(json.dumps({k: row.get(k) for k in ("photo", "degradation", "prior", "setting",
                                                                     "delta_guarded", "steps_taken", "seconds")}))
+
+
+@cli.command()
+@click.argument("photo", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
+@click.option("--setting", "settings", type=click.Choice(list(SETTINGS)), multiple=True, default=("today", "lowpass"),
+              show_default=True)
+@click.option("--degradation", type=click.Choice(["iid", "ood"]), default="iid", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--prior", type=click.Choice(PRIORS), default="oracle-restored", show_default=True)
+@click.option("--lq-size", type=int, default=80, show_default=True)
+@click.option("--face-lq", type=int, default=24, show_default=True)
+@click.option("--zoom-box", type=int, nargs=4, help="GT pixels y0 y1 x0 x1 of the zoomed crop [a non-face corner].")
+@one_line_errors
+def picture(photo: Path, out: Path, settings: tuple[str, ...], degradation: str, seed: int, prior: str, lq_size: int,
+            face_lq: int, zoom_box: tuple[int, int, int, int] | None) -> None:
+    """One case side by side: bicubic | base | each setting | ground truth, a zoomed crop below."""
+    from f2n.runtime.demo import comparison_picture
+    from f2n.runtime.face_detect import RetinaFaceDetector
+    from f2n.runtime.images import write_image
+    from f2n.weights import load_sr_network
+
+    model = load_sr_network("realesrgan-x4plus").model.eval()
+    detector = RetinaFaceDetector()
+    case = make_case(photo, degradation, seed, lq_size=lq_size, face_lq=face_lq, detector=detector)
+    if case is None:
+        raise ConfigError(f"{photo.name}: no face")
+    engine = TorchEngine(model)
+    panels = {"bicubic": np.clip(cv2.resize(case.lq, case.gt.shape[1::-1], interpolation=cv2.INTER_CUBIC), 0, 1),
+              "base network": tiled_upscale(engine, case.lq, tile=lq_size, overlap=0)}
+    study_prior = _CachedPrior(make_study_prior(prior, case.gt, model))
+    config = FaceStageConfig(patches=PatchConfig(lq_size=16, count=8))  # as run_case's settings draw them
+    faces = run_face_stage(case.lq, detector=detector, prior=study_prior, config=config, seed=case.seed)
+    for name in settings:
+        result = adapt(model, faces.patches, SETTINGS[name].adapt, seed=case.seed)
+        engine.set_weights(result.weights)
+        panels[name] = tiled_upscale(engine, case.lq, tile=lq_size, overlap=0)
+    panels["ground truth"] = case.gt
+    side = case.gt.shape[0]
+    box = zoom_box or (side - side // 4, side, 0, side // 4)  # bottom-left corner: the window's edge, not a face
+    write_image(out, comparison_picture(panels, box, zoom=4).astype(np.float32) / 255)
+    click.echo(str(out))
+
+
+@cli.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--candidate", "candidates", type=(str, float), multiple=True, required=True,
+              help="A setting and its whole-photo guard floor (0: off), e.g. --candidate lowpass 0.7; "
+                   "the first is the reference to beat.")
+@one_line_errors
+def compare(results: Path, candidates: tuple[tuple[str, float], ...]) -> None:
+    """The decision table: candidates against the first on the cases measured with all of them."""
+    rows = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines() if line.strip()]
+    click.echo("\n".join(compare_lines(rows, list(candidates))))
 
 
 @cli.command()

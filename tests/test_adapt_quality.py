@@ -128,3 +128,19 @@ def test_an_unknown_objective_or_strength_is_one_line_exit_5(tiny_weights, tmp_p
         result = CliRunner().invoke(cli.command, [str(tmp_path / "x.png"), "--checkpoint", str(tiny_weights), *option])
         assert result.exit_code == 5, result.output
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_the_study_holds_out_a_fixed_third_and_bootstraps_the_mean() -> None:
+    from f2n.eval.study import bootstrap_ci, split_photos, whole_photo_guard
+
+    names = [f"photo{i}.jpg" for i in range(33)]
+    tune, check = split_photos(reversed(names))
+    assert len(check) == 11 and len(tune) == 22 and not set(tune) & set(check)
+    assert (tune, check) == split_photos(names)  # fixed by the seed, not by the order given
+    assert split_photos(names, seed=1)[1] != check
+    values = [0.1, 0.5, -0.2, 0.4, 0.3, 0.0]
+    low, high = bootstrap_ci(values)
+    assert low < float(np.mean(values)) < high and high - low < max(values) - min(values)
+    row = {"guard_adapts": True, "texture_ratio": 0.6}
+    assert whole_photo_guard(row, 0.0) and not whole_photo_guard(row, 0.7)
+    assert not whole_photo_guard({**row, "texture_ratio": 1.6}, 0.7)  # texture gained (noise) is refused too
