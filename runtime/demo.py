@@ -151,7 +151,8 @@ def run_demo(*, device: str, checkpoint: str, requested: Mapping[str, Any] | Non
                f"objective {config.objective}, strength {config.strength:g}")
     click.echo(format_table(rows))
     realistic = next((name for name in images if "realistic" in name), list(images)[-1])
-    panels = {"bicubic": images["bicubic"], "base network": images["base network"], realistic: images[realistic],
+    label = "adapted (realistic prior)" if "realistic" in realistic else "adapted"
+    panels = {"bicubic": images["bicubic"], "base network": images["base network"], label: images[realistic],
               "ground truth": gt}
     picture = picture_path(out)
     picture.parent.mkdir(parents=True, exist_ok=True)
