@@ -187,3 +187,12 @@ def _row(out: np.ndarray, gt: np.ndarray, y_gt: np.ndarray, keep: np.ndarray | N
         if with_niqe:
             row["niqe_nonface"] = float("nan") if blocks is None else niqe_of_blocks(blocks[blocks_free_of(~keep)])
     return row
+
+
+def piqe_y(out: np.ndarray, *, crop: int = 4) -> float:
+    """PIQE (Venkatanath et al. 2015; lower is better, 0-100) of the 8-bit luma, by pypiqe
+    (MATLAB ``piqe``'s port): no trained model, so nothing to download."""
+    from pypiqe import piqe
+
+    y = np.clip(np.round(_luma(out, crop)), 0, 255).astype(np.float64)
+    return float(piqe(y)[0])

@@ -34,9 +34,10 @@ import torch
 
 from f2n.command import Group
 from f2n.errors import ConfigError
-from f2n.eval.metrics import metrics_table
+from f2n.eval.metrics import metrics_table, piqe_y
 from f2n.export.torch_engine import TorchEngine
-from f2n.runtime.adapt import AdaptConfig, adapt, guard_decision
+from f2n.runtime.adapt import AdaptConfig, adapt, guard_decision, texture_ratio, with_strength
+from f2n.runtime.context_patches import nonface_patches
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, OraclePrior, OracleRestoredPrior
 from f2n.runtime.face_regions import mask_canvas
@@ -46,8 +47,11 @@ from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.types import PatchBatch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-PHOTO_DIRS = (DATA / "photos_tune", DATA / "photos_hq")
+PHOTO_DIRS = (DATA / "photos_tune", DATA / "photos_tune_more")  # the 33 photos of issue 28 (8 + 25)
 SCREEN_PHOTOS = ("img3.png", "couple.png")
+SPLIT_SEED = 28  # issue 28: the held-out third is fixed by this seed (``split_photos``)
+STRENGTHS = (1.0,)
+BAND_SIGMA = 2.0  # output px: high band = Y − G_σ * Y (the texture the base network draws)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,12 @@ SETTINGS: dict[str, Setting] = {
     "tail": Setting(replace(_BASE, params="tail", lr=1e-4)),
     "tail3e-4": Setting(replace(_BASE, params="tail", lr=3e-4)),
     "bias": Setting(replace(_BASE, params="bias", lr=1e-3)),
+    # issue 28, on today's default (biases, Adam 1e-3, budget 10): objectives that keep texture
+    "today": Setting(replace(AdaptConfig(), guard=False)),  # the runtime's defaults as of issue 16
+    "lowpass": Setting(replace(AdaptConfig(), guard=False, lowpass_sigma=2.0)),
+    "lowpass4": Setting(replace(AdaptConfig(), guard=False, lowpass_sigma=4.0)),
+    "teacher": Setting(replace(AdaptConfig(), guard=False, teacher=1.0)),
+    "lowpass-teacher": Setting(replace(AdaptConfig(), guard=False, lowpass_sigma=2.0, teacher=1.0)),
     "aug": Setting(replace(_BASE, augment=True)),
     "l2": Setting(replace(_BASE, l2_pull=10.0)),
     "p32": Setting(_BASE, patch_size=32, patches_per_face=2),  # the pixels of 8 16-px pairs
@@ -122,6 +132,29 @@ def make_case(photo: Path, degradation: str, seed: int, *, lq_size: int, face_lq
     params = sample_params(seed, ood=degradation == "ood")
     lq = degrade(torch.from_numpy(gt).permute(2, 0, 1)[None], params)[0].permute(1, 2, 0).numpy()
     return Case(photo.name, degradation, seed, gt, np.ascontiguousarray(lq))
+
+
+def split_photos(names: Iterable[str], seed: int = SPLIT_SEED) -> tuple[list[str], list[str]]:
+    """(tuning, held-out check): a seeded third of the sorted names (rounded) is held out."""
+    ordered = sorted(names)
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    held = {ordered[i] for i in order[: round(len(ordered) / 3)]}
+    return [n for n in ordered if n not in held], [n for n in ordered if n in held]
+
+
+def high_band_energy(rgb: np.ndarray, keep: np.ndarray | None = None, sigma: float = BAND_SIGMA) -> float:
+    """mean((Y − G_σ * Y)²) over ``keep`` pixels (all without it), Y the luma in [16, 235]."""
+    from f2n.eval.metrics import rgb_to_y
+
+    y = rgb_to_y(rgb)
+    band = y - cv2.GaussianBlur(y, (0, 0), sigma)
+    return float((band ** 2).mean() if keep is None else (band[keep] ** 2).mean())
+
+
+def mix_bands(adapted: np.ndarray, base: np.ndarray, sigma: float = BAND_SIGMA) -> np.ndarray:
+    """Output-space mixing, the baseline row: low band of f(θ′) plus high band of f(θ)."""
+    low = lambda x: cv2.GaussianBlur(x, (0, 0), sigma)  # noqa: E731
+    return np.clip(low(adapted) + base - low(base), 0, 1).astype(np.float32)
 
 
 def make_study_prior(name: str, gt: np.ndarray, model: torch.nn.Module) -> FacePrior:
@@ -177,16 +210,25 @@ def study_pairs(setting: Setting, faces: FaceStageResult, redegnet: ReDegNetStud
                             np.random.default_rng(seed), "cpu")
 
 
-def measure(out: np.ndarray, gt: np.ndarray, face: np.ndarray) -> dict[str, float]:
-    """Y PSNR/SSIM/NIQE on the whole image and outside the faces, PSNR on the faces."""
+def measure(out: np.ndarray, gt: np.ndarray, face: np.ndarray, base: np.ndarray | None = None) -> dict[str, float]:
+    """Y PSNR/SSIM/NIQE on the whole image and outside the faces, PSNR on the faces, PIQE of
+    the whole image, and (with ``base``) the non-face high-band energy relative to ``base``'s."""
+    out = np.round(out * 255) / 255  # as saved
     row = metrics_table({"out": out}, gt, face)["out"]
     row["psnr_face"] = metrics_table({"out": out}, gt, ~face, with_niqe=False)["out"]["psnr_nonface"]
+    row["piqe"] = piqe_y(out)
+    if base is not None:
+        row["hf_ratio"] = high_band_energy(out, ~face) / max(high_band_energy(base, ~face), 1e-12)
     return row
 
 
 def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors: Iterable[str], *,
-             detector, tile: int, redegnet: ReDegNetStudy | None = None) -> Iterator[dict]:
-    """Rows for one case: the base network's metrics, then every (prior, setting)."""
+             detector, tile: int, redegnet: ReDegNetStudy | None = None, strengths: Iterable[float] = STRENGTHS,
+             mix: bool = False) -> Iterator[dict]:
+    """Rows for one case: every (prior, setting, strength), each with the base network's metrics.
+    Each strength α hands θ + α(θ′ − θ) from the same adaptation to the engine (one inference
+    pass each); ``mix`` adds the output-space mixing baseline of the full-strength θ′ (setting
+    ``NAME+mix``)."""
     engine = TorchEngine(model)
     base_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     base_sr = None
@@ -206,31 +248,48 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
             if base_sr is None:
                 engine.set_weights(base_weights)
                 base_sr = tiled_upscale(engine, case.lq, tile=tile, overlap=0)
-            base = measure(base_sr, case.gt, face)
+            base = measure(base_sr, case.gt, face, base_sr)
             pairs_started = time.perf_counter()
             pairs = study_pairs(setting, faces, redegnet, case.seed)
             pairs_seconds = time.perf_counter() - pairs_started  # ReDegNet's synthesis; 0 for face patches
             if isinstance(pairs, str):
                 yield {**common, "error": pairs}
                 continue
+            context = nonface_patches(case.lq, [f.box for f in faces.faces], count=setting.adapt.context,
+                                      size=setting.patch_size, seed=case.seed)
             result = adapt(model, pairs, setting.adapt, seed=case.seed,
-                           held_out=faces.patches if setting.held_out_faces else None)
+                           held_out=faces.patches if setting.held_out_faces else None, context=context)
+            adapt_seconds = time.perf_counter() - pairs_started - pairs_seconds
             held = result.holdout_losses
             guard_adapts, reason = guard_decision(held[0], min(held[1:])) if len(held) > 1 else (True, "")
-            engine.set_weights(result.weights)
-            adapted = measure(tiled_upscale(engine, case.lq, tile=tile, overlap=0), case.gt, face)
+            theta = {k: v.detach() for k, v in model.named_parameters()}
+            full_sr = None
+            outputs: list[tuple[str, float, np.ndarray, float | None]] = []
+            for strength in strengths:
+                weights = with_strength(theta, result.weights, strength)
+                ratio = texture_ratio(model, theta, weights, context) if context is not None else None
+                engine.set_weights(weights)
+                sr = tiled_upscale(engine, case.lq, tile=tile, overlap=0)
+                full_sr = sr if strength == 1 else full_sr
+                outputs.append((setting_name if strength == 1 else f"{setting_name}@{strength:g}", strength, sr, ratio))
+            if mix and full_sr is not None:
+                outputs.append((f"{setting_name}+mix", 1.0, mix_bands(full_sr, base_sr), outputs[-1][3]))
             engine.set_weights(base_weights)
-            delta = {k: adapted[k] - base[k] for k in adapted}
-            yield {**common, "faces": sum(f.used for f in faces.faces), "patches": len(pairs),
-                   "base": base, "adapted": adapted, "delta": delta,
-                   "guard_adapts": guard_adapts, "guard_reason": reason,
-                   "delta_guarded": delta if guard_adapts else {k: 0.0 for k in delta},
-                   "steps_taken": len(result.losses), "best_step": result.best_step,
-                   "holdout_losses": list(held), "train_losses": list(result.losses),
-                   "pairs_seconds": pairs_seconds, "adapt_seconds": sum(result.step_seconds),
-                   "seconds": time.perf_counter() - started,
-                   "config": {**asdict(setting.adapt), "patch_size": setting.patch_size,
-                              "patches_per_face": setting.patches_per_face, "method": setting.method}}
+            for name, strength, sr, ratio in outputs:
+                adapted = measure(sr, case.gt, face, base_sr)
+                delta = {k: adapted[k] - base[k] for k in adapted if k in base}
+                yield {**common, "setting": name, "objective": setting_name, "strength": strength,
+                       "faces": sum(f.used for f in faces.faces), "patches": len(pairs),
+                       "context_patches": 0 if context is None else len(context), "texture_ratio": ratio,
+                       "base": base, "adapted": adapted, "delta": delta,
+                       "guard_adapts": guard_adapts, "guard_reason": reason,
+                       "delta_guarded": delta if guard_adapts else {k: 0.0 for k in delta},
+                       "steps_taken": len(result.losses), "best_step": result.best_step,
+                       "holdout_losses": list(held), "train_losses": list(result.losses),
+                       "pairs_seconds": pairs_seconds, "adapt_seconds": adapt_seconds,
+                       "seconds": time.perf_counter() - started,
+                       "config": {**asdict(setting.adapt), "patch_size": setting.patch_size,
+                                  "patches_per_face": setting.patches_per_face, "method": setting.method}}
 
 
 def _photos(folders: Iterable[Path], names: tuple[str, ...]) -> list[Path]:
@@ -245,26 +304,54 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def summary_table(rows: list[dict]) -> str:
-    """Means over cases per (prior, degradation, setting), plus the worst case's non-face Δ."""
+def bootstrap_ci(values: list[float], *, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of the mean over cases (resampled with replacement)."""
+    data = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    if len(data) < 2:
+        return float("nan"), float("nan")
+    means = data[np.random.default_rng(seed).integers(0, len(data), (draws, len(data)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def whole_photo_guard(row: dict, floor: float) -> bool:
+    """Both guards on ``row``: the held-out face loss improved, and the non-face high-band energy
+    (``texture_ratio``, on non-face LQ patches) stayed within [floor, 1/floor] of θ's."""
+    ratio = row.get("texture_ratio")
+    texture_ok = not floor or ratio is None or floor <= ratio <= 1 / floor
+    return bool(row["guard_adapts"]) and texture_ok
+
+
+def _guarded(row: dict, floor: float) -> dict[str, float]:
+    return row["delta"] if whole_photo_guard(row, floor) else {k: 0.0 for k in row["delta"]}
+
+
+def _ci(values: list[float], digits: int = 3) -> str:
+    lo, hi = bootstrap_ci(values)
+    return f"{_mean(values):+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def summary_table(rows: list[dict], floor: float = 0.0) -> str:
+    """Means over cases per (prior, degradation, setting), with 95 % bootstrap intervals, the worst
+    case, and what the guards (held-out face loss, and the whole-photo guard at ``floor``) hand on."""
     cells: dict[tuple[str, str, str], list[dict]] = {}
     for row in rows:
         if "delta" in row:
             cells.setdefault((row["prior"], row["degradation"], row["setting"]), []).append(row)
-    lines = ["| prior | degr. | setting | cases | Δ PSNR whole | Δ non-face | Δ face | Δ SSIM | Δ NIQE | worst Δ non-face "
-             "| guard kept θ′ | Δ non-face guarded | worst guarded | steps taken (best) | s pairs + inner loop |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| prior | degr. | setting | cases | Δ non-face PSNR [95 % CI] | Δ non-face SSIM | Δ NIQE [95 % CI] "
+             "| Δ PIQE | HF ratio | worst Δ non-face | worst Δ NIQE | guards kept θ′ | Δ non-face guarded "
+             "| worst guarded | Δ NIQE guarded | s adapt |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (prior, degradation, setting), group in sorted(cells.items()):
-        d = lambda key, field="delta": _mean([r[field][key] for r in group])  # noqa: E731
-        worst = min(r["delta"]["psnr_nonface"] for r in group)
-        worst_guarded = min(r["delta_guarded"]["psnr_nonface"] for r in group)
-        kept = sum(r["guard_adapts"] for r in group)
-        lines.append(f"| {prior} | {degradation} | {setting} | {len(group)} | {d('psnr'):+.3f} | {d('psnr_nonface'):+.3f} "
-                     f"| {d('psnr_face'):+.3f} | {d('ssim'):+.4f} | {d('niqe'):+.3f} | {worst:+.3f} | {kept}/{len(group)} "
-                     f"| {d('psnr_nonface', 'delta_guarded'):+.3f} | {worst_guarded:+.3f} "
-                     f"| {_mean([r['steps_taken'] for r in group]):.1f} ({_mean([r['best_step'] for r in group]):.1f}) "
-                     f"| {_mean([r.get('pairs_seconds', 0.0) for r in group]):.1f} + "
-                     f"{_mean([r['adapt_seconds'] for r in group]):.1f} |")
+        d = lambda key: [r["delta"].get(key, float("nan")) for r in group]  # noqa: E731
+        guarded = [_guarded(r, floor) for r in group]
+        lines.append(
+            f"| {prior} | {degradation} | {setting} | {len(group)} | {_ci(d('psnr_nonface'))} "
+            f"| {_mean(d('ssim_nonface')):+.4f} | {_ci(d('niqe'))} | {_mean(d('piqe')):+.2f} "
+            f"| {_mean([r['adapted'].get('hf_ratio', float('nan')) for r in group]):.3f} "
+            f"| {min(d('psnr_nonface')):+.3f} | {max(d('niqe')):+.3f} "
+            f"| {sum(whole_photo_guard(r, floor) for r in group)}/{len(group)} "
+            f"| {_mean([g['psnr_nonface'] for g in guarded]):+.3f} | {min(g['psnr_nonface'] for g in guarded):+.3f} "
+            f"| {_mean([g['niqe'] for g in guarded]):+.3f} | {_mean([r['adapt_seconds'] for r in group]):.1f} |")
     return "\n".join(lines)
 
 
@@ -286,16 +373,59 @@ def survival_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def photo_table(rows: list[dict], setting: str) -> str:
-    """Per case for one setting: base non-face PSNR and Δ non-face (guarded) for each prior."""
-    lines = ["| photo | degr. | prior | base non-face dB | Δ non-face | Δ face | Δ NIQE | guard | Δ non-face guarded |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+def photo_table(rows: list[dict], setting: str, floor: float = 0.0) -> str:
+    """Per case for one setting: the base network's figures and the adapted output's change."""
+    lines = ["| photo | degr. | prior | seed | base non-face dB | Δ non-face | Δ face | Δ SSIM non-face | base NIQE "
+             "| Δ NIQE | Δ PIQE | HF ratio | texture ratio (patches) | guards | Δ non-face guarded | s adapt |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in sorted((r for r in rows if r.get("setting") == setting and "delta" in r),
-                    key=lambda r: (r["photo"], r["degradation"], r["prior"])):
-        lines.append(f"| {r['photo']} | {r['degradation']} | {r['prior']} | {r['base']['psnr_nonface']:.2f} "
-                     f"| {r['delta']['psnr_nonface']:+.3f} | {r['delta']['psnr_face']:+.3f} | {r['delta']['niqe']:+.3f} "
-                     f"| {'θ′' if r['guard_adapts'] else 'θ'} | {r['delta_guarded']['psnr_nonface']:+.3f} |")
+                    key=lambda r: (r["photo"], r["degradation"], r["prior"], r["seed"])):
+        ratio = r.get("texture_ratio")
+        lines.append(f"| {r['photo']} | {r['degradation']} | {r['prior']} | {r['seed']} "
+                     f"| {r['base']['psnr_nonface']:.2f} "
+                     f"| {r['delta']['psnr_nonface']:+.3f} | {r['delta']['psnr_face']:+.3f} "
+                     f"| {r['delta']['ssim_nonface']:+.4f} | {r['base']['niqe']:.2f} | {r['delta']['niqe']:+.3f} "
+                     f"| {r['delta'].get('piqe', float('nan')):+.2f} | {r['adapted'].get('hf_ratio', float('nan')):.3f} "
+                     f"| {'—' if ratio is None else f'{ratio:.3f}'} | {'θ′' if whole_photo_guard(r, floor) else 'θ'} "
+                     f"| {_guarded(r, floor)['psnr_nonface']:+.3f} | {r['adapt_seconds']:.1f} |")
     return "\n".join(lines)
+
+
+def compare_lines(rows: list[dict], candidates: list[tuple[str, float]]) -> list[str]:
+    """The decision table: per (prior, degradation), on the cases every candidate (setting name,
+    whole-photo guard floor) was measured on, the guarded mean and worst Δ non-face PSNR, the mean
+    and worst Δ NIQE and the mean Δ PIQE; then whether each beats the first candidate on both means."""
+    names = {name for name, _ in candidates}
+    by_case: dict[tuple, dict[str, dict]] = {}
+    for row in rows:
+        if "delta" in row and row["setting"] in names:
+            key = (row["prior"], row["degradation"], row["photo"], row["seed"])
+            by_case.setdefault(key, {})[row["setting"]] = row
+    lines = ["| prior | degr. | setting (floor) | cases | Δ non-face guarded [95 % CI] | worst | Δ NIQE guarded [95 % CI] "
+             "| worst Δ NIQE | Δ PIQE guarded | kept θ′ |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    verdicts = []
+    groups = sorted({key[:2] for key in by_case}) + sorted({(key[0], "iid+ood") for key in by_case})
+    for prior, degradation in groups:  # each degradation, then both pooled (what the rule decides on)
+        cases = [v for k, v in by_case.items()
+                 if k[0] == prior and degradation in ("iid+ood", k[1]) and len(v) == len(names)]
+        if not cases:
+            continue
+        means = []
+        for name, floor in candidates:
+            guarded = [_guarded(case[name], floor) for case in cases]
+            psnr, niqe = [g["psnr_nonface"] for g in guarded], [g["niqe"] for g in guarded]
+            means.append((_mean(psnr), _mean(niqe)))
+            lines.append(f"| {prior} | {degradation} | {name} ({floor:g}) | {len(cases)} | {_ci(psnr)} | {min(psnr):+.3f} "
+                         f"| {_ci(niqe)} | {max(niqe):+.3f} | {_mean([g['piqe'] for g in guarded]):+.2f} "
+                         f"| {sum(whole_photo_guard(case[name], floor) for case in cases)}/{len(cases)} |")
+        (ref_name, ref_floor), ref = candidates[0], means[0]
+        for (name, floor), mean in zip(candidates[1:], means[1:]):
+            better = mean[0] > ref[0] and mean[1] < ref[1]
+            verdicts.append(f"- {prior}, {degradation}: {name} ({floor:g}) {'beats' if better else 'does not beat'} "
+                            f"{ref_name} ({ref_floor:g}) on both means (Δ PSNR {mean[0]:+.3f} vs {ref[0]:+.3f} dB, "
+                            f"Δ NIQE {mean[1]:+.3f} vs {ref[1]:+.3f})")
+    return lines + [""] + verdicts
 
 
 # --------------------------------------------------------------------------- CLI
@@ -327,10 +457,16 @@ def cli() -> None:
               default=DATA / "natural_hq", show_default=True, help="redeg* settings: HQ natural images.")
 @click.option("--redegnet-seed", type=int, default=0, show_default=True,
               help="redeg-untrained: the seed the training run started from.")
+@click.option("--split", type=click.Choice(["all", "tune", "check"]), default="all", show_default=True,
+              help=f"tune: the two thirds tuned on; check: the held-out third (split_photos, seed {SPLIT_SEED}).")
+@click.option("--strength", "strengths", type=click.FloatRange(0, 1), multiple=True,
+              help="Strengths α to measure from each adaptation: θ + α(θ′ − θ) [1].")
+@click.option("--mix", is_flag=True, help="Also the output-space mixing baseline (low band of f(θ′), high of f(θ)).")
 def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[str, ...],
                 photo_dirs: tuple[Path, ...], seeds: tuple[int, ...], priors: tuple[str, ...],
                 degradations: tuple[str, ...], lq_size: int, face_lq: int, checkpoint: str,
-                redegnet_weights: Path | None, natural_bank: Path, redegnet_seed: int) -> None:
+                redegnet_weights: Path | None, natural_bank: Path, redegnet_seed: int, split: str,
+                strengths: tuple[float, ...], mix: bool) -> None:
     """Append the study's rows to OUT."""
     from f2n.runtime.face_detect import RetinaFaceDetector
     from f2n.weights import load_sr_network
@@ -345,15 +481,19 @@ def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[
     redegnet = ReDegNetStudy.load(redegnet_weights, natural_bank, redegnet_seed) if wants_redegnet else None
     model = load_sr_network(checkpoint).model.eval()
     detector = RetinaFaceDetector()
-    for photo in _photos(photo_dirs or PHOTO_DIRS, photos or (SCREEN_PHOTOS if screen else ())):
-        for seed in seeds or (0,):
+    chosen = _photos(photo_dirs or PHOTO_DIRS, photos or (SCREEN_PHOTOS if screen and split == "all" else ()))
+    if split != "all":
+        tune, check = split_photos(p.name for p in _photos(photo_dirs or PHOTO_DIRS, ()))
+        chosen = [p for p in chosen if p.name in (tune if split == "tune" else check)]
+    for seed in seeds or (0,):  # seeds outermost: a run cut short has every photo at the first seed
+        for photo in chosen:
             for degradation in degradations:
                 case = make_case(photo, degradation, seed, lq_size=lq_size, face_lq=face_lq, detector=detector)
                 if case is None:
                     rows: Iterable[dict] = [{"photo": photo.name, "degradation": degradation, "error": "no face"}]
                 else:
                     rows = run_case(model, case, settings, priors, detector=detector, tile=lq_size,  # one pass
-                                    redegnet=redegnet)
+                                    redegnet=redegnet, strengths=strengths or STRENGTHS, mix=mix)
                 for row in rows:
                     row = {"stage": stage, **row}
                     with out.open("a", encoding="utf-8") as handle:
@@ -363,18 +503,72 @@ def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[
 
 
 @cli.command()
+@click.argument("photo", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
+@click.option("--setting", "settings", type=click.Choice(list(SETTINGS)), multiple=True, default=("today", "lowpass"),
+              show_default=True)
+@click.option("--degradation", type=click.Choice(["iid", "ood"]), default="iid", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--prior", type=click.Choice(PRIORS), default="oracle-restored", show_default=True)
+@click.option("--lq-size", type=int, default=80, show_default=True)
+@click.option("--face-lq", type=int, default=24, show_default=True)
+@click.option("--zoom-box", type=int, nargs=4, help="GT pixels y0 y1 x0 x1 of the zoomed crop [a non-face corner].")
+def picture(photo: Path, out: Path, settings: tuple[str, ...], degradation: str, seed: int, prior: str, lq_size: int,
+            face_lq: int, zoom_box: tuple[int, int, int, int] | None) -> None:
+    """One case side by side: bicubic | base | each setting | ground truth, a zoomed crop below."""
+    from f2n.runtime.demo import comparison_picture
+    from f2n.runtime.face_detect import RetinaFaceDetector
+    from f2n.runtime.images import write_image
+    from f2n.weights import load_sr_network
+
+    model = load_sr_network("realesrgan-x4plus").model.eval()
+    detector = RetinaFaceDetector()
+    case = make_case(photo, degradation, seed, lq_size=lq_size, face_lq=face_lq, detector=detector)
+    if case is None:
+        raise ConfigError(f"{photo.name}: no face")
+    engine = TorchEngine(model)
+    panels = {"bicubic": np.clip(cv2.resize(case.lq, case.gt.shape[1::-1], interpolation=cv2.INTER_CUBIC), 0, 1),
+              "base network": tiled_upscale(engine, case.lq, tile=lq_size, overlap=0)}
+    study_prior = _CachedPrior(make_study_prior(prior, case.gt, model))
+    config = FaceStageConfig(patches=PatchConfig(lq_size=16, count=8))  # as run_case's settings draw them
+    faces = run_face_stage(case.lq, detector=detector, prior=study_prior, config=config, seed=case.seed)
+    for name in settings:
+        result = adapt(model, faces.patches, SETTINGS[name].adapt, seed=case.seed)
+        engine.set_weights(result.weights)
+        panels[name] = tiled_upscale(engine, case.lq, tile=lq_size, overlap=0)
+    panels["ground truth"] = case.gt
+    side = case.gt.shape[0]
+    box = zoom_box or (side - side // 4, side, 0, side // 4)  # bottom-left corner: the window's edge, not a face
+    write_image(out, comparison_picture(panels, box, zoom=4).astype(np.float32) / 255)
+    click.echo(str(out))
+
+
+@cli.command()
+@click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--candidate", "candidates", type=(str, float), multiple=True, required=True,
+              help="A setting and its whole-photo guard floor (0: off), e.g. --candidate lowpass 0.7; "
+                   "the first is the reference to beat.")
+def compare(results: Path, candidates: tuple[tuple[str, float], ...]) -> None:
+    """The decision table: candidates against the first on the cases measured with all of them."""
+    rows = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines() if line.strip()]
+    click.echo("\n".join(compare_lines(rows, list(candidates))))
+
+
+@cli.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--per-photo", "per_photo", multiple=True, help="Also a per-case table for these settings.")
-def table(results: Path, per_photo: tuple[str, ...]) -> None:
+@click.option("--texture-floor", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="The whole-photo guard's floor for the guarded columns (0: the held-out face guard only).")
+def table(results: Path, per_photo: tuple[str, ...], texture_floor: float) -> None:
     """Print the markdown tables of a study run."""
     rows = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines() if line.strip()]
-    click.echo(summary_table(rows))
+    click.echo(summary_table(rows, texture_floor))
     survival = survival_lines(rows)
     if survival:
         click.echo("\n" + "\n".join(survival))
     for setting in per_photo:
         click.echo(f"\nPer case, setting {setting}:\n")
-        click.echo(photo_table(rows, setting))
+        click.echo(photo_table(rows, setting, texture_floor))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,19 @@ DEFAULT_OPTIMIZER = "adam"
 DEFAULT_PARAMS: ParamSubset = "bias"
 DEFAULT_HOLDOUT = 0.25  # a quarter of the pairs, at least one
 DEFAULT_PATIENCE = 2
+DEFAULT_BAND_SIGMA = 2.0  # output px: the Gaussian that splits low band (fidelity) from high band (texture)
+DEFAULT_CONTEXT = 8  # non-face LQ patches for the teacher term and the whole-photo guard
+
+# The inner loop's objective by name (``--objective``): AdaptConfig fields each one sets.
+OBJECTIVES: dict[str, dict[str, float]] = {
+    "l1": {},  # MetaF2N's mask-weighted L1 toward the restored faces
+    "lowband": {"lowpass_sigma": DEFAULT_BAND_SIGMA},  # the same L1 on the low band only
+    "teacher": {"teacher": 1.0},  # L1 + the base network as a frozen teacher of the non-face high band
+    "lowband+teacher": {"lowpass_sigma": DEFAULT_BAND_SIGMA, "teacher": 1.0},
+}
+DEFAULT_OBJECTIVE = "l1"
+DEFAULT_STRENGTH = 1.0
+DEFAULT_TEXTURE_FLOOR = 0.0
 
 Weights = dict[str, torch.Tensor]
 Optimizer = Literal["sgd", "adam"]
@@ -74,6 +87,13 @@ class AdaptConfig:
     holdout: float = DEFAULT_HOLDOUT  # share of the pairs held out for early stopping and the guard
     patience: int = DEFAULT_PATIENCE  # steps without a better held-out loss before stopping
     guard: bool = True  # hand back θ when the held-out loss never beats θ's
+    # Objectives that keep texture (issue 28; docs/adaptation.md "Objectives, strength, whole-photo guard"):
+    lowpass_sigma: float = 0.0  # > 0: fidelity on G_σ-low-passed residuals only (σ in output px)
+    teacher: float = 0.0  # weight of |HP(f(x; θ′)) − HP(f(x; θ))| on non-face patches x (a frozen teacher)
+    band_sigma: float = DEFAULT_BAND_SIGMA  # σ of the high band HP = 1 − G_σ the teacher and the guard use
+    context: int = DEFAULT_CONTEXT  # non-face LQ patches drawn for the teacher term and the whole-photo guard
+    strength: float = DEFAULT_STRENGTH  # θ + strength·(θ′ − θ) is handed on: 0 is θ, 1 the adapted weights
+    texture_floor: float = DEFAULT_TEXTURE_FLOOR  # > 0: refuse θ′ when its non-face high-band energy / θ's is outside [floor, 1/floor]
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -91,12 +111,42 @@ class AdaptConfig:
                               f"{self.lora_rank}, {self.tail_blocks}, {self.patience}")
         if not 0 <= self.holdout < 1 or not 0 <= self.l2_pull < math.inf:
             raise ConfigError(f"holdout must be in [0, 1) and l2_pull finite >= 0, got {self.holdout}, {self.l2_pull}")
+        if not 0 <= self.strength <= 1:
+            raise ConfigError(f"adaptation strength must be in [0, 1], got {self.strength}")
+        if not 0 <= self.texture_floor < 1:
+            raise ConfigError(f"texture_floor must be in [0, 1), got {self.texture_floor}")
+        if (not 0 <= self.lowpass_sigma < math.inf or not 0 <= self.teacher < math.inf
+                or not 0 < self.band_sigma < math.inf or self.context < 0):
+            raise ConfigError(f"lowpass_sigma and teacher must be finite >= 0, band_sigma finite > 0 and context >= 0, "
+                              f"got {self.lowpass_sigma}, {self.teacher}, {self.band_sigma}, {self.context}")
         if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
             raise EngineUnavailableError(f"adaptation device {self.device!r} requested but CUDA is not available here")
 
     @property
     def compiled(self) -> bool:
         return torch.device(self.device).type == "cuda" if self.compile is None else self.compile
+
+    @property
+    def wants_context(self) -> bool:
+        """Non-face patches are needed: the teacher term or the whole-photo guard is on."""
+        return self.context > 0 and (self.teacher > 0 or self.texture_floor > 0)
+
+    @property
+    def objective(self) -> str:
+        """The inner loop's loss in words (the report's ``objective``)."""
+        parts = [f"low-band L1 σ={self.lowpass_sigma:g}" if self.lowpass_sigma else "L1"]
+        if self.teacher:
+            parts.append(f"{self.teacher:g}·teacher σ={self.band_sigma:g}")
+        if self.l2_pull:
+            parts.append(f"{self.l2_pull:g}·L2 pull")
+        return " + ".join(parts)
+
+
+def objective_settings(name: str) -> dict[str, float]:
+    """The AdaptConfig fields of the objective ``name`` (``OBJECTIVES``); a ConfigError otherwise."""
+    if name not in OBJECTIVES:
+        raise ConfigError(f"adaptation objective must be one of {', '.join(OBJECTIVES)}, got {name!r}")
+    return {"lowpass_sigma": 0.0, "teacher": 0.0, **OBJECTIVES[name]}
 
 
 @dataclass(frozen=True)
@@ -119,6 +169,7 @@ class AdaptResult:
     reason: str = ""
     holdout_losses: tuple[float, ...] = ()  # held-out loss at θ_0 … θ_t (empty without held-out pairs)
     best_step: int = 0  # the step whose weights were kept (t without held-out pairs)
+    texture_ratio: float | None = None  # non-face high-band energy f(θ′) / f(θ) (None without non-face patches)
 
     @cached_property
     def delta(self) -> Weights:
@@ -176,15 +227,23 @@ def random_dihedral(batch: PatchBatch, generator: torch.Generator) -> PatchBatch
     return PatchBatch(apply(batch.lq), apply(batch.target), apply(batch.weight))
 
 
-def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, *, seed: int = 0) -> Iterator[AdaptStep]:
+def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, *, seed: int = 0,
+                    context: torch.Tensor | None = None) -> Iterator[AdaptStep]:
     """Run the inner loop on all of ``patches`` step by step (for snapshots); ``adapt`` is
-    the usual entry, with held-out pairs, early stopping and the guard."""
+    the usual entry, with held-out pairs, early stopping and the guard. ``context``: (K, 3, p, p)
+    non-face LQ patches for the teacher term (``config.teacher``); ignored when that is 0."""
     device = torch.device(config.device)
     base = {name: p.detach().to(device) for name, p in model.named_parameters()}
     space = make_param_space(base, config.params, lora_rank=config.lora_rank, tail_blocks=config.tail_blocks, seed=seed)
     lq, target, mask = (t.to(device) for t in (patches.lq, patches.target, patches.weight))
     precision = resolved_precision(config)
-    loss_and_grads = _loss_and_grads_fn(model, precision, config.compiled, config.params, config.l2_pull)
+    loss_and_grads = _loss_and_grads_fn(model, precision, config.compiled, config.params, config.l2_pull,
+                                        config.lowpass_sigma, config.teacher, config.band_sigma)
+    teach: tuple[torch.Tensor, torch.Tensor] | tuple[()] = ()
+    if config.teacher and context is not None:
+        context = context.to(device)
+        with torch.no_grad():  # the frozen teacher: θ's output on the non-face patches, computed once
+            teach = (context, functional_call(model, base, (context,)).float())
     params = list(space.trainable.values())
     optimizer = (torch.optim.SGD(params, lr=config.lr, foreach=True) if config.optimizer == "sgd"
                  else torch.optim.Adam(params, lr=config.lr, foreach=True))
@@ -196,7 +255,7 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
             step_lq, step_target, step_mask = batch.lq, batch.target, batch.weight
         else:
             step_lq, step_target, step_mask = lq, target, mask
-        grads, loss = loss_and_grads(space.trainable, base, step_lq, step_target, step_mask)
+        grads, loss = loss_and_grads(space.trainable, base, step_lq, step_target, step_mask, *teach)
         for param, grad in zip(params, grads.values()):
             param.grad = grad
         optimizer.step()
@@ -208,7 +267,7 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
 
 def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
           on_step: Callable[[AdaptStep], None] | None = None, *, seed: int = 0,
-          held_out: PatchBatch | None = None) -> AdaptResult:
+          held_out: PatchBatch | None = None, context: torch.Tensor | None = None) -> AdaptResult:
     """Adapt a copy of ``model``'s weights to one photo's face patches. ``on_step`` sees each
     step as it finishes (f2n-eval upscales snapshots there).
 
@@ -217,6 +276,10 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
     held-out loss; with ``config.guard`` the base weights are kept when no step beat them.
     ``held_out``: other pairs to hold out instead (ReDegNet trains on synthetic pairs and checks
     on the photo's real face pairs); all of ``patches`` are then trained on.
+    ``context``: (K, 3, p, p) non-face LQ patches of the photo (``f2n.runtime.context_patches``):
+    the teacher term trains on them, and the whole-photo guard (``config.texture_floor``) refuses
+    θ′ when its high-band energy there drifts from θ's. The kept θ′ is moved only
+    ``config.strength`` of the way from θ, before the guard looks at it.
     """
     base = {name: p.detach() for name, p in model.named_parameters()}
     train, held = (patches, held_out) if held_out is not None else split_holdout(patches, config.holdout, seed)
@@ -228,7 +291,7 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
     if held is not None:
         held_loss = _held_out_loss_fn(model, held, config)
         held_losses.append(held_loss(base))
-    for step in iter_adaptation(model, train, config, seed=seed):
+    for step in iter_adaptation(model, train, config, seed=seed, context=context):
         if on_step is not None:
             on_step(step)
         losses.append(step.loss)
@@ -250,10 +313,46 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
     adapted, reason = True, ""
     if held is not None and losses and config.guard:
         adapted, reason = guard_decision(held_losses[0], best_loss, precision)
-        if not adapted:
-            kept, kept_step = base, 0
+    kept = with_strength(base, kept, config.strength)
+    ratio = texture_ratio(model, base, kept, context, config.band_sigma) if context is not None and losses else None
+    if adapted and ratio is not None and config.texture_floor:
+        adapted, reason = texture_guard_decision(ratio, config.texture_floor)
+    if not adapted:
+        kept, kept_step = base, 0
     weights = {name: value.detach().float().cpu().clone() for name, value in kept.items()}
-    return AdaptResult(weights, tuple(losses), tuple(seconds), base, adapted, reason, tuple(held_losses), kept_step)
+    return AdaptResult(weights, tuple(losses), tuple(seconds), base, adapted, reason, tuple(held_losses), kept_step,
+                       ratio)
+
+
+def with_strength(base: Mapping[str, torch.Tensor], adapted: Weights, strength: float) -> Weights:
+    """θ + strength·(θ′ − θ), as plain weights (every engine takes them); tensors θ′ left
+    alone stay θ's own."""
+    if strength == 1:
+        return adapted
+    return {k: v if _is_base_tensor(v, base[k]) else base[k] + strength * (v - base[k]) for k, v in adapted.items()}
+
+
+@torch.no_grad()
+def texture_ratio(model: nn.Module, base: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor],
+                  context: torch.Tensor, sigma: float = DEFAULT_BAND_SIGMA) -> float:
+    """mean(HP(f(x; θ′))²) / mean(HP(f(x; θ))²) over the non-face LQ patches x: below 1 the
+    adapted network draws less texture than the base network away from the faces, above 1 more."""
+    device = next(iter(base.values())).device
+    context = context.to(device)
+    energy = [float(inner_loop.high_band(functional_call(model, {k: v.to(device) for k, v in w.items()},
+                                                         (context,)).float(), sigma).pow(2).mean())
+              for w in (weights, base)]
+    return energy[0] / max(energy[1], 1e-12)
+
+
+def texture_guard_decision(ratio: float, floor: float) -> tuple[bool, str]:
+    """The whole-photo guard: θ′ only when its non-face high-band energy stays within
+    [floor, 1/floor] of θ's (blurring the rest of the photo, or sharpening noise into it, refuses it)."""
+    if floor <= ratio <= 1 / floor:
+        return True, ""
+    change = "lost" if ratio < floor else "gained"
+    return False, (f"guard: the non-face output {change} texture (high-band energy {ratio:.2f}× the base "
+                   f"network's, allowed {floor:.2f}-{1 / floor:.2f}); base weights used")
 
 
 def _is_base_tensor(value: torch.Tensor, base: torch.Tensor) -> bool:
@@ -270,7 +369,7 @@ def _held_out_loss_fn(model: nn.Module, held: PatchBatch, config: AdaptConfig) -
     def loss(weights: Weights) -> float:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = functional_call(model, {k: v.to(device) for k, v in weights.items()}, (lq,))
-        return float(inner_loop.masked_l1(out.float(), target, mask))
+        return float(inner_loop.lowband_masked_l1(out.float(), target, mask, config.lowpass_sigma))
 
     return loss
 
@@ -292,32 +391,40 @@ def adaptation_precision(precision: str, device_type: str, capability: tuple[int
 
 
 def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool, subset: str = "all",
-                       l2_pull: float = 0.0) -> Callable:
-    """(trainable, base, lq, target, mask) -> (grads of trainable, loss). Cached on ``model`` so
-    that a compiled function, with its graph per patch shape, is reused across photos and dies
-    with the model (a cache keyed on the model would keep every model and graph alive)."""
+                       l2_pull: float = 0.0, lowpass_sigma: float = 0.0, teacher: float = 0.0,
+                       band_sigma: float = DEFAULT_BAND_SIGMA) -> Callable:
+    """(trainable, base, lq, target, mask[, context, teacher_out]) -> (grads of trainable, loss). Cached on
+    ``model`` so that a compiled function, with its graph per patch shape, is reused across photos and
+    dies with the model (a cache keyed on the model would keep every model and graph alive)."""
     cache = model.__dict__.get(_STEP_CACHE)
     if cache is None or cache[0] != id(model):  # none yet, or one copied along with the model
         cache = (id(model), {})
         model.__dict__[_STEP_CACHE] = cache
-    key = (precision, compiled, subset, l2_pull)
+    key = (precision, compiled, subset, l2_pull, lowpass_sigma, teacher, band_sigma)
     if key not in cache[1]:
-        cache[1][key] = _make_loss_and_grads(model, precision, compiled, subset, l2_pull)
+        cache[1][key] = _make_loss_and_grads(model, *key)
     return cache[1][key]
 
 
 _STEP_CACHE = "_f2n_loss_and_grads"
 
 
-def _make_loss_and_grads(model: nn.Module, precision: str, compiled: bool, subset: str, l2_pull: float) -> Callable:
+def _make_loss_and_grads(model: nn.Module, precision: str, compiled: bool, subset: str, l2_pull: float,
+                         lowpass_sigma: float, teacher: float, band_sigma: float) -> Callable:
     dtype = _AUTOCAST[precision]
 
     def loss(trainable: Weights, base: Weights, lq: torch.Tensor, target: torch.Tensor,
-             mask: torch.Tensor) -> torch.Tensor:
+             mask: torch.Tensor, context: torch.Tensor | None = None,
+             teacher_out: torch.Tensor | None = None) -> torch.Tensor:
         weights = fold(subset, base, trainable)
         with torch.autocast(lq.device.type, dtype=dtype, enabled=dtype is not None):
             out = functional_call(model, weights, (lq,))
-        value = inner_loop.masked_l1(out.float(), target, mask)
+        value = inner_loop.lowband_masked_l1(out.float(), target, mask, lowpass_sigma)
+        if teacher and context is not None:
+            with torch.autocast(lq.device.type, dtype=dtype, enabled=dtype is not None):
+                student = functional_call(model, weights, (context,))
+            # HP is linear: HP(f(x; θ′)) − HP(f(x; θ)) = HP(f(x; θ′) − f(x; θ))
+            value = value + teacher * inner_loop.high_band(student.float() - teacher_out, band_sigma).abs().mean()
         if l2_pull:
             moved = [name for name in weights if weights[name] is not base[name]]
             drift = sum(((weights[n] - base[n]) ** 2).sum() for n in moved)

@@ -30,10 +30,14 @@ from f2n.nets.rrdbnet import ValueRange
 from f2n.runtime.adapt import (
     DEFAULT_HOLDOUT,
     DEFAULT_LR,
+    DEFAULT_OBJECTIVE,
     DEFAULT_OPTIMIZER,
     DEFAULT_PARAMS,
     DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    DEFAULT_TEXTURE_FLOOR,
     AdaptConfig,
+    objective_settings,
 )
 from f2n.runtime.engine_choice import resolve_engine
 from f2n.runtime.face_patches import PatchConfig
@@ -61,12 +65,16 @@ class AdaptationSettings:
     params: str = DEFAULT_PARAMS  # which parameters adapt (f2n.runtime.adapt_params)
     guard: bool = True  # keep θ when the held-out face pairs' loss did not improve
     holdout: float = DEFAULT_HOLDOUT  # share of the pairs held out for early stopping and the guard
+    objective: str = DEFAULT_OBJECTIVE  # the inner loop's loss (f2n.runtime.adapt.OBJECTIVES)
+    strength: float = DEFAULT_STRENGTH  # θ + strength·(θ′ − θ) goes to the engine
+    texture_floor: float = DEFAULT_TEXTURE_FLOOR  # the whole-photo guard (AdaptConfig.texture_floor)
     # A budget per photo, spread over its faces: a step costs the same for 1 or 10 faces (issue 16);
     # 8 pairs (6 trained, 2 held out) is what the adaptation study ran (docs/adaptation.md).
     patches: PatchConfig = field(default_factory=lambda: PatchConfig(per_image=DEFAULT_PATCHES_PER_IMAGE))
 
 
-REQUESTABLE = ("steps", "lr", "optimizer", "guard", "holdout", "patches_per_face", "patches_per_image")
+REQUESTABLE = ("steps", "lr", "optimizer", "guard", "holdout", "objective", "strength", "texture_floor",
+               "patches_per_face", "patches_per_image")
 
 
 def checkpoint_settings(defaults: AdaptationDefaults | None) -> dict[str, Any]:
@@ -88,7 +96,7 @@ def resolve_settings(requested: Mapping[str, Any], loaded: LoadedSR,
         raise ConfigError(f"unknown adaptation settings {sorted(unknown)}, expected some of {REQUESTABLE}")
     checkpoint = checkpoint_settings(loaded.adaptation_defaults)
     values = {}
-    for name in ("steps", "lr", "optimizer", "params", "guard", "holdout"):
+    for name in ("steps", "lr", "optimizer", "params", "guard", "holdout", "objective", "strength", "texture_floor"):
         given = requested.get(name)
         values[name] = given if given is not None else checkpoint.get(name, getattr(default, name))
     patches = patch_config(requested.get("patches_per_face"), requested.get("patches_per_image"),
@@ -223,7 +231,8 @@ def build_pipeline(
     loaded = load_supported_network(source, value_range=sr_range)
     settings = resolve_settings(requested or {}, loaded, defaults)
     adapt = AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, params=settings.params,
-                        guard=settings.guard, holdout=settings.holdout, device=device,
+                        guard=settings.guard, holdout=settings.holdout, strength=settings.strength,
+                        texture_floor=settings.texture_floor, **objective_settings(settings.objective), device=device,
                         precision="bf16" if device == "cuda" and precision != "fp32" else "fp32")
     config = PipelineConfig(adapt=adapt, **pipeline_options)
     face = FaceStageConfig(patches=settings.patches)

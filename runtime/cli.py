@@ -51,8 +51,8 @@ def command(inputs: tuple[Path, ...], **options: object) -> None:
 main = command  # the console script's entry point
 
 # What --demo honours: it brings its own photo, priors, engine and outputs.
-DEMO_OPTIONS = frozenset({"demo", "device", "checkpoint", "sr_range", "steps", "lr", "optimizer", "no_guard",
-                          "patches_per_face", "patches_per_image"})
+DEMO_OPTIONS = frozenset({"demo", "out", "device", "checkpoint", "sr_range", "steps", "lr", "optimizer", "no_guard",
+                          "objective", "strength", "patches_per_face", "patches_per_image"})
 
 
 def check_demo_options(ctx: click.Context, inputs: tuple[Path, ...]) -> None:
@@ -64,8 +64,9 @@ def check_demo_options(ctx: click.Context, inputs: tuple[Path, ...]) -> None:
         given.insert(0, "a photo")
     if given:
         raise ConfigError(f"--demo runs on its own photo with its own priors and engine; it does not take "
-                          f"{', '.join(given)}: leave them out (it takes --device, --checkpoint, --sr-range, --steps, "
-                          "--lr, --optimizer, --no-guard, --patches-per-face, --patches-per-image)")
+                          f"{', '.join(given)}: leave them out (it takes --out for its comparison picture, --device, --checkpoint, "
+                          "--sr-range, --steps, --lr, --optimizer, --no-guard, --objective, --strength, "
+                          "--patches-per-face, --patches-per-image)")
 
 
 def run(inputs: tuple[Path, ...], options: PipelineOptions, *, out: Path | None, save_debug: bool,
@@ -74,7 +75,7 @@ def run(inputs: tuple[Path, ...], options: PipelineOptions, *, out: Path | None,
         from f2n.runtime.demo import run_demo
 
         return run_demo(device=resolve_device(options.device), checkpoint=options.checkpoint,
-                        requested=options.requested(), sr_range=options.sr_range)
+                        requested=options.requested(), sr_range=options.sr_range, out=out)
     if options.no_adapt and save_weights:
         raise ConfigError("--no-adapt and --save-weights (there is no θ_n to save) contradict each other: "
                           "give at most one")

@@ -17,6 +17,7 @@ from torch import nn
 from f2n.nets.masknet import MaskNet
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep
 from f2n.runtime.adapt import adapt as run_inner_loop
+from f2n.runtime.context_patches import nonface_patches
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.face_stage import Detector, FaceStageConfig, run_face_stage
 from f2n.runtime.report import timed
@@ -76,7 +77,9 @@ class FaceAdaptation:
             return MethodOutcome(None, faces.no_faces_reason, timings, faces)
         # adapt θ to the face pairs
         with timed(timings, "adapt"):
-            result = run_inner_loop(model, faces.patches, adapt, on_step, seed=seed)
+            context = (nonface_patches(rgb, [face.box for face in faces.faces], count=adapt.context,
+                                       size=self.face.patches.lq_size, seed=seed) if adapt.wants_context else None)
+            result = run_inner_loop(model, faces.patches, adapt, on_step, seed=seed, context=context)
         timings.update({f"adapt.step_{i}": t for i, t in enumerate(result.step_seconds, start=1)})
         provenance = {
             "method": self.name, "steps": str(result.best_step), "steps_taken": str(len(result.losses)),
@@ -85,6 +88,10 @@ class FaceAdaptation:
             "final_loss": repr(result.losses[-1]) if result.losses else "",
             "holdout_loss_base": repr(result.holdout_losses[0]) if result.holdout_losses else "",
             "holdout_loss_kept": repr(result.holdout_losses[result.best_step]) if result.holdout_losses else "",
+            "objective": adapt.objective, "strength": repr(adapt.strength),
+            "texture_ratio": repr(result.texture_ratio) if result.texture_ratio is not None else "",
+            "texture_floor": repr(adapt.texture_floor),
+            "nonface_patches": str(len(context) if context is not None else 0),
         }
         if not result.adapted:  # the guard kept θ: the engine gets the base weights
             return MethodOutcome(None, result.reason, timings, faces, provenance)

@@ -24,7 +24,15 @@ from f2n.errors import ConfigError
 from f2n.export.engines import DEVICES, ENGINES
 from f2n.export.torch_engine import PRECISIONS
 from f2n.nets.rrdbnet import VALUE_RANGES, ValueRange
-from f2n.runtime.adapt import DEFAULT_LR, DEFAULT_OPTIMIZER, DEFAULT_STEPS, Optimizer
+from f2n.runtime.adapt import (
+    DEFAULT_LR,
+    DEFAULT_OBJECTIVE,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    OBJECTIVES,
+    Optimizer,
+)
 from f2n.runtime.build import DEFAULT_PATCHES_PER_IMAGE, build_pipeline, patch_config
 from f2n.runtime.engine_choice import AUTO
 from f2n.runtime.face_prior import ORACLE_PREFIXES, parse_prior_options
@@ -73,6 +81,13 @@ class PipelineOptions:
     no_guard: bool = field(default=False, metadata=flag(
         "Keep θ′ even when the held-out face pairs' loss did not improve (by default the base weights are used "
         "then, and the report says so).", is_flag=True, setting="guard", to_setting=_guard))
+    objective: str | None = field(default=None, metadata=flag(
+        "Inner-loop loss: l1 (MetaF2N), lowband (L1 on the low band only), teacher (L1 + the base network as "
+        f"teacher of the non-face texture), lowband+teacher [{DEFAULT_OBJECTIVE}].",
+        type=click.Choice(tuple(OBJECTIVES)), setting="objective"))
+    strength: float | None = field(default=None, metadata=flag(
+        f"θ + strength·(θ′ − θ) goes to the engine: 0 is the base network, 1 the adapted one [{DEFAULT_STRENGTH:g}].",
+        type=click.FloatRange(0, 1), setting="strength"))
     adapt_method: str = field(default="auto", metadata=flag(
         "faces: MetaF2N; cmdsr: ConditionNet on the photo's LR patches; redegnet: the faces' degradation rendered "
         "onto --natural-bank images (ReDegNet); auto: cmdsr when the checkpoint has a ConditionNet.",

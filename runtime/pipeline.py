@@ -77,7 +77,7 @@ class Enhanced:
     reason: str  # why the photo was not adapted ('' if it was)
     timings: Mapping[str, float]
     method: str = ""  # the method that adapted the photo ('' if none did)
-    provenance: Mapping[str, str] = field(default_factory=dict)  # how θ′ was made
+    provenance: Mapping[str, str] = field(default_factory=dict)  # how θ′ was made (or refused: the guards' figures)
 
 
 @dataclass
@@ -191,8 +191,7 @@ class AdaptAndRun:
             with timed(timings, "paste"):
                 sr_rgb = paste_regions(np.ascontiguousarray(sr_rgb), faces.regions)
         method = self.method.name if adaptation is not None else ""
-        return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, reason, timings, method,
-                        provenance if adaptation is not None else {})
+        return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, reason, timings, method, provenance)
 
     def enhance_snapshots(self, rgb: np.ndarray, steps: Collection[int]) -> tuple[dict[int, np.ndarray], Enhanced]:
         """The x4 output after each of ``steps`` inner-loop steps, from one inner loop of
@@ -247,7 +246,7 @@ class AdaptAndRun:
             faces=tuple(face_summary(face) for face in faces),
             losses=result.adaptation.losses if result.adaptation is not None else (),
             timings={stage: round(seconds, 4) for stage, seconds in timings.items()}, settings=settings,
-            warnings=warnings,
+            warnings=warnings, adaptation=dict(result.provenance),
         )
 
 

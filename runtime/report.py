@@ -37,6 +37,8 @@ class RunReport:
     timings: Mapping[str, float] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    # how θ′ was made, kept or refused: objective, strength, held-out losses, the guards' figures
+    adaptation: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

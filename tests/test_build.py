@@ -61,8 +61,9 @@ def test_a_meta_trained_checkpoint_adapts_as_it_was_trained(meta_checkpoint: Pat
     assert overridden.method.face.patches == PatchConfig(lq_size=12, count=2)
 
 
-def test_the_demo_honours_the_checkpoints_settings(meta_checkpoint: Path) -> None:
-    result = CliRunner().invoke(cli.command, ["--demo", "--checkpoint", str(meta_checkpoint), "--device", "cpu"])
+def test_the_demo_honours_the_checkpoints_settings(meta_checkpoint: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli.command, ["--demo", "--checkpoint", str(meta_checkpoint), "--device", "cpu",
+                                              "--out", str(tmp_path)])
     assert "adaptation sgd α=0.01 n=3 on cpu" in result.output, result.output
     assert "Traceback" not in result.output
 
