@@ -9,8 +9,8 @@ traceback. Once running, :class:`f2n.command.Command` handles stops and errors t
 from __future__ import annotations
 
 import importlib
+import os
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -56,19 +56,30 @@ def handle_sigterm() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
+STARTING = "stopped while starting; nothing was written"
+
+
+def _exit_while_starting(signum: int, frame: FrameType | None) -> None:
+    """A stop while the libraries import: nothing is written yet, so the process ends at once.
+    An exception raised from here could land inside any library's import, which some turn into
+    another error (numpy's lazy attributes loop into a RecursionError)."""
+    stop: BaseException = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    line, code = stop_line(stop, STARTING)
+    os.write(2, (line + "\n").encode())
+    os._exit(code)
+
+
 def script(target: str) -> Callable[[], None]:
     """A console script for the click command ``module:attribute``, imported behind the stop
     handling."""
 
     def main() -> None:
+        previous_int = signal.signal(signal.SIGINT, _exit_while_starting)
+        signal.signal(signal.SIGTERM, _exit_while_starting)
+        module, _, name = target.partition(":")
+        command = getattr(importlib.import_module(module), name)
+        signal.signal(signal.SIGINT, previous_int)
         handle_sigterm()  # kept for the whole process: the command installs it again while it runs
-        try:
-            module, _, name = target.partition(":")
-            command = getattr(importlib.import_module(module), name)
-        except (KeyboardInterrupt, Terminated) as stop:
-            line, code = stop_line(stop, "stopped while starting; nothing was written")
-            print(line, file=sys.stderr)
-            sys.exit(code)
         command()
 
     return main

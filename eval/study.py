@@ -516,7 +516,7 @@ def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[
 def picture(photo: Path, out: Path, settings: tuple[str, ...], degradation: str, seed: int, prior: str, lq_size: int,
             face_lq: int, zoom_box: tuple[int, int, int, int] | None) -> None:
     """One case side by side: bicubic | base | each setting | ground truth, a zoomed crop below."""
-    from f2n.runtime.demo import comparison_picture
+    from f2n.eval.demo import comparison_picture
     from f2n.runtime.face_detect import RetinaFaceDetector
     from f2n.runtime.images import write_image
     from f2n.weights import load_sr_network

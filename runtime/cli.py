@@ -72,7 +72,7 @@ def check_demo_options(ctx: click.Context, inputs: tuple[Path, ...]) -> None:
 def run(inputs: tuple[Path, ...], options: PipelineOptions, *, out: Path | None, save_debug: bool,
         save_weights: Path | None, report: Path | None, overwrite: bool, demo: bool, progress: bool) -> int:
     if demo:
-        from f2n.runtime.demo import run_demo
+        from f2n.eval.demo import run_demo
 
         return run_demo(device=resolve_device(options.device), checkpoint=options.checkpoint,
                         requested=options.requested(), sr_range=options.sr_range, out=out)

@@ -39,7 +39,7 @@ from f2n.runtime import (
     masked_l1,
     read_image,
 )
-from f2n.runtime.demo import region_psnrs
+from f2n.eval.demo import region_psnrs
 from f2n.weights import LoadedSR
 
 GRID = (("sgd", 1e-2), ("adam", 1e-4), ("sgd", 1e-3), ("adam", 1e-5))  # likeliest first: a cut-short run still informs

@@ -102,7 +102,7 @@ def test_strength_half_lands_between_theta_and_theta_prime(blur_case) -> None:
 
 def test_objective_strength_and_guard_figures_reach_the_report(tiny_weights, tmp_path) -> None:
     from f2n.runtime import OraclePrior, build_pipeline, write_image
-    from f2n.runtime.demo import demo_pair
+    from f2n.eval.demo import demo_pair
 
     gt, lq = demo_pair((0, 512, 0, 512))  # the whole astronaut: room beside the face for non-face patches
     photo = tmp_path / "astronaut.png"

@@ -11,7 +11,7 @@ from f2n.errors import ConfigError, WeightsError
 from f2n.eval.run import EvalConfig, load_networks
 from f2n.nets import MaskNet
 from f2n.runtime import AdaptationSettings, OraclePrior, build_pipeline, cli, resolve_settings, write_image
-from f2n.runtime.demo import demo_pair
+from f2n.eval.demo import demo_pair
 from f2n.runtime.face_patches import PatchConfig
 from f2n.weights import load_sr_network, save_f2n_checkpoint
 

@@ -12,7 +12,7 @@ from f2n.errors import ConfigError, WeightsError
 from f2n.nets import MaskNet, RRDBNet
 from f2n.runtime import cli
 from f2n.runtime.build import checkpoint_masknet, patch_config
-from f2n.runtime.demo import demo_pair
+from f2n.eval.demo import demo_pair
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.images import write_image
 from f2n.weights import load_sr_network, save_f2n_checkpoint

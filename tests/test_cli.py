@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from f2n.errors import WeightsError
 from f2n.runtime import cli
-from f2n.runtime.demo import demo_pair
+from f2n.eval.demo import demo_pair
 from f2n.runtime.images import read_image, write_image
 
 FAST = ["--tile", "64", "--tile-overlap", "16", "--steps", "2", "--patches-per-face", "2", "--no-progress"]

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from f2n.runtime import cli
-from f2n.runtime.demo import demo_pair
+from f2n.eval.demo import demo_pair
 from f2n.runtime.images import read_image, write_image
 
 GPEN_FIXTURE = Path(__file__).parent / "data" / "gpen_official" / "gpen_cm1.pth"

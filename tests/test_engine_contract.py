@@ -19,7 +19,7 @@ from f2n.export.openvino_engine import OpenVinoEngine
 from f2n.export.torch_engine import TorchEngine
 from f2n.runtime import cli
 from f2n.runtime.build import build_pipeline
-from f2n.runtime.demo import demo_pair
+from f2n.eval.demo import demo_pair
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.options import PipelineOptions, pipeline_from_options
 from f2n.weights import load_sr_network

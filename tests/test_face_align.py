@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from f2n.runtime.demo import psnr
+from f2n.eval.demo import psnr
 from f2n.runtime.face_align import (
     FFHQ_TEMPLATE_512,
     estimate_affine,

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from f2n.nets.masknet import MaskNet
-from f2n.runtime.demo import psnr
+from f2n.eval.demo import psnr
 from f2n.runtime.face_detect import RetinaFaceDetector
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import CallablePrior, OraclePrior

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from f2n.errors import ConfigError, WeightsError
 from f2n.fileio import STALE_TEMP_SECONDS
 from f2n.runtime import cli
-from f2n.runtime.demo import demo_pair
+from f2n.eval.demo import demo_pair
 from f2n.runtime.face_prior import make_prior
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.report import RunReport, write_report_json

@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # folder → package, as pyproject.toml maps them
 PACKAGES = {"core": "f2n", "runtime": "f2n.runtime", "training": "f2n.training", "export": "f2n.export",
-            "cpp_ext": "f2n.cpp_ext", "eval": "f2n.eval", "benchmarks": "f2n.benchmarks"}
+            "cpp_ext": "f2n.cpp_ext", "eval": "f2n.eval", "benchmarks": "f2n.benchmarks", "app": "f2n.app"}
 # lowest first; a module belongs to the layer of its longest matching prefix
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("f2n",)),  # errors, fileio, the resize and inner-loop maths every layer shares
@@ -25,7 +25,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("engines", ("f2n.export", "f2n.cpp_ext")),  # the SR engines, the fused op registered into RRDBNet
     ("runtime", ("f2n.runtime",)),
     ("training", ("f2n.training",)),
-    ("tools", ("f2n.eval", "f2n.benchmarks")),
+    ("tools", ("f2n.eval", "f2n.benchmarks")),  # the demo too: it measures with f2n.eval's metrics
+    ("surfaces", ("f2n.app",)),  # the web page (the ComfyUI pack, outside the package, imports f2n in its nodes)
 )
 COMMANDS = len(LAYERS)  # every ``cli`` and ``__main__`` module: the top
 COMMAND_NAMES = ("cli", "__main__")

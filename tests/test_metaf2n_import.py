@@ -328,7 +328,7 @@ def test_imported_checkpoint_runs_as_the_paper_does_on_every_cpu_engine(imported
     imported MaskNet and 16 pairs per face, whatever the engine (the AOTInductor package
     compiles once, for the tiny network)."""
     from f2n.runtime import cli as run_cli
-    from f2n.runtime.demo import demo_pair
+    from f2n.eval.demo import demo_pair
     from f2n.runtime.images import read_image, write_image
 
     gt, lq = demo_pair()

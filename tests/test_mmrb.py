@@ -150,7 +150,7 @@ def test_train_command_refuses_missing_weights_in_one_line(shared_data: Path, tm
 def test_a_trained_restorer_is_a_face_prior_end_to_end(tmp_path: Path) -> None:
     from f2n.nets import RRDBNet
     from f2n.runtime import cli
-    from f2n.runtime.demo import demo_pair
+    from f2n.eval.demo import demo_pair
     from f2n.runtime.face_prior import make_prior
     from f2n.runtime.images import write_image
 

@@ -14,7 +14,7 @@ from f2n.errors import ConfigError, InputImageError
 from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.runtime.adapt import AdaptConfig
-from f2n.runtime.demo import demo_pair, psnr
+from f2n.eval.demo import demo_pair, psnr
 from f2n.runtime.face_detect import RetinaFaceDetector
 from f2n.runtime.face_prior import OraclePrior
 from f2n.runtime.face_regions import mask_canvas

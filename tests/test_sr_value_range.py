@@ -25,7 +25,7 @@ from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.runtime import cli
 from f2n.runtime.build import load_supported_network
-from f2n.runtime.demo import demo_pair
+from f2n.eval.demo import demo_pair
 from f2n.runtime.images import read_image, write_image
 from f2n.weights import add_weight, load_sr_network, save_f2n_checkpoint
 from f2n.weights.checkpoint import read_weight_file
