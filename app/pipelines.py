@@ -11,7 +11,7 @@ from f2n.export.engines import ENGINES as ENGINE_NAMES
 from f2n.runtime.engine_choice import AUTO
 from f2n.runtime.options import PipelineOptions, pipeline_from_options
 from f2n.runtime.pipeline import AdaptAndRun
-from f2n.runtime.prior_conventions import PRIOR_NAMES as PRIOR_REGISTRY
+from f2n.runtime.face.prior_conventions import PRIOR_NAMES as PRIOR_REGISTRY
 
 ENGINES = (AUTO, *ENGINE_NAMES)  # an engine this machine lacks is one line in the page
 PRIOR_NAMES = tuple(PRIOR_REGISTRY)

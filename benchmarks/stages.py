@@ -149,7 +149,7 @@ def perturbed_weights(model: torch.nn.Module, seed: int = 1) -> dict[str, torch.
 
 
 def _face_landmarks(rgb: np.ndarray) -> np.ndarray:
-    detections = require_module("f2n.runtime.face_detect").RetinaFaceDetector(threads=threads())(rgb)
+    detections = require_module("f2n.runtime.face.detect").RetinaFaceDetector(threads=threads())(rgb)
     if len(detections) == 0:
         raise RuntimeError("the benchmark photo has no detected face")
     return detections.landmarks[:1]
@@ -158,14 +158,14 @@ def _face_landmarks(rgb: np.ndarray) -> np.ndarray:
 # ---- face stage ------------------------------------------------------------------------
 
 def detect(height: int, width: int) -> TimedCall:
-    detector = require_module("f2n.runtime.face_detect").RetinaFaceDetector(threads=threads())
+    detector = require_module("f2n.runtime.face.detect").RetinaFaceDetector(threads=threads())
     rgb = photo_rgb(height, width)
     return lambda: detector(rgb)
 
 
 def align(height: int, width: int, face_size: int = 512) -> TimedCall:
     """Similarity fit and warp of the photo's face onto the aligned template."""
-    face_align = require_module("f2n.runtime.face_align")
+    face_align = require_module("f2n.runtime.face.align")
     rgb = photo_rgb(height, width)
     landmarks = _face_landmarks(rgb)
     template = face_align.face_template(face_size)
@@ -182,8 +182,8 @@ def random_face_prior(architecture: str, device: torch.device):
     with the released files' hyperparameters and RANDOM (seeded) weights, called with its
     official conventions: the real weights are not available here, and the time does not
     depend on the values. Parameter counts: GPEN-BFR-512 71.0 M, GPEN-BFR-256 18.9 M."""
-    conventions = require_module("f2n.runtime.prior_conventions")
-    torch_prior = require_module("f2n.runtime.torch_prior")
+    conventions = require_module("f2n.runtime.face.prior_conventions")
+    torch_prior = require_module("f2n.runtime.face.torch_prior")
     torch.manual_seed(0)
     if architecture.startswith("gpen-"):
         gpen = require_module("f2n.nets.gpen")
@@ -215,7 +215,7 @@ def face_prior(faces: int, architecture: str = "gpen-512", device: str = "cpu") 
 
 def masknet(patches: int, size: int, device: str = "cpu") -> TimedCall:
     """MaskNet weighing ``patches`` (LQ, restored) pairs of ``size`` x4 pixels, as the face stage does."""
-    face_stage = require_module("f2n.runtime.face_stage")
+    face_stage = require_module("f2n.runtime.face.stage")
     where = _device(device)
     network = require_module("f2n.nets").MaskNet().to(where).eval()
     generator = torch.Generator().manual_seed(0)
@@ -289,7 +289,7 @@ def end_to_end(height: int, width: int, steps: int, patches: int, engine: str = 
     folder = tempfile.TemporaryDirectory(prefix="f2n-bench-")
     source, output = Path(folder.name) / "photo.png", Path(folder.name) / "photo_x4.png"
     images.write_image(source, photo_rgb(height, width))
-    detector = require_module("f2n.runtime.face_detect").RetinaFaceDetector(threads=threads())
+    detector = require_module("f2n.runtime.face.detect").RetinaFaceDetector(threads=threads())
     run_pipeline = build.build_pipeline(
         sr_loaded(), engine=make_engine(engine, precision, device), device=device, precision="fp32",
         requested={"steps": steps, "patches_per_face": patches}, prior=prior, detector=detector)

@@ -1,5 +1,5 @@
 """The two definitions of MetaF2N's inner loop that per-photo adaptation
-(:mod:`f2n.runtime.adapt`, :mod:`f2n.runtime.face_stage`) and meta-training
+(:mod:`f2n.runtime.adapt`, :mod:`f2n.runtime.face.stage`) and meta-training
 (:mod:`f2n.training.maml`) share, so the loop a checkpoint was trained with is the
 loop it is adapted with."""
 

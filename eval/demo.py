@@ -24,10 +24,10 @@ from f2n.export.engines import make_engine
 from f2n.nets.rrdbnet import ValueRange
 from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.build import AdaptationSettings, build_pipeline, load_supported_network
-from f2n.runtime.face_patches import PatchConfig
-from f2n.runtime.face_prior import FacePrior, OraclePrior, OracleRestoredPrior
-from f2n.runtime.face_regions import mask_canvas
-from f2n.runtime.face_stage import Detector
+from f2n.runtime.face.patches import PatchConfig
+from f2n.runtime.face.prior import FacePrior, OraclePrior, OracleRestoredPrior
+from f2n.runtime.face.regions import mask_canvas
+from f2n.runtime.face.stage import Detector
 from f2n.runtime.images import write_image
 from f2n.weights import LoadedSR
 
@@ -133,8 +133,8 @@ def run_demo(*, device: str, checkpoint: str, requested: Mapping[str, Any] | Non
     (``picture_path(out)``); exit code 7 (EXIT_DEMO_LOST) if adaptation did not beat the base.
     The checkpoint's adaptation settings apply unless ``requested`` overrides them; ``sr_range``:
     ``--sr-range``."""
-    from f2n.runtime.face_detect import RetinaFaceDetector
-    from f2n.runtime.face_prior import load_prior_file
+    from f2n.runtime.face.detect import RetinaFaceDetector
+    from f2n.runtime.face.prior import load_prior_file
     from f2n.weights import weight_path
 
     gt, lq = demo_pair()

@@ -38,10 +38,10 @@ from f2n.eval.metrics import metrics_table, piqe_y
 from f2n.export.torch_engine import TorchEngine
 from f2n.runtime.adapt import AdaptConfig, adapt, guard_decision, texture_ratio, with_strength
 from f2n.runtime.context_patches import nonface_patches
-from f2n.runtime.face_patches import PatchConfig
-from f2n.runtime.face_prior import FacePrior, OraclePrior, OracleRestoredPrior
-from f2n.runtime.face_regions import mask_canvas
-from f2n.runtime.face_stage import FaceStageConfig, FaceStageResult, run_face_stage
+from f2n.runtime.face.patches import PatchConfig
+from f2n.runtime.face.prior import FacePrior, OraclePrior, OracleRestoredPrior
+from f2n.runtime.face.regions import mask_canvas
+from f2n.runtime.face.stage import FaceStageConfig, FaceStageResult, run_face_stage
 from f2n.runtime.redegnet import NaturalBank, ReDegNetConfig, ReDegNets, synthesise_pairs
 from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.types import PatchBatch
@@ -468,7 +468,7 @@ def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[
                 redegnet_weights: Path | None, natural_bank: Path, redegnet_seed: int, split: str,
                 strengths: tuple[float, ...], mix: bool) -> None:
     """Append the study's rows to OUT."""
-    from f2n.runtime.face_detect import RetinaFaceDetector
+    from f2n.runtime.face.detect import RetinaFaceDetector
     from f2n.weights import load_sr_network
 
     screen = stage == "screen"
@@ -517,7 +517,7 @@ def picture(photo: Path, out: Path, settings: tuple[str, ...], degradation: str,
             face_lq: int, zoom_box: tuple[int, int, int, int] | None) -> None:
     """One case side by side: bicubic | base | each setting | ground truth, a zoomed crop below."""
     from f2n.eval.demo import comparison_picture
-    from f2n.runtime.face_detect import RetinaFaceDetector
+    from f2n.runtime.face.detect import RetinaFaceDetector
     from f2n.runtime.images import write_image
     from f2n.weights import load_sr_network
 

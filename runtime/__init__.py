@@ -35,11 +35,11 @@ from f2n.runtime.build import (
     resolve_settings,
 )
 from f2n.runtime.cmdsr import CmdsrAdaptation
-from f2n.runtime.face_align import face_template
-from f2n.runtime.face_detect import Detections, RetinaFaceDetector
-from f2n.runtime.face_prior import FacePrior, OraclePrior, make_prior
-from f2n.runtime.face_regions import full_canvas, mask_canvas, paste_regions
-from f2n.runtime.face_stage import Detector, FaceStageConfig, patch_weights, run_face_stage, select_faces
+from f2n.runtime.face.align import face_template
+from f2n.runtime.face.detect import Detections, RetinaFaceDetector
+from f2n.runtime.face.prior import FacePrior, OraclePrior, make_prior
+from f2n.runtime.face.regions import full_canvas, mask_canvas, paste_regions
+from f2n.runtime.face.stage import Detector, FaceStageConfig, patch_weights, run_face_stage, select_faces
 from f2n.runtime.images import IMAGE_SUFFIXES, DecodedImage, image_files, read_image, upscale_alpha, write_image
 from f2n.runtime.methods import AdaptationMethod, FaceAdaptation, MethodOutcome
 from f2n.runtime.pipeline import (

@@ -40,9 +40,9 @@ from f2n.runtime.adapt import (
     objective_settings,
 )
 from f2n.runtime.engine_choice import resolve_engine
-from f2n.runtime.face_patches import PatchConfig
-from f2n.runtime.face_prior import FacePrior
-from f2n.runtime.face_stage import Detector, FaceStageConfig
+from f2n.runtime.face.patches import PatchConfig
+from f2n.runtime.face.prior import FacePrior
+from f2n.runtime.face.stage import Detector, FaceStageConfig
 from f2n.runtime.methods import METHODS, AdaptationMethod, FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.redegnet import NaturalBank, ReDegNetAdaptation, ReDegNetConfig, load_redegnets
@@ -167,10 +167,10 @@ def checkpoint_masknet(state: Mapping[str, torch.Tensor] | None, device: str, lq
 def load_prior(spec: str | FacePrior, *, device: str, lq_shape: tuple[int, int] | None = None,
                required: bool = False, options: Mapping[str, float] | None = None,
                sr: LoadedSR | None = None) -> tuple[FacePrior | None, str]:
-    """The face prior (a spec for :func:`~f2n.runtime.face_prior.make_prior`, or one already
+    """The face prior (a spec for :func:`~f2n.runtime.face.prior.make_prior`, or one already
     made), or (None, why) when its weights cannot load and adaptation is optional. ``sr``: the
     run's SR network (on ``device``), which ``oracle-restored:`` restores its faces with."""
-    from f2n.runtime.face_prior import make_prior  # looked up per call: GPEN's weights load lazily
+    from f2n.runtime.face.prior import make_prior  # looked up per call: GPEN's weights load lazily
 
     if not isinstance(spec, str):
         return spec, ""
@@ -268,6 +268,6 @@ def build_pipeline(
 
 
 def default_detector(threads: int = 0) -> Detector:
-    from f2n.runtime.face_detect import RetinaFaceDetector
+    from f2n.runtime.face.detect import RetinaFaceDetector
 
     return RetinaFaceDetector(threads=threads)

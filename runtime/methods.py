@@ -18,8 +18,8 @@ from f2n.nets.masknet import MaskNet
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep
 from f2n.runtime.adapt import adapt as run_inner_loop
 from f2n.runtime.context_patches import nonface_patches
-from f2n.runtime.face_prior import FacePrior
-from f2n.runtime.face_stage import Detector, FaceStageConfig, run_face_stage
+from f2n.runtime.face.prior import FacePrior
+from f2n.runtime.face.stage import Detector, FaceStageConfig, run_face_stage
 from f2n.runtime.report import timed
 from f2n.runtime.types import FaceStageResult
 

@@ -35,10 +35,10 @@ from f2n.runtime.adapt import (
 )
 from f2n.runtime.build import DEFAULT_PATCHES_PER_IMAGE, build_pipeline, patch_config
 from f2n.runtime.engine_choice import AUTO
-from f2n.runtime.face_prior import ORACLE_PREFIXES, parse_prior_options
+from f2n.runtime.face.prior import ORACLE_PREFIXES, parse_prior_options
 from f2n.runtime.methods import METHODS
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig, check_adapt_steps
-from f2n.runtime.prior_conventions import PRIOR_NAMES
+from f2n.runtime.face.prior_conventions import PRIOR_NAMES
 from f2n.runtime.redegnet import ReDegNetConfig
 from f2n.runtime.support import SupportConfig
 from f2n.weights import LoadedSR

@@ -19,9 +19,9 @@ from f2n.errors import ConfigError, InputImageError
 from f2n.export.protocol import SREngine
 from f2n.nets.rrdbnet import RRDBNet, ValueRange
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep
-from f2n.runtime.debug_images import save_debug
+from f2n.runtime.face.debug_images import save_debug
 from f2n.runtime.engine_choice import EngineChoice
-from f2n.runtime.face_regions import paste_regions
+from f2n.runtime.face.regions import paste_regions
 from f2n.runtime.heap import release_free_memory
 from f2n.runtime.images import DecodedImage, output_bit_depth, read_image, upscale_alpha, write_image
 from f2n.runtime.methods import AdaptationMethod, MethodOutcome

@@ -30,9 +30,9 @@ from f2n.nets.redegnet_syn_encoder import SynNetEncoder
 from f2n.nets.redegnet_syn_generator import SynNetGenerator
 from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.adapt import adapt as run_inner_loop
-from f2n.runtime.face_align import estimate_affine, face_template
-from f2n.runtime.face_prior import FacePrior
-from f2n.runtime.face_stage import Detector, FaceStageConfig, run_face_stage
+from f2n.runtime.face.align import estimate_affine, face_template
+from f2n.runtime.face.prior import FacePrior
+from f2n.runtime.face.stage import Detector, FaceStageConfig, run_face_stage
 from f2n.runtime.images import image_files, read_image
 from f2n.runtime.methods import MethodOutcome, StepHook
 from f2n.runtime.report import timed

@@ -65,7 +65,7 @@ class FaceStageResult:
     prior_name: str
     no_faces_reason: str = ""
     # the x4 canvas (bicubic, faces warped back) and its paste mask, only around the faces; the whole
-    # pictures, where wanted: f2n.runtime.face_regions.full_canvas / mask_canvas
+    # pictures, where wanted: f2n.runtime.face.regions.full_canvas / mask_canvas
     regions: tuple["FaceRegion", ...] = field(default=(), repr=False)
     aligned_faces: np.ndarray | None = field(default=None, repr=False)  # (F, S, S, 3) aligned LQ faces, used faces only
     restored_faces: np.ndarray | None = field(default=None, repr=False)  # (F, S, S, 3) the prior's output

@@ -170,7 +170,7 @@ def test_oracle_restored_prior_aligns_like_the_oracle(tmp_path: Path) -> None:
     import cv2
     import numpy as np
 
-    from f2n.runtime.face_prior import OraclePrior, OracleRestoredPrior, make_prior
+    from f2n.runtime.face.prior import OraclePrior, OracleRestoredPrior, make_prior
 
     yy, xx = np.mgrid[0:256, 0:320].astype(np.float32)
     gt = np.stack([0.5 + 0.4 * np.sin(xx / 23), 0.5 + 0.4 * np.cos(yy / 19), 0.5 + 0.3 * np.sin((xx + yy) / 31)], -1)

@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 
 from f2n.benchmarks.memory import FACES, PHOTO_HW, four_face_photo, peak_rss_mib
 from f2n.nets import RRDBNet
-from f2n.runtime.face_detect import RetinaFaceDetector
-from f2n.runtime.face_stage import FaceStageConfig, select_faces
+from f2n.runtime.face.detect import RetinaFaceDetector
+from f2n.runtime.face.stage import FaceStageConfig, select_faces
 from f2n.runtime.images import read_image, write_image
 
 

@@ -52,7 +52,7 @@ def test_compare_counts_faster_stages_as_passing() -> None:
 def test_compare_fails_stages_that_vanished_or_raised() -> None:
     baseline = _suite(detect=1.0, encode=1.0, decode=1.0)
     current = SuiteResult("default", 5, 1, 1, MACHINE, (
-        StageResult("detect[1x1]", "face", "cpu", unavailable="f2n.runtime.face_detect cannot be imported"),
+        StageResult("detect[1x1]", "face", "cpu", unavailable="f2n.runtime.face.detect cannot be imported"),
         StageResult("decode[1x1]", "io", "cpu", error="InputImageError: bad"),
     ))
     failures = compare(current, baseline)

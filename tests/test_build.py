@@ -12,7 +12,7 @@ from f2n.eval.run import EvalConfig, load_networks
 from f2n.nets import MaskNet
 from f2n.runtime import AdaptationSettings, OraclePrior, build_pipeline, cli, resolve_settings, write_image
 from f2n.eval.demo import demo_pair
-from f2n.runtime.face_patches import PatchConfig
+from f2n.runtime.face.patches import PatchConfig
 from f2n.weights import load_sr_network, save_f2n_checkpoint
 
 META_TRAINED = {"alpha": 0.01, "steps": 3, "optimizer": "sgd", "patches_per_image": 24, "patch_lq_size": 12}

@@ -13,7 +13,7 @@ from f2n.nets import MaskNet, RRDBNet
 from f2n.runtime import cli
 from f2n.runtime.build import checkpoint_masknet, patch_config
 from f2n.eval.demo import demo_pair
-from f2n.runtime.face_patches import PatchConfig
+from f2n.runtime.face.patches import PatchConfig
 from f2n.runtime.images import write_image
 from f2n.weights import load_sr_network, save_f2n_checkpoint
 from f2n.weights.checkpoint import PatchDefaults

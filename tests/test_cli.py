@@ -132,7 +132,7 @@ def test_prior_that_cannot_load_falls_back_to_the_base_network(photos: Path, tmp
     def no_weights(spec: str, **_: object) -> None:
         raise WeightsError(f"GPEN weights for {spec} not installed")
 
-    monkeypatch.setattr("f2n.runtime.face_prior.make_prior", no_weights)
+    monkeypatch.setattr("f2n.runtime.face.prior.make_prior", no_weights)
     args = [photos / "astronaut.png", "--out", tmp_path / "o.png", "--checkpoint", tiny_weights, *FAST]
     result = invoke(*args, "--report", tmp_path / "r.json")
     assert result.exit_code == 0, result.output

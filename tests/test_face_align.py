@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from f2n.eval.demo import psnr
-from f2n.runtime.face_align import (
+from f2n.runtime.face.align import (
     FFHQ_TEMPLATE_512,
     estimate_affine,
     face_mask,
@@ -68,7 +68,7 @@ def test_paste_mask_is_soft_and_full_inside() -> None:
 
 
 def test_align_and_paste_back_round_trip_on_a_real_face(shared_data: Path) -> None:
-    from f2n.runtime.face_detect import RetinaFaceDetector
+    from f2n.runtime.face.detect import RetinaFaceDetector
 
     image = read_image(shared_data / "real_lq" / "000013p.png").rgb
     detections = RetinaFaceDetector()(image)

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import numpy as np
 
-from f2n.runtime.debug_images import save_debug
-from f2n.runtime.face_detect import RetinaFaceDetector
-from f2n.runtime.face_patches import PatchConfig
-from f2n.runtime.face_prior import CallablePrior
-from f2n.runtime.face_stage import FaceStageConfig, run_face_stage
+from f2n.runtime.face.debug_images import save_debug
+from f2n.runtime.face.detect import RetinaFaceDetector
+from f2n.runtime.face.patches import PatchConfig
+from f2n.runtime.face.prior import CallablePrior
+from f2n.runtime.face.stage import FaceStageConfig, run_face_stage
 from f2n.runtime.images import read_image
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from f2n.errors import InputImageError
-from f2n.runtime.face_detect import RetinaFaceDetector
+from f2n.runtime.face.detect import RetinaFaceDetector
 from f2n.runtime.images import read_image
 
 

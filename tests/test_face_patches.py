@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from f2n.errors import ConfigError
-from f2n.runtime.face_patches import (
+from f2n.runtime.face.patches import (
     PatchConfig,
     counts_per_face,
     crop_pairs,

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from f2n.errors import ConfigError, WeightsError
-from f2n.runtime.face_align import (
+from f2n.runtime.face.align import (
     FFHQ_TEMPLATE_512,
     estimate_affine,
     face_template,
     scale_affine_to_canvas,
     warp_face,
 )
-from f2n.runtime.face_prior import CallablePrior, OraclePrior, make_prior
+from f2n.runtime.face.prior import CallablePrior, OraclePrior, make_prior
 from f2n.runtime.images import write_image
 
 
@@ -71,7 +71,7 @@ def test_gpen_prior_in_half_precision_on_cuda_is_close_to_fp32(tmp_path: Path, d
 
     from f2n.nets.gpen import GPEN
 
-    from f2n.runtime.face_prior import load_prior_file
+    from f2n.runtime.face.prior import load_prior_file
 
     torch.manual_seed(0)
     model = GPEN(size=256, narrow=0.25).eval()

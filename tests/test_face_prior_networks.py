@@ -14,7 +14,7 @@ from torch import nn
 
 from f2n.errors import ConfigError, WeightsError
 from f2n.fileio import sha256_file
-from f2n.runtime.face_prior import make_prior, parse_prior_options
+from f2n.runtime.face.prior import make_prior, parse_prior_options
 from f2n.weights.networks import check_loads
 
 GPEN_FIXTURE = Path(__file__).parent / "data" / "gpen_official" / "gpen_cm1.pth"  # made by the official code
@@ -135,8 +135,8 @@ def test_prior_options_are_parsed_and_checked_against_the_prior() -> None:
 
 
 def test_codeformer_fidelity_is_checked_against_its_range() -> None:
-    from f2n.runtime.face_prior import resolve_options
-    from f2n.runtime.prior_conventions import CONVENTIONS
+    from f2n.runtime.face.prior import resolve_options
+    from f2n.runtime.face.prior_conventions import CONVENTIONS
 
     assert resolve_options(CONVENTIONS["codeformer"], {}, "codeformer") == {"w": 0.5}
     with pytest.raises(ConfigError, match=r"w must lie in \[0.0, 1.0\]"):
@@ -156,8 +156,8 @@ def test_the_registry_checks_an_unpinned_prior_by_its_architecture(tmp_path: Pat
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (autocast)")
 def test_a_batch_that_overflows_in_half_precision_is_redone_in_float32() -> None:
-    from f2n.runtime.prior_conventions import PriorConventions
-    from f2n.runtime.torch_prior import TorchFacePrior
+    from f2n.runtime.face.prior_conventions import PriorConventions
+    from f2n.runtime.face.torch_prior import TorchFacePrior
 
     net = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)).cuda()
     with torch.no_grad():  # 27 * 300 * 27 * 300 = 6.6e7: inf in float16, fine in float32; scaled back down after

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from f2n.runtime.face_align import estimate_affine, face_template, inverse_affine, paste_back, scale_affine_to_canvas
-from f2n.runtime.face_patches import PatchConfig, sample_pairs
-from f2n.runtime.face_regions import (
+from f2n.runtime.face.align import estimate_affine, face_template, inverse_affine, paste_back, scale_affine_to_canvas
+from f2n.runtime.face.patches import PatchConfig, sample_pairs
+from f2n.runtime.face.regions import (
     RegionCanvas,
     face_regions,
     full_canvas,

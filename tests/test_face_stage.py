@@ -10,11 +10,11 @@ from PIL import Image
 
 from f2n.nets.masknet import MaskNet
 from f2n.eval.demo import psnr
-from f2n.runtime.face_detect import RetinaFaceDetector
-from f2n.runtime.face_patches import PatchConfig
-from f2n.runtime.face_prior import CallablePrior, OraclePrior
-from f2n.runtime.face_regions import full_canvas
-from f2n.runtime.face_stage import MASK_ONES, FaceStageConfig, run_face_stage
+from f2n.runtime.face.detect import RetinaFaceDetector
+from f2n.runtime.face.patches import PatchConfig
+from f2n.runtime.face.prior import CallablePrior, OraclePrior
+from f2n.runtime.face.regions import full_canvas
+from f2n.runtime.face.stage import MASK_ONES, FaceStageConfig, run_face_stage
 from f2n.runtime.images import read_image
 
 

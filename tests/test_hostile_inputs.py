@@ -26,7 +26,7 @@ from f2n.errors import ConfigError, WeightsError
 from f2n.fileio import STALE_TEMP_SECONDS
 from f2n.runtime import cli
 from f2n.eval.demo import demo_pair
-from f2n.runtime.face_prior import make_prior
+from f2n.runtime.face.prior import make_prior
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.report import RunReport, write_report_json
 from f2n.weights import add_weight, load_sr_network, load_state_dict_file, weight_path

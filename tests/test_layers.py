@@ -170,9 +170,9 @@ def test_the_installed_package_imports_no_test_tools() -> None:
 
 # The face stage (detect, align, the priors and their conventions, regions, patches, restore,
 # stage) sits below the adaptation methods and the pipeline: it uses only itself and the
-# runtime's shared pieces (a folder of its own later makes this the layout).
-FACE_STAGE = ("face_detect", "face_align", "face_prior", "prior_conventions", "face_regions", "face_patches",
-              "face_restore", "face_stage", "torch_prior", "onnx_prior", "debug_images")
+# runtime's shared pieces (runtime/face/, a folder of its own).
+FACE_STAGE = tuple(f"face.{name}" for name in ("detect", "align", "prior", "prior_conventions", "regions", "patches",
+                                                  "restore", "stage", "torch_prior", "onnx_prior", "debug_images"))
 RUNTIME_SHARED = ("types", "images", "report", "sanity")
 
 

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from f2n.errors import WeightsError
 from f2n.runtime.adapt import AdaptConfig, adapt
 from f2n.runtime.build import checkpoint_masknet, resolve_settings
-from f2n.runtime.face_stage import patch_weights
+from f2n.runtime.face.stage import patch_weights
 from f2n.runtime.types import PatchBatch
 from f2n.weights import cli as models_cli
 from f2n.weights.checkpoint import read_weight_file

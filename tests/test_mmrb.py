@@ -151,7 +151,7 @@ def test_a_trained_restorer_is_a_face_prior_end_to_end(tmp_path: Path) -> None:
     from f2n.nets import RRDBNet
     from f2n.runtime import cli
     from f2n.eval.demo import demo_pair
-    from f2n.runtime.face_prior import make_prior
+    from f2n.runtime.face.prior import make_prior
     from f2n.runtime.images import write_image
 
     torch.manual_seed(0)

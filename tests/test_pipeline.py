@@ -15,9 +15,9 @@ from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.runtime.adapt import AdaptConfig
 from f2n.eval.demo import demo_pair, psnr
-from f2n.runtime.face_detect import RetinaFaceDetector
-from f2n.runtime.face_prior import OraclePrior
-from f2n.runtime.face_regions import mask_canvas
+from f2n.runtime.face.detect import RetinaFaceDetector
+from f2n.runtime.face.prior import OraclePrior
+from f2n.runtime.face.regions import mask_canvas
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.methods import FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig

@@ -17,8 +17,8 @@ from f2n.errors import ConfigError, WeightsError
 from f2n.export.torch_engine import TorchEngine
 from f2n.runtime import cli
 from f2n.runtime.adapt import AdaptConfig
-from f2n.runtime.face_detect import RetinaFaceDetector
-from f2n.runtime.face_prior import OraclePrior
+from f2n.runtime.face.detect import RetinaFaceDetector
+from f2n.runtime.face.prior import OraclePrior
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.redegnet import NaturalBank, ReDegNetAdaptation, ReDegNetConfig, face_crop_pairs, load_redegnets

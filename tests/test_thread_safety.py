@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from f2n.fileio import write_atomic, write_bytes_atomic
-from f2n.runtime.prior_conventions import PriorConventions
-from f2n.runtime.torch_prior import TorchFacePrior
+from f2n.runtime.face.prior_conventions import PriorConventions
+from f2n.runtime.face.torch_prior import TorchFacePrior
 
 
 def test_an_atomic_write_takes_the_umask_without_setting_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from f2n.errors import ConfigError
-from f2n.runtime.face_prior import CallablePrior
+from f2n.runtime.face.prior import CallablePrior
 from f2n.training.config import (
     DataConfig,
     TrainConfig,

@@ -346,7 +346,7 @@ def part_gpen(bench: Bench) -> Callable[[dict], None]:
 def part_e2e(bench: Bench) -> Callable[[dict], None]:
     def run(record: dict) -> None:
         from f2n.runtime.adapt import AdaptConfig, adapt
-        from f2n.runtime.face_detect import RetinaFaceDetector
+        from f2n.runtime.face.detect import RetinaFaceDetector
 
         sizes = bench.sizes
         engine = bench.engines.get("torch compiled") or bench.engines.get("torch eager")

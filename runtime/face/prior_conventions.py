@@ -13,7 +13,7 @@ Checked against the official inference code:
   ``net(x, w=w, adain=True)[0]``; fidelity ``w`` in [0, 1], default 0.5.
 - RestoreFormer (GFPGAN's release, run through ``GFPGANer``): the same as GFPGAN.
 All four were trained and are run on faces aligned to the FFHQ 512 template that
-facexlib uses (:data:`f2n.runtime.face_align.FFHQ_TEMPLATE_512`). GPEN's own demo
+facexlib uses (:data:`f2n.runtime.face.align.FFHQ_TEMPLATE_512`). GPEN's own demo
 aligns to a different, tighter template (align_faces.py: ArcFace's 5 points squared
 with 25 % inner padding); f2n keeps FFHQ for GPEN, whose training faces are FFHQ's.
 """

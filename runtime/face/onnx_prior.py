@@ -17,7 +17,7 @@ import torch
 
 from f2n.errors import WeightsError
 from f2n.onnxruntime_support import import_onnxruntime
-from f2n.runtime.face_restore import from_prior_output, to_prior_input
+from f2n.runtime.face.restore import from_prior_output, to_prior_input
 
 DEFAULT_SIZE = 512
 DEFAULT_RANGE = (-1.0, 1.0)

@@ -3,9 +3,9 @@
 Every prior takes a batch of aligned faces, (N, S, S, 3) float32 RGB in [0, 1], together
 with the affines that map the x4 canvas onto each aligned face (an oracle needs them to
 cut the same face out of a ground-truth x4 image), and returns the same shape. Network
-priors (:class:`~f2n.runtime.torch_prior.TorchFacePrior`,
-:class:`~f2n.runtime.onnx_prior.OnnxFacePrior`) convert to each network's own conventions
-(:mod:`f2n.runtime.prior_conventions`).
+priors (:class:`~f2n.runtime.face.torch_prior.TorchFacePrior`,
+:class:`~f2n.runtime.face.onnx_prior.OnnxFacePrior`) convert to each network's own conventions
+(:mod:`f2n.runtime.face.prior_conventions`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from f2n.errors import ConfigError, InputImageError, WeightsError
-from f2n.runtime.face_align import face_roi, warp_face
-from f2n.runtime.prior_conventions import CONVENTIONS, PRIOR_NAMES, PriorConventions
-from f2n.runtime.torch_prior import TorchFacePrior
+from f2n.runtime.face.align import face_roi, warp_face
+from f2n.runtime.face.prior_conventions import CONVENTIONS, PRIOR_NAMES, PriorConventions
+from f2n.runtime.face.torch_prior import TorchFacePrior
 
 RestoreFn = Callable[[np.ndarray], np.ndarray]
 ORACLE_PREFIXES = ("oracle:", "oracle-restored:")  # a ground truth's faces: one photo's run only
@@ -175,7 +175,7 @@ def load_prior_file(path: Path, *, device: str | torch.device = "cpu", options: 
     if path.suffix.lower() == ".onnx":
         if options:
             raise ConfigError(f"--prior-option {', '.join(options)}: an ONNX prior takes no options")
-        from f2n.runtime.onnx_prior import OnnxFacePrior
+        from f2n.runtime.face.onnx_prior import OnnxFacePrior
 
         return OnnxFacePrior(path, provenance={**provenance, "architecture": "onnx"}, device=device,
                              batch_size=batch_size)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from f2n.runtime.face_align import blend_into, face_roi, inverse_affine, warp_to_canvas
+from f2n.runtime.face.align import blend_into, face_roi, inverse_affine, warp_to_canvas
 from f2n.runtime.types import FaceRegion
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1

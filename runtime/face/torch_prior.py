@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from f2n.runtime.face_restore import from_prior_output, to_prior_input
-from f2n.runtime.prior_conventions import PriorConventions
+from f2n.runtime.face.restore import from_prior_output, to_prior_input
+from f2n.runtime.face.prior_conventions import PriorConventions
 
 # A prior network draws its noise from torch's global generator (spandrel's GFPGAN takes no
 # generator of its own): seeding it and drawing happen under this lock, so that pipelines in

@@ -7,7 +7,7 @@ affine (bicubic), as GPEN's own pipeline warps its input; the restored face is p
 back on the x4 canvas with the *x4* affine (the LQ affine scaled with the half-pixel
 offset), so LQ pixel (x, y) and x4 pixels (4x .. 4x+3, 4y .. 4y+3) stay the same spot.
 The canvas under and around the faces is the bicubic x4 of the photo; it is built only
-around the faces (:mod:`f2n.runtime.face_regions`), so the stage needs memory in
+around the faces (:mod:`f2n.runtime.face.regions`), so the stage needs memory in
 proportion to the faces, not to the x4 photo.
 """
 
@@ -22,11 +22,11 @@ import torch
 from f2n.errors import ConfigError, InputImageError
 from f2n.inner_loop import masknet_lq_input
 from f2n.nets.masknet import MaskNet
-from f2n.runtime.face_align import estimate_affine, face_template, scale_affine_to_canvas, warp_face
-from f2n.runtime.face_detect import Detections
-from f2n.runtime.face_patches import PatchConfig, sample_pairs
-from f2n.runtime.face_prior import FacePrior
-from f2n.runtime.face_regions import RegionCanvas, face_regions
+from f2n.runtime.face.align import estimate_affine, face_template, scale_affine_to_canvas, warp_face
+from f2n.runtime.face.detect import Detections
+from f2n.runtime.face.patches import PatchConfig, sample_pairs
+from f2n.runtime.face.prior import FacePrior
+from f2n.runtime.face.regions import RegionCanvas, face_regions
 from f2n.runtime.report import timed
 from f2n.runtime.sanity import prior_output_problem
 from f2n.runtime.types import SCALE, FaceReport, FaceStageResult, PatchBatch

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from skimage.util import montage
 
-from f2n.runtime.face_regions import full_canvas, mask_canvas
+from f2n.runtime.face.regions import full_canvas, mask_canvas
 from f2n.runtime.images import write_image
 from f2n.runtime.types import SCALE, FaceStageResult
 
