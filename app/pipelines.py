@@ -19,8 +19,9 @@ PRIOR_NAMES = tuple(PRIOR_REGISTRY)
 
 @dataclass(frozen=True)
 class Settings:
-    """What a user picks in the page or a node. ``steps`` None: the checkpoint's or f2n's default;
-    ``adapt`` False: the base network only (``--no-adapt``); ``guard`` False: ``--no-guard``."""
+    """What a user picks in the page or a node. ``steps``, ``strength`` None: the checkpoint's or f2n's
+    default; ``adapt`` False: the base network only (``--no-adapt``); ``guard`` False: ``--no-guard``;
+    ``strength``: θ + strength·(θ′ − θ) goes to the engine (``--strength``)."""
 
     checkpoint: str = "realesrgan-x4plus"
     prior: str = "gpen"
@@ -29,11 +30,12 @@ class Settings:
     steps: int | None = None
     adapt: bool = True
     guard: bool = True
+    strength: float | None = None
 
     def options(self) -> PipelineOptions:
         return PipelineOptions(checkpoint=self.checkpoint, prior=self.prior, engine=self.engine, device=self.device,
                                steps=self.steps if self.adapt else None, no_adapt=not self.adapt,
-                               no_guard=not self.guard)
+                               no_guard=not self.guard, strength=self.strength if self.adapt else None)
 
 
 class PipelineCache:

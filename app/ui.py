@@ -75,6 +75,7 @@ def build_page(config: AppConfig, pipelines: PipelineCache) -> gr.Blocks:
                 steps = gr.Slider(1, 50, value=config.steps, step=1, label="Adaptation steps (at most)")
                 adapt = gr.Checkbox(value=config.adapt, label="Adapt to the photo's faces (off: base network only)")
                 guard = gr.Checkbox(value=True, label="Guard: keep the base network when adapting does not help")
+                strength = gr.Slider(0, 1, value=1, step=0.05, label="Adaptation strength (0: base network, 1: adapted)")
                 run = gr.Button("Upscale x4", variant="primary", elem_id="f2n-run")
                 message = gr.Markdown(elem_id="f2n-message")
             with gr.Column(scale=2):
@@ -90,7 +91,7 @@ def build_page(config: AppConfig, pipelines: PipelineCache) -> gr.Blocks:
                                     elem_id="f2n-downloads", interactive=False)
 
         def enhance(path: str | None, prior_spec: str, engine_name: str, step_count: float, adapt_on: bool,
-                    guard_on: bool, compare_with: str, previous: Shown | None,
+                    guard_on: bool, strength_value: float, compare_with: str, previous: Shown | None,
                     progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 (gradio's way)
             unchanged = (gr.skip(),) * 6
             if not path:
@@ -101,7 +102,7 @@ def build_page(config: AppConfig, pipelines: PipelineCache) -> gr.Blocks:
                 progress(0.0, desc="loading the network and the face prior (once per settings)")
                 pipeline = pipelines.get(Settings(checkpoint=config.checkpoint, prior=prior_spec, engine=engine_name,
                                                   device=config.device, steps=int(step_count), adapt=adapt_on,
-                                                  guard=guard_on))
+                                                  guard=guard_on, strength=float(strength_value)))
                 result = run_photo(pipeline, image, name, progress=lambda done, what: progress(done, desc=what))
                 folder = Path(tempfile.mkdtemp(prefix="run-", dir=config.workdir))
                 files = save_outputs(result, folder)
@@ -114,7 +115,7 @@ def build_page(config: AppConfig, pipelines: PipelineCache) -> gr.Blocks:
                     mask_heatmap(image.rgb, result.enhanced.faces), summary(result.report),
                     [str(path) for path in files.values()], now)
 
-        run.click(enhance, [upload, prior, engine, steps, adapt, guard, compare, shown],
+        run.click(enhance, [upload, prior, engine, steps, adapt, guard, strength, compare, shown],
                   [message, slider, faces, heatmap, figures, downloads, shown], concurrency_limit=1)
         compare.change(lambda choice, now: _slider(now, choice) if now is not None else gr.skip(),
                        [compare, shown], slider, queue=False)

@@ -44,6 +44,8 @@ class F2NLoad:
             "engine": (ENGINES,),
             "steps": ("INT", {"default": 10, "min": 1, "max": 200}),
             "guard": ("BOOLEAN", {"default": True}),
+            # θ + strength·(θ′ − θ) is what upscales (and what the UPSCALE_MODEL holds): 0 is the base network
+            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05}),
         }}
 
     RETURN_TYPES = ("F2N_PIPELINE",)
@@ -51,7 +53,7 @@ class F2NLoad:
     FUNCTION = "load"
     CATEGORY = "f2n"
 
-    def load(self, sr_model, face_prior, engine, steps, guard):
+    def load(self, sr_model, face_prior, engine, steps, guard, strength=1.0):
         from f2n.app.pipelines import Settings
         from f2n.errors import ConfigError
         from f2n.export.spandrel_export import network_refusal
@@ -60,7 +62,7 @@ class F2NLoad:
         prior = face_prior if face_prior in PRIOR_NAMES else folder_paths.get_full_path(FACE_MODELS, face_prior)
         device = "cuda" if comfy.model_management.get_torch_device().type == "cuda" else "cpu"
         pipeline = _pipelines().get(Settings(checkpoint=checkpoint, prior=prior, engine=engine, device=device,
-                                             steps=steps, guard=guard))
+                                             steps=steps, guard=guard, strength=strength))
         refusal = network_refusal(pipeline.model, sr_model)  # θ′ goes out as an UPSCALE_MODEL
         if refusal:
             raise ConfigError(refusal)
