@@ -112,6 +112,13 @@ def _record(suite: str | None, only: str, exclude: str, rounds: int, warmup: int
 def check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None,
           threshold: float, confirmations: int, save: Path | None) -> None:
     """Run the baseline's suite and fail if a stage is more than THRESHOLD slower than in the baseline."""
+    if baseline is None and not baseline_path().is_file():
+        # A class without a baseline (another CPU model, core count or feature set) has nothing to be
+        # compared with: another class's figures would flag or hide the wrong things (issue 27).
+        known = ", ".join(sorted(path.stem for path in BASELINE_DIR.glob("*.json"))) or "none"
+        click.echo(f"no latency baseline for machine class {machine_class()} (committed: {known}); nothing checked. "
+                   "Record one on this class with `f2n-bench record` and commit it", err=True)
+        return
     _check(suite, only, exclude, rounds, warmup, threads, baseline or baseline_path(), threshold, confirmations, save)
 
 

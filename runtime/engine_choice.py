@@ -15,6 +15,7 @@ An explicit ``--precision`` is honoured: ``fp32`` on a bf16 CPU gives OpenVINO f
 
 from dataclasses import asdict, dataclass
 
+from f2n import cpu_features
 from f2n.errors import ConfigError, EngineUnavailableError
 
 AUTO = "auto"
@@ -26,7 +27,7 @@ class Platform:
 
     device: str  # "cpu" or "cuda"
     openvino: bool = False  # the openvino package imports
-    cpu_bf16: bool = False  # OpenVINO's CPU plugin computes bf16 natively (AVX512-BF16 or AMX)
+    cpu_bf16: bool = False  # the CPU computes bf16 natively (AVX512-BF16 or AMX; f2n.cpu_features)
     tensorrt: bool = False  # the tensorrt package imports and a CUDA GPU is visible
 
 
@@ -52,11 +53,11 @@ def choose_engine(platform: Platform, precision: str | None = None) -> EngineCho
         return EngineChoice(AUTO, "torch", chosen, "CUDA without TensorRT: the compiled torch engine")
     if precision == "fp16":
         raise ConfigError("--precision fp16 needs --device cuda; on the CPU use bf16 or fp32")
-    if not platform.openvino:
-        return EngineChoice(AUTO, "torch", precision or "fp32", "CPU without the openvino package: the torch engine")
-    if precision == "bf16" and not platform.cpu_bf16:
+    if precision == "bf16" and not platform.cpu_bf16:  # every CPU engine would emulate it
         raise EngineUnavailableError(
             "--precision bf16 needs a CPU with AVX512-BF16 or AMX, this one has neither; use --precision fp32")
+    if not platform.openvino:
+        return EngineChoice(AUTO, "torch", precision or "fp32", "CPU without the openvino package: the torch engine")
     if precision is None and platform.cpu_bf16:
         return EngineChoice(AUTO, "openvino", "bf16", "CPU with native bf16 (AVX512-BF16 or AMX): OpenVINO bf16")
     why = "fp32 asked for" if precision == "fp32" else "no native bf16 on this CPU"
@@ -76,13 +77,14 @@ def probe_platform(device: str) -> Platform:
     """Look at this machine: which engine packages import, and the CPU's bf16 support."""
     if device == "cuda":
         return Platform(device, tensorrt=_tensorrt_usable())
+    bf16 = cpu_features.native_bf16()
     try:
-        from f2n.export.openvino_engine import cpu_has_bf16, import_openvino
+        from f2n.export.openvino_engine import import_openvino
 
-        openvino = import_openvino()
+        import_openvino()
     except (ImportError, EngineUnavailableError):  # f2n.export or openvino missing: no OpenVINO here
-        return Platform(device)
-    return Platform(device, openvino=True, cpu_bf16=cpu_has_bf16(openvino.Core()))
+        return Platform(device, cpu_bf16=bf16)
+    return Platform(device, openvino=True, cpu_bf16=bf16)
 
 
 def _tensorrt_usable() -> bool:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from f2n.cpu_features import native_bf16
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime import cli
 from f2n.runtime.engine_choice import Platform, choose_engine, probe_platform, resolve_engine
@@ -20,7 +21,7 @@ from f2n.runtime.images import write_image
     (Platform("cpu", openvino=True, cpu_bf16=True), "fp32", "openvino", "fp32"),
     (Platform("cpu", openvino=True, cpu_bf16=False), None, "openvino", "fp32"),
     (Platform("cpu", openvino=False, cpu_bf16=True), None, "torch", "fp32"),
-    (Platform("cpu", openvino=False), "bf16", "torch", "bf16"),
+    (Platform("cpu", openvino=False, cpu_bf16=True), "bf16", "torch", "bf16"),
     (Platform("cuda", tensorrt=True), None, "trt", "fp16"),
     (Platform("cuda", tensorrt=False), None, "torch", "fp16"),
     (Platform("cuda", tensorrt=False), "bf16", "torch", "bf16"),
@@ -46,14 +47,13 @@ def test_a_named_engine_is_what_the_user_forced() -> None:
 
 def test_probe_without_openvino_leads_auto_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
-    assert probe_platform("cpu") == Platform("cpu")
+    assert probe_platform("cpu") == Platform("cpu", cpu_bf16=native_bf16())
     assert resolve_engine("auto", "cpu", None).engine == "torch"
 
 
-def test_probe_reads_the_cpus_bf16_from_openvino() -> None:
-    openvino = pytest.importorskip("openvino")
-    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    assert probe_platform("cpu") == Platform("cpu", openvino=True, cpu_bf16="BF16" in capabilities)
+def test_probe_reads_the_cpus_bf16_from_the_shared_probe() -> None:
+    pytest.importorskip("openvino")
+    assert probe_platform("cpu") == Platform("cpu", openvino=True, cpu_bf16=native_bf16())
 
 
 @pytest.fixture()
@@ -85,8 +85,8 @@ def test_forcing_openvino_without_it_is_one_line(tiny_run: list[str], monkeypatc
 
 def test_bf16_on_a_cpu_without_it_is_one_line_from_the_cli(tiny_run: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("openvino")
-    monkeypatch.setattr("f2n.export.openvino_engine.cpu_has_bf16", lambda core: False)  # the probe, not the engine
-    for engine in ("openvino", "auto"):
+    monkeypatch.setattr("f2n.cpu_features.native_bf16", lambda: False)  # the probe, not the engine
+    for engine in ("openvino", "auto", "torch"):
         result = CliRunner().invoke(cli.command, [*tiny_run, "--engine", engine, "--precision", "bf16"])
         assert result.exit_code == EngineUnavailableError.exit_code, result.output
         assert "needs a CPU with AVX512-BF16 or AMX" in result.output.strip().splitlines()[-1]
