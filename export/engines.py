@@ -6,6 +6,7 @@ rebuilt; compiled artifacts come from the cache under ``$F2N_HOME/engines``."""
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.aoti import load_aoti_engine
 from f2n.export.cache import cache_dir
+from f2n.export.ncnn_engine import NcnnEngine, vulkan_from_environment
 from f2n.export.onnx_export import cached_onnx
 from f2n.export.openvino_engine import OpenVinoEngine, check_precision, import_openvino
 from f2n.export.ort_engine import OrtEngine
@@ -15,7 +16,7 @@ from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import SREngine
 from f2n.weights.sr import LoadedSR
 
-ENGINES = ("torch", "onnx", "aoti", "trt", "openvino")
+ENGINES = ("torch", "onnx", "aoti", "trt", "openvino", "ncnn")
 
 
 def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, tile: int, batch_size: int = 1,
@@ -23,13 +24,16 @@ def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, til
     """An engine for ``loaded.model``. ``tile``/``batch_size`` (LR px, tiles per run)
     size the TensorRT optimization profile; the other engines take any shape.
     ``replacement`` (how new weights reach the graph; None: the engine's default) and ``threads``
-    (0: the library's default) tune ONNX Runtime and OpenVINO."""
+    (0: the library's default) tune ONNX Runtime, OpenVINO and ncnn. ncnn runs through Vulkan on a
+    hardware GPU whatever ``device`` says (``$F2N_NCNN_VULKAN``: 1 forces it, 0 keeps the CPU)."""
     if name not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"device must be cpu or cuda, got {device!r}")
     if name == "torch":
         return TorchEngine(loaded.model, device=device, precision=precision)
+    if name == "ncnn":
+        return NcnnEngine(loaded.model, precision=precision, vulkan=vulkan_from_environment(), threads=threads)
     weights = loaded.model.state_dict()
     tuning = {"threads": threads, **({"replacement": replacement} if replacement is not None else {})}
     if name == "onnx":

@@ -72,7 +72,7 @@ class Command(click.Command):
 @click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), help="Output file (one input) or folder [f2n_out].")
-@click.option("--engine", type=click.Choice(["auto", "torch", "onnx", "trt", "aoti", "openvino"]), default="auto",
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx", "trt", "aoti", "openvino", "ncnn"]), default="auto",
               show_default=True, help="auto: the fastest safe engine here (OpenVINO bf16/fp32 on the CPU, TensorRT or "
                                       "compiled torch on CUDA; docs/benchmarks.md); the report names the choice.")
 @click.option("--steps", type=int, help=f"Adaptation steps n [checkpoint's, else {DEFAULT_STEPS}].")

@@ -48,7 +48,7 @@ ATTEMPTS_DIR_NAME = ".f2n-batch-attempts"  # the workers' attempt counts, beside
               help="Tries of a photo whose worker dies under it (a photo that fails is not retried in the run).")
 @click.option("--checkpoint", default=DEFAULTS.checkpoint, show_default=True, help="Registry name or weight file.")
 @click.option("--sr-range", type=click.Choice(VALUE_RANGES), help="As f2n-adapt-and-run's: the SR weights' value range.")
-@click.option("--engine", type=click.Choice(["auto", "torch", "onnx", "trt", "aoti", "openvino"]), default=DEFAULTS.engine,
+@click.option("--engine", type=click.Choice(["auto", "torch", "onnx", "trt", "aoti", "openvino", "ncnn"]), default=DEFAULTS.engine,
               show_default=True, help="As f2n-adapt-and-run's (auto: the fastest safe engine on each worker).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="[cuda if the workers have it, else cpu]")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]),
