@@ -116,7 +116,7 @@ def check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, 
         # A class without a baseline (another CPU model, core count or feature set) has nothing to be
         # compared with: another class's figures would flag or hide the wrong things (issue 27).
         known = ", ".join(sorted(path.stem for path in BASELINE_DIR.glob("*.json"))) or "none"
-        click.echo(f"no latency baseline for machine class {machine_class()} (committed: {known}); nothing checked. "
+        click.echo(f"no latency baseline for machine class {machine_class()} (in {BASELINE_DIR}: {known}); nothing checked. "
                    "Record one on this class with `f2n-bench record` and commit it", err=True)
         return
     _check(suite, only, exclude, rounds, warmup, threads, baseline or baseline_path(), threshold, confirmations, save)

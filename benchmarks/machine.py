@@ -3,31 +3,12 @@ the same GPU model, or the same CPU vendor and model with the same number of usa
 the same speed-deciding features (native bf16 / AMX, AVX-512, AVX2: :mod:`f2n.cpu_features`),
 so a baseline from a bf16 CPU is never checked against one without."""
 
-import os
 import platform
 import re
-from pathlib import Path
 
 import torch
 
-from f2n.cpu_features import CpuFeatures, this_cpu
-
-
-def cpu_model() -> str:
-    """The CPU's model name as the kernel reports it (platform's name elsewhere)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the host's total)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+from f2n.cpu_features import cpu_model, this_cpu, this_cpu_class, usable_cores
 
 
 def gpu_name() -> str | None:
@@ -38,21 +19,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def cpu_class(model: str, cores: int, features: CpuFeatures) -> str:
-    """``cpu-<vendor+model>-<n>c-<feature>``, e.g. ``cpu-amd-epyc-2c-avx512bf16``: the vendor is
-    prefixed where the model name lacks it, the feature is :attr:`CpuFeatures.tag`."""
-    model_slug = _slug(model)
-    if features.vendor and features.vendor not in model_slug.split("-"):
-        model_slug = f"{features.vendor}-{model_slug}"
-    return f"cpu-{model_slug}-{cores}c-{features.tag}"
-
-
 def machine_class() -> str:
-    """``gpu-<model>`` where a CUDA device is visible, else :func:`cpu_class` of this CPU."""
+    """``gpu-<model>`` where a CUDA device is visible, else :func:`f2n.cpu_features.cpu_class` of this CPU."""
     gpu = gpu_name()
     if gpu is not None:
         return f"gpu-{_slug(gpu)}"
-    return cpu_class(cpu_model(), usable_cores(), this_cpu())
+    return this_cpu_class()
 
 
 def describe_machine() -> dict[str, str | int]:

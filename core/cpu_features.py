@@ -12,7 +12,9 @@ native on a 2-core AMD EPYC, issue 27) and OpenVINO silently computes fp32.
 
 from __future__ import annotations
 
+import os
 import platform
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -91,6 +93,37 @@ def this_cpu() -> CpuFeatures:
 
     capability = torch.backends.cpu.get_cpu_capability().lower()  # "avx512", "avx2", "default", ...
     return features_from_flags({"avx512f", "avx2"} if capability == "avx512" else {capability}, _slug(platform.processor()))
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (platform's name elsewhere)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the host's total)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def cpu_class(model: str, cores: int, features: CpuFeatures) -> str:
+    """``cpu-<vendor+model>-<n>c-<feature>``, e.g. ``cpu-amd-epyc-2c-avx512bf16``: the vendor is
+    prefixed where the model name lacks it, the feature is :attr:`CpuFeatures.tag`. Timings are
+    comparable within a class only (benchmark baselines, the engine probe's cache)."""
+    model_slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
+    if features.vendor and features.vendor not in model_slug.split("-"):
+        model_slug = f"{features.vendor}-{model_slug}"
+    return f"cpu-{model_slug}-{cores}c-{features.tag}"
+
+
+def this_cpu_class() -> str:
+    return cpu_class(cpu_model(), usable_cores(), this_cpu())
 
 
 def native_bf16() -> bool:

@@ -33,7 +33,7 @@ from f2n.runtime.adapt import (
     DEFAULT_STEPS,
     AdaptConfig,
 )
-from f2n.runtime.engine_choice import resolve_engine
+from f2n.runtime.engine_choice import Measure, Measurement, resolve_engine
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.face_stage import Detector, FaceStageConfig
@@ -145,6 +145,20 @@ def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, til
     return make_any_engine(name, loaded, device=device, precision=precision, tile=tile, **options)
 
 
+def _engine_probe(loaded: LoadedSR, tile: int) -> Measure:
+    """``auto``'s measurements on the CPU (:mod:`f2n.runtime.engine_probe`), or none where turned off."""
+    from f2n.runtime import engine_probe
+
+    def measure(candidates: tuple[tuple[str, str], ...]) -> list[Measurement]:
+        if not engine_probe.probe_enabled():
+            return []
+        return engine_probe.cached_measurements(
+            loaded.model, candidates,
+            lambda name, precision: make_engine(name, loaded, device="cpu", precision=precision, tile=tile, threads=1))
+
+    return measure
+
+
 def resolve_method(requested: str, loaded: LoadedSR) -> str:
     """``faces``, ``cmdsr`` or ``redegnet``: the checkpoint decides under ``auto`` (a ConditionNet
     means CMDSR, else faces)."""
@@ -235,7 +249,7 @@ def build_pipeline(
     method_name = resolve_method(method, loaded)
     choice = None
     if isinstance(engine, str):  # the engine before the prior: one that cannot run here fails before a download
-        choice = resolve_engine(engine, device, precision)
+        choice = resolve_engine(engine, device, precision, measure=_engine_probe(loaded, config.tile))
         engine = make_engine(choice.engine, loaded, device=device, precision=choice.precision, tile=config.tile,
                              batch_size=config.batch_size)
     adaptation: AdaptationMethod

@@ -5,10 +5,10 @@ functions for CPUs other than this one (this one has AVX512-BF16; CI's may not).
 import pytest
 
 from f2n import cpu_features
-from f2n.benchmarks.machine import cpu_class
+
 from f2n.benchmarks.regression import measure_stage
 from f2n.benchmarks.suites import _sr
-from f2n.cpu_features import features_from_flags, parse_cpuinfo
+from f2n.cpu_features import cpu_class, features_from_flags, parse_cpuinfo
 from f2n.errors import EngineUnavailableError
 from f2n.runtime.engine_choice import Platform, choose_engine, probe_platform
 from f2n.runtime.torch_engine import TorchEngine

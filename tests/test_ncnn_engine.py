@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from f2n.errors import ConfigError, EngineUnavailableError
+from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.export.ncnn_engine import VULKAN_CPU_TYPE, NcnnEngine, use_vulkan, vulkan_devices, vulkan_from_environment
 from f2n.nets import RRDBNet
 from f2n.runtime import cli
@@ -134,7 +134,7 @@ def test_refusals() -> None:
     with pytest.raises(ConfigError, match="runs x4 networks, this one is x2"):
         NcnnEngine(RRDBNet(num_block=1, num_feat=8, num_grow_ch=4, scale=2))
     engine = NcnnEngine(tiny(), vulkan=False)
-    with pytest.raises(Exception, match="weights"):
+    with pytest.raises(WeightsError, match="weights do not fit the ncnn engine.s network: missing keys"):
         engine.set_weights({key: value for key, value in tiny().state_dict().items() if "conv_last" not in key})
 
 
