@@ -19,6 +19,7 @@ from f2n.benchmarks.regression import (
     run_suite,
     save_result,
 )
+from f2n.benchmarks.report import ncnn_check  # matplotlib is imported by the chart only
 from f2n.benchmarks.stages import Stage
 from f2n.benchmarks.suites import selected_suite, suite_names, suite_stages
 from f2n.errors import ConfigError, one_line_errors
@@ -137,6 +138,13 @@ def _check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int,
         return _measure(suite, ",".join(keys), "", rounds, warmup, threads)
 
     result, failures = confirmed_failures(result, reference, remeasure, threshold, confirmations)
+    against_ncnn = ncnn_check(result, threshold)  # f2n's fastest CPU path against ncnn in this very run
+    if against_ncnn is not None:
+        line, passed = against_ncnn
+        if passed:
+            click.echo(line, err=True)
+        else:
+            failures.append(line)
     if save is not None:
         save_result(result, save)
     if failures:
