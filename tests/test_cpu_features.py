@@ -5,7 +5,6 @@ functions for CPUs other than this one (this one has AVX512-BF16; CI's may not).
 import pytest
 
 from f2n import cpu_features
-
 from f2n.benchmarks.regression import measure_stage
 from f2n.benchmarks.suites import _sr
 from f2n.cpu_features import cpu_class, features_from_flags, parse_cpuinfo
