@@ -22,7 +22,8 @@ from f2n.benchmarks.regression import (
 from f2n.benchmarks.report import ncnn_check  # matplotlib is imported by the chart only
 from f2n.benchmarks.stages import Stage
 from f2n.benchmarks.suites import selected_suite, suite_names, suite_stages
-from f2n.errors import ConfigError, one_line_errors
+from f2n.command import Group
+from f2n.errors import ConfigError
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DOCS_DIR = Path(__file__).resolve().parents[1] / "docs"
@@ -77,14 +78,13 @@ def _suite_options(function):
                         help=f"Baseline file (default: {BASELINE_DIR}/<machine class>.json).")(function)
 
 
-@click.group()
+@click.group(cls=Group)
 def main() -> None:
     """Stage latency benchmarks and the latency regression check."""
 
 
 @main.command()
 @_suite_options
-@one_line_errors
 def record(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None) -> None:
     """Measure the suite and write it as this machine class's baseline (on purpose only)."""
     _record(suite, only, exclude, rounds, warmup, 1 if threads is None else threads, baseline or baseline_path())
@@ -109,7 +109,6 @@ def _record(suite: str | None, only: str, exclude: str, rounds: int, warmup: int
 @click.option("--confirm", "confirmations", type=click.IntRange(0), default=DEFAULT_CONFIRMATIONS, show_default=True,
               help="Re-measure a stage over the limit up to this many times; it fails only if every measurement is.")
 @click.option("--save", type=click.Path(path_type=Path), default=None, help="Also write this run's figures here.")
-@one_line_errors
 def check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None,
           threshold: float, confirmations: int, save: Path | None) -> None:
     """Run the baseline's suite and fail if a stage is more than THRESHOLD slower than in the baseline."""
@@ -157,7 +156,6 @@ def _check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int,
               help="Figures to report (default: this machine class's baseline).")
 @click.option("--out-dir", type=click.Path(path_type=Path), default=RESULTS_DIR, show_default=True)
 @click.option("--docs-dir", type=click.Path(path_type=Path), default=DOCS_DIR, show_default=True)
-@one_line_errors
 def report(result_path: Path | None, out_dir: Path, docs_dir: Path) -> None:
     """Write the Markdown table and PNG chart of per-stage latency."""
     from f2n.benchmarks.report import write_report  # matplotlib is only needed here
@@ -172,7 +170,6 @@ def report(result_path: Path | None, out_dir: Path, docs_dir: Path) -> None:
 @click.option("--steps", type=click.IntRange(1), default=2, show_default=True, help="Adaptation steps of the adapted run.")
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--out-dir", type=click.Path(path_type=Path), default=RESULTS_DIR, show_default=True)
-@one_line_errors
 def memory(network: str, steps: int, threads: int, out_dir: Path) -> None:
     """Peak memory of an adapted run against --no-adapt (3 MP photo, 4 faces); fails over the target ratio."""
     from f2n.benchmarks.memory import markdown, measure_memory

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from f2n.runtime.batch import ClusterOptions, Manifest, PipelineOptions, build_pipeline, plan_photos, run_batch
+from f2n.runtime.batch import ClusterOptions, Manifest, PipelineOptions, pipeline_from_options, plan_photos, run_batch
 from f2n.runtime.images import image_files, read_image, write_image
 
 
@@ -41,7 +41,7 @@ def single_process(folder: Path, out: Path, options: PipelineOptions) -> dict:
     """f2n-adapt-and-run's way: one pipeline, photos one after the other."""
     out.mkdir()
     start = time.perf_counter()
-    pipeline = build_pipeline(options)
+    pipeline = pipeline_from_options(options)
     built = time.perf_counter()
     totals = []
     for photo in plan_photos((str(folder),), out):

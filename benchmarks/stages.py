@@ -250,14 +250,14 @@ def make_engine(kind: str, precision: str, device: str, network: str = "real"):
     (its CPU kernels unless ``$F2N_NCNN_VULKAN=1``), ``aoti`` or ``trt``, from f2n's one engine
     factory (as every command builds them)."""
     _device(device)
-    build = require_module("f2n.runtime.build")
+    engines = require_module("f2n.export.engines")
     tiling = require_module("f2n.runtime.tiling")
     if kind != "torch" and network != "real":
         raise ValueError(f"engine {kind!r} is benchmarked with the real network only, got {network!r}")
     loaded = sr_loaded() if network == "real" else tiny_loaded()
     name, _, replacement = kind.partition("-")
     options = {"threads": threads(), **({"replacement": replacement} if replacement else {})}
-    return build.make_engine(name, loaded, device=device, precision=precision, tile=tiling.DEFAULT_TILE, **options)
+    return engines.make_engine(name, loaded, device=device, precision=precision, tile=tiling.DEFAULT_TILE, **options)
 
 
 def handover(kind: str, precision: str = "fp32", device: str = "cpu", network: str = "real") -> TimedCall:

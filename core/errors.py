@@ -1,15 +1,6 @@
 """Exception types. Each carries a one-line message that names the actual and the
-expected value; the command-line entry points print that line and exit non-zero
-(``one_line_errors``)."""
-
-import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import TypeVar
-
-import click
-
-T = TypeVar("T")
+expected value; every command prints that line and exits with ``exit_code``
+(:class:`f2n.command.Command`)."""
 
 
 class F2NError(Exception):
@@ -42,16 +33,14 @@ class ConfigError(F2NError):
     exit_code = 5
 
 
-def one_line_errors(command: Callable[..., T]) -> Callable[..., T]:
-    """Decorate a command: an F2NError becomes ``error: <message>`` on stderr and its exit
-    code, never a traceback."""
 
-    @wraps(command)
-    def wrapper(*args: object, **kwargs: object) -> T:
-        try:
-            return command(*args, **kwargs)
-        except F2NError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(error.exit_code)
+# What CUDA says after a kernel's failed assert or a bad memory access. The context is broken from
+# then on: every later CUDA call in the process fails the same way.
+_BROKEN_CONTEXT = ("device-side assert triggered", "an illegal memory access was encountered",
+                   "unspecified launch failure", "misaligned address")
 
-    return wrapper
+
+def breaks_the_device(error: BaseException) -> bool:
+    """Whether ``error`` leaves this process's CUDA context unusable: a run over many photos must
+    stop there rather than fail every later photo."""
+    return isinstance(error, RuntimeError) and any(text in str(error) for text in _BROKEN_CONTEXT)

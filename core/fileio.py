@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 from f2n.errors import ConfigError
 
 CHUNK = 1 << 20
-# Temp files are named ``.<destination name>.f2n-<8 random chars>.tmp`` (mkstemp's random part),
+# Temp files are named ``.<destination name>.f2n-<8 random hex digits>.tmp``,
 # so that only f2n's own leftovers are ever cleaned up.
 TEMP_MARK = "f2n-"
 TEMP_NAME = re.compile(r"^\..+\.f2n-[a-z0-9_]{8}\.tmp$")
@@ -54,19 +56,31 @@ def write_atomic(destination: Path, write: Callable[[Path], None]) -> Path:
     """Let ``write`` fill a temp file beside ``destination``, then rename it into
     place: readers never see a half-written file, a failure leaves nothing behind."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.{TEMP_MARK}",
-                                    suffix=".tmp")
-    os.close(handle)
+    temp, mode = _create_temp(destination)
     try:
-        write(Path(temp))
-        # mkstemp makes 0600 files, and some writers (safetensors) replace the temp file
-        # with a fresh 0600 one: give the result the usual mode once it is written.
-        os.chmod(temp, 0o666 & ~_umask())
+        write(temp)
+        # Some writers (safetensors) replace the temp file with a fresh 0600 one: give the
+        # result the mode the process's umask gave the temp file when it was created.
+        os.chmod(temp, mode)
         os.replace(temp, destination)
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
     return destination
+
+
+def _create_temp(destination: Path) -> tuple[Path, int]:
+    """A new, empty temp file beside ``destination`` and its mode. Created 0666 less the umask, as
+    any file is: reading the umask would mean setting it, for every thread of the process."""
+    while True:
+        temp = destination.with_name(f".{destination.name}.{TEMP_MARK}{secrets.token_hex(4)}.tmp")
+        try:
+            handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        mode = stat.S_IMODE(os.fstat(handle).st_mode)
+        os.close(handle)
+        return temp, mode
 
 
 def remove_stale_temps(folder: Path, started: float) -> list[Path]:
@@ -81,12 +95,6 @@ def remove_stale_temps(folder: Path, started: float) -> list[Path]:
         except FileNotFoundError:  # another run removed it first
             continue
     return removed
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
-    os.umask(mask)
-    return mask
 
 
 def write_bytes_atomic(destination: Path, data: bytes) -> Path:

@@ -48,7 +48,7 @@ def check_providers(requested: Sequence[str], given: Sequence[str]) -> None:
         )
 
 
-def is_out_of_memory(error: BaseException) -> bool:
+def ort_out_of_memory(error: BaseException) -> bool:
     """True for ONNX Runtime's allocation failures (its BFC arena's "Failed to allocate
     memory for requested buffer", CUDA's "out of memory")."""
     return type(error).__module__.startswith("onnxruntime") and _OUT_OF_MEMORY.search(str(error)) is not None

@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from f2n.cpp_ext.build import load
+from f2n.cpp_ext.dispatch import load
 from f2n.errors import F2NError
 
 

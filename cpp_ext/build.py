@@ -122,8 +122,10 @@ def _compile(name: str, build_dir: Path, cuda: bool, verbose: bool) -> Path:
     return Path(path)
 
 
-def load(build: bool = False, build_dir: Path | None = None, cuda: bool | None = None, verbose: bool = False) -> Path:
-    """Load the fused RRDB operators (``torch.ops.f2n.rrdb``) and return the library path.
+def load_library(build: bool = False, build_dir: Path | None = None, cuda: bool | None = None,
+                 verbose: bool = False) -> Path:
+    """Load the fused RRDB operators (``torch.ops.f2n.rrdb``) and return the library path
+    (:func:`f2n.cpp_ext.load` also registers them into RRDBNet).
 
     ``build=False`` only loads a library built earlier; ``build=True`` compiles it
     first when the cache has none (a few tens of seconds for CPU, minutes with

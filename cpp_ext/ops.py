@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-LEAKY_SLOPE = 0.2
-RESIDUAL_SCALE = 0.2
+from f2n.nets.rrdbnet import LEAKY_SLOPE, RESIDUAL_SCALE
+
 CONVS_PER_BLOCK = 5
 BLOCKS = 3
 

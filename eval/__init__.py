@@ -2,7 +2,7 @@
 
 from f2n.eval.metrics import (
     compute_metrics,
-    face_mask,
+    face_box_mask,
     metrics_table,
     niqe_y,
     psnr_y,
@@ -21,7 +21,7 @@ __all__ = [
     "build_test_set",
     "compute_metrics",
     "evaluate_set",
-    "face_mask",
+    "face_box_mask",
     "load_test_set",
     "metrics_table",
     "niqe_y",

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from f2n.errors import ConfigError, one_line_errors
+from f2n.command import Group
+from f2n.errors import ConfigError
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -22,7 +23,7 @@ def _steps(text: str) -> tuple[int, ...]:
     return steps
 
 
-@click.group()
+@click.group(cls=Group)
 def main() -> None:
     """Evaluate f2n on LQ/GT pairs made from HQ photos with faces."""
 
@@ -35,7 +36,6 @@ def main() -> None:
 @click.option("--seed", type=int, required=True, help="Same seed, same files.")
 @click.option("--scale", type=int, default=4, show_default=True)
 @click.option("--max-side", type=int, default=None, help="Shrink each HQ photo to this long side first (CPU time).")
-@one_line_errors
 def build(hq_dir: Path, out_dir: Path, kind: str, seed: int, scale: int, max_side: int | None) -> None:
     """Make LQ/GT pairs (and their degradation parameters) from the photos in HQ_DIR."""
     from f2n.eval.testset import build_test_set
@@ -55,7 +55,6 @@ def build(hq_dir: Path, out_dir: Path, kind: str, seed: int, scale: int, max_sid
 @click.option("--checkpoint", "checkpoints", multiple=True, help="More SR weights to compare (repeatable).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--no-lpips", is_flag=True, help="Skip LPIPS even where its weights are installed.")
-@one_line_errors
 def run(set_dir: Path, out_dir: Path, steps: str | None, priors: tuple[str, ...], base_network: str,
         checkpoints: tuple[str, ...], device: str, no_lpips: bool) -> None:
     """Run bicubic, base and adapted SR on SET_DIR; write results.md/.csv and crops to --out."""

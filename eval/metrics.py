@@ -36,7 +36,7 @@ def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
     return 16.0 + rgb.astype(np.float64) @ np.array([65.481, 128.553, 24.966])
 
 
-def face_mask(shape_hw: tuple[int, int], boxes_lq: Sequence[Box], *, scale: int = 4) -> np.ndarray:
+def face_box_mask(shape_hw: tuple[int, int], boxes_lq: Sequence[Box], *, scale: int = 4) -> np.ndarray:
     """(H, W) bool, True inside the LQ face boxes scaled by ``scale`` (outward to whole pixels)."""
     mask = np.zeros(shape_hw, dtype=bool)
     for x0, y0, x1, y1 in boxes_lq:

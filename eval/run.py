@@ -21,7 +21,7 @@ import numpy as np
 
 from f2n.errors import ConfigError, WeightsError
 from f2n.eval.metrics import (
-    face_mask,
+    face_box_mask,
     load_lpips,
     metrics_table,
     niqe_problem,
@@ -209,7 +209,7 @@ def evaluate_set(set_dir: Path, config: EvalConfig = EvalConfig(), *,
                 for steps, output in snapshots.items():
                     outputs[adapted_label(network.label, prior_name, steps)] = output
                 most_adapted.append(adapted_label(network.label, prior_name, max(network.steps)))
-        faces = face_mask(gt.shape[:2], boxes, scale=scale)
+        faces = face_box_mask(gt.shape[:2], boxes, scale=scale)
         metrics = metrics_table(outputs, gt, faces, crop=scale, with_niqe=niqe_missing is None, lpips=lpips_fn)
         photos.append(PhotoResult(pair.name, metrics, outputs, lq, gt, boxes, tuple(most_adapted), tuple(notes)))
     return EvalResult(manifest, tuple(photos), not_run)

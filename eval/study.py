@@ -32,8 +32,10 @@ import cv2
 import numpy as np
 import torch
 
-from f2n.errors import ConfigError, one_line_errors
+from f2n.command import Group
+from f2n.errors import ConfigError
 from f2n.eval.metrics import metrics_table
+from f2n.export.torch_engine import TorchEngine
 from f2n.runtime.adapt import AdaptConfig, adapt, guard_decision
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, OraclePrior, OracleRestoredPrior
@@ -41,7 +43,6 @@ from f2n.runtime.face_regions import mask_canvas
 from f2n.runtime.face_stage import FaceStageConfig, FaceStageResult, run_face_stage
 from f2n.runtime.redegnet import NaturalBank, ReDegNetConfig, ReDegNets, synthesise_pairs
 from f2n.runtime.tiling import tiled_upscale
-from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import PatchBatch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -300,7 +301,7 @@ def photo_table(rows: list[dict], setting: str) -> str:
 # --------------------------------------------------------------------------- CLI
 
 
-@click.group()
+@click.group(cls=Group)
 def cli() -> None:
     """The adaptation study behind the defaults (docs/adaptation.md)."""
 
@@ -326,7 +327,6 @@ def cli() -> None:
               default=DATA / "natural_hq", show_default=True, help="redeg* settings: HQ natural images.")
 @click.option("--redegnet-seed", type=int, default=0, show_default=True,
               help="redeg-untrained: the seed the training run started from.")
-@one_line_errors
 def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[str, ...],
                 photo_dirs: tuple[Path, ...], seeds: tuple[int, ...], priors: tuple[str, ...],
                 degradations: tuple[str, ...], lq_size: int, face_lq: int, checkpoint: str,
@@ -365,7 +365,6 @@ def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[
 @cli.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--per-photo", "per_photo", multiple=True, help="Also a per-case table for these settings.")
-@one_line_errors
 def table(results: Path, per_photo: tuple[str, ...]) -> None:
     """Print the markdown tables of a study run."""
     rows = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -21,6 +21,7 @@ the engine raises ``torch.OutOfMemoryError`` so that the tiler halves the tile.
 """
 
 import copy
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,7 @@ from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.export.cache import (
     VALUE_RANGE_METADATA,
     cache_dir,
+    cached_artifact,
     digest,
     graph_fields,
     is_trusted,
@@ -87,6 +89,19 @@ def _dtype(precision: str) -> torch.dtype:
     return AOTI_PRECISIONS[precision]
 
 
+def quiet_cpp_extension() -> None:
+    """Import torch.utils.cpp_extension (Inductor's compiler and package loader use it) with its
+    import-time "No CUDA runtime is found" warning off: on a CPU machine with a CUDA toolkit it is
+    noise on stderr, where f2n writes one-line messages only."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import torch.utils.cpp_extension  # noqa: F401
+    finally:
+        logger.setLevel(level)
+
+
 def missing_cuda_toolkit(cuda_home: str | None) -> str | None:
     """What is missing for AOTInductor on CUDA, or None when the toolkit's headers are there."""
     fix = "install the CUDA toolkit (nvcc and headers) and set $CUDA_HOME, or use --device cpu / --engine torch"
@@ -98,13 +113,14 @@ def missing_cuda_toolkit(cuda_home: str | None) -> str | None:
     return None
 
 
-def is_out_of_memory(error: RuntimeError, ooms_before: int, ooms_after: int) -> bool:
+def aoti_out_of_memory(error: RuntimeError, ooms_before: int, ooms_after: int) -> bool:
     """True when the package's failure was a CUDA allocation (see the module docstring)."""
     return ooms_after > ooms_before or "out of memory" in str(error).lower()
 
 
 def compile_package(model: nn.Module, path: str | Path, *, device: str = "cpu", precision: str = "fp32") -> Path:
     """torch.export (dynamic N, H, W) + aoti_compile_and_package, written atomically to ``path``."""
+    quiet_cpp_extension()
     dtype = _dtype(precision)
     net = copy.deepcopy(model).to(device=device, dtype=dtype).eval().requires_grad_(False)
     sample = torch.rand(SAMPLE, device=device, dtype=dtype)
@@ -137,6 +153,7 @@ class AotiEngine:
     name = "aoti"
 
     def __init__(self, package: str | Path, weights: Mapping[str, torch.Tensor], *, device: str = "cpu", precision: str = "fp32") -> None:
+        quiet_cpp_extension()
         self.device = torch.device(device)
         self.dtype = _dtype(precision)
         self._runner = torch._inductor.aoti_load_package(str(package))
@@ -172,7 +189,7 @@ class AotiEngine:
             with torch.inference_mode():
                 out = self._runner(tiles.to(device=self.device, dtype=self.dtype).contiguous())
         except RuntimeError as error:
-            if self.device.type == "cuda" and is_out_of_memory(error, ooms, self._cuda_ooms()):
+            if self.device.type == "cuda" and aoti_out_of_memory(error, ooms, self._cuda_ooms()):
                 raise torch.OutOfMemoryError(f"AOTInductor: {str(error).splitlines()[0]}") from error
             raise
         scale = out.shape[2] // tiles.shape[2]
@@ -191,8 +208,9 @@ def load_aoti_engine(model: nn.Module, *, device: str = "cpu", precision: str = 
     the full network on a small CPU). A cached package is used only when its sidecar
     records this key and its bytes (:mod:`f2n.export.cache`); otherwise it is rebuilt."""
     fields = package_fields(model, device=device, precision=precision)
-    path = cache_dir("aoti") / f"rrdbnet-{digest(fields)}.pt2"
+    path = cached_artifact("aoti", f"rrdbnet-{digest(fields)}.pt2")
     if not is_trusted(path, fields):
+        path = cache_dir("aoti") / path.name  # rebuilt where it can be written
         compile_package(model, path, device=device, precision=precision)
         record_artifact(path, fields)
     return AotiEngine(path, model.state_dict(), device=device, precision=precision)

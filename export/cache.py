@@ -8,15 +8,20 @@ their key fields and SHA-256; an artifact without a sidecar that matches both is
 rebuilt, never trusted (a damaged file, one copied from another machine or written by
 another f2n version)."""
 
+import atexit
 import hashlib
 import json
+import shutil
+import tempfile
+from functools import cache
 from pathlib import Path
 
 from torch import nn
 
-from f2n.fileio import sha256_file, writable_home, write_text_atomic
+from f2n.errors import ConfigError
+from f2n.fileio import f2n_home, sha256_file, writable_home, write_text_atomic
 from f2n.nets.rrdbnet import ValueRange
-from f2n.weights.checkpoint import value_range
+from f2n.weights.checkpoint import parse_value_range
 
 # The key under which an exported graph (ONNX metadata_props, AOTInductor package metadata)
 # records its network's value range, so that its fp32 twin is built with the same.
@@ -37,7 +42,7 @@ def graph_fields(model: nn.Module) -> dict:
 def recorded_range(metadata: dict[str, str], artifact: object) -> ValueRange:
     """The value range an exported graph's metadata records; a graph without one (written
     before ranges existed) is unit, as every network was then."""
-    return value_range(metadata, str(artifact), key=VALUE_RANGE_METADATA)
+    return parse_value_range(metadata, str(artifact), key=VALUE_RANGE_METADATA)
 
 
 def digest(fields: dict) -> str:
@@ -45,7 +50,29 @@ def digest(fields: dict) -> str:
 
 
 def cache_dir(kind: str) -> Path:
-    return writable_home() / "engines" / kind
+    """The folder artifacts of ``kind`` are written to: ``$F2N_HOME/engines/<kind>``, or, when
+    the home is a read-only folder (a model cache mounted into a container), a temp folder of
+    this process's own: nothing is written into the home, and nothing is cached."""
+    try:
+        return writable_home() / "engines" / kind
+    except ConfigError:
+        if not f2n_home().is_dir():
+            raise  # a home that is a file, or cannot be made: say so
+        return _scratch() / kind
+
+
+def cached_artifact(kind: str, name: str) -> Path:
+    """The artifact ``name`` of ``kind``: the home's copy when it has one (read-only or not),
+    else where :func:`cache_dir` puts a new one."""
+    cached = f2n_home() / "engines" / kind / name
+    return cached if cached.is_file() else cache_dir(kind) / name
+
+
+@cache
+def _scratch() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="f2n-engines-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def sidecar_path(artifact: Path) -> Path:

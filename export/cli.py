@@ -1,6 +1,7 @@
 """``f2n-export``: write the SR network (base weights, a checkpoint or an adapted
-weight set) as ONNX, an AOTInductor package or a refittable TensorRT plan, and print
-how closely it reproduces PyTorch on a real image crop."""
+weight set) as ONNX, an AOTInductor package, a refittable TensorRT plan or a safetensors
+file that spandrel loads as ESRGAN (ComfyUI, chaiNNer), and print how closely it reproduces
+PyTorch on a real image crop."""
 
 import os
 import tempfile
@@ -11,7 +12,8 @@ import numpy as np
 import torch
 from skimage import data
 
-from f2n.errors import ConfigError, EngineUnavailableError, one_line_errors
+from f2n.command import Command
+from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.aoti import AotiEngine, compile_package
 from f2n.export.fp32_mode import ieee_fp32
 from f2n.export.onnx_export import (
@@ -20,15 +22,16 @@ from f2n.export.onnx_export import (
     export_onnx,
     verify_onnx,
 )
+from f2n.export.protocol import SREngine
+from f2n.export.spandrel_export import check_spandrel_compatible, spandrel_difference, write_spandrel
 from f2n.export.trt_config import tile_profile
 from f2n.export.trt_engine import TrtEngine, build_plan, import_tensorrt, parser_graph, recipe_for
 from f2n.export.trt_refit import read_refit_source
 from f2n.fileio import write_bytes_atomic
 from f2n.nets.rrdbnet import VALUE_RANGES, ValueRange
-from f2n.runtime.types import SREngine
-from f2n.weights.sr import load_sr_network
+from f2n.weights.sr import LoadedSR, load_sr_network
 
-SUFFIXES = {"onnx": ".onnx", "aoti": ".pt2", "trt": ".plan"}
+SUFFIXES = {"onnx": ".onnx", "aoti": ".pt2", "trt": ".plan", "spandrel": ".safetensors"}
 CROP = (slice(40, 104), slice(180, 244))  # 64 x 64 LR px around the astronaut's face
 TRT_TILE = 192  # the tiler's default tile, LR px
 
@@ -46,7 +49,7 @@ def _check(diff: float, precision: str, what: str) -> None:
         raise VerificationError(f"{what} differs from PyTorch by {diff:.3g}, expected <= {FP32_TOLERANCE:g} in fp32")
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--weights", "source", default="realesrgan-x4plus", show_default=True, help="registry name or weight file (.pth/.safetensors, checkpoint or adapted set)")
 @click.option("--format", "fmt", type=click.Choice(list(SUFFIXES)), default="onnx", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
@@ -56,7 +59,6 @@ def _check(diff: float, precision: str, what: str) -> None:
 @click.option("--tf32", is_flag=True, help="TensorRT fp32: allow TF32 (faster on Ampere+, ~1e-3 from IEEE fp32; verified loosely)")
 @click.option("--sr-range", type=click.Choice(VALUE_RANGES), help="the value range the weights were trained on "
               "[the file's record, else the registry's; a file named F2NESRGAN.pth: signed; else unit]")
-@one_line_errors
 def main(source: str, fmt: str, precision: str, out: Path | None, device: str, verify: bool, tf32: bool,
          sr_range: ValueRange | None) -> None:
     """Export the x4 SR network for an inference engine (input and output in [0, 1] whatever
@@ -68,17 +70,24 @@ def export(source: str, fmt: str, precision: str, out: Path | None, device: str,
            sr_range: ValueRange | None = None) -> Path:
     if tf32 and (fmt != "trt" or precision != "fp32"):
         raise ConfigError(f"--tf32 applies to --format trt --precision fp32 only, got --format {fmt} --precision {precision}")
+    if fmt == "spandrel" and precision != "fp32":
+        raise ConfigError(f"--format spandrel writes fp32 weights (ComfyUI and chaiNNer cast them), got --precision {precision}")
     if fmt == "trt":
         trt = import_tensorrt()  # fail before any work when TensorRT or CUDA is missing
     out = output_path(out, source, fmt, precision)
     loaded = load_sr_network(source, value_range=sr_range)
+    if fmt == "spandrel":
+        check_spandrel_compatible(loaded)  # before any file is written
     # Written and verified under a temp name beside --out, then renamed: an export that fails
     # its check leaves no file, and an existing --out stays as it was.
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as folder:
             staged = Path(folder) / out.name
-            _export_to(staged, fmt, loaded.model, precision, device, verify, trt if fmt == "trt" else None, tf32)
+            if fmt == "spandrel":
+                _export_spandrel(staged, loaded, source, verify)
+            else:
+                _export_to(staged, fmt, loaded.model, precision, device, verify, trt if fmt == "trt" else None, tf32)
             os.replace(staged, out)
     except OSError as error:  # read-only folder, full disk: one line, not a traceback
         raise ConfigError(f"cannot write {out}: {error.strerror or error}") from None
@@ -111,6 +120,13 @@ def _export_to(path: Path, fmt: str, model: torch.nn.Module, precision: str, dev
         if device != "cuda":
             raise EngineUnavailableError("--format trt needs --device cuda")
         _export_trt(trt, model, path, precision, verify, tf32)
+
+
+def _export_spandrel(path: Path, loaded: LoadedSR, source: str, verify: bool) -> None:
+    write_spandrel(loaded, path, source)
+    if verify:
+        with ieee_fp32():
+            _check(spandrel_difference(path, loaded.model, verification_crop()), "fp32", "spandrel")
 
 
 def _export_trt(trt, model: torch.nn.Module, out: Path, precision: str, verify: bool, tf32: bool) -> None:

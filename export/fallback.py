@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from f2n.export.torch_engine import TorchEngine
 from f2n.nets.rrdbnet import RRDBNet, ValueRange
-from f2n.runtime.torch_engine import TorchEngine
 from f2n.weights.sr import infer_hyperparameters
 
 

@@ -22,7 +22,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from f2n.errors import ConfigError, F2NError, WeightsError
-from f2n.export.cache import VALUE_RANGE_METADATA, cache_dir, digest, graph_fields, recorded_range
+from f2n.export.cache import VALUE_RANGE_METADATA, cached_artifact, digest, graph_fields, recorded_range
 from f2n.export.names import WeightNameMap, map_initializers
 from f2n.nets.rrdbnet import ValueRange
 from f2n.onnxruntime_support import import_onnxruntime
@@ -136,5 +136,5 @@ def cached_onnx(model: nn.Module, *, precision: str = "fp32") -> Path:
     exported on a miss. Its embedded weights are whichever set was exported first:
     engines replace them, the graph is what is cached."""
     key = digest({**graph_fields(model), "torch": torch.__version__, "opset": OPSET, "precision": precision, "format": ONNX_FORMAT})
-    path = cache_dir("onnx") / f"rrdbnet-{key}.onnx"
+    path = cached_artifact("onnx", f"rrdbnet-{key}.onnx")
     return path if path.is_file() else export_onnx(model, path, precision=precision)

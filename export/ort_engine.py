@@ -42,7 +42,7 @@ from f2n.onnxruntime_support import (
     CUDA_PROVIDER,
     check_providers,
     import_onnxruntime,
-    is_out_of_memory,
+    ort_out_of_memory,
     preload_cuda_libraries,
 )
 from f2n.weights.fit import check_weight_set
@@ -147,7 +147,7 @@ class OrtEngine:
         try:
             return self._run(tiles)
         except Exception as error:
-            if is_out_of_memory(error):  # the tiler halves the tile on this type, as for torch
+            if ort_out_of_memory(error):  # the tiler halves the tile on this type, as for torch
                 raise torch.OutOfMemoryError(f"ONNX Runtime: {str(error).splitlines()[0]}") from error
             raise
 

@@ -65,6 +65,6 @@ def deserialisation_failure(plan_size: int, errors: Iterable[str]) -> str:
     return f"the TensorRT plan cannot be loaded ({detail})"
 
 
-def is_out_of_memory(errors: Iterable[str]) -> bool:
+def trt_out_of_memory(errors: Iterable[str]) -> bool:
     """True when TensorRT's logged errors report an allocation failure ("Error Code 2: OutOfMemory ...")."""
     return any(re.search(r"out\s*of\s*memory|cudaErrorMemoryAllocation|failed to allocate", e, re.IGNORECASE) for e in errors)

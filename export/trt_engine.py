@@ -25,7 +25,7 @@ from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
 from f2n.export.fallback import Fp32Twin
 from f2n.export.onnx_export import INPUT_NAME, OUTPUT_NAME
 from f2n.export.onnx_precision import reduced_precision_graph
-from f2n.export.trt_checks import check_engine_precision, deserialisation_failure, is_out_of_memory
+from f2n.export.trt_checks import check_engine_precision, deserialisation_failure, trt_out_of_memory
 from f2n.export.trt_config import (
     TrtCacheKey,
     TrtProfile,
@@ -191,7 +191,7 @@ class TrtEngine:
             self._logger.take_errors()
             if not self._context.execute_async_v3(self._stream.cuda_stream):
                 errors = self._logger.take_errors()
-                if is_out_of_memory(errors):  # the tiler halves the tile on this type, as for torch
+                if trt_out_of_memory(errors):  # the tiler halves the tile on this type, as for torch
                     raise torch.OutOfMemoryError(f"TensorRT: {errors[0]}")
                 raise EngineUnavailableError(f"TensorRT execute_async_v3 failed: {errors[0] if errors else 'no reason logged'}")
             result = out.float().cpu()  # waits for the stream

@@ -15,6 +15,8 @@ Public API (everything else in the sub-modules is private):
   ``SREngine`` over a float RGB photo; ``TorchEngine`` is the PyTorch one.
 """
 
+from f2n.export.protocol import SREngine
+from f2n.export.torch_engine import TorchEngine
 from f2n.runtime.adapt import (
     AdaptConfig,
     AdaptResult,
@@ -26,8 +28,8 @@ from f2n.runtime.adapt import (
 from f2n.runtime.build import (
     AdaptationSettings,
     build_pipeline,
+    checkpoint_masknet,
     checkpoint_settings,
-    load_masknet,
     load_supported_network,
     make_engine,
     resolve_settings,
@@ -49,8 +51,7 @@ from f2n.runtime.pipeline import (
 from f2n.runtime.report import RunReport, write_report_json
 from f2n.runtime.support import SupportConfig, sample_support, support_boxes
 from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TileBox, blend_weights, tile_boxes, tiled_upscale
-from f2n.runtime.torch_engine import TorchEngine
-from f2n.runtime.types import SCALE, FaceRegion, FaceReport, FaceStageResult, PatchBatch, SREngine
+from f2n.runtime.types import SCALE, FaceRegion, FaceReport, FaceStageResult, PatchBatch
 
 __all__ = [
     "SCALE",
@@ -92,7 +93,7 @@ __all__ = [
     "image_files",
     "iter_adaptation",
     "full_canvas",
-    "load_masknet",
+    "checkpoint_masknet",
     "load_supported_network",
     "make_engine",
     "make_prior",

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -53,6 +53,9 @@ Weights = dict[str, torch.Tensor]
 Optimizer = Literal["sgd", "adam"]
 Precision = Literal["fp32", "bf16"]
 _AUTOCAST = {"fp32": None, "bf16": torch.bfloat16}
+# A held-out loss computed from bf16 outputs moves by rounding alone: an "improvement" must exceed
+# bf16's relative rounding (2^-8) to count, for the guard and for early stopping alike.
+_LOSS_TOLERANCE = {"fp32": 0.0, "bf16": 2.0 ** -8}
 
 
 @dataclass(frozen=True)
@@ -147,9 +150,15 @@ def split_holdout(patches: PatchBatch, share: float, seed: int) -> tuple[PatchBa
     return pick(train), pick(held)
 
 
-def guard_decision(base_loss: float, best_loss: float) -> tuple[bool, str]:
-    """The never-worse guard: adapt only when the held-out loss beat the base network's."""
-    if best_loss < base_loss:
+def improves(loss: float, than: float, precision: str = "fp32") -> bool:
+    """``loss`` is lower than ``than`` by more than ``precision``'s rounding can explain."""
+    return loss < than * (1.0 - _LOSS_TOLERANCE[precision])
+
+
+def guard_decision(base_loss: float, best_loss: float, precision: str = "fp32") -> tuple[bool, str]:
+    """The never-worse guard: adapt only when the held-out loss beat the base network's (by more
+    than rounding in ``precision``, the precision the losses were computed in)."""
+    if improves(best_loss, base_loss, precision):
         return True, ""
     return False, (f"guard: held-out face loss did not improve (base {base_loss:.5f}, "
                    f"best adapted {best_loss:.5f}); base weights used")
@@ -174,7 +183,7 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
     base = {name: p.detach().to(device) for name, p in model.named_parameters()}
     space = make_param_space(base, config.params, lora_rank=config.lora_rank, tail_blocks=config.tail_blocks, seed=seed)
     lq, target, mask = (t.to(device) for t in (patches.lq, patches.target, patches.weight))
-    precision = adaptation_precision(config.precision, device.type, torch.cuda.get_device_capability(device) if device.type == "cuda" else None)
+    precision = resolved_precision(config)
     loss_and_grads = _loss_and_grads_fn(model, precision, config.compiled, config.params, config.l2_pull)
     params = list(space.trainable.values())
     optimizer = (torch.optim.SGD(params, lr=config.lr, foreach=True) if config.optimizer == "sgd"
@@ -215,6 +224,7 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
     seconds: list[float] = []
     held_losses: list[float] = []
     kept, kept_step, best_loss, stale = base, 0, math.inf, 0
+    precision = resolved_precision(config)
     if held is not None:
         held_loss = _held_out_loss_fn(model, held, config)
         held_losses.append(held_loss(base))
@@ -227,7 +237,7 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
             kept, kept_step = step.weights, step.index
             continue
         held_losses.append(held_loss(step.weights))
-        if held_losses[-1] < best_loss:
+        if improves(held_losses[-1], best_loss, precision):
             best_loss, stale = held_losses[-1], 0
             # Only the tensors the step changed are copied: with a parameter subset (biases by
             # default) the rest are θ's own tensors, and copying them would cost a network per step.
@@ -239,7 +249,7 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
                 break
     adapted, reason = True, ""
     if held is not None and losses and config.guard:
-        adapted, reason = guard_decision(held_losses[0], best_loss)
+        adapted, reason = guard_decision(held_losses[0], best_loss, precision)
         if not adapted:
             kept, kept_step = base, 0
     weights = {name: value.detach().float().cpu().clone() for name, value in kept.items()}
@@ -254,7 +264,7 @@ def _is_base_tensor(value: torch.Tensor, base: torch.Tensor) -> bool:
 def _held_out_loss_fn(model: nn.Module, held: PatchBatch, config: AdaptConfig) -> Callable[[Weights], float]:
     device = torch.device(config.device)
     lq, target, mask = (t.to(device) for t in (held.lq, held.target, held.weight))
-    dtype = _AUTOCAST[config.precision]
+    dtype = _AUTOCAST[resolved_precision(config)]  # as the training steps: fp32 before Ampere
 
     @torch.no_grad()
     def loss(weights: Weights) -> float:
@@ -263,6 +273,13 @@ def _held_out_loss_fn(model: nn.Module, held: PatchBatch, config: AdaptConfig) -
         return float(inner_loop.masked_l1(out.float(), target, mask))
 
     return loss
+
+
+def resolved_precision(config: AdaptConfig) -> str:
+    """The precision ``config`` adapts in on its device (:func:`adaptation_precision`)."""
+    device = torch.device(config.device)
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    return adaptation_precision(config.precision, device.type, capability)
 
 
 def adaptation_precision(precision: str, device_type: str, capability: tuple[int, int] | None) -> str:
@@ -274,11 +291,25 @@ def adaptation_precision(precision: str, device_type: str, capability: tuple[int
     return precision
 
 
-@lru_cache(maxsize=8)
 def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool, subset: str = "all",
                        l2_pull: float = 0.0) -> Callable:
-    """(trainable, base, lq, target, mask) -> (grads of trainable, loss). Cached so that a
-    compiled function, with its graph per patch shape, is reused across photos."""
+    """(trainable, base, lq, target, mask) -> (grads of trainable, loss). Cached on ``model`` so
+    that a compiled function, with its graph per patch shape, is reused across photos and dies
+    with the model (a cache keyed on the model would keep every model and graph alive)."""
+    cache = model.__dict__.get(_STEP_CACHE)
+    if cache is None or cache[0] != id(model):  # none yet, or one copied along with the model
+        cache = (id(model), {})
+        model.__dict__[_STEP_CACHE] = cache
+    key = (precision, compiled, subset, l2_pull)
+    if key not in cache[1]:
+        cache[1][key] = _make_loss_and_grads(model, precision, compiled, subset, l2_pull)
+    return cache[1][key]
+
+
+_STEP_CACHE = "_f2n_loss_and_grads"
+
+
+def _make_loss_and_grads(model: nn.Module, precision: str, compiled: bool, subset: str, l2_pull: float) -> Callable:
     dtype = _AUTOCAST[precision]
 
     def loss(trainable: Weights, base: Weights, lq: torch.Tensor, target: torch.Tensor,

@@ -22,7 +22,9 @@ from typing import Any
 
 import torch
 
-from f2n.errors import ConfigError, EngineUnavailableError, WeightsError
+from f2n.errors import ConfigError, WeightsError
+from f2n.export.engines import make_engine
+from f2n.export.protocol import SREngine
 from f2n.nets.masknet import MaskNet
 from f2n.nets.rrdbnet import ValueRange
 from f2n.runtime.adapt import (
@@ -37,16 +39,14 @@ from f2n.runtime.engine_choice import Measure, Measurement, resolve_engine
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior
 from f2n.runtime.face_stage import Detector, FaceStageConfig
-from f2n.runtime.methods import AdaptationMethod, FaceAdaptation
+from f2n.runtime.methods import METHODS, AdaptationMethod, FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.redegnet import NaturalBank, ReDegNetAdaptation, ReDegNetConfig, load_redegnets
 from f2n.runtime.support import SupportConfig
-from f2n.runtime.types import SCALE, SREngine
+from f2n.runtime.types import SCALE
 from f2n.weights import AdaptationDefaults, LoadedSR, load_sr_network
 from f2n.weights.checkpoint import PatchDefaults
-
-METHODS = ("auto", "faces", "cmdsr", "redegnet")
-
+from f2n.weights.masknet import load_masknet
 
 DEFAULT_PATCHES_PER_IMAGE = 8
 
@@ -135,16 +135,6 @@ def load_supported_network(source: str | Path | LoadedSR, device: str = "cpu",
     return loaded
 
 
-def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, tile: int,
-                **options: Any) -> SREngine:
-    """The engine ``name`` for ``loaded`` (:func:`f2n.export.engines.make_engine`)."""
-    try:
-        from f2n.export.engines import make_engine as make_any_engine
-    except ImportError as error:
-        raise EngineUnavailableError(f"engine {name!r} is not available: {error}") from None
-    return make_any_engine(name, loaded, device=device, precision=precision, tile=tile, **options)
-
-
 def _engine_probe(loaded: LoadedSR, tile: int) -> Measure:
     """``auto``'s measurements on the CPU (:mod:`f2n.runtime.engine_probe`), or none where turned off."""
     from f2n.runtime import engine_probe
@@ -172,26 +162,28 @@ def resolve_method(requested: str, loaded: LoadedSR) -> str:
     return requested
 
 
-def load_masknet(state: Mapping[str, torch.Tensor] | None, device: str, lq_resize: str = "bicubic") -> MaskNet | None:
+def checkpoint_masknet(state: Mapping[str, torch.Tensor] | None, device: str, lq_resize: str = "bicubic") -> MaskNet | None:
     """The checkpoint's MaskNet when it has one (``lq_resize``: how it upsamples its LQ input,
     the checkpoint's ``masknet_lq_resize``); without it every pixel weighs 1."""
     if state is None:
         return None
-    from f2n.weights.masknet import load_masknet as masknet_from_state
-
-    return masknet_from_state(dict(state), "the checkpoint's masknet", lq_resize=lq_resize).to(device)
+    return load_masknet(dict(state), "the checkpoint's masknet", lq_resize=lq_resize).to(device)
 
 
 def load_prior(spec: str | FacePrior, *, device: str, lq_shape: tuple[int, int] | None = None,
-               required: bool = False, options: Mapping[str, float] | None = None) -> tuple[FacePrior | None, str]:
+               required: bool = False, options: Mapping[str, float] | None = None,
+               sr: LoadedSR | None = None) -> tuple[FacePrior | None, str]:
     """The face prior (a spec for :func:`~f2n.runtime.face_prior.make_prior`, or one already
-    made), or (None, why) when its weights cannot load and adaptation is optional."""
+    made), or (None, why) when its weights cannot load and adaptation is optional. ``sr``: the
+    run's SR network (on ``device``), which ``oracle-restored:`` restores its faces with."""
     from f2n.runtime.face_prior import make_prior  # looked up per call: GPEN's weights load lazily
 
     if not isinstance(spec, str):
         return spec, ""
+    sr_provenance = {"sr_network": str(sr.path), "sr_range": sr.value_range.value_range} if sr is not None else None
     try:
-        return make_prior(spec, device=device, lq_shape=lq_shape, options=options), ""
+        return make_prior(spec, device=device, lq_shape=lq_shape, options=options,
+                          sr_model=sr.model if sr is not None else None, sr_provenance=sr_provenance), ""
     except WeightsError as error:
         if required:
             raise
@@ -216,6 +208,7 @@ def build_pipeline(
     natural_pairs: int = ReDegNetConfig().natural_pairs,
     sr_range: ValueRange | None = None,
     redegnet_weights: Path | None = None,
+    threads: int = 0,
     warn: Callable[[str], None] = lambda _message: None,
     **pipeline_options: Any,
 ) -> AdaptAndRun:
@@ -231,7 +224,9 @@ def build_pipeline(
     an ``oracle:`` ground truth must be x4 of. ``natural_bank``/``natural_pairs``: ReDegNet's
     folder of HQ natural images and synthetic pairs per photo; ``redegnet_weights``: a folder with its
     networks (the released files or a training run; None: the weight cache). ``sr_range``: the SR
-    network's value range (``--sr-range``; None: what the file or registry says). ``pipeline_options``:
+    network's value range (``--sr-range``; None: what the file or registry says). ``threads``: the CPU
+    threads the engine and the face detector may use (0: every core; f2n-batch gives each worker
+    its share). ``pipeline_options``:
     :class:`PipelineConfig` fields. Checks run cheapest first: options, ReDegNet's bank and
     networks, the SR network, engine, then the prior (possibly a download).
     """
@@ -251,7 +246,8 @@ def build_pipeline(
     if isinstance(engine, str):  # the engine before the prior: one that cannot run here fails before a download
         choice = resolve_engine(engine, device, precision, measure=_engine_probe(loaded, config.tile))
         engine = make_engine(choice.engine, loaded, device=device, precision=choice.precision, tile=config.tile,
-                             batch_size=config.batch_size)
+                             batch_size=config.batch_size, threads=threads)
+    loaded.model.to(device)  # in place: the pipeline's θ and the oracle-restored prior's network
     adaptation: AdaptationMethod
     if method_name == "cmdsr":
         from f2n.runtime.cmdsr import CmdsrAdaptation
@@ -259,21 +255,24 @@ def build_pipeline(
         adaptation = CmdsrAdaptation(loaded.condition_net.to(device), support)
     else:
         face_prior, problem = (None, "") if not config.adapt_enabled else load_prior(
-            prior, device=device, lq_shape=oracle_shape, required=config.require_adaptation, options=prior_options)
+            prior, device=device, lq_shape=oracle_shape, required=config.require_adaptation, options=prior_options,
+            sr=loaded)
         if problem:
             warn(f"{problem}; running the base network")
+        if config.adapt_enabled:  # --no-adapt looks for no faces: no detector to build
+            detector = detector or default_detector(threads)
         if redegnet is not None:
             redegnet_config, bank, nets = redegnet
-            adaptation = ReDegNetAdaptation(detector or default_detector(), face_prior, nets, bank,
+            adaptation = ReDegNetAdaptation(detector, face_prior, nets, bank,
                                             config=redegnet_config, face=face, prior_problem=problem, device=device)
         else:
-            adaptation = FaceAdaptation(detector or default_detector(), face_prior, face=face, prior_problem=problem,
-                                        masknet=load_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize))
+            adaptation = FaceAdaptation(detector, face_prior, face=face, prior_problem=problem,
+                                        masknet=checkpoint_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize))
     return AdaptAndRun(model=loaded.model.to(device), engine=engine, method=adaptation, config=config,
-                       engine_choice=choice, sr_range=loaded.value_range)
+                       engine_choice=choice, sr_range=loaded.value_range, engine_holds_base=choice is not None)
 
 
-def default_detector() -> Detector:
+def default_detector(threads: int = 0) -> Detector:
     from f2n.runtime.face_detect import RetinaFaceDetector
 
-    return RetinaFaceDetector()
+    return RetinaFaceDetector(threads=threads)

@@ -15,10 +15,12 @@ import cv2
 import numpy as np
 import skimage.data
 
+from f2n.console import EXIT_DEMO_LOST
 from f2n.errors import InputImageError, WeightsError
+from f2n.export.engines import make_engine
 from f2n.nets.rrdbnet import ValueRange
 from f2n.runtime.adapt import AdaptConfig
-from f2n.runtime.build import AdaptationSettings, build_pipeline, load_supported_network, make_engine
+from f2n.runtime.build import AdaptationSettings, build_pipeline, load_supported_network
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.face_prior import FacePrior, OraclePrior, OracleRestoredPrior
 from f2n.runtime.face_regions import mask_canvas
@@ -86,7 +88,7 @@ def evaluate(checkpoint: str | Path | LoadedSR, detector: Detector, priors: Mapp
 
 def run_demo(*, device: str, checkpoint: str, requested: Mapping[str, Any] | None = None,
              sr_range: ValueRange | None = None) -> int:
-    """The CLI's --demo: prints the PSNR table; exit code 1 if adaptation did not beat the base.
+    """The CLI's --demo: prints the PSNR table; exit code 7 (EXIT_DEMO_LOST) if adaptation did not beat the base.
     The checkpoint's adaptation settings apply unless ``requested`` overrides them; ``sr_range``:
     ``--sr-range``."""
     from f2n.runtime.face_detect import RetinaFaceDetector
@@ -110,7 +112,7 @@ def run_demo(*, device: str, checkpoint: str, requested: Mapping[str, Any] | Non
     best = max(value["whole"] for name, value in rows.items() if name.startswith("adapted"))
     verdict = best > rows["base network"]["whole"]
     click.echo("adapted beats base" if verdict else "adaptation did NOT beat the base network", err=not verdict)
-    return 0 if verdict else 1
+    return 0 if verdict else EXIT_DEMO_LOST
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:

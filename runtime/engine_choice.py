@@ -24,6 +24,8 @@ from importlib.util import find_spec
 
 from f2n import cpu_features
 from f2n.errors import ConfigError, EngineUnavailableError
+from f2n.export import openvino_engine
+from f2n.export.trt_engine import import_tensorrt
 
 AUTO = "auto"
 QUALITY_FLOOR_DB = 50.0  # PSNR against the torch engine's fp32 output on the probe's photo
@@ -159,19 +161,15 @@ def probe_platform(device: str) -> Platform:
     bf16 = cpu_features.native_bf16()
     ncnn = find_spec("ncnn") is not None
     try:
-        from f2n.export.openvino_engine import import_openvino
-
-        import_openvino()
-    except (ImportError, EngineUnavailableError):  # f2n.export or openvino missing: no OpenVINO here
+        openvino_engine.import_openvino()
+    except EngineUnavailableError:  # the openvino package is missing: no OpenVINO here
         return Platform(device, cpu_bf16=bf16, ncnn=ncnn)
     return Platform(device, openvino=True, cpu_bf16=bf16, ncnn=ncnn)
 
 
 def _tensorrt_usable() -> bool:
     try:
-        from f2n.export.trt_engine import import_tensorrt
-
         import_tensorrt()
-    except (ImportError, EngineUnavailableError):
+    except EngineUnavailableError:  # no tensorrt package, or no CUDA GPU
         return False
     return True

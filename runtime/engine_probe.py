@@ -35,7 +35,7 @@ from f2n.cpu_features import this_cpu_class
 from f2n.errors import ConfigError, F2NError
 from f2n.fileio import f2n_home, write_text_atomic
 from f2n.runtime.engine_choice import Measurement
-from f2n.runtime.types import SREngine
+from f2n.export.protocol import SREngine
 
 log = logging.getLogger(__name__)
 PROBE_ENV = "F2N_ENGINE_PROBE"
@@ -108,7 +108,7 @@ def measure_engine(engine: SREngine, precision: str, tiles: torch.Tensor, refere
 
 def measure_candidates(model: torch.nn.Module, candidates: Sequence[tuple[str, str]],
                        make: MakeEngine) -> list[Measurement]:
-    from f2n.runtime.torch_engine import TorchEngine
+    from f2n.export.torch_engine import TorchEngine
 
     tiles = torch.from_numpy(probe_photo().transpose(2, 0, 1).copy()).unsqueeze(0)
     reference = TorchEngine(model).run(tiles)

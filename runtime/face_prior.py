@@ -24,6 +24,7 @@ from f2n.runtime.prior_conventions import CONVENTIONS, PRIOR_NAMES, PriorConvent
 from f2n.runtime.torch_prior import TorchFacePrior
 
 RestoreFn = Callable[[np.ndarray], np.ndarray]
+ORACLE_PREFIXES = ("oracle:", "oracle-restored:")  # a ground truth's faces: one photo's run only
 
 
 class FacePrior(Protocol):
@@ -40,8 +41,8 @@ class OraclePrior:
 
     name = "oracle"
 
-    def __init__(self, ground_truth_x4: np.ndarray) -> None:
-        self.provenance: dict[str, str] = {}
+    def __init__(self, ground_truth_x4: np.ndarray, provenance: Mapping[str, str] | None = None) -> None:
+        self.provenance = dict(provenance or {})
         if ground_truth_x4.ndim != 3 or ground_truth_x4.shape[2] != 3:
             raise InputImageError(f"oracle ground truth must be (H, W, 3), got {tuple(ground_truth_x4.shape)}")
         self.ground_truth_x4 = ground_truth_x4.astype(np.float32)
@@ -55,13 +56,16 @@ class OracleRestoredPrior:
     """A realistic imperfect prior that needs no GPEN: the ground truth around each face,
     downscaled x4 cleanly (bicubic) and restored by the base SR network itself, then aligned
     like the oracle. Plausible and sharp, but not the ground truth in its details, as real
-    restorers are (docs/adaptation.md). Costs one base-network pass over each face's area."""
+    restorers are (docs/adaptation.md). Costs one base-network pass over each face's area.
+    ``sr_model`` is only read (``inference_mode``): it may be the pipeline's own θ."""
 
     name = "oracle-restored"
 
-    def __init__(self, ground_truth_x4: np.ndarray, sr_model: torch.nn.Module) -> None:
+    def __init__(self, ground_truth_x4: np.ndarray, sr_model: torch.nn.Module,
+                 provenance: Mapping[str, str] | None = None) -> None:
         self.ground_truth_x4 = OraclePrior(ground_truth_x4).ground_truth_x4
         self.sr_model = sr_model
+        self.provenance = dict(provenance or {})
 
     @torch.inference_mode()
     def restore(self, aligned_faces: np.ndarray, affines_x4: np.ndarray) -> np.ndarray:
@@ -104,13 +108,14 @@ PRIOR_FILE_SUFFIXES = (".pth", ".pt", ".safetensors", ".ckpt", ".onnx")
 
 
 def make_prior(spec: str, *, device: str | torch.device = "cpu", lq_shape: tuple[int, int] | None = None,
-               options: Mapping[str, float] | None = None, sr_model: torch.nn.Module | None = None) -> FacePrior:
+               options: Mapping[str, float] | None = None, sr_model: torch.nn.Module | None = None,
+               sr_provenance: Mapping[str, str] | None = None) -> FacePrior:
     """A face prior from ``--prior``: a name (gpen, gpen-256, gfpgan, codeformer,
     restoreformer: registry weights, fetched on first use), a weight file (.pth /
     .safetensors of a recognised architecture, or an .onnx face restorer),
     ``oracle:PATH`` (ground-truth x4 image), ``oracle-restored:PATH`` (that ground truth's faces
-    downscaled x4 and restored by ``sr_model``, default the stock Real-ESRGAN x4plus) or
-    ``package.module:callable``.
+    downscaled x4 and restored by ``sr_model``: the run's own SR network, on its device, named in
+    the report by ``sr_provenance``) or ``package.module:callable``.
 
     ``lq_shape`` (H, W) of the LQ photo lets ``oracle:`` check that the ground truth is its x4.
     ``options``: ``--prior-option`` values (CodeFormer's fidelity ``w``).
@@ -127,18 +132,21 @@ def make_prior(spec: str, *, device: str | torch.device = "cpu", lq_shape: tuple
     if options:
         raise ConfigError(f"--prior-option {', '.join(options)}: the prior {spec!r} takes no options")
     if spec.startswith("oracle-restored:"):
-        from f2n.weights import load_sr_network
-
+        if sr_model is None:  # a silent stock network would restore with other weights than the run's
+            raise ConfigError(f"--prior {spec}: the oracle-restored prior needs the SR network it restores with")
         oracle = make_prior("oracle:" + spec[len("oracle-restored:"):], lq_shape=lq_shape)
-        return OracleRestoredPrior(oracle.ground_truth_x4, sr_model or load_sr_network("realesrgan-x4plus").model)
+        return OracleRestoredPrior(oracle.ground_truth_x4, sr_model,
+                                   provenance={**oracle.provenance, **(sr_provenance or {})})
     if spec.startswith("oracle:"):
+        from f2n.fileio import sha256_file
         from f2n.runtime.images import read_image
 
-        ground_truth = read_image(spec[len("oracle:"):]).rgb
+        path = Path(spec[len("oracle:"):])
+        ground_truth = read_image(path).rgb
         if lq_shape is not None and ground_truth.shape[:2] != (4 * lq_shape[0], 4 * lq_shape[1]):
             raise ConfigError(f"oracle image is {ground_truth.shape[1]}x{ground_truth.shape[0]}, "
                               f"expected the x4 size {4 * lq_shape[1]}x{4 * lq_shape[0]}")
-        return OraclePrior(ground_truth)
+        return OraclePrior(ground_truth, provenance={"ground_truth": str(path), "sha256": sha256_file(path)})
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ConfigError(f"unknown face prior {spec!r}; expected one of {', '.join(PRIOR_NAMES)}, a .pth/.safetensors/"
@@ -212,6 +220,6 @@ def parse_prior_options(items: Iterable[str]) -> dict[str, float]:
 
 def _is_prior_file(spec: str) -> bool:
     """A path, by its suffix or because it exists (module:callable and oracle: are not)."""
-    if spec.startswith("oracle:"):
+    if spec.startswith(ORACLE_PREFIXES):
         return False
     return Path(spec).suffix.lower() in PRIOR_FILE_SUFFIXES or Path(spec).is_file()

@@ -23,6 +23,8 @@ from f2n.runtime.report import timed
 from f2n.runtime.types import FaceStageResult
 
 StepHook = Callable[[AdaptStep], None]
+# --adapt-method: auto picks cmdsr for a checkpoint with a ConditionNet, else faces (f2n.runtime.build)
+METHODS = ("auto", "faces", "cmdsr", "redegnet")
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,12 @@ class AdaptationMethod(Protocol):
 
 
 class FaceAdaptation:
-    """MetaF2N: ``prior`` None means the prior could not be loaded; ``prior_problem`` then
-    says why (reported as the reason for not adapting)."""
+    """MetaF2N: ``prior`` None means the prior could not be loaded (or --no-adapt: no
+    ``detector`` either); ``prior_problem`` then says why (reported as the reason for not adapting)."""
 
     name = "faces"
 
-    def __init__(self, detector: Detector, prior: FacePrior | None, *, masknet: MaskNet | None = None,
+    def __init__(self, detector: Detector | None, prior: FacePrior | None, *, masknet: MaskNet | None = None,
                  face: FaceStageConfig = FaceStageConfig(), prior_problem: str = "") -> None:
         self.detector = detector
         self.prior = prior

@@ -6,14 +6,17 @@ them to the engine, upscales in tiles, optionally pastes the restored faces back
 encodes the result.
 """
 
+import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import torch
 
 from f2n.errors import ConfigError, InputImageError
+from f2n.export.protocol import SREngine
 from f2n.nets.rrdbnet import RRDBNet, ValueRange
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep
 from f2n.runtime.debug_images import save_debug
@@ -31,7 +34,7 @@ from f2n.runtime.tiling import (
     check_tiling,
     tiled_upscale,
 )
-from f2n.runtime.types import FaceStageResult, SREngine
+from f2n.runtime.types import FaceStageResult
 from f2n.weights.checkpoint import VALUE_RANGE_META, save_safetensors_atomic
 from f2n.weights.sr import RangeChoice
 
@@ -77,15 +80,35 @@ class Enhanced:
     provenance: Mapping[str, str] = field(default_factory=dict)  # how θ′ was made
 
 
+@dataclass
+class EngineUse:
+    """One engine's photo lock and the base weights it holds, shared by every pipeline on it
+    (the engine contract, :class:`~f2n.export.protocol.SREngine`: one photo at a time)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    holds: Mapping[str, torch.Tensor] | None = None  # a pipeline's base_weights when the engine holds them
+
+
+_ENGINE_USES: "WeakKeyDictionary[SREngine, EngineUse]" = WeakKeyDictionary()
+_ENGINE_USES_LOCK = threading.Lock()
+
+
+def engine_use(engine: SREngine) -> EngineUse:
+    with _ENGINE_USES_LOCK:
+        return _ENGINE_USES.setdefault(engine, EngineUse())
+
+
 class AdaptAndRun:
     """Components in, photos out: the SR ``model`` (θ), the ``engine`` that runs it and the
     ``method`` that adapts θ to each photo; ``engine_choice``: how ``engine`` was chosen (the
     factory's ``--engine`` resolution, for the log and the report), None for an engine given ready-made;
-    ``sr_range``: θ's value range and where it came from (default: the model's own, as given)."""
+    ``sr_range``: θ's value range and where it came from (default: the model's own, as given);
+    ``engine_holds_base``: the engine was built with ``model``'s weights (θ is then never handed
+    over again; else once). ``model``'s parameters are only read: θ′ is a new mapping per photo."""
 
     def __init__(self, *, model: RRDBNet, engine: SREngine, method: AdaptationMethod,
                  config: PipelineConfig = PipelineConfig(), engine_choice: EngineChoice | None = None,
-                 sr_range: RangeChoice | None = None) -> None:
+                 sr_range: RangeChoice | None = None, engine_holds_base: bool = False) -> None:
         self.model = model
         self.engine = engine
         self.engine_choice = engine_choice
@@ -93,6 +116,8 @@ class AdaptAndRun:
         self.method = method
         self.config = config
         self.base_weights = {name: p.detach() for name, p in model.named_parameters()}
+        if engine_holds_base:
+            engine_use(engine).holds = self.base_weights
 
     def __call__(self, source: Path, output: Path, *, weights_out: Path | None = None,
                  debug_dir: Path | None = None, decoded: DecodedImage | None = None,
@@ -112,11 +137,13 @@ class AdaptAndRun:
             result = self.enhance(image.rgb, image.alpha, seed=seed, keep_face_pictures=debug_dir is not None)
             timings.update(result.timings)
             # 7. θ′ before the image: an image on disk makes the next run skip the photo, so it
-            # must not exist unless the weights asked for do (each write is atomic)
-            if weights_out is not None and result.adaptation is not None:
+            # must not exist unless the weights asked for do (each write is atomic). Not adapted
+            # (the guard kept θ, no faces): θ itself, marked so, rather than no file at all.
+            if weights_out is not None:
                 with timed(timings, "save_weights"):
                     written.append(save_adapted_weights(weights_out, result.adaptation, source, result.provenance,
-                                                        self.model.value_range))
+                                                        self.model.value_range, base=self.base_weights,
+                                                        reason=result.reason))
             # 8. encode
             with timed(timings, "encode"):
                 write_image(output, result.rgb, alpha=result.alpha, bit_depth=bit_depth,
@@ -126,7 +153,7 @@ class AdaptAndRun:
                 with timed(timings, "save_debug"):
                     save_debug(result.faces, image.rgb, debug_dir)
                 written.append(debug_dir)
-        return self._report(source, output, result, timings, seed, image.warnings)
+        return self.report(source, output, result, timings, seed, image.warnings)
 
     def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None, *, seed: int | None = None,
                 keep_face_pictures: bool = True, on_step: Callable[[AdaptStep], None] | None = None,
@@ -188,22 +215,30 @@ class AdaptAndRun:
 
     def upscale(self, rgb: np.ndarray, weights: Mapping[str, torch.Tensor],
                 timings: dict[str, float] | None = None) -> np.ndarray:
-        """``rgb`` x4 by the engine holding ``weights`` (θ_0, θ_n or any snapshot), in tiles."""
+        """``rgb`` x4 by the engine holding ``weights`` (θ_0, θ_n or any snapshot), in tiles. The
+        base weights are handed over only when the engine does not hold them already (an unadapted
+        photo after an unadapted one costs no hand-over: OpenVINO's recompiles its model)."""
         timings = {} if timings is None else timings
-        with timed(timings, "set_weights"):
-            self.engine.set_weights(weights)
-        with timed(timings, "tile"):
-            return tiled_upscale(self.engine, rgb, tile=self.config.tile, overlap=self.config.overlap,
-                                 batch_size=self.config.batch_size, progress=self.config.progress)
+        use = engine_use(self.engine)
+        with use.lock:  # one photo at a time on an engine: its weights, then its tiles
+            if weights is not self.base_weights or use.holds is not weights:
+                with timed(timings, "set_weights"):
+                    self.engine.set_weights(weights)
+                use.holds = weights if weights is self.base_weights else None
+            with timed(timings, "tile"):
+                return tiled_upscale(self.engine, rgb, tile=self.config.tile, overlap=self.config.overlap,
+                                     batch_size=self.config.batch_size, progress=self.config.progress)
 
-    def _report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float],
-                seed: int, warnings: tuple[str, ...] = ()) -> RunReport:
+    def report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float],
+               seed: int, warnings: tuple[str, ...] = ()) -> RunReport:
+        """``result``'s record, for a photo read from ``source`` and written to ``output``."""
         faces = result.faces.faces if result.faces is not None else ()
         settings = {
             **self.method.settings(), "adapt": asdict(self.config.adapt),
             "tile": self.config.tile, "overlap": self.config.overlap, "batch_size": self.config.batch_size,
             "paste_faces": self.config.paste_faces, "engine": self.engine.name,
             "sr_range": self.sr_range.value_range, "sr_range_source": self.sr_range.source,
+            "sr_range_guessed": self.sr_range.guessed,
             "mask": result.faces.mask_source if result.faces is not None else None, "seed": seed,
         }
         return RunReport(
@@ -216,11 +251,18 @@ class AdaptAndRun:
         )
 
 
-def save_adapted_weights(path: Path, adaptation: AdaptResult, source: Path, provenance: Mapping[str, str],
-                         value_range: ValueRange) -> Path:
+def save_adapted_weights(path: Path, adaptation: AdaptResult | None, source: Path, provenance: Mapping[str, str],
+                         value_range: ValueRange, *, base: Mapping[str, torch.Tensor] | None = None,
+                         reason: str = "") -> Path:
     """θ′ as safetensors with canonical RRDBNet names (loadable by f2n-export and
     ``load_sr_network``), how it was made (``provenance``) and the value range θ was trained
-    on (read back by ``load_sr_network``) in the metadata."""
+    on (read back by ``load_sr_network``) in the metadata. ``adaptation`` None: the photo was
+    not adapted (``reason``), and ``base`` (θ) is written with ``adapted`` "false" and the reason."""
     metadata = {"format": ADAPTED_WEIGHTS_FORMAT, "source_photo": str(source), **provenance,
-                VALUE_RANGE_META: value_range}
-    return save_safetensors_atomic(path, {k: v.to(torch.float32) for k, v in adaptation.weights.items()}, metadata)
+                VALUE_RANGE_META: value_range, "adapted": "true" if adaptation is not None else "false"}
+    if adaptation is None:
+        if base is None:
+            raise ValueError("a photo that was not adapted needs the base weights to write")
+        metadata["not_adapted_reason"] = reason
+    weights = adaptation.weights if adaptation is not None else base
+    return save_safetensors_atomic(path, {k: v.detach().to("cpu", torch.float32) for k, v in weights.items()}, metadata)

@@ -16,10 +16,11 @@ import torch
 from tqdm import tqdm
 
 from f2n.errors import ConfigError, F2NError, InputImageError
-from f2n.runtime.types import SCALE, SREngine
+from f2n.export.protocol import SREngine
+from f2n.runtime.types import SCALE
 
 DEFAULT_TILE = 192  # LR pixels
-DEFAULT_OVERLAP = 32  # LR pixels; below ~32 seams become visible (DEPLOYMENT-NOTES #2)
+DEFAULT_OVERLAP = 32  # LR pixels; Real-ESRGAN users report visible seams with less padding than ~32
 DEFAULT_BATCH_SIZE = 1
 MIN_TILE = 16  # LR pixels: halving on OOM stops here
 
@@ -99,8 +100,8 @@ def tiled_upscale(
 ) -> np.ndarray:
     """Upscale ``rgb`` ((H, W, 3) float32 in [0, 1]) x4 with ``engine``, tile by tile, to
     (4H, 4W, 3) float32 in [0, 1]. Alpha, grayscale and integer pixels are the image I/O
-    layer's business (:mod:`f2n.runtime.images`). An engine may offer ``run_fp32(tiles)``:
-    tiles that come out with NaN/Inf are then redone in fp32. On CUDA out-of-memory the
+    layer's business (:mod:`f2n.runtime.images`). Tiles that come out with NaN/Inf are redone
+    through the engine's ``run_fp32``. On CUDA out-of-memory the
     tile is halved and the image restarted.
     """
     check_tiling(tile, overlap, batch_size)
@@ -169,12 +170,9 @@ def _run_checked(engine: SREngine, tiles: torch.Tensor) -> torch.Tensor:
     finite = torch.isfinite(result).flatten(1).all(dim=1)
     if bool(finite.all()):
         return result
-    run_fp32 = getattr(engine, "run_fp32", None)
-    if run_fp32 is None:
-        raise F2NError(f"engine {engine.name} produced NaN/Inf in {int((~finite).sum())} tile(s) and has no fp32 retry")
     result = result.clone()
     bad = (~finite).nonzero().flatten()
-    result[bad] = run_fp32(tiles[bad])
+    result[bad] = engine.run_fp32(tiles[bad])
     if not bool(torch.isfinite(result).all()):
         raise F2NError(f"engine {engine.name} produced NaN/Inf even in fp32 (input tiles may contain NaN)")
     return result

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 
 import numpy as np
@@ -11,6 +12,11 @@ from torch import nn
 
 from f2n.runtime.face_restore import from_prior_output, to_prior_input
 from f2n.runtime.prior_conventions import PriorConventions
+
+# A prior network draws its noise from torch's global generator (spandrel's GFPGAN takes no
+# generator of its own): seeding it and drawing happen under this lock, so that pipelines in
+# threads neither reseed each other's draws nor take them; fork_rng gives the generator back as it was.
+_GLOBAL_RNG = threading.Lock()
 
 
 class TorchFacePrior:
@@ -45,7 +51,7 @@ class TorchFacePrior:
         faces = torch.from_numpy(np.ascontiguousarray(aligned_faces, dtype=np.float32)).permute(0, 3, 1, 2)
         conventions = self.conventions
         outputs = []
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with _GLOBAL_RNG, torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
             for batch in faces.split(self.batch_size):
                 x = to_prior_input(batch.to(self.device), self.size, conventions.value_range, conventions.colour_order)

@@ -3,7 +3,6 @@ returns its results instead of keeping per-call state on an object."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -72,16 +71,3 @@ class FaceStageResult:
     restored_faces: np.ndarray | None = field(default=None, repr=False)  # (F, S, S, 3) the prior's output
     patch_boxes: np.ndarray | None = field(default=None, repr=False)  # (N, 4) LQ x0, y0, x1, y1 of each pair
 
-
-class SREngine(Protocol):
-    """An inference engine for the x4 SR network. Every engine (torch, onnx, aoti,
-    trt) takes a photo's adapted weights through ``set_weights`` without a rebuild
-    and runs batches of tiles through ``run``."""
-
-    name: str
-
-    def set_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Replace all weights (canonical RRDBNet names) with a photo's θ_n."""
-
-    def run(self, tiles: torch.Tensor) -> torch.Tensor:
-        """(N, 3, h, w) float32 RGB in [0, 1] on the CPU -> (N, 3, 4h, 4w) float32 on the CPU."""

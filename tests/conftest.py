@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from f2n.nets import MaskNet, RRDBNet
 from f2n.nets.discriminator import UNetDiscriminatorSN
+from f2n.training.checkpoint import TrainState
 from f2n.training.maml import MetaModules
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -112,3 +113,22 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def assert_same_train_state(got: TrainState, want: TrainState) -> None:
+    """Bit-identical train states: the step, every network tensor, and every optimiser's param
+    groups and per-parameter state (Adam's step count and both moments), which must exist."""
+    assert got.step == want.step
+    assert set(got.modules) == set(want.modules) and set(got.optimizers) == set(want.optimizers)
+    for name, state in want.modules.items():
+        assert got.modules[name].keys() == state.keys(), name
+        for key, value in state.items():
+            assert torch.equal(got.modules[name][key], value), f"{name}.{key}"
+    for name, optimizer in want.optimizers.items():
+        assert got.optimizers[name]["param_groups"] == optimizer["param_groups"], name
+        assert optimizer["state"], f"optimiser {name} holds no state: it never stepped"
+        assert got.optimizers[name]["state"].keys() == optimizer["state"].keys(), name
+        for index, moments in optimizer["state"].items():
+            assert got.optimizers[name]["state"][index].keys() == moments.keys(), f"{name}.{index}"
+            for key, value in moments.items():
+                assert torch.equal(got.optimizers[name]["state"][index][key], value), f"{name}.{index}.{key}"

@@ -159,7 +159,8 @@ def test_stopped_driver_resumes_without_redoing_finished_photos(
     args = [str(tmp_path / "in"), "--out", str(out), "--checkpoint", str(checkpoint), "--workers", "2", *PIPELINE]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     driver = subprocess.Popen([sys.executable, "-c", "from f2n.runtime.batch.cli import main; main()",
-                               *args, "--address", ray_cluster], env=env, stderr=subprocess.PIPE, text=True)
+                               *args, "--address", ray_cluster, "--report", str(tmp_path / "r.json")],
+                              env=env, stderr=subprocess.PIPE, text=True)
     manifest = out / batch.MANIFEST_NAME
     deadline = time.monotonic() + 600  # generous: on a loaded machine Ray alone can take minutes to start
     while time.monotonic() < deadline and driver.poll() is None:
@@ -172,6 +173,9 @@ def test_stopped_driver_resumes_without_redoing_finished_photos(
     assert 3 <= len(before) < len(good), f"not stopped half-way ({len(before)} lines): {errors[-2000:]}"
     assert driver.returncode == single.EXIT_TERMINATED and "run again to resume" in errors, errors[-2000:]
     assert "Traceback" not in errors
+    # issue 26: the report of the photos finished before the stop is written, and the line says so
+    assert f"--report {tmp_path / 'r.json'} written with the {len(before)} photo(s)" in errors.splitlines()[-1]
+    assert len(json.loads((tmp_path / "r.json").read_text())["photos"]) == len(before)
 
     resumed = run_batch(*args)
     assert resumed.exit_code == 0, resumed.output

@@ -117,7 +117,7 @@ def test_without_ray_one_line_says_what_to_install(tmp_path: Path, monkeypatch: 
 def test_uris_are_listed_and_fetched_through_fsspec(tmp_path: Path) -> None:
     """fsspec's in-memory file system stands in for s3:// or gs:// (same fsspec calls)."""
     fsspec = pytest.importorskip("fsspec")
-    from f2n.runtime.batch.worker import local_copy
+    from f2n.runtime.batch.storage import local_copy
 
     make_photos(tmp_path, "a.png")
     memory = fsspec.filesystem("memory")
@@ -129,3 +129,52 @@ def test_uris_are_listed_and_fetched_through_fsspec(tmp_path: Path) -> None:
     with local_copy(by_folder[0].source) as path:
         assert path.name == "a.png" and path.read_bytes() == (tmp_path / "a.png").read_bytes()
     assert not path.exists()  # the temp copy is gone after the photo
+
+
+def test_a_worker_reads_and_writes_fsspec_uris(tmp_path: Path, tiny_weights: Path) -> None:
+    """Inputs, outputs and attempt counts on fsspec's in-memory file system (as on s3:// or gs://):
+    the photo written there is byte-equal to f2n-adapt-and-run's local output; a photo that fails
+    uploads nothing. (A Ray worker runs exactly this; the in-memory system is one process's, so no
+    cluster here: tests/test_batch_cluster.py runs the cluster on file:// URIs.)"""
+    fsspec = pytest.importorskip("fsspec")
+    import torch
+    from click.testing import CliRunner
+
+    from f2n.runtime import cli as single
+    from f2n.runtime.options import PipelineOptions
+    from f2n.runtime.batch.worker import PhotoWorker
+
+    rgb = np.random.default_rng(0).random((40, 56, 3), dtype=np.float32)
+    write_image(tmp_path / "a.png", rgb)
+    memory, root = fsspec.filesystem("memory"), f"/{tmp_path.name}"
+    memory.pipe(f"{root}/in/a.png", (tmp_path / "a.png").read_bytes())
+    memory.pipe(f"{root}/in/b.png", b"\x89PNG\r\n\x1a\n not really")
+    photos = plan_photos((f"memory://{root}/in/",), f"memory://{root}/out/")
+    assert [p.output for p in photos] == [f"memory://{root}/out/a.png", f"memory://{root}/out/b.png"]
+
+    pipeline = ["--no-adapt", "--engine", "torch", "--tile", "32", "--tile-overlap", "8"]
+    options = PipelineOptions(checkpoint=str(tiny_weights), engine="torch", no_adapt=True, tile=32, tile_overlap=8)
+    worker = PhotoWorker(options, f"memory://{root}/out/.attempts", max_attempts=3, threads=torch.get_num_threads())
+    good, bad = (worker.process(p.source, p.output, p.seed) for p in photos)
+    assert (good["status"], good["output"], good["attempt"]) == ("ok", photos[0].output, 1)
+    assert bad["status"] == "failed" and "b.png" in bad["reason"]
+    assert memory.ls(f"{root}/out", detail=False) == [f"{root}/out/.attempts", f"{root}/out/a.png"]
+    assert len(memory.ls(f"{root}/out/.attempts")) == 2  # one count per photo started
+
+    reference = CliRunner().invoke(single.command, [str(tmp_path / "a.png"), "--out", str(tmp_path / "ref.png"),
+                                                    "--checkpoint", str(tiny_weights), "--no-progress", *pipeline])
+    assert reference.exit_code == 0, reference.output
+    assert memory.cat_file(f"{root}/out/a.png") == (tmp_path / "ref.png").read_bytes()
+    memory.rm(root, recursive=True)
+
+
+def test_an_output_uri_needs_a_local_manifest(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from f2n.runtime.batch import cli
+
+    make_photos(tmp_path / "in", "a.png")
+    result = CliRunner().invoke(cli.command, [str(tmp_path / "in"), "--out", "memory://nowhere/out"])
+    assert result.exit_code == ConfigError.exit_code
+    assert result.output == ("error: --out memory://nowhere/out is a URI: give --manifest, a local file for the run's "
+                             "manifest\n")

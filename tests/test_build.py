@@ -99,3 +99,35 @@ def test_snapshots_equal_runs_stopped_at_those_steps(tiny_weights: Path) -> None
                                **common).enhance(lq).rgb
         np.testing.assert_allclose(rgb, alone, atol=1e-6)
     assert np.abs(snapshots[1] - snapshots[3]).max() > 1e-3
+
+
+BROKEN_ENGINE_MODULE = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class BrokenOrtEngine(MetaPathFinder):  # a bug in f2n's own code, not a missing onnxruntime
+    def find_spec(self, name, path, target=None):
+        if name == "f2n.export.ort_engine":
+            raise ImportError("cannot import name 'gone' from 'f2n.weights.fit'")
+
+sys.meta_path.insert(0, BrokenOrtEngine())
+from f2n.errors import EngineUnavailableError
+try:
+    from f2n.runtime.build import build_pipeline
+    build_pipeline(sys.argv[1], engine="onnx", device="cpu", adapt_enabled=False)
+except EngineUnavailableError as error:
+    print(f"unavailable: {error}")
+    sys.exit(EngineUnavailableError.exit_code)
+"""
+
+
+def test_a_broken_f2n_import_in_an_engine_is_a_bug_not_an_unavailable_engine(tiny_weights: Path) -> None:
+    """Only the engine's own package missing is 'engine unavailable' (exit 4, its own check in
+    f2n.export); an ImportError of f2n's own code surfaces as the bug it is."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", BROKEN_ENGINE_MODULE, str(tiny_weights)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode not in (0, 4), result.stdout + result.stderr
+    assert "ImportError: cannot import name 'gone'" in result.stderr and "unavailable" not in result.stdout

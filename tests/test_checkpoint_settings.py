@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from f2n.errors import ConfigError, WeightsError
 from f2n.nets import MaskNet, RRDBNet
 from f2n.runtime import cli
-from f2n.runtime.build import load_masknet, patch_config
+from f2n.runtime.build import checkpoint_masknet, patch_config
 from f2n.runtime.demo import demo_pair
 from f2n.runtime.face_patches import PatchConfig
 from f2n.runtime.images import write_image
@@ -32,7 +32,7 @@ def test_patch_and_masknet_settings_come_back_from_the_file(tmp_path: Path) -> N
     loaded = load_sr_network(path)
     assert loaded.patch_defaults == PatchDefaults(per_image=24, lq_size=12)
     assert loaded.masknet_lq_resize == "tf1-bicubic"
-    assert load_masknet(loaded.masknet_state, "cpu", loaded.masknet_lq_resize).lq_resize == "tf1-bicubic"
+    assert checkpoint_masknet(loaded.masknet_state, "cpu", loaded.masknet_lq_resize).lq_resize == "tf1-bicubic"
     plain = load_sr_network(_checkpoint(tmp_path / "plain.safetensors"))
     assert plain.patch_defaults is None and plain.masknet_lq_resize == "bicubic"
 

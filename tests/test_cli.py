@@ -267,8 +267,9 @@ def test_ctrl_c_after_the_weights_says_they_were_written_and_the_image_was_not(
     assert result.exit_code == cli.EXIT_INTERRUPTED, result.output
     assert result.output.strip().splitlines()[-1] == (
         f"interrupted: 0 earlier photo(s) written; in progress {photos / 'astronaut.png'}: written {weights}; "
-        f"not written {out}; --report {tmp_path / 'r.json'} not written")
-    assert weights.is_file() and not out.exists() and not (tmp_path / "r.json").exists()
+        f"not written {out}; --report {tmp_path / 'r.json'} written with the 0 photo(s) finished before the stop")
+    assert weights.is_file() and not out.exists()
+    assert json.loads((tmp_path / "r.json").read_text())["photos"] == []  # issue 26: the report of a stop is written
 
 
 def test_a_failed_weight_save_leaves_no_image(photos: Path, tmp_path: Path, tiny_weights: Path,

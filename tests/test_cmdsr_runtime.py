@@ -9,19 +9,18 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY_RRDBNET
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import TINY_RRDBNET
-
 from f2n.errors import ConfigError, WeightsError
+from f2n.export.torch_engine import TorchEngine
 from f2n.nets import ConditionNet, ConditionNetConfig, RRDBNet, modulated_convs, modulated_weights
 from f2n.runtime import cli
 from f2n.runtime.cmdsr import CmdsrAdaptation
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.support import SupportConfig, sample_support
-from f2n.runtime.torch_engine import TorchEngine
 from f2n.weights import load_sr_network, save_f2n_checkpoint
 
 SUPPORT = SupportConfig(patch=16, count=4)

@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from click.testing import CliRunner
+from conftest import assert_same_train_state
 
 from f2n.errors import ConfigError
 from f2n.runtime import cli as run_cli
 from f2n.runtime.images import write_image
+from f2n.training.checkpoint import load_checkpoint
 from f2n.training.cli import main as train_cli
 from f2n.training.cmdsr_tasks import make_cmdsr_task, query_corners
 from f2n.training.config import CmdsrConfig
@@ -72,6 +74,13 @@ def test_train_writes_a_checkpoint_the_runtime_adapts_with_and_resumes(shared_da
     assert not torch.equal(step3.condition_net.head.weight, loaded.condition_net.head.weight)
     for name, value in loaded.model.state_dict().items():  # θ stays frozen without --train-sr
         assert torch.equal(step3.model.state_dict()[name], value)
+
+    # bit-identical to 3 straight steps: θ, the ConditionNet and its Adam state
+    straight = tmp_path / "straight"
+    run = CliRunner().invoke(train_cli, [str(a) for a in ["--method", "cmdsr", "--natural", natural, "--out", straight,
+                                                          *TINY, "--steps", "3"]], catch_exceptions=False)
+    assert run.exit_code == 0, run.output
+    assert_same_train_state(load_checkpoint(out), load_checkpoint(straight))
 
 
 def test_metaf2n_still_needs_faces_and_cmdsr_options_are_checked(tmp_path: Path) -> None:

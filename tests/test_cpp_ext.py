@@ -28,6 +28,13 @@ from f2n.nets.rrdbnet import RRDB, RRDBNet
 BF16_ATOL = 0.05  # bf16 keeps 8 mantissa bits; fusing x + 0.2 y rounds once instead of twice
 
 
+@pytest.fixture(autouse=True)
+def auto_after() -> None:
+    """Each test sets its mode; afterwards RRDBNet runs fused wherever the library is loaded."""
+    yield
+    cpp_ext.use_fused_rrdb("auto")
+
+
 @pytest.fixture(scope="session")
 def fused_ext(tmp_path_factory: pytest.TempPathFactory) -> float:
     """Build (CPU; CUDA too when a GPU is visible) and load the extension; returns the build seconds.
@@ -44,7 +51,7 @@ def fused_ext(tmp_path_factory: pytest.TempPathFactory) -> float:
 
 
 def run(module: torch.nn.Module, x: torch.Tensor, mode: str, monkeypatch: pytest.MonkeyPatch) -> torch.Tensor:
-    monkeypatch.setenv(cpp_ext.FUSED_ENV, mode)
+    cpp_ext.use_fused_rrdb(mode)
     return module(x)
 
 
@@ -132,7 +139,7 @@ def test_gradgradcheck(fused_ext):
 
 def _maml_meta_grads(net: RRDBNet, lq: torch.Tensor, hq: torch.Tensor, mode: str, monkeypatch) -> list[torch.Tensor]:
     """One inner SGD step on (lq, hq), outer loss on a second pair, gradient w.r.t. the initial weights."""
-    monkeypatch.setenv(cpp_ext.FUSED_ENV, mode)
+    cpp_ext.use_fused_rrdb(mode)
     params = dict(net.named_parameters())
     inner = (functional_call(net, params, (lq,)) - hq).abs().mean()
     grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
@@ -165,9 +172,9 @@ def test_torch_func_grad_and_value_matches_plain(fused_ext, monkeypatch):
     def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
         return (functional_call(net, p, (lq,)) - hq).abs().mean()
 
-    monkeypatch.setenv(cpp_ext.FUSED_ENV, "off")
+    cpp_ext.use_fused_rrdb("off")
     plain_grads, plain_loss = grad_and_value(loss)(params)
-    monkeypatch.setenv(cpp_ext.FUSED_ENV, "on")
+    cpp_ext.use_fused_rrdb("on")
     fused_grads, fused_loss = grad_and_value(loss)(params)
     torch.testing.assert_close(fused_loss, plain_loss, rtol=1e-12, atol=1e-12)
     for name in params:
@@ -175,7 +182,7 @@ def test_torch_func_grad_and_value_matches_plain(fused_ext, monkeypatch):
 
 
 def test_torch_compile_sees_through_the_op(fused_ext, monkeypatch):
-    monkeypatch.setenv(cpp_ext.FUSED_ENV, "on")
+    cpp_ext.use_fused_rrdb("on")
     block = rrdb(8, 4)
     x = torch.randn(2, 8, 6, 5, requires_grad=True)
     graphs: list[torch.fx.GraphModule] = []
@@ -191,7 +198,7 @@ def test_torch_compile_sees_through_the_op(fused_ext, monkeypatch):
     forward_ops = {str(node.target) for node in graphs[0].graph.nodes}
     assert "f2n.rrdb.default" in forward_ops  # traced through the fake kernel, not decomposed
     assert "aten.convolution_backward.default" in {str(node.target) for node in graphs[1].graph.nodes}
-    monkeypatch.setenv(cpp_ext.FUSED_ENV, "off")
+    cpp_ext.use_fused_rrdb("off")
     ref = block(x)
     (grad_ref,) = torch.autograd.grad(ref.sum(), [x])
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
@@ -199,7 +206,7 @@ def test_torch_compile_sees_through_the_op(fused_ext, monkeypatch):
 
 
 def _onnx_graph(net: torch.nn.Module, mode: str, monkeypatch) -> onnx.GraphProto:
-    monkeypatch.setenv(cpp_ext.FUSED_ENV, mode)
+    cpp_ext.use_fused_rrdb(mode)
     buffer = io.BytesIO()
     torch.onnx.export(net, (torch.rand(1, 3, 8, 8),), buffer, dynamo=False, do_constant_folding=False)
     return onnx.load_from_string(buffer.getvalue()).graph
@@ -313,3 +320,26 @@ def test_cuda_cache_dir_is_keyed_by_gpu_architecture(monkeypatch, tmp_path):
     assert build.cuda_arch_tag("9.0;8.0 8.6+PTX", []) == "sm80-86ptx-90"  # torch's separators, sorted, PTX kept apart
     assert build.cuda_arch_tag(None, [(8, 9), (8, 9)]) == "sm89"  # visible GPUs when the list is unset
     assert build.cuda_arch_tag("", []) == "sm-none"
+
+
+def test_rrdbnet_takes_the_registered_op_and_reads_no_environment_per_call(monkeypatch):
+    """The network knows no extension and no variable: the op registered from above decides."""
+    from f2n.nets.rrdbnet import register_fused_rrdb
+
+    class Zeros:  # a stand-in op whose output cannot come from the plain block
+        def applies(self, x: torch.Tensor) -> bool:
+            return True
+
+        def __call__(self, x, weights, biases):
+            return torch.zeros_like(x)
+
+    block, x = rrdb(8, 4), torch.randn(1, 8, 5, 5)
+    previous = register_fused_rrdb(Zeros())
+    try:
+        monkeypatch.setenv(cpp_ext.FUSED_ENV, "off")  # read by load() only, never per call
+        with torch.no_grad():
+            assert torch.equal(block(x), torch.zeros_like(x))
+    finally:
+        register_fused_rrdb(previous)
+    with torch.no_grad():
+        assert not torch.equal(block(x), torch.zeros_like(x))

@@ -10,7 +10,7 @@ from f2n.benchmarks.suites import _sr
 from f2n.cpu_features import cpu_class, features_from_flags, parse_cpuinfo
 from f2n.errors import EngineUnavailableError
 from f2n.runtime.engine_choice import Platform, choose_engine, probe_platform
-from f2n.runtime.torch_engine import TorchEngine
+from f2n.export.torch_engine import TorchEngine
 
 # Trimmed /proc/cpuinfo of real machines: an AMD EPYC with AVX2 only (Zen 3, issue 27's CI
 # machine class), a Zen 4 with AVX512-BF16 (this workplace), a Sapphire Rapids with AMX, an Arm Neoverse-V1.

@@ -28,6 +28,7 @@ from f2n.runtime.images import write_image
 @pytest.mark.parametrize(("platform", "precision", "engine", "chosen"), [
     (Platform("cpu", openvino=True, cpu_bf16=True, ncnn=True), None, "openvino", "bf16"),
     (Platform("cpu", openvino=True, cpu_bf16=True, ncnn=True), "fp32", "ncnn", "fp32"),
+    (Platform("cpu", openvino=True, cpu_bf16=True, ncnn=True), "bf16", "openvino", "bf16"),
     (Platform("cpu", openvino=True, cpu_bf16=False, ncnn=True), None, "ncnn", "fp32"),
     (Platform("cpu", openvino=True, cpu_bf16=False), None, "openvino", "fp32"),
     (Platform("cpu", openvino=False, cpu_bf16=True), None, "torch", "fp32"),

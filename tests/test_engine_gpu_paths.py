@@ -12,14 +12,12 @@ import torch
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument, RuntimeException
 
 from f2n.errors import EngineUnavailableError
-from f2n.export.aoti import is_out_of_memory as aoti_out_of_memory
-from f2n.export.aoti import missing_cuda_toolkit
+from f2n.export.aoti import aoti_out_of_memory, missing_cuda_toolkit
 from f2n.export.fp32_mode import ieee_fp32
 from f2n.export.onnx_export import export_onnx
 from f2n.export.ort_engine import OrtEngine
 from f2n.nets.rrdbnet import RRDBNet
-from f2n.onnxruntime_support import check_providers, import_onnxruntime
-from f2n.onnxruntime_support import is_out_of_memory as ort_out_of_memory
+from f2n.onnxruntime_support import check_providers, import_onnxruntime, ort_out_of_memory
 from f2n.runtime.tiling import tile_boxes, tiled_upscale
 
 # ONNX Runtime's own texts (its BFC arena on the CPU/GPU, its CUDA provider)
@@ -132,6 +130,7 @@ def test_cpu_and_gpu_onnx_runtimes_are_alternative_extras() -> None:
     """onnxruntime and onnxruntime-gpu share one folder (onnxruntime #26996, #7748): no
     install of f2n may pull both, so the base has neither and each extra has one."""
     import re
+
     import tomllib
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]

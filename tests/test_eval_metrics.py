@@ -13,7 +13,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from f2n.eval.metrics import (
     compute_metrics,
-    face_mask,
+    face_box_mask,
     metrics_table,
     niqe_y,
     psnr_y,
@@ -47,7 +47,7 @@ def test_identical_images_are_perfect(pair):
 
 
 def test_face_mask_covers_exactly_the_scaled_boxes():
-    mask = face_mask((60, 80), [(2.5, 3, 10, 12), (18, 10, 30, 40)], scale=4)
+    mask = face_box_mask((60, 80), [(2.5, 3, 10, 12), (18, 10, 30, 40)], scale=4)
     expected = np.zeros((60, 80), bool)
     expected[12:48, 10:40] = True  # x 2.5..10 -> 10..40, y 3..12 -> 12..48
     expected[40:60, 72:80] = True  # clipped at the image border
@@ -56,7 +56,7 @@ def test_face_mask_covers_exactly_the_scaled_boxes():
 
 def test_nonface_metrics_ignore_exactly_the_masked_pixels(pair):
     out, gt = pair
-    faces = face_mask(gt.shape[:2], [(10, 8, 25, 20)], scale=4)
+    faces = face_box_mask(gt.shape[:2], [(10, 8, 25, 20)], scale=4)
     spoiled = out.copy()
     spoiled[faces] = 1.0 - spoiled[faces]  # ruin the faces only
     assert psnr_y(spoiled, gt, exclude=faces) == pytest.approx(psnr_y(out, gt, exclude=faces), abs=1e-9)
@@ -106,7 +106,7 @@ def test_shared_inputs_give_the_same_numbers_as_each_metric_alone(astronaut_nois
     """metrics_table computes each luma, SSIM map and set of NIQE block features once per
     image; every value must equal the metric computed on its own."""
     out, gt = astronaut_noisy
-    faces = face_mask(gt.shape[:2], [(40, 8, 70, 45)], scale=4)
+    faces = face_box_mask(gt.shape[:2], [(40, 8, 70, 45)], scale=4)
     table = metrics_table({"noisy": out, "gt": gt}, gt, faces)
     alone = {"psnr": psnr_y(out, gt), "ssim": ssim_y(out, gt), "niqe": niqe_y(out),
              "psnr_nonface": psnr_y(out, gt, exclude=faces), "ssim_nonface": ssim_y(out, gt, exclude=faces),
@@ -119,7 +119,7 @@ def test_shared_inputs_give_the_same_numbers_as_each_metric_alone(astronaut_nois
 def test_the_table_agrees_with_scikit_image(astronaut_noisy) -> None:
     """PSNR and SSIM, whole and non-face, against scikit-image on the MATLAB luma."""
     out, gt = astronaut_noisy
-    faces = face_mask(gt.shape[:2], [(40, 8, 70, 45)], scale=4)
+    faces = face_box_mask(gt.shape[:2], [(40, 8, 70, 45)], scale=4)
     row = metrics_table({"noisy": out}, gt, faces, with_niqe=False)["noisy"]
     y_out, y_gt = (rgb2ycbcr(a)[4:-4, 4:-4, 0].astype(np.float64) for a in (out, gt))
     keep = ~faces[4:-4, 4:-4]

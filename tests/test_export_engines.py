@@ -8,14 +8,13 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import TinyRRDBNet
 
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.cli import main
 from f2n.export.engines import make_engine
+from f2n.export.torch_engine import TorchEngine
 from f2n.runtime.tiling import tiled_upscale
-from f2n.runtime.torch_engine import TorchEngine
 from f2n.weights import load_sr_network
 from f2n.weights.sr import LoadedSR
 

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_RRDBNET
 
 from f2n.export.onnx_export import export_onnx
 from f2n.export.ort_engine import OrtEngine
+from f2n.export.torch_engine import TorchEngine
 from f2n.nets.rrdbnet import RRDBNet
 from f2n.runtime.tiling import tiled_upscale
-from f2n.runtime.torch_engine import TorchEngine
 
 TILE, OVERLAP = 32, 8  # a 40 x 56 photo: tiles at rows 0 and 8, columns 0 and 24
 

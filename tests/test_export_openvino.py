@@ -13,11 +13,11 @@ from f2n.errors import EngineUnavailableError, WeightsError
 from f2n.export.onnx_export import export_onnx
 from f2n.export.openvino_engine import REPLACEMENTS, OpenVinoEngine
 from f2n.cpu_features import native_bf16
+from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.runtime.adapt import AdaptConfig, adapt
 from f2n.runtime.images import read_image
 from f2n.runtime.tiling import tiled_upscale
-from f2n.runtime.torch_engine import TorchEngine
 from f2n.runtime.types import PatchBatch
 
 openvino = pytest.importorskip("openvino")

@@ -23,7 +23,7 @@ from f2n.export.trt_checks import (
     check_engine_precision,
     convolution_precisions,
     deserialisation_failure,
-    is_out_of_memory,
+    trt_out_of_memory,
 )
 from f2n.export.trt_config import (
     TrtCacheKey,
@@ -264,9 +264,9 @@ def test_deserialisation_failures_are_reported_by_cause(logged: list[str], cause
 
 
 def test_tensorrt_out_of_memory_is_recognised_from_its_log() -> None:
-    assert is_out_of_memory(["[virtualMemoryBuffer.cpp::resizePhysical::145] Error Code 2: OutOfMemory (no further information)"])
-    assert is_out_of_memory(["../rtSafe/safeRuntime.cpp (25) - Cuda Error in allocate: 2 (out of memory)"])
-    assert not is_out_of_memory(["IExecutionContext::setInputShape: Error Code 3: API Usage Error"])
+    assert trt_out_of_memory(["[virtualMemoryBuffer.cpp::resizePhysical::145] Error Code 2: OutOfMemory (no further information)"])
+    assert trt_out_of_memory(["../rtSafe/safeRuntime.cpp (25) - Cuda Error in allocate: 2 (out of memory)"])
+    assert not trt_out_of_memory(["IExecutionContext::setInputShape: Error Code 3: API Usage Error"])
 
 
 @pytest.mark.skipif(HAS_TRT, reason="checks the message shown where TensorRT is missing")
@@ -356,7 +356,7 @@ class FakeTrtFlow:
         return b"plan:" + graph[:64]
 
     def engine(self, plan: bytes, source: object, weights: dict[str, torch.Tensor], *, precision: str, profile: object) -> object:
-        from f2n.runtime.torch_engine import TorchEngine
+        from f2n.export.torch_engine import TorchEngine
 
         assert plan.startswith(b"plan:") and set(source.shapes) == set(weights)
         self.engines += 1

@@ -83,3 +83,16 @@ def test_gpen_prior_in_half_precision_on_cuda_is_close_to_fp32(tmp_path: Path, d
     restored = half.restore(faces, np.zeros((2, 2, 3)))
     assert np.isfinite(restored).all()
     assert np.abs(restored - reference).mean() < 0.02
+
+
+def test_every_prior_kind_carries_the_provenance_the_report_reads(tmp_path: Path) -> None:
+    """A run's report records ``prior.provenance`` (FaceAdaptation.settings): a prior without it
+    failed every adapted photo at the report, after the work was done."""
+    import torch
+
+    ground_truth = tmp_path / "gt.png"
+    write_image(ground_truth, np.full((32, 32, 3), 0.5, np.float32))
+    identity = torch.nn.Upsample(scale_factor=4)
+    for spec in (f"oracle:{ground_truth}", f"oracle-restored:{ground_truth}", "numpy:copy"):
+        prior = make_prior(spec, sr_model=identity, lq_shape=(8, 8))
+        assert isinstance(prior.provenance, dict), spec

@@ -15,7 +15,7 @@ from torch import nn
 from f2n.errors import ConfigError, WeightsError
 from f2n.fileio import sha256_file
 from f2n.runtime.face_prior import make_prior, parse_prior_options
-from f2n.weights.store import check_loads
+from f2n.weights.networks import check_loads
 
 GPEN_FIXTURE = Path(__file__).parent / "data" / "gpen_official" / "gpen_cm1.pth"  # made by the official code
 

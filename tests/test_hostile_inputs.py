@@ -279,8 +279,10 @@ def test_sigterm_mid_run_exits_143_with_one_line_and_no_output(prior_modules: Pa
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(prior_modules), os.environ.get("PYTHONPATH", "")])}
     (prior_modules / "prior_started").unlink(missing_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-c", "from f2n.runtime.cli import main; main()", str(astronaut), "--out", str(out),
-         "--checkpoint", str(tiny_checkpoint), "--prior", "hostile_priors:slow", *FAST],
+        [sys.executable, "-c", "from f2n.console import adapt_and_run; adapt_and_run()", str(astronaut),
+         "--out", str(out),
+         "--checkpoint", str(tiny_checkpoint), "--prior", "hostile_priors:slow", "--report", str(tmp_path / "r.json"),
+         *FAST],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300  # a loaded CI machine imports torch slowly
@@ -292,8 +294,12 @@ def test_sigterm_mid_run_exits_143_with_one_line_and_no_output(prior_modules: Pa
     finally:
         process.kill()
     assert process.returncode == cli.EXIT_TERMINATED == 143, stderr
-    assert stderr.strip() == "terminated (SIGTERM): the photo in progress was not written"
+    # Issue 26: the report is written (the photos finished before the stop) and the line says what was.
+    assert stderr.strip() == (f"terminated (SIGTERM): 0 earlier photo(s) written; in progress {astronaut}: "
+                              f"nothing of it written; not written {out / astronaut.name}; "
+                              f"--report {tmp_path / 'r.json'} written with the 0 photo(s) finished before the stop")
     assert not out.exists() or list(out.iterdir()) == []
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["ok"] == 0
 
 
 def test_a_run_removes_stale_f2n_temp_files_only(astronaut: Path, tmp_path: Path, tiny_checkpoint: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONSOLE_SCRIPTS = ("f2n-adapt-and-run", "f2n-export", "f2n-models", "f2n-eval", "f2n-train", "f2n-bench")
+CONSOLE_SCRIPTS = ("f2n-adapt-and-run", "f2n-export", "f2n-models", "f2n-eval", "f2n-train", "f2n-bench", "f2n-app")
 
 
 def running_site_packages() -> list[str]:

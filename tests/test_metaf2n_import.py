@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from f2n.errors import WeightsError
 from f2n.runtime.adapt import AdaptConfig, adapt
-from f2n.runtime.build import load_masknet, resolve_settings
+from f2n.runtime.build import checkpoint_masknet, resolve_settings
 from f2n.runtime.face_stage import patch_weights
 from f2n.runtime.types import PatchBatch
 from f2n.weights import cli as models_cli
@@ -302,7 +302,7 @@ def test_one_f2n_step_equals_the_official_test_step(source: tuple[Path, dict[str
 
     # f2n, with the settings and MaskNet the imported checkpoint carries
     loaded = load_sr_network(imported)
-    masknet = load_masknet(loaded.masknet_state, "cpu", loaded.masknet_lq_resize)
+    masknet = checkpoint_masknet(loaded.masknet_state, "cpu", loaded.masknet_lq_resize)
     lq, target = (torch.from_numpy(a).permute(0, 3, 1, 2).contiguous() for a in (inputa, labela))
     weight = patch_weights(lq, target, torch.ones(3, 1, 48, 48), masknet)
     settings = resolve_settings({}, loaded)  # what f2n-adapt-and-run --checkpoint resolves for this file

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import assert_same_train_state
 from safetensors.torch import load_file, save_file
 
 from f2n.errors import WeightsError
 from f2n.nets.gpen import GPEN
 from f2n.nets.gpen_discriminator import GPENDiscriminator
 from f2n.nets.mmrb import MMRB, MMRBRestorer
+from f2n.training.checkpoint import load_checkpoint
 from f2n.training.distributed import DistContext
 from f2n.training.face_losses import component_boxes
 from f2n.training.mmrb import (
@@ -118,6 +120,7 @@ def test_training_resumes_to_the_same_weights_as_a_straight_run(shared_data: Pat
                          log=lambda line: None)
     a, b = load_file(straight), load_file(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_train_state(load_checkpoint(tmp_path / "b"), load_checkpoint(tmp_path / "a"))  # D, local Ds, Adam
     records = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3] and all(np.isfinite(r["g_total"]) for r in records)
     name, restorer = load_network(load_state_dict_file(resumed), resumed)

@@ -16,7 +16,7 @@ from f2n.runtime import cli
 from f2n.runtime.adapt import AdaptConfig, adapt
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.tiling import tiled_upscale
-from f2n.runtime.torch_engine import TorchEngine
+from f2n.export.torch_engine import TorchEngine
 from f2n.runtime.types import PatchBatch
 from f2n.weights.ncnn_convert import convert_ncnn_rrdbnet, rrdbnet_bin, rrdbnet_param
 from f2n.weights.sr import infer_hyperparameters

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TinyRRDBNet
 from PIL import Image
 
-from conftest import TinyRRDBNet
-
 from f2n.errors import ConfigError, InputImageError
+from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.demo import demo_pair, psnr
@@ -22,7 +22,6 @@ from f2n.runtime.images import read_image, write_image
 from f2n.runtime.methods import FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.report import write_report_json
-from f2n.runtime.torch_engine import TorchEngine
 from f2n.weights import load_sr_network
 
 ADAPT = AdaptConfig(steps=3, lr=1e-2, optimizer="adam", params="all")  # the tiny test net needs more than biases

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from safetensors import safe_open
 
 from f2n.errors import ConfigError, WeightsError
+from f2n.export.torch_engine import TorchEngine
 from f2n.runtime import cli
 from f2n.runtime.adapt import AdaptConfig
 from f2n.runtime.face_detect import RetinaFaceDetector
@@ -21,7 +22,6 @@ from f2n.runtime.face_prior import OraclePrior
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.redegnet import NaturalBank, ReDegNetAdaptation, ReDegNetConfig, face_crop_pairs, load_redegnets
-from f2n.runtime.torch_engine import TorchEngine
 from f2n.weights import add_weight, load_sr_network
 
 FIXTURES = Path(__file__).parent / "data" / "redegnet_official"

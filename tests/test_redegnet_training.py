@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY_RRDBNET
+from conftest import TINY_RRDBNET, assert_same_train_state
 
 from f2n.errors import ConfigError
 from f2n.training.checkpoint import load_checkpoint
@@ -70,14 +70,7 @@ def test_a_run_saves_loadable_networks_and_resuming_its_folder_equals_a_straight
 
     want, got = (load_checkpoint(run / "checkpoints" / "step_0000003.train.safetensors") for run in (straight, out))
     assert set(want.modules) == {"degnet", "encoder", "generator", "disc", "sr", "sr_disc"}
-    for name, state in want.modules.items():
-        for key, value in state.items():
-            assert torch.equal(got.modules[name][key], value), f"{name}.{key}"
-    for name, optimizer in want.optimizers.items():
-        assert got.optimizers[name]["param_groups"] == optimizer["param_groups"]
-        for index, moments in optimizer["state"].items():
-            for key, value in moments.items():
-                assert torch.equal(got.optimizers[name]["state"][index][key], value), f"{name}.{index}.{key}"
+    assert_same_train_state(got, want)
     assert float(want.optimizers["sr"]["state"][0]["step"]) == 3  # θ's Adam took every step
 
     again = train(data, out, "--steps", "3", "--resume", out / "checkpoints" / "step_0000003.train.safetensors")

@@ -21,12 +21,12 @@ from f2n.export.aoti import package_key
 from f2n.export.fallback import Fp32Twin
 from f2n.export.onnx_export import cached_onnx, export_onnx, graph_value_range
 from f2n.export.ort_engine import OrtEngine
+from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.runtime import cli
 from f2n.runtime.build import load_supported_network
 from f2n.runtime.demo import demo_pair
 from f2n.runtime.images import read_image, write_image
-from f2n.runtime.torch_engine import TorchEngine
 from f2n.weights import add_weight, load_sr_network, save_f2n_checkpoint
 from f2n.weights.checkpoint import read_weight_file
 
@@ -247,10 +247,10 @@ def test_f2n_export_takes_sr_range_and_the_graph_records_it(tmp_path: Path) -> N
 
 
 def test_f2n_batch_options_carry_sr_range_to_each_workers_pipeline(tmp_path: Path) -> None:
-    from f2n.runtime.batch.build import PipelineOptions, build_pipeline
+    from f2n.runtime.options import PipelineOptions, pipeline_from_options
 
     renamed = str(shutil.copy(OFFICIAL, tmp_path / "mine.pth"))
-    pipeline = build_pipeline(PipelineOptions(checkpoint=renamed, sr_range="signed", engine="torch", device="cpu", no_adapt=True))
+    pipeline = pipeline_from_options(PipelineOptions(checkpoint=renamed, sr_range="signed", engine="torch", device="cpu", no_adapt=True))
     assert (pipeline.model.value_range, pipeline.sr_range.source) == ("signed", "--sr-range")
     with pytest.raises(ConfigError, match="--sr-range must be one of unit, signed"):
         PipelineOptions(checkpoint=renamed, sr_range="pm1")

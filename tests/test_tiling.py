@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_RRDBNET, TinyRRDBNet
 
 from f2n.errors import ConfigError, F2NError, InputImageError
+from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.runtime.demo import psnr
 from f2n.runtime.tiling import (
@@ -18,7 +18,6 @@ from f2n.runtime.tiling import (
     tile_starts,
     tiled_upscale,
 )
-from f2n.runtime.torch_engine import TorchEngine
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +109,14 @@ def test_anything_but_float_rgb_is_the_image_layers_job(tiny_engine: TorchEngine
 
 
 class _NanEngine:
-    """Returns NaN for the first tile of every batch in low precision, sane values in fp32."""
+    """Returns NaN for the first tile of every batch in low precision, sane values in fp32
+    (``sane_fp32`` False: NaN there too)."""
 
     name = "nan-test"
 
-    def __init__(self, with_retry: bool) -> None:
+    def __init__(self, sane_fp32: bool) -> None:
         self.inner = TorchEngine(RRDBNet(**TINY_RRDBNET))
-        if with_retry:
-            self.run_fp32 = self.inner.run
+        self.run_fp32 = self.inner.run if sane_fp32 else self.run
 
     def set_weights(self, state_dict) -> None:
         self.inner.set_weights(state_dict)
@@ -130,15 +129,15 @@ class _NanEngine:
 
 def test_nan_tiles_are_redone_in_fp32(photo: np.ndarray) -> None:
     torch.manual_seed(0)
-    engine = _NanEngine(with_retry=True)
+    engine = _NanEngine(sane_fp32=True)
     out = tiled_upscale(engine, photo, tile=48, overlap=16, batch_size=3)
     reference = tiled_upscale(engine.inner, photo, tile=48, overlap=16, batch_size=3)
     np.testing.assert_allclose(out, reference, atol=1e-6)
 
 
-def test_nan_without_retry_is_an_error(photo: np.ndarray) -> None:
-    with pytest.raises(F2NError, match="NaN"):
-        tiled_upscale(_NanEngine(with_retry=False), photo, tile=64, overlap=16)
+def test_nan_even_in_fp32_is_an_error(photo: np.ndarray) -> None:
+    with pytest.raises(F2NError, match="NaN/Inf even in fp32"):
+        tiled_upscale(_NanEngine(sane_fp32=False), photo, tile=64, overlap=16)
 
 
 class _OomOnceEngine:

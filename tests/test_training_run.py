@@ -3,10 +3,13 @@
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
+from conftest import assert_same_train_state
 from safetensors import safe_open
 
+from f2n.errors import ConfigError
 from f2n.nets import RRDBNet
 from f2n.nets.discriminator import UNetDiscriminatorSN
 from f2n.training.checkpoint import latest_checkpoint, load_checkpoint
@@ -42,11 +45,8 @@ def test_tiny_run_checkpoints_and_resumes_to_the_same_weights(shared_data, tmp_p
     resumed = train(_config(shared_data, tmp_path / "b", steps=3, resume=tmp_path / "b"), log=lambda _: None, progress=False)
 
     a, b = load_checkpoint(straight), load_checkpoint(resumed)
-    assert a.step == b.step == 3
-    assert set(a.modules) == {"sr", "masknet", "disc", "ema"}
-    for name in a.modules:
-        for key, value in a.modules[name].items():
-            torch.testing.assert_close(b.modules[name][key], value, rtol=0, atol=0, msg=f"{name}.{key}")
+    assert a.step == 3 and set(a.modules) == {"sr", "masknet", "disc", "ema"}
+    assert_same_train_state(b, a)  # networks, EMA and the three Adam states
     # The weights moved: the run trained something.
     first = load_checkpoint(tmp_path / "b" / "checkpoints" / "step_0000002.safetensors")
     assert not torch.equal(first.modules["sr"]["conv_last.weight"], a.modules["sr"]["conv_last.weight"])
@@ -59,6 +59,14 @@ def test_tiny_run_checkpoints_and_resumes_to_the_same_weights(shared_data, tmp_p
     assert set(loaded.masknet_state) == set(a.modules["masknet"])
     log_lines = (tmp_path / "b" / "log.jsonl").read_text().splitlines()
     assert len(log_lines) == 3 and '"l1"' in log_lines[-1]
+
+    # another network is refused in one line; other changed settings are named where the run resumes
+    config = _config(shared_data, tmp_path / "b", steps=4, resume=tmp_path / "b")
+    with pytest.raises(ConfigError, match=r"other settings \(net.num_feat: 8 there, 4 here\)"):
+        train(replace(config, net=replace(config.net, num_feat=4)), log=lambda _: None, progress=False)
+    said: list[str] = []
+    train(replace(config, optim=replace(config.optim, lr_sr=1e-5)), log=said.append, progress=False)
+    assert said[-1] == f"resumed from {tmp_path / 'b'} at step 3 (changed since: optim.lr_sr)"
 
 
 def test_cli_refuses_lpips_without_weights_in_one_line(shared_data, tmp_path, monkeypatch) -> None:

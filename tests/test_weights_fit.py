@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from f2n.errors import WeightsError
+from f2n.export.torch_engine import TorchEngine
 from f2n.nets.rrdbnet import RRDBNet
-from f2n.runtime.torch_engine import TorchEngine
 from f2n.weights import check_weight_set, weight_shapes
 
 EXPECTED = {"a.weight": (4, 3, 3, 3), "a.bias": (4,), "b.weight": (2, 4, 1, 1)}

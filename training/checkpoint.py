@@ -10,21 +10,27 @@
 
 The train file is written first: a step whose f2n checkpoint exists is complete. The MMRB
 restorer's runs (``f2n-train --method mmrb``) use the same pair, with the restorer file
-(:mod:`f2n.weights.mmrb`) in place of the f2n checkpoint.
+(:mod:`f2n.weights.mmrb`) in place of the f2n checkpoint; ReDegNet's runs write the train
+file and their networks in the official layout beside it.
+
+Every trainer captures (:func:`capture`), resumes (:func:`resume`) and logs
+(:func:`append_log`) through this module, so a resumed run restores the same things and is
+checked the same way whichever method trained it.
 """
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
+from torch import nn
 
 from f2n.errors import ConfigError, WeightsError
 from f2n.nets.rrdbnet import ValueRange
-from f2n.weights import save_f2n_checkpoint
+from f2n.weights import load_into, save_f2n_checkpoint
 from f2n.weights.checkpoint import VALUE_RANGE_META, save_safetensors_atomic
 
 TRAIN_FORMAT = "f2n-train-state/1"
@@ -41,6 +47,75 @@ class TrainState:
     modules: dict[str, dict[str, torch.Tensor]]
     optimizers: dict[str, dict[str, Any]]
     config: dict[str, Any]
+
+
+# config keys a resumed run changes by design: not reported as changes
+_PER_INVOCATION = frozenset({"steps", "resume", "out_dir"})
+
+
+def capture(step: int, modules: Mapping[str, nn.Module | None], optimizers: Mapping[str, torch.optim.Optimizer | None],
+            config: Mapping[str, Any]) -> TrainState:
+    """The train state of ``step``: the modules' and optimisers' states by name (None: not in
+    this run) and ``config`` (the run's config as JSON-able values, its resume path left out)."""
+    # cloned: safetensors refuses tensors that share storage (ReDegNet's discriminator registers
+    # its convs under two names), and the state must not change while it is written
+    states = {name: {key: value.detach().clone() for key, value in module.state_dict().items()}
+              for name, module in modules.items() if module is not None}
+    return TrainState(step, states, {name: opt.state_dict() for name, opt in optimizers.items() if opt is not None},
+                      dict(config))
+
+
+def resume(path: Path, modules: Mapping[str, nn.Module | None], optimizers: Mapping[str, torch.optim.Optimizer | None],
+           config: Mapping[str, Any], fixed: Collection[str], log: Callable[[str], None]) -> int:
+    """Restore the train state at ``path`` (a checkpoint or a run folder) into ``modules`` and
+    ``optimizers`` and return its step. The state must hold exactly this run's networks and
+    optimisers, and the config keys named in ``fixed`` (dotted, a group or one field) must be
+    as saved: a ConfigError otherwise. Other changed keys are named in the log line."""
+    state = load_checkpoint(path)
+    saved, now = _flat(state.config), _flat(json.loads(json.dumps(config)))  # tuples as the JSON lists saved
+    changed = sorted(key for key in saved.keys() | now.keys()
+                     if saved.get(key) != now.get(key) and key.rsplit(".", 1)[-1] not in _PER_INVOCATION)
+    wrong = [key for key in changed if any(key == f or key.startswith(f + ".") for f in fixed)]
+    if wrong:
+        differences = "; ".join(f"{key}: {saved.get(key)!r} there, {now.get(key)!r} here" for key in wrong)
+        raise ConfigError(f"resume checkpoint {path} was trained with other settings ({differences}): "
+                          "keep them to resume, or start a new run from its weights")
+    trained = {name for name, module in modules.items() if module is not None}
+    stepped = {name for name, opt in optimizers.items() if opt is not None}
+    if set(state.modules) != trained or set(state.optimizers) != stepped:
+        raise ConfigError(f"resume checkpoint {path} holds {sorted(state.modules)} (optimisers "
+                          f"{sorted(state.optimizers)}), this run trains {sorted(trained)} (optimisers "
+                          f"{sorted(stepped)}): keep the networks, loss terms and EMA setting of the run being resumed")
+    for name in trained:
+        module = modules[name]
+        device = next(module.parameters()).device
+        load_into(module, {k: v.to(device) for k, v in state.modules[name].items()}, what=f"{name} of {path}")
+    for name in stepped:
+        optimizers[name].load_state_dict(state.optimizers[name])  # moves the moments to the parameters' device
+    log(f"resumed from {path} at step {state.step}" + (f" (changed since: {', '.join(changed)})" if changed else ""))
+    return state.step
+
+
+def method_config(method: str, config: Any) -> dict[str, Any]:
+    """A method's dataclass config as a train state records it: JSON values, the method named,
+    the resume path left out (a property of this invocation, not of the run)."""
+    return {"method": method, **json.loads(json.dumps(asdict(replace(config, resume=None)), default=str))}
+
+
+def append_log(path: Path, record: Mapping[str, object]) -> None:
+    """One JSON line of a run's ``log.jsonl``."""
+    with Path(path).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def checkpoint_paths(run_dir: Path, step: int) -> tuple[Path, Path]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 import torch
 
-from f2n.errors import ConfigError, one_line_errors
+from f2n.command import Command
+from f2n.errors import ConfigError
 from f2n.training.cmdsr import train_cmdsr
 from f2n.training.config import (
     CmdsrConfig,
@@ -31,7 +32,7 @@ _DIR = click.Path(path_type=Path, file_okay=False)
 _FILE = click.Path(path_type=Path, dir_okay=False)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--method", type=click.Choice(["metaf2n", "cmdsr", "mmrb", "redegnet"]), default=_DEFAULT_RUN.method,
               help="metaf2n: θ, MaskNet, D from faces; cmdsr: a ConditionNet from natural images only; "
                    "mmrb: the MMRB face restorer from aligned HQ faces; redegnet: DegNet and SynNet from real "
@@ -110,7 +111,6 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0: torch's default).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-@one_line_errors
 def main(**options: object) -> None:
     """Meta-train θ (RRDBNet), θ_m (MaskNet) and D as in MetaF2N Alg. 1; or train a CMDSR ConditionNet, the MMRB
     restorer, or ReDegNet with F2N-ESRGAN."""

@@ -6,11 +6,10 @@ Adam step → log → validate and save). θ is frozen unless ``CmdsrConfig.trai
 Single process (no torchrun): the ConditionNet is small and a step is a few forward passes.
 """
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -21,12 +20,11 @@ from tqdm import tqdm
 
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.nets.condition_net import ConditionNet, ConditionNetConfig, modulated_convs, modulated_weights
-from f2n.training.checkpoint import TrainState, checkpoint_paths, load_checkpoint, save_checkpoint
+from f2n.training.checkpoint import append_log, capture, checkpoint_paths, resume, save_checkpoint
 from f2n.training.cmdsr_tasks import CmdsrTask, CmdsrTaskSampler
-from f2n.training.config import TrainConfig, config_from_dict, config_to_dict
+from f2n.training.config import TrainConfig, saved_config
 from f2n.training.data import list_images
 from f2n.training.models import build_sr
-from f2n.weights import load_into
 
 Log = Callable[[str], None]
 
@@ -68,7 +66,7 @@ def train_cmdsr(config: TrainConfig, *, log: Log = print, progress: bool = True,
             record.update(validate(sr, condition_net, val_tasks))
             _save(sr, condition_net, optimizers, config, done)
         if done % config.run.log_every == 0 or last or "val_l1_cmdsr" in record:
-            _append_log(out_dir / "log.jsonl", record)
+            append_log(out_dir / "log.jsonl", record)
             bar.set_postfix(loss=f"{record['loss']:.4f}")
     return checkpoint_paths(out_dir, config.run.steps)[0]
 
@@ -121,33 +119,15 @@ def _split_images(config: TrainConfig) -> tuple[tuple[Path, ...], tuple[Path, ..
 
 def _resume(sr: nn.Module, condition_net: ConditionNet, optimizers: dict[str, torch.optim.Optimizer],
             config: TrainConfig, log: Log) -> int:
-    state = load_checkpoint(config.run.resume)
-    saved = config_from_dict(state.config)
-    if saved.run.method != "cmdsr" or "condition" not in state.modules:
-        raise ConfigError(f"resume checkpoint {config.run.resume} is a {saved.run.method} run, not a cmdsr one")
-    if saved.net != config.net and config.run.sr_weights is None:
-        raise ConfigError(f"resume checkpoint has net {saved.net}, this run asks for {config.net}")
-    device = next(sr.parameters()).device
-    load_into(sr, {k: v.to(device) for k, v in state.modules["sr"].items()}, what=f"sr of {config.run.resume}")
-    load_into(condition_net, {k: v.to(device) for k, v in state.modules["condition"].items()},
-              what=f"ConditionNet of {config.run.resume}")
-    for name, optimizer in optimizers.items():
-        if name in state.optimizers:
-            optimizer.load_state_dict(state.optimizers[name])
-    log(f"resumed from {config.run.resume} at step {state.step}")
-    return state.step
+    # a start from --sr-weights takes the net from the weights, so the config's net need not match
+    fixed = ("run.method",) if config.run.sr_weights is not None else ("run.method", "net")
+    return resume(config.run.resume, {"sr": sr, "condition": condition_net}, optimizers, saved_config(config), fixed,
+                  log)
 
 
 def _save(sr: nn.Module, condition_net: ConditionNet, optimizers: dict[str, torch.optim.Optimizer],
           config: TrainConfig, step: int) -> Path:
-    modules = {"sr": sr.state_dict(), "condition": condition_net.state_dict()}
-    # The resume path is a property of this invocation, not of the run.
-    saved_config = config_to_dict(replace(config, run=replace(config.run, resume=None)))
-    state = TrainState(step, modules, {name: opt.state_dict() for name, opt in optimizers.items()}, saved_config)
+    state = capture(step, {"sr": sr, "condition": condition_net}, optimizers, saved_config(config))
     condition_config = {**asdict(condition_net.config), "modulate": list(condition_net.config.modulate)}
-    return save_checkpoint(config.run.out_dir, state, modules["sr"], None, condition_config, sr.value_range)
+    return save_checkpoint(config.run.out_dir, state, state.modules["sr"], None, condition_config, sr.value_range)
 
-
-def _append_log(path: Path, record: dict[str, float]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")

@@ -2,7 +2,7 @@
 One frozen dataclass per concern; ``TrainConfig`` groups them and is what checkpoints
 store (as JSON)."""
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,12 @@ def config_to_dict(config: TrainConfig) -> dict[str, Any]:
         return value
 
     return {group: {k: convert(v) for k, v in values.items()} for group, values in asdict(config).items()}
+
+
+def saved_config(config: TrainConfig) -> dict[str, Any]:
+    """``config`` as a train state records it: the resume path is a property of this
+    invocation, not of the run."""
+    return config_to_dict(replace(config, run=replace(config.run, resume=None)))
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -16,10 +16,9 @@ template (``f2n.training.face_losses``). Runs alone or under ``torchrun`` (gradi
 over the workers, each on its own faces).
 """
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +30,13 @@ from tqdm import tqdm
 from f2n.errors import ConfigError, WeightsError
 from f2n.nets.gpen_discriminator import GPENDiscriminator
 from f2n.nets.mmrb import MMRBRestorer
-from f2n.training.checkpoint import TrainState, checkpoint_paths, load_checkpoint, save_train_state
+from f2n.training.checkpoint import append_log, capture, checkpoint_paths, method_config, resume, save_train_state
 from f2n.training.data import list_images, load_rgb
 from f2n.training.degradations import degrade, sample_params
 from f2n.training.distributed import DistContext, backward_and_step, broadcast_module, finish, init_from_env
 from f2n.training.face_losses import COMPONENTS, FeatureMatching, IdentityLoss, component_boxes, crop_component
 from f2n.training.losses import discriminator_gan_loss, generator_gan_loss
-from f2n.weights import load_into, load_network, load_state_dict_file, weight_path
+from f2n.weights import load_network, load_state_dict_file, weight_path
 from f2n.weights.gpen import gpen_hyperparameters
 from f2n.weights.mmrb import init_from_gpen, save_mmrb_restorer
 
@@ -137,8 +136,7 @@ def train_mmrb(config: MmrbConfig, *, log: Log = print, progress: bool = True, d
         if context.is_main and (done % config.checkpoint_every == 0 or done == config.steps):
             last_path = _save(nets, optimizers, config, done)
         if context.is_main and (done % config.log_every == 0 or done == config.steps):
-            with (config.out_dir / "log.jsonl").open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_log(config.out_dir / "log.jsonl", record)
             bar.set_postfix(g=f"{record['g_total']:.3f}", d=f"{record['d_total']:.3f}")
     finish()
     return last_path
@@ -280,25 +278,13 @@ def _loss_weights(given: Path | None, registry_name: str, switch_off: str) -> Pa
 
 
 def _save(nets: Nets, optimizers: dict[str, torch.optim.Optimizer], config: MmrbConfig, step: int) -> Path:
-    modules = {"restorer": nets.restorer.state_dict(), "disc": nets.disc.state_dict(), "local": nets.local.state_dict()}
-    saved_config = _config_to_dict(replace(config, resume=None))
-    state = TrainState(step, modules, {name: opt.state_dict() for name, opt in optimizers.items()}, saved_config)
-    save_train_state(config.out_dir, state)
+    save_train_state(config.out_dir, capture(step, _modules(nets), optimizers, method_config("mmrb", config)))
     return save_mmrb_restorer(checkpoint_paths(config.out_dir, step)[0], nets.restorer)
 
 
 def _resume(nets: Nets, optimizers: dict[str, torch.optim.Optimizer], config: MmrbConfig, log: Log) -> int:
-    state = load_checkpoint(config.resume)
-    if state.config.get("method") != "mmrb" or "restorer" not in state.modules:
-        raise ConfigError(f"resume checkpoint {config.resume} is not an mmrb run")
-    device = next(nets.restorer.parameters()).device
-    for name, module in (("restorer", nets.restorer), ("disc", nets.disc), ("local", nets.local)):
-        load_into(module, {k: v.to(device) for k, v in state.modules[name].items()}, what=f"{name} of {config.resume}")
-    for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(state.optimizers[name])
-    log(f"resumed from {config.resume} at step {state.step}")
-    return state.step
+    return resume(config.resume, _modules(nets), optimizers, method_config("mmrb", config), ("method",), log)
 
 
-def _config_to_dict(config: MmrbConfig) -> dict[str, object]:
-    return {"method": "mmrb", **json.loads(json.dumps(asdict(config), default=str))}
+def _modules(nets: Nets) -> dict[str, nn.Module]:
+    return {"restorer": nets.restorer, "disc": nets.disc, "local": nets.local}

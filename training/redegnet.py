@@ -19,10 +19,9 @@ for every network, as the official options.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ from f2n.nets.redegnet_syn_encoder import SynNetEncoder
 from f2n.nets.redegnet_syn_generator import SynNetGenerator
 from f2n.runtime import load_supported_network
 from f2n.runtime.redegnet import WEIGHT_NAMES, ReDegNets
-from f2n.training.checkpoint import TrainState, checkpoint_paths, load_checkpoint, save_train_state
+from f2n.training.checkpoint import append_log, capture, checkpoint_paths, method_config, resume, save_train_state
 from f2n.training.data import list_images
 from f2n.training.distributed import DistContext, broadcast_module, finish, init_from_env
 from f2n.training.models import load_discriminator
@@ -134,8 +133,7 @@ def train_redegnet(config: ReDegTrainConfig, *, log: Log = print, progress: bool
         if context.is_main and (done % config.checkpoint_every == 0 or done == config.steps):
             last = _save(modules, optimizers, config, done)
         if context.is_main and (done % config.log_every == 0 or done == config.steps):
-            with (config.out_dir / "log.jsonl").open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+            append_log(config.out_dir / "log.jsonl", record)
     finish()  # every worker returns once the main one has written the last checkpoint
     return last
 
@@ -222,34 +220,20 @@ def _save(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optim
           step: int) -> Path:
     """The training state, and the networks in the official save layout (``{"params": state_dict}``)
     beside it: the ReDegNet files load with ``f2n-models add``, θ (signed range) with ``--checkpoint``."""
-    # cloned: the discriminator's convs are registered twice (official names), and safetensors refuses shared storage
-    states = {name: {key: value.clone() for key, value in module.state_dict().items()} for name, module in modules.items()}
-    saved_config = {"method": "redegnet", **json.loads(json.dumps(asdict(replace(config, resume=None)), default=str))}
-    save_train_state(config.out_dir, TrainState(step, states, {n: o.state_dict() for n, o in optimizers.items()},
-                                                saved_config))
+    state = capture(step, modules, optimizers, method_config("redegnet", config))
+    save_train_state(config.out_dir, state)
     folder = checkpoint_paths(config.out_dir, step)[0].parent
-    for name, state in states.items():
-        torch.save({"params": state}, folder / f"{RELEASED_FILES[name]}_{step:07d}.pth")
-    if "sr" in states:  # θ for --checkpoint as well, its range recorded (the .pth cannot say it)
-        save_safetensors_atomic(folder / f"{RELEASED_FILES['sr']}_{step:07d}.safetensors", states["sr"],
+    for name, weights in state.modules.items():
+        torch.save({"params": weights}, folder / f"{RELEASED_FILES[name]}_{step:07d}.pth")
+    if "sr" in state.modules:  # θ for --checkpoint as well, its range recorded (the .pth cannot say it)
+        save_safetensors_atomic(folder / f"{RELEASED_FILES['sr']}_{step:07d}.safetensors", state.modules["sr"],
                                 {VALUE_RANGE_META: "signed"})
     return folder / f"net_deg_{step:07d}.pth"
 
 
 def _resume(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer], config: ReDegTrainConfig,
             log: Log) -> int:
-    state = load_checkpoint(config.resume)
-    if state.config.get("method") != "redegnet" or set(state.modules) != set(optimizers):
-        raise ConfigError(f"resume checkpoint {config.resume} is not a redegnet run with the same networks "
-                          f"(it holds {sorted(state.modules)}, this run trains {sorted(optimizers)}): keep the run's "
-                          "--redegnet-sr/--no-redegnet-sr and loss switches")
-    for name, module in modules.items():
-        device = next(module.parameters()).device
-        load_into(module, {k: v.to(device) for k, v in state.modules[name].items()}, what=f"{name} of {config.resume}")
-    for name, optimizer in optimizers.items():
-        optimizer.load_state_dict(state.optimizers[name])
-    log(f"resumed from {config.resume} at step {state.step}")
-    return state.step
+    return resume(config.resume, modules, optimizers, method_config("redegnet", config), ("method",), log)
 
 
 def _silent(_: str) -> None:

@@ -3,10 +3,9 @@
 Reads as: check → build → restore → loop (sample tasks → meta step → EMA → log → save).
 """
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,13 +13,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from f2n.errors import ConfigError, WeightsError
-from f2n.training.checkpoint import (
-    TrainState,
-    checkpoint_paths,
-    load_checkpoint,
-    save_checkpoint,
-)
-from f2n.training.config import TrainConfig, config_from_dict, config_to_dict
+from f2n.training.checkpoint import append_log, capture, checkpoint_paths, resume, save_checkpoint
+from f2n.training.config import TrainConfig, saved_config
 from f2n.training.data import list_images
 from f2n.training.distributed import (
     DistContext,
@@ -35,7 +29,6 @@ from f2n.training.maml import MetaModules, MetaOptimizers, train_step
 from f2n.training.models import build_disc, build_masknet, build_sr
 from f2n.training.perceptual import build_lpips
 from f2n.training.tasks import TaskSampler
-from f2n.weights import load_into
 
 Log = Callable[[str], None]
 
@@ -71,7 +64,7 @@ def train(config: TrainConfig, *, log: Log = print, progress: bool = True, devic
             run.ema.update_parameters(run.modules.sr)
         done = step + 1
         if context.is_main and (done % config.run.log_every == 0 or done == config.run.steps):
-            _append_log(out_dir / "log.jsonl", {"step": done, **logs, "seconds": time.perf_counter() - began})
+            append_log(out_dir / "log.jsonl", {"step": done, **logs, "seconds": time.perf_counter() - began})
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
         if context.is_main and (done % config.run.checkpoint_every == 0 or done == config.run.steps):
             _save(run, config, done)
@@ -111,49 +104,25 @@ def _prepare(config: TrainConfig, context: DistContext, log: Log) -> tuple[Run, 
 
 
 def _resume(run: Run, config: TrainConfig, log: Log) -> int:
-    state = load_checkpoint(config.run.resume)
-    saved = config_from_dict(state.config)
-    if saved.net != config.net and config.run.sr_weights is None:
-        raise ConfigError(f"resume checkpoint has net {saved.net}, this run asks for {config.net}")
-    modules = {"sr": run.modules.sr, "masknet": run.modules.masknet, "disc": run.modules.disc, "ema": run.ema}
-    for name, module in modules.items():
-        if module is None:
-            continue
-        if name not in state.modules:
-            raise ConfigError(f"resume checkpoint has no {name} state (it holds {sorted(state.modules)}); "
-                              "keep the loss weights and EMA setting of the run being resumed")
-        load_into(module, {k: v.to(_device_of(module)) for k, v in state.modules[name].items()}, what=f"{name} of {config.run.resume}")
-    optimizers = {"sr": run.optimizers.sr, "masknet": run.optimizers.masknet, "disc": run.optimizers.disc}
-    for name, optimizer in optimizers.items():
-        if optimizer is not None and name in state.optimizers:
-            optimizer.load_state_dict(state.optimizers[name])
-    log(f"resumed from {config.run.resume} at step {state.step}")
-    return state.step
+    # a start from --sr-weights takes the net from the weights, so the config's net need not match
+    fixed = ("run.method",) if config.run.sr_weights is not None else ("run.method", "net")
+    return resume(config.run.resume, _modules(run), _optimizers(run), saved_config(config), fixed, log)
 
 
 def _save(run: Run, config: TrainConfig, step: int) -> Path:
-    modules = {"sr": run.modules.sr.state_dict(), "masknet": run.modules.masknet.state_dict()}
-    if run.modules.disc is not None:
-        modules["disc"] = run.modules.disc.state_dict()
-    if run.ema is not None:
-        modules["ema"] = run.ema.state_dict()
-    optimizers = {name: opt.state_dict() for name, opt in
-                  (("sr", run.optimizers.sr), ("masknet", run.optimizers.masknet), ("disc", run.optimizers.disc))
-                  if opt is not None}
-    # The resume path is a property of this invocation, not of the run.
-    saved_config = config_to_dict(replace(config, run=replace(config.run, resume=None)))
-    deploy = run.ema.module.state_dict() if run.ema is not None else modules["sr"]
-    return save_checkpoint(config.run.out_dir, TrainState(step, modules, optimizers, saved_config),
-                           deploy, config.optim.alpha, value_range=run.modules.sr.value_range)
+    state = capture(step, _modules(run), _optimizers(run), saved_config(config))
+    deploy = run.ema.module.state_dict() if run.ema is not None else state.modules["sr"]
+    return save_checkpoint(config.run.out_dir, state, deploy, config.optim.alpha,
+                           value_range=run.modules.sr.value_range)
 
 
-def _append_log(path: Path, record: dict[str, float]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+def _modules(run: Run) -> dict[str, torch.nn.Module | None]:
+    return {"sr": run.modules.sr, "masknet": run.modules.masknet, "disc": run.modules.disc, "ema": run.ema}
 
 
-def _device_of(module: torch.nn.Module) -> torch.device:
-    return next(module.parameters()).device
+def _optimizers(run: Run) -> dict[str, torch.optim.Optimizer | None]:
+    return {"sr": run.optimizers.sr, "masknet": run.optimizers.masknet, "disc": run.optimizers.disc}
+
 
 
 def _silent(_: str) -> None:

@@ -23,6 +23,6 @@ python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version
 
 python -m f2n.cpp_ext build --cuda 2>&1 | tee "$out_dir/cpp_ext_cuda_build.log"
 python -m pytest tests/test_cpp_ext.py -q -p no:cacheprovider 2>&1 | tee "$out_dir/cpp_ext_cuda_tests.log"
-python benchmarks/bench_cpp_ext.py --device cuda --rounds 20 --out "$out_dir/cpp_ext_cuda.md"
-python -m pytest benchmarks/bench_cpp_ext.py -q -p no:cacheprovider --benchmark-enable \
+python benchmarks/pytest_suites/bench_cpp_ext.py --device cuda --rounds 20 --out "$out_dir/cpp_ext_cuda.md"
+python -m pytest benchmarks/pytest_suites/bench_cpp_ext.py -q -p no:cacheprovider --benchmark-enable \
   --benchmark-json "$out_dir/cpp_ext_cuda.json" 2>&1 | tail -n 40

@@ -178,7 +178,7 @@ def part_sr(bench: Bench, report: Report, engines: set[str]) -> Callable[[dict],
     def run(record: dict) -> None:
         from f2n.export.aoti import AotiEngine, compile_package
         from f2n.export.fp32_mode import ieee_fp32
-        from f2n.runtime.torch_engine import TorchEngine
+        from f2n.export.torch_engine import TorchEngine
 
         sizes, rows = bench.sizes, record["rows"]
         low = "fp16" if sizes.device == "cuda" else "bf16"  # the CPU has no fp16 torch engine

@@ -11,22 +11,44 @@ takes and returns [0, 1]; a signed one maps in and out inside ``forward``, so ev
 exported from it (ONNX, OpenVINO, AOTInductor, TensorRT) carries the change with no new
 weights. Folding it into ``conv_first`` instead would not be exact: its zero padding is
 0.5 grey in one range and black in the other.
+
+An RRDB block runs as the plain PyTorch code below (the specification) unless a fused op has
+been registered with :func:`register_fused_rrdb`: :mod:`f2n.cpp_ext` does so when it is loaded,
+from the layer above, so the network needs nothing of it.
 """
 
-from typing import Literal, get_args
+from collections.abc import Sequence
+from typing import Literal, Protocol, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from f2n.cpp_ext import fused_rrdb, use_fused
-from f2n.cpp_ext.ops import (  # one definition for the plain block and the fused op
-    LEAKY_SLOPE,
-    RESIDUAL_SCALE,
-)
-
 ValueRange = Literal["unit", "signed"]
 VALUE_RANGES: tuple[ValueRange, ...] = get_args(ValueRange)
+LEAKY_SLOPE = 0.2  # one definition for the plain block, the fused op and the ncnn converter
+RESIDUAL_SCALE = 0.2
+
+
+class FusedRRDB(Protocol):
+    """A fused RRDB block: ``applies(x)`` says whether it runs for input ``x`` (device, export,
+    autocast); called with the 15 conv weights and biases in ``rdb1.conv1 .. rdb3.conv5`` order."""
+
+    def applies(self, x: torch.Tensor) -> bool: ...
+
+    def __call__(self, x: torch.Tensor, weights: Sequence[torch.Tensor],
+                 biases: Sequence[torch.Tensor]) -> torch.Tensor: ...
+
+
+_fused: FusedRRDB | None = None  # see register_fused_rrdb
+
+
+def register_fused_rrdb(op: FusedRRDB | None) -> FusedRRDB | None:
+    """Make every RRDB block run as ``op`` where it applies (None: the plain block only);
+    returns the op registered before."""
+    global _fused
+    previous, _fused = _fused, op
+    return previous
 
 
 class ResidualDenseBlock(nn.Module):
@@ -59,10 +81,11 @@ class RRDB(nn.Module):
         self.rdb3 = ResidualDenseBlock(num_feat, num_grow_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if use_fused(x):  # same result from torch.ops.f2n.rrdb, see f2n.cpp_ext
+        fused = _fused
+        if fused is not None and fused.applies(x):  # the same result, see f2n.cpp_ext
             rdbs = (self.rdb1, self.rdb2, self.rdb3)
             convs = [getattr(rdb, f"conv{i}") for rdb in rdbs for i in range(1, 6)]
-            return fused_rrdb(x, [c.weight for c in convs], [c.bias for c in convs])
+            return fused(x, [c.weight for c in convs], [c.bias for c in convs])
         # The plain block below is the specification the fused op is tested against.
         return self.rdb3(self.rdb2(self.rdb1(x))) * RESIDUAL_SCALE + x
 

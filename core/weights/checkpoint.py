@@ -128,6 +128,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+    except PermissionError as error:  # the file may be fine (torch raises OSError for truncated ones too)
+        raise WeightsError(f"cannot read {path}: {error.strerror or error}") from None
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"cannot read {path} as safetensors ({_first_line(error)}); the file is corrupt or truncated") from None
 
@@ -145,7 +147,11 @@ def _torch_load(path: Path) -> object:
             ) from None
         raise WeightsError(f"cannot read {path} as a PyTorch weight file ({_torch_reason(error)}); "
                            "the file is corrupt or truncated") from None
-    except Exception as error:
+    except MemoryError:
+        raise  # the machine's state, not the file's: not "corrupt"
+    except PermissionError as error:  # the file may be fine (torch raises OSError for truncated ones too)
+        raise WeightsError(f"cannot read {path}: {error.strerror or error}") from None
+    except Exception as error:  # torch's reader raises RuntimeError, EOFError, ValueError... for a bad file
         raise WeightsError(f"cannot read {path} as a PyTorch weight file ({_torch_reason(error)}); "
                            "the file is corrupt or truncated") from None
 
@@ -225,7 +231,7 @@ def save_f2n_checkpoint(
     adaptation_defaults(meta, Path(path))  # refuse a partial alpha/steps/optimizer set before writing
     patch_defaults(meta, Path(path))
     masknet_lq_resize(meta, Path(path))
-    value_range(meta, Path(path))
+    parse_value_range(meta, Path(path))
     if (condition_state is None) != (condition_config is None):
         raise WeightsError(f"{path}: a ConditionNet needs both its weights and its config, got only one")
     if condition_config is not None:
@@ -274,7 +280,7 @@ def recorded_value_range(weights: WeightFile, path: Path) -> ValueRange | None:
     """The ``value_range`` an f2n checkpoint's meta or an adapted weight set's metadata records,
     None when it records none (a third-party file)."""
     meta = _f2n_meta(weights, path) if is_f2n_checkpoint(weights) else weights.metadata
-    return value_range(meta, path) if VALUE_RANGE_META in meta else None
+    return parse_value_range(meta, path) if VALUE_RANGE_META in meta else None
 
 
 def _strip_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -318,7 +324,7 @@ def masknet_lq_resize(meta: Mapping[str, object], path: Path) -> str:
     return str(resize)
 
 
-def value_range(meta: Mapping[str, object], path: Path | str, key: str = VALUE_RANGE_META) -> ValueRange:
+def parse_value_range(meta: Mapping[str, object], path: Path | str, key: str = VALUE_RANGE_META) -> ValueRange:
     """The range ``meta[key]`` records (unit when absent: every network was unit before ranges
     existed); anything else there is a WeightsError naming ``path``."""
     recorded = meta.get(key, "unit")

@@ -6,18 +6,17 @@ from pathlib import Path
 
 import click
 
-from f2n.errors import one_line_errors
+from f2n.command import Group
 from f2n.weights.registry import KNOWN_WEIGHTS
 from f2n.weights.store import add_weight, f2n_home, fetch, weight_path, weight_status
 
 
-@click.group()
+@click.group(cls=Group)
 def main() -> None:
     """Weight files of f2n, cached under $F2N_HOME (default ~/.cache/f2n)."""
 
 
 @main.command("list")
-@one_line_errors
 def list_weights() -> None:
     """Every known weight: name, status, path, licence."""
     click.echo(f"cache: {f2n_home()}")
@@ -34,7 +33,6 @@ def list_weights() -> None:
 @main.command("add")
 @click.argument("name")
 @click.argument("path", type=click.Path(dir_okay=False))
-@one_line_errors
 def add(name: str, path: str) -> None:
     """Check the file at PATH (checksum, or that it loads) and copy it into the cache as NAME."""
     click.echo(add_weight(name, path))
@@ -43,7 +41,6 @@ def add(name: str, path: str) -> None:
 @main.command("path")
 @click.argument("name")
 @click.option("--no-download", is_flag=True, help="Fail instead of downloading a missing file.")
-@one_line_errors
 def path(name: str, no_download: bool) -> None:
     """Print the verified file of NAME (building or downloading it if needed)."""
     click.echo(weight_path(name, allow_download=not no_download))
@@ -51,7 +48,6 @@ def path(name: str, no_download: bool) -> None:
 
 @main.command("fetch")
 @click.argument("name")
-@one_line_errors
 def fetch_command(name: str) -> None:
     """Download the official file of NAME now."""
     click.echo(fetch(name))
@@ -65,7 +61,6 @@ def import_group() -> None:
 @import_group.command("metaf2n")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The f2n checkpoint to write (.safetensors).")
-@one_line_errors
 def import_metaf2n_command(checkpoint: Path, out: Path) -> None:
     """The official MetaF2N TensorFlow checkpoint (a prefix such as model-400000, or its
     folder: the newest there) as an f2n checkpoint with the official test-time settings.

@@ -15,14 +15,15 @@ import torch
 from torch import nn
 
 from f2n.errors import WeightsError
+from f2n.weights.checkpoint import load_state_dict_file
 from f2n.weights.discriminator import is_unet_discriminator, load_discriminator
 from f2n.weights.face_restorers import SPANDREL_ARCHITECTURES, is_face_restorer, load_face_restorer
 from f2n.weights.gpen import is_gpen, load_gpen
 from f2n.weights.gpen_discriminator import is_gpen_discriminator, load_gpen_discriminator
 from f2n.weights.loss_networks import is_arcface_ir_se50, is_vgg19, load_arcface_ir_se50, load_vgg19
 from f2n.weights.masknet import is_masknet, load_masknet
-from f2n.weights.mmrb import is_mmrb_restorer, load_mmrb_restorer
 from f2n.weights.metaf2n_import import is_imported_metaf2n, load_imported_metaf2n
+from f2n.weights.mmrb import is_mmrb_restorer, load_mmrb_restorer
 from f2n.weights.redegnet import (
     is_degnet,
     is_redegnet_discriminator,
@@ -33,6 +34,7 @@ from f2n.weights.redegnet import (
     load_syn_encoder,
     load_syn_generator,
 )
+from f2n.weights.registry import WeightSpec
 from f2n.weights.sr import is_rrdbnet, load_rrdbnet
 
 StateDict = dict[str, torch.Tensor]
@@ -86,3 +88,12 @@ def load_network(state: StateDict, path: Path, *, expected: str | tuple[str, ...
 
 def face_restorer_names() -> tuple[str, ...]:
     return tuple(network.name for network in NETWORKS if network.face_restorer)
+
+
+def check_loads(spec: WeightSpec, path: Path) -> StateDict:
+    """An unpinned registry file's check: a code-free state dict that loads strictly as the
+    spec's network (when it names one). Returns the state dict."""
+    state = load_state_dict_file(path)
+    if spec.network is not None:
+        load_network(state, path, expected=spec.network)
+    return state

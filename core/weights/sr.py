@@ -12,6 +12,12 @@ weights; :func:`resolve_value_range` decides it, first match wins: the caller's 
 choice (``--sr-range``), the file's own record (f2n checkpoints and ``--save-weights``
 outputs write ``value_range``), the registry entry, the official F2N-ESRGAN release's file
 names (signed), else ``unit`` — every other RRDBNet release f2n knows is trained in [0, 1].
+
+Not spandrel's ESRGAN loader: it builds every RRDBNet with 32 growth channels, so it
+fails on the num_grow_ch 4 and 6 nets of tests/test_weights_loading.py (f2n's tiny and
+research nets), and it maps layouts the other way, onto the old ``model.N`` names (in
+private functions). Where both load (num_grow_ch 32) the outputs are equal (max |diff| 0.0,
+spandrel 0.4.2).
 """
 
 from __future__ import annotations
@@ -77,8 +83,11 @@ class RangeChoice:
 
     value_range: ValueRange
     source: str
+    guessed: bool = False  # from a file name or the default, not from a record, the registry or --sr-range
 
     def __str__(self) -> str:
+        if self.guessed:  # a renamed F2N-ESRGAN file would run silently in the wrong range
+            return f"{self.value_range} (a guess: {self.source}; give --sr-range if it is wrong)"
         return f"{self.value_range} ({self.source})"
 
 
@@ -193,8 +202,9 @@ def resolve_value_range(path: Path, weights: WeightFile, spec: WeightSpec | None
     if spec is not None:
         return RangeChoice(spec.value_range or "unit", f"registry entry {spec.name}")
     if path.name in OFFICIAL_SIGNED_FILENAMES:
-        return RangeChoice("signed", f"{path.name} is named as an official F2N-ESRGAN file, trained in [-1, 1]")
-    return RangeChoice("unit", f"{path.name} records no {VALUE_RANGE_META}: [0, 1], as Real-ESRGAN")
+        return RangeChoice("signed", f"{path.name} is named as an official F2N-ESRGAN file, trained in [-1, 1]",
+                           guessed=True)
+    return RangeChoice("unit", f"{path.name} records no {VALUE_RANGE_META}: [0, 1], as Real-ESRGAN", guessed=True)
 
 
 def load_sr_network(source: str | Path = "realesrgan-x4plus", *, device: str | torch.device = "cpu",

@@ -10,11 +10,13 @@ says where to put the file or which ``f2n-models`` command to run.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import importlib
 import importlib.util
 import os
 import shutil
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from tqdm import tqdm
 
 from f2n.errors import WeightsError
@@ -40,6 +43,8 @@ from f2n.weights.registry import (
 DOWNLOAD_TIMEOUT_S = 60
 
 StateCheck = Callable[[dict[str, torch.Tensor]], None]
+UnpinnedCheck = Callable[[WeightSpec, Path], dict[str, torch.Tensor]]
+_unpinned_check: UnpinnedCheck | None = None  # set by register_unpinned_check
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,10 @@ def fetch(name: str | WeightSpec) -> Path:
     official = f2n_home() / spec.filename
     if official.is_file() and (spec.sha256 is None or sha256_file(official) == spec.sha256):
         return official
+    if spec.url is None or offline():  # what an installed package holds needs no download
+        built = _from_package(spec, spec.source) if spec.source is not None else None
+        if built is not None:
+            return built
     if spec.url is None:
         raise WeightsError(f"weights {spec.name!r} have no download URL; {_manual_hint(spec)}")
     if offline():
@@ -99,7 +108,7 @@ def fetch(name: str | WeightSpec) -> Path:
 def add_weight(name: str | WeightSpec, path: str | Path, *, check: StateCheck | None = None) -> Path:
     """Copy a file the user obtained into the cache after checking it: its SHA-256
     must match the pin (official file or packaged form); an unpinned file must load
-    strictly into its network (``check_loads``) and pass ``check`` if given."""
+    strictly into its network (:func:`check_unpinned`) and pass ``check`` if given."""
     spec = get_spec(name)
     source_path = Path(path)
     if not source_path.is_file():
@@ -114,7 +123,7 @@ def add_weight(name: str | WeightSpec, path: str | Path, *, check: StateCheck | 
     else:
         if source_path.suffix != Path(spec.filename).suffix:
             raise WeightsError(f"{source_path} has suffix {source_path.suffix!r}, expected {Path(spec.filename).suffix!r} like {spec.filename}")
-        state = check_loads(spec, source_path)
+        state = check_unpinned(spec, source_path)
         if check is not None:
             check(state)
         target = spec.filename
@@ -137,15 +146,17 @@ def weight_status(name: str | WeightSpec) -> WeightStatus:
     return WeightStatus(spec, "missing", None)
 
 
-def check_loads(spec: WeightSpec, path: Path) -> dict[str, torch.Tensor]:
-    """An unpinned file's check: a code-free state dict that loads strictly as the
-    spec's network (when it names one). Returns the state dict."""
-    state = load_state_dict_file(path)
-    if spec.network is not None:
-        from f2n.weights.networks import load_network  # the networks import this module
+def register_unpinned_check(check: UnpinnedCheck) -> None:
+    """Install how an unpinned file is checked: loading it strictly as its spec's network, which
+    :mod:`f2n.weights.networks` knows (it is above this module: the network loaders resolve
+    registry names here). ``f2n.weights`` registers it when the package is imported."""
+    global _unpinned_check
+    _unpinned_check = check
 
-        load_network(state, path, expected=spec.network)
-    return state
+
+def check_unpinned(spec: WeightSpec, path: Path) -> dict[str, torch.Tensor]:
+    """An unpinned file's check (the registered one; a code-free state dict until then)."""
+    return _unpinned_check(spec, path) if _unpinned_check is not None else load_state_dict_file(path)
 
 
 def _verify_cached(spec: WeightSpec, path: Path, pin: str | None) -> None:
@@ -208,9 +219,26 @@ def packaged_file(packaged: PackagedFile, pip_name: str) -> Path:
 def _download(spec: WeightSpec, destination: Path) -> Path:
     """Download ``spec.url`` into ``destination.part`` (resuming what is there),
     check it, then rename it into place. A checksum failure deletes the partial file;
-    a network failure keeps it for the next attempt."""
+    a network failure keeps it for the next attempt. One process of a machine downloads a
+    file at a time: another waits for it, then finds the file in place."""
     writable_home()
     destination.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(_lock_path(destination)):
+        if destination.is_file() and (spec.sha256 is None or sha256_file(destination) == spec.sha256):
+            return destination
+        return _download_locked(spec, destination)
+
+
+def _lock_path(destination: Path) -> Path:
+    """The lock of one cache file, outside the cache (which holds weights only): one per file
+    and machine, shared by every process there that fetches it."""
+    key = hashlib.sha256(str(destination.resolve()).encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / f"f2n-locks-{os.getuid()}"  # per user: /tmp is shared
+    folder.mkdir(exist_ok=True)
+    return folder / f"{key}.lock"
+
+
+def _download_locked(spec: WeightSpec, destination: Path) -> Path:
     part = destination.with_name(destination.name + ".part")
     offset = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": "f2n"} | ({"Range": f"bytes={offset}-"} if offset else {})
@@ -246,7 +274,7 @@ def _download(spec: WeightSpec, destination: Path) -> Path:
         checking = part.with_name(f".{destination.stem}.checking{destination.suffix}")
         os.replace(part, checking)
         try:
-            check_loads(spec, checking)
+            check_unpinned(spec, checking)
         except WeightsError:
             checking.unlink()
             raise

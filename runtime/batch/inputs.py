@@ -3,7 +3,7 @@
 An input is a folder (its image files, not recursive), a glob (``scans/*.jpg``), a text
 file of paths or URIs (``.txt``/``.lst``, one a line, ``#`` comments), a photo, or an fsspec
 URI (``s3://bucket/photos/``, ``gs://…/*.jpg``) where the filesystem's library is installed.
-Outputs follow f2n-adapt-and-run's layout: ``OUT/<stem>.png``.
+Outputs follow f2n-adapt-and-run's layout: ``OUT/<stem>.png``, where OUT is a folder or a URI.
 """
 
 import glob
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from f2n.errors import ConfigError
+from f2n.runtime.batch.storage import is_uri, join, location
 from f2n.runtime.images import IMAGE_SUFFIXES, image_files
 from f2n.runtime.jobs import OUTPUT_SUFFIX, photo_seed
 
@@ -19,29 +20,30 @@ LIST_SUFFIXES = (".txt", ".lst")
 
 @dataclass(frozen=True)
 class Photo:
-    """One photo of a batch: ``source`` an absolute path or a URI (the manifest's key)."""
+    """One photo of a batch: ``source`` an absolute path or a URI (the manifest's key), ``output``
+    one or the other too."""
 
     source: str
     output: str
     seed: int
 
 
-def plan_photos(inputs: tuple[str, ...], out_dir: Path) -> list[Photo]:
+def plan_photos(inputs: tuple[str, ...], out_dir: str | Path) -> list[Photo]:
     if not inputs:
         raise ConfigError("no input: expected folders, globs, photo paths or URIs, or .txt lists of them")
     sources = [source for spec in inputs for source in expand(spec)]
-    out_dir = out_dir.resolve()
+    out = location(out_dir)
     photos, by_output = [], {}
     for source in sources:
         name = _name(source)
-        output = out_dir / f"{PurePosixPath(name).stem}{OUTPUT_SUFFIX}"
+        output = join(out, f"{PurePosixPath(name).stem}{OUTPUT_SUFFIX}")
         if output in by_output:
             what = "is given twice" if by_output[output] == source else f"and {by_output[output]} would both be written to {output}"
             raise ConfigError(f"{source} {what}: give each photo once, with distinct file names")
-        if not is_uri(source) and Path(source) == output:
+        if source == output:
             raise ConfigError(f"the output of {source} would replace it: choose another --out")
         by_output[output] = source
-        photos.append(Photo(source, str(output), photo_seed(name)))
+        photos.append(Photo(source, output, photo_seed(name)))
     return photos
 
 
@@ -64,10 +66,6 @@ def expand(spec: str) -> list[str]:
     if path.suffix.lower() in LIST_SUFFIXES:
         return _read_list(path)
     return [str(path.resolve())]  # a missing or unreadable photo fails on its own, as a manifest line
-
-
-def is_uri(spec: str) -> bool:
-    return "://" in spec and not spec.startswith("file://")
 
 
 def _read_list(path: Path) -> list[str]:
@@ -101,7 +99,7 @@ def _expand_uri(uri: str) -> list[str]:
     images = sorted(p for p in found if PurePosixPath(p).suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise ConfigError(f"no images at {uri}")
-    return [fs.unstrip_protocol(p) for p in images]
+    return [location(fs.unstrip_protocol(p)) for p in images]  # a local file system's: plain paths
 
 
 def _name(source: str) -> str:

@@ -8,7 +8,6 @@ manifest before the next is counted.
 
 import json
 import logging
-import shutil
 import signal
 import threading
 import time
@@ -21,10 +20,11 @@ from typing import Any
 
 from f2n import errors
 from f2n.errors import EngineUnavailableError
-from f2n.runtime.batch.build import PipelineOptions
 from f2n.runtime.batch.inputs import Photo
 from f2n.runtime.batch.manifest import Manifest
+from f2n.runtime.batch.storage import make_folder, remove_folder
 from f2n.runtime.batch.worker import PhotoWorker
+from f2n.runtime.options import PipelineOptions
 
 Echo = Callable[[str], None]
 
@@ -38,10 +38,20 @@ class ClusterOptions:
     attempts: int = 3  # tries of a photo whose worker dies under it
 
 
+def check_batch_options(options: PipelineOptions) -> None:
+    """Options a batch refuses: an oracle prior cuts the faces' targets out of one ground truth,
+    which would give every photo the same targets (f2n-adapt-and-run takes it, for one photo;
+    f2n-eval study runs oracles over photos paired with their own ground truths)."""
+    if options.oracle:
+        raise errors.ConfigError(f"--prior {options.prior.partition(':')[0]}:GT_PATH is for one photo "
+                                 "(f2n-adapt-and-run), not a batch: each photo would need its own ground truth")
+
+
 def run_batch(photos: list[Photo], manifest: Manifest, options: PipelineOptions, cluster: ClusterOptions,
-              attempts_dir: Path, echo: Echo) -> None:
+              attempts_dir: str | Path, echo: Echo) -> None:
     """Process every photo of ``photos`` that ``manifest`` has not finished; append a line per photo.
-    ``attempts_dir``: a folder for the attempt counts that every worker can write (beside the outputs)."""
+    ``attempts_dir``: a folder or URI for the attempt counts that every worker can write (beside the outputs)."""
+    check_batch_options(options)
     todo = [photo for photo in photos if manifest.status(photo.source) != "ok"]
     retried = sum(manifest.status(photo.source) == "failed" for photo in todo)
     echo(f"{len(photos)} photo(s): {len(photos) - len(todo)} already finished, {len(todo)} to do"
@@ -49,8 +59,9 @@ def run_batch(photos: list[Photo], manifest: Manifest, options: PipelineOptions,
     if not todo:
         return
     ray = import_ray()
-    shutil.rmtree(attempts_dir, ignore_errors=True)  # counts of a run that was stopped: this run starts afresh
-    attempts_dir.mkdir(parents=True)
+    attempts_dir = str(attempts_dir)
+    remove_folder(attempts_dir)  # counts of a run that was stopped: this run starts afresh
+    make_folder(attempts_dir)
     meter = Throughput(len(todo))
     with ray_session(ray, cluster.address):
         for line in stream_results(ray, todo, options, cluster, attempts_dir, echo):
@@ -63,7 +74,7 @@ def run_batch(photos: list[Photo], manifest: Manifest, options: PipelineOptions,
     missing = len(todo) - meter.done
     if missing:  # blocks Ray itself gave up on (max_errored_blocks): not in the manifest, so retried next run
         echo(f"{missing} photo(s) got no result from Ray; run again to retry them")
-    shutil.rmtree(attempts_dir, ignore_errors=True)
+    remove_folder(attempts_dir)
 
 
 def import_ray() -> Any:
@@ -94,7 +105,7 @@ def ray_session(ray: Any, address: str | None) -> Iterator[None]:
 
 
 def stream_results(ray: Any, todo: list[Photo], options: PipelineOptions, cluster: ClusterOptions,
-                   attempts_dir: Path, echo: Echo) -> Iterator[dict[str, Any]]:
+                   attempts_dir: str, echo: Echo) -> Iterator[dict[str, Any]]:
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # no plan and timing chatter between progress lines
     context = ray.data.DataContext.get_current()
     context.max_errored_blocks = -1  # a photo Ray gives up on is reported by the driver, not a failed job

@@ -14,92 +14,74 @@ import hashlib
 import json
 import os
 import socket
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from f2n.errors import F2NError, InputImageError
-from f2n.fileio import write_text_atomic
-from f2n.runtime.batch.build import PipelineOptions, build_pipeline
-from f2n.runtime.batch.inputs import is_uri
+from f2n.errors import F2NError, breaks_the_device
+from f2n.runtime.batch.storage import join, local_copy, read_text, write_text, written_to
+from f2n.runtime.options import PipelineOptions, pipeline_from_options
 from f2n.runtime.report import RunReport
 
 
 class PhotoWorker:
-    def __init__(self, options: PipelineOptions, attempts_dir: Path, max_attempts: int, threads: int = 1) -> None:
+    def __init__(self, options: PipelineOptions, attempts_dir: str, max_attempts: int, threads: int = 1) -> None:
         torch.set_num_threads(threads)  # the CPUs Ray gave this worker, not every core of the node
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.attempts = AttemptCounter(attempts_dir)
         self.max_attempts = max_attempts
         self.setup_error: F2NError | None = None
         try:
-            self.pipeline = build_pipeline(options)
+            self.pipeline = pipeline_from_options(options, threads=threads)  # OpenVINO and ONNX Runtime too, not only torch
         except F2NError as error:  # raised here, Ray would restart the worker for ever
             self.setup_error = error
 
     def __call__(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        lines = [self.process(str(source), Path(str(output)), int(seed))
+        lines = [self.process(str(source), str(output), int(seed))
                  for source, output, seed in zip(batch["source"], batch["output"], batch["seed"])]
         return {"line": np.array([json.dumps(line, default=float) for line in lines], dtype=object)}
 
-    def process(self, source: str, output: Path, seed: int) -> dict[str, Any]:
+    def process(self, source: str, output: str, seed: int) -> dict[str, Any]:
+        """Run one photo (paths or URIs) and return its manifest line."""
         if self.setup_error is not None:
             error = {"type": type(self.setup_error).__name__, "message": str(self.setup_error)}
             return {**failed(source, str(self.setup_error)), "setup_error": error, "worker": self.name}
         attempt = self.attempts.start(source)
         if attempt > self.max_attempts:
             report = failed(source, f"its worker died on it {attempt - 1} time(s) (out of memory or a crash?)")
-            return {**report, "seed": seed, "worker": self.name}
+            return {**report, "seed": seed, "worker": self.name, "attempt": attempt}
         try:
-            with local_copy(source) as path:
-                report = self.pipeline(path, output, seed=seed).to_dict()
+            with local_copy(source) as path, written_to(output) as target:
+                report = self.pipeline(path, target, seed=seed).to_dict()
+            if report["output"] is not None:
+                report["output"] = output  # the URI, not the temp file it was uploaded from
         except F2NError as error:
             report = failed(source, str(error))
         except Exception as error:  # an unforeseen failure fails this photo, not the batch
+            if breaks_the_device(error):  # every later photo here would fail: end this worker, Ray
+                os._exit(1)  # starts a fresh one and hands it the photo again (counted as an attempt)
             first_line = next(iter(str(error).strip().splitlines()), "")
             report = failed(source, f"unexpected {type(error).__name__}: {first_line}")
         choice = self.pipeline.engine_choice  # auto may choose differently on each kind of worker
-        return {**report, "input": source, "seed": seed, "worker": self.name,
+        return {**report, "input": source, "seed": seed, "worker": self.name, "attempt": attempt,
                 **({"engine": choice.to_dict()} if choice is not None else {})}
 
 
 class AttemptCounter:
     """How many times a photo was started in this run, one small file per photo."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: str) -> None:
+        self.folder = str(folder)  # a local folder or a URI that every worker can write
 
     def start(self, source: str) -> int:
-        path = self.folder / hashlib.sha256(source.encode("utf-8")).hexdigest()[:32]
-        attempt = 1 + (int(path.read_text()) if path.exists() else 0)
-        write_text_atomic(path, str(attempt))
+        path = join(self.folder, hashlib.sha256(source.encode("utf-8")).hexdigest()[:32])
+        attempt = 1 + int(read_text(path) or 0)
+        write_text(path, str(attempt))
         return attempt
 
 
 def failed(source: str, reason: str) -> dict[str, Any]:
     return RunReport(source, None, "failed", False, reason=reason).to_dict()
 
-
-@contextmanager
-def local_copy(source: str) -> Iterator[Path]:
-    """A local path is used in place; a URI is copied to a temp file of the same name first."""
-    if not is_uri(source):
-        yield Path(source)
-        return
-    try:
-        import fsspec
-    except ImportError:
-        raise InputImageError(f"{source} needs fsspec: pip install 'f2n[ray]'") from None
-    with tempfile.TemporaryDirectory(prefix="f2n-batch-") as folder:
-        path = Path(folder) / PurePosixPath(source).name
-        try:
-            with fsspec.open(source, "rb") as remote:
-                path.write_bytes(remote.read())
-        except (ImportError, ValueError, OSError) as error:
-            raise InputImageError(f"cannot fetch {source}: {error}") from None
-        yield path

@@ -2,9 +2,9 @@
 (:mod:`f2n.benchmarks`: its engines, θ_n stand-in, photo and timing), so that they
 measure what ``f2n-bench`` measures:
 
-- ``python -m f2n.export.measure engines``: per-photo weight hand-over and per-tile
+- ``python -m f2n.benchmarks.export_figures engines``: per-photo weight hand-over and per-tile
   speed of the SR engines, plus ONNX Runtime with fixed (not replaceable) weights;
-- ``python -m f2n.export.measure networks``: GPEN-BFR-256 and MaskNet, eager PyTorch vs
+- ``python -m f2n.benchmarks.export_figures networks``: GPEN-BFR-256 and MaskNet, eager PyTorch vs
   ONNX Runtime (is exporting them worth it?). Needs ``onnxscript`` (not an f2n
   dependency): GPEN exports only through the torch.export-based exporter.
 

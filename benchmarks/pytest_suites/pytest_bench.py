@@ -1,6 +1,6 @@
-"""Glue between the stage suites and pytest-benchmark, shared by ``benchmarks/bench_*.py``.
+"""Glue between the stage suites and pytest-benchmark, shared by ``benchmarks/pytest_suites/bench_*.py``.
 
-Run: ``python -m pytest benchmarks/bench_sr.py --benchmark-enable`` (the project's pytest
+Run: ``python -m pytest benchmarks/pytest_suites/bench_sr.py --benchmark-enable`` (the project's pytest
 configuration disables benchmarks, so without the flag each stage runs once as a smoke
 test); ``F2N_BENCH_SET=full`` picks the GPU sizes."""
 

@@ -1,9 +1,9 @@
 """Fused RRDB operator (f2n.cpp_ext) against the plain PyTorch block.
 
-pytest-benchmark: ``python -m pytest benchmarks/bench_cpp_ext.py --benchmark-enable``
+pytest-benchmark: ``python -m pytest benchmarks/pytest_suites/bench_cpp_ext.py --benchmark-enable``
 (without the flag each case runs once as a smoke test). As a script it writes the
 comparison table of docs/cpp_ext.md:
-``python benchmarks/bench_cpp_ext.py --device cpu --out benchmarks/results/cpp_ext_cpu.md``.
+``python benchmarks/pytest_suites/bench_cpp_ext.py --device cpu --out benchmarks/results/cpp_ext_cpu.md``.
 
 Workloads on one 64-feat/32-growth RRDB block: forward, forward+backward (weight
 and input gradients), and the MAML step (inner gradient with create_graph, outer
@@ -134,7 +134,7 @@ def test_rrdb(benchmark, monkeypatch, case: Case, workload: str, mode: str) -> N
             ensure_loaded(device)
         except EngineUnavailableError as reason:
             pytest.skip(str(reason))
-    monkeypatch.setenv(cpp_ext.FUSED_ENV, "on" if mode == "fused" else "off")
+    cpp_ext.use_fused_rrdb("on" if mode == "fused" else "off")
     run = make_workload(case, workload, device)
     benchmark.group = f"{case.name} {workload}"
     benchmark.extra_info.update(
@@ -150,17 +150,17 @@ def compare(case: Case, workload: str, device: torch.device, rounds: int) -> str
     """One markdown row: median times (plain and fused interleaved), ratio, memory."""
     runs = {}
     for mode in ("off", "on"):
-        os.environ[cpp_ext.FUSED_ENV] = mode
+        cpp_ext.use_fused_rrdb(mode)
         runs[mode] = make_workload(case, workload, device)
         runs[mode]()  # warm-up (oneDNN / cuDNN plan selection)
     times: dict[str, list[float]] = {"off": [], "on": []}
     memory: dict[str, tuple[int, int | None]] = {}
     for _ in range(rounds):
         for mode in ("off", "on"):
-            os.environ[cpp_ext.FUSED_ENV] = mode
+            cpp_ext.use_fused_rrdb(mode)
             times[mode].append(seconds(runs[mode], device))
     for mode in ("off", "on"):
-        os.environ[cpp_ext.FUSED_ENV] = mode
+        cpp_ext.use_fused_rrdb(mode)
         memory[mode] = (saved_activation_bytes(runs[mode]), peak_cuda_bytes(runs[mode], device))
     plain, fused = (statistics.median(times[m]) * 1e3 for m in ("off", "on"))
     def pair(i: int) -> str:
