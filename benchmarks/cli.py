@@ -19,6 +19,7 @@ from f2n.benchmarks.regression import (
     run_suite,
     save_result,
 )
+from f2n.benchmarks.report import ncnn_check  # matplotlib is imported by the chart only
 from f2n.benchmarks.stages import Stage
 from f2n.benchmarks.suites import selected_suite, suite_names, suite_stages
 from f2n.command import Group
@@ -111,6 +112,13 @@ def _record(suite: str | None, only: str, exclude: str, rounds: int, warmup: int
 def check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int, threads: int | None, baseline: Path | None,
           threshold: float, confirmations: int, save: Path | None) -> None:
     """Run the baseline's suite and fail if a stage is more than THRESHOLD slower than in the baseline."""
+    if baseline is None and not baseline_path().is_file():
+        # A class without a baseline (another CPU model, core count or feature set) has nothing to be
+        # compared with: another class's figures would flag or hide the wrong things (issue 27).
+        known = ", ".join(sorted(path.stem for path in BASELINE_DIR.glob("*.json"))) or "none"
+        click.echo(f"no latency baseline for machine class {machine_class()} (in {BASELINE_DIR}: {known}); nothing checked. "
+                   "Record one on this class with `f2n-bench record` and commit it", err=True)
+        return
     _check(suite, only, exclude, rounds, warmup, threads, baseline or baseline_path(), threshold, confirmations, save)
 
 
@@ -129,6 +137,13 @@ def _check(suite: str | None, only: str, exclude: str, rounds: int, warmup: int,
         return _measure(suite, ",".join(keys), "", rounds, warmup, threads)
 
     result, failures = confirmed_failures(result, reference, remeasure, threshold, confirmations)
+    against_ncnn = ncnn_check(result, threshold)  # f2n's fastest CPU path against ncnn in this very run
+    if against_ncnn is not None:
+        line, passed = against_ncnn
+        if passed:
+            click.echo(line, err=True)
+        else:
+            failures.append(line)
     if save is not None:
         save_result(result, save)
     if failures:

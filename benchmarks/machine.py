@@ -1,29 +1,14 @@
 """Which machine class a run belongs to. Baselines are only comparable within a class:
-the same GPU model, or the same CPU model with the same number of usable cores."""
+the same GPU model, or the same CPU vendor and model with the same number of usable cores and
+the same speed-deciding features (native bf16 / AMX, AVX-512, AVX2: :mod:`f2n.cpu_features`),
+so a baseline from a bf16 CPU is never checked against one without."""
 
-import os
 import platform
 import re
-from pathlib import Path
 
 import torch
 
-
-def cpu_model() -> str:
-    """The CPU's model name as the kernel reports it (platform's name elsewhere)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the host's total)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+from f2n.cpu_features import cpu_model, this_cpu, this_cpu_class, usable_cores
 
 
 def gpu_name() -> str | None:
@@ -35,11 +20,11 @@ def _slug(text: str) -> str:
 
 
 def machine_class() -> str:
-    """``gpu-<model>`` where a CUDA device is visible, else ``cpu-<model>-<n>c``."""
+    """``gpu-<model>`` where a CUDA device is visible, else :func:`f2n.cpu_features.cpu_class` of this CPU."""
     gpu = gpu_name()
     if gpu is not None:
         return f"gpu-{_slug(gpu)}"
-    return f"cpu-{_slug(cpu_model())}-{usable_cores()}c"
+    return this_cpu_class()
 
 
 def describe_machine() -> dict[str, str | int]:
@@ -48,6 +33,7 @@ def describe_machine() -> dict[str, str | int]:
         "machine_class": machine_class(),
         "cpu": cpu_model(),
         "cores": usable_cores(),
+        "cpu_features": this_cpu().tag,
         "torch_threads": torch.get_num_threads(),
         "gpu": gpu_name() or "none",
         "torch": torch.__version__,

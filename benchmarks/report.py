@@ -46,6 +46,36 @@ def peer_ratios(result: SuiteResult) -> list[PeerRatio]:
     return ratios
 
 
+NCNN_PEER = "peer/ncnn-cpu"
+
+
+def engine_table(result: SuiteResult) -> list[str]:
+    """Markdown rows: every CPU SR stage on the ncnn peer's input, fastest first, with its speed
+    relative to ncnn (ncnn's time / the stage's: > 1 is faster than ncnn) — the peer table."""
+    measured = [stage for stage in result.stages if stage.seconds is not None]
+    lines = []
+    for peer in (stage for stage in measured if stage.key.startswith(NCNN_PEER + "[")):
+        rows = sorted((stage for stage in measured if stage.device == "cpu" and stage.group in ("sr", "peer")
+                       and _variant(stage.key) == _variant(peer.key)), key=lambda stage: stage.seconds)
+        lines += ["", f"| SR on the same {_variant(peer.key)} photo | CPU time | speed vs ncnn |", "| --- | ---: | ---: |"]
+        lines += [f"| `{stage.key}` | {stage.seconds * 1e3:.0f} ms | {peer.seconds / stage.seconds:.2f}x |"
+                  for stage in rows]
+    return lines
+
+
+def ncnn_check(result: SuiteResult, threshold: float) -> tuple[str, bool] | None:
+    """(line, passed): f2n's fastest CPU SR path against the ncnn peer in this run; it fails when
+    f2n takes more than 1 + ``threshold`` times ncnn's time. None without both stages."""
+    ratios = [ratio for ratio in peer_ratios(result) if ratio.peer.startswith(NCNN_PEER + "[")]
+    if not ratios:
+        return None
+    best = min(ratios, key=lambda ratio: ratio.ratio)
+    passed = best.ratio <= 1.0 + threshold
+    line = (f"ratio to ncnn: {best.f2n_stage} takes {best.ratio:.2f}x the time of {best.peer} "
+            f"({best.peer_seconds / best.f2n_seconds:.2f}x ncnn's speed; limit {1.0 + threshold:.2f}x the time)")
+    return line, passed
+
+
 def _ordered(result: SuiteResult) -> list[StageResult]:
     return sorted(result.stages, key=lambda stage: GROUP_ORDER.index(stage.group))
 
@@ -83,6 +113,7 @@ def markdown(result: SuiteResult) -> str:
         lines += ["", "| peer (same input) | peer | f2n's fastest CPU path | f2n / peer |", "| --- | ---: | --- | ---: |"]
         lines += [f"| `{r.peer}` | {r.peer_seconds * 1e3:.0f} ms | `{r.f2n_stage}` {r.f2n_seconds * 1e3:.0f} ms "
                   f"| {r.ratio:.2f} |" for r in ratios]
+    lines += engine_table(result)
     return "\n".join(lines) + "\n"
 
 

@@ -246,8 +246,9 @@ def adapt_step(patches: int, lq_size: int, device: str = "cpu", precision: str =
 
 def make_engine(kind: str, precision: str, device: str, network: str = "real"):
     """An SR engine: ``torch``, ``onnx-reinit`` / ``onnx-inputs`` (the two ONNX Runtime weight
-    replacements), ``openvino-constants`` / ``openvino-inputs`` (the two OpenVINO ones), ``aoti``
-    or ``trt``, from f2n's one engine factory (as every command builds them)."""
+    replacements), ``openvino-constants`` / ``openvino-inputs`` (the two OpenVINO ones), ``ncnn``
+    (its CPU kernels unless ``$F2N_NCNN_VULKAN=1``), ``aoti`` or ``trt``, from f2n's one engine
+    factory (as every command builds them)."""
     _device(device)
     engines = require_module("f2n.export.engines")
     tiling = require_module("f2n.runtime.tiling")
@@ -255,7 +256,7 @@ def make_engine(kind: str, precision: str, device: str, network: str = "real"):
         raise ValueError(f"engine {kind!r} is benchmarked with the real network only, got {network!r}")
     loaded = sr_loaded() if network == "real" else tiny_loaded()
     name, _, replacement = kind.partition("-")
-    options = {"replacement": replacement, "threads": threads()} if replacement else {}
+    options = {"threads": threads(), **({"replacement": replacement} if replacement else {})}
     return engines.make_engine(name, loaded, device=device, precision=precision, tile=tiling.DEFAULT_TILE, **options)
 
 

@@ -81,6 +81,7 @@ def _default() -> tuple[Stage, ...]:
         _sr("openvino-constants", "bf16", "cpu", PEER_SIZE),  # the default CPU path where the CPU has bf16
         _sr("openvino-constants", "fp32", "cpu", PEER_SIZE),  # ... and where it has not
         _sr("openvino-inputs", "bf16", "cpu", PEER_SIZE),
+        _sr("ncnn", "fp32", "cpu", PEER_SIZE),  # ncnn's kernels under f2n's tiling: the peer's speed, any θ′
         *_peers(PEER_SIZE),
         Stage("encode", "png-1024x1024", "io", partial(stages.encode, 1024, 1024, ".png")),
         _end_to_end("torch", "fp32", "cpu", 96, steps=1, patches=4, prior_size=256),
@@ -108,11 +109,15 @@ def _full() -> tuple[Stage, ...]:
         _handover("onnx-inputs", "fp32", "cuda"),
         _handover("aoti", "fp16", "cuda"),
         _handover("trt", "fp16", "cuda"),
+        # A new ncnn.Net from θ′ written in memory: in the full suite only, its CPU time (page faults of
+        # ~70 MB of fresh weights) swung 144 -> 194 ms between a record at load 1 and checks at load 3
+        _handover("ncnn", "fp32", "cpu"),
         *gpu_sr,
         _sr("torch", "fp32", "cpu", 128),
         _sr("onnx-reinit", "fp32", "cpu", 128),
         _sr("openvino-constants", "bf16", "cpu", 128),
         _sr("openvino-constants", "fp32", "cpu", 128),
+        _sr("ncnn", "fp32", "cpu", 128),
         *_peers(128),
         Stage("encode", "png-4800x4800", "io", partial(stages.encode, 4800, 4800, ".png")),
         _end_to_end("torch", "fp16", "cuda", 512, steps=5, patches=16),

@@ -14,7 +14,7 @@ import folder_paths
 REGISTRY_SR = "realesrgan-x4plus"  # f2n's registry name: converted from the ncnn files on first use
 # f2n.app.pipelines' names, spelled out here so that listing the node's choices imports no f2n
 PRIOR_NAMES = ("gpen", "gpen-256", "gfpgan", "codeformer", "restoreformer")
-ENGINES = ("auto", "torch", "openvino", "onnx")
+ENGINES = ("auto", "torch", "openvino", "onnx", "ncnn")
 FACE_MODELS = "facerestore_models"  # where ComfyUI users keep GPEN, GFPGAN and CodeFormer files
 
 if FACE_MODELS not in folder_paths.folder_names_and_paths:  # registered by face-restore packs, if any is installed

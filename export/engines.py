@@ -8,6 +8,7 @@ import torch
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.aoti import load_aoti_engine
 from f2n.export.cache import cache_dir
+from f2n.export.ncnn_engine import NcnnEngine, vulkan_from_environment
 from f2n.export.onnx_export import cached_onnx
 from f2n.export.openvino_engine import OpenVinoEngine, check_precision, import_openvino
 from f2n.export.ort_engine import OrtEngine
@@ -17,7 +18,7 @@ from f2n.export.trt_config import tile_profile
 from f2n.export.trt_engine import import_tensorrt, load_trt_engine
 from f2n.weights.sr import LoadedSR
 
-ENGINES = ("torch", "onnx", "aoti", "trt", "openvino")
+ENGINES = ("torch", "onnx", "aoti", "trt", "openvino", "ncnn")
 DEVICES = ("cpu", "cuda")
 
 
@@ -28,7 +29,9 @@ def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, til
     ``replacement`` (how new weights reach the graph; None: the engine's default) tunes ONNX Runtime
     and OpenVINO. ``threads`` (0: the library's default) is every CPU engine's thread count: ONNX
     Runtime's and OpenVINO's own pools; for torch and AOTInductor torch's intra-op pool, which is
-    the process's (``torch.set_num_threads``). TensorRT runs on the GPU."""
+    the process's (``torch.set_num_threads``); ncnn's own option. TensorRT runs on the GPU. ncnn runs
+    through Vulkan on a hardware GPU whatever ``device`` says (``$F2N_NCNN_VULKAN``: 1 forces it, 0
+    keeps the CPU)."""
     if name not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}")
     if device not in DEVICES:
@@ -37,6 +40,8 @@ def make_engine(name: str, loaded: LoadedSR, *, device: str, precision: str, til
         torch.set_num_threads(threads)
     if name == "torch":
         return TorchEngine(loaded.model, device=device, precision=precision)
+    if name == "ncnn":
+        return NcnnEngine(loaded.model, precision=precision, vulkan=vulkan_from_environment(), threads=threads)
     weights = loaded.model.state_dict()
     tuning = {"threads": threads, **({"replacement": replacement} if replacement is not None else {})}
     if name == "onnx":

@@ -16,7 +16,8 @@ The plain fp32 ONNX export is read once into an ``ov.Model``; its weights are th
 The model keeps its dynamic (N, H, W) input: one compiled model serves every tile
 shape (measured as fast as one compiled for a static shape). Precision is OpenVINO's
 ``INFERENCE_PRECISION_HINT``: ``bf16`` only where the CPU computes it natively
-(:func:`cpu_has_bf16`; OpenVINO would otherwise fall back silently), ``fp32``
+(:func:`f2n.cpu_features.native_bf16`, the probe every part of f2n shares; OpenVINO would
+otherwise fall back silently), ``fp32``
 otherwise. A bf16 tile that comes out NaN/Inf is redone by the fp32 twin
 (:mod:`f2n.export.fallback`).
 """
@@ -31,6 +32,7 @@ import numpy as np
 import onnx
 import torch
 
+from f2n import cpu_features
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.fallback import Fp32Twin
 from f2n.export.names import map_initializers
@@ -54,15 +56,10 @@ def import_openvino() -> ModuleType:
     return openvino
 
 
-def cpu_has_bf16(core: Any) -> bool:
-    """True when OpenVINO's CPU plugin computes bf16 natively (AVX512-BF16 or AMX)."""
-    return "BF16" in core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES")
-
-
 def check_precision(precision: str, core: Any) -> None:
     if precision not in PRECISIONS:
         raise ConfigError(f"--engine openvino precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "bf16" and not cpu_has_bf16(core):
+    if precision == "bf16" and not cpu_features.native_bf16():
         raise EngineUnavailableError(
             "--precision bf16 needs a CPU with AVX512-BF16 or AMX, this one has neither "
             f"({core.get_property(DEVICE, 'FULL_DEVICE_NAME')}); use --precision fp32"

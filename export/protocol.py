@@ -1,4 +1,4 @@
-"""The contract every SR engine keeps (torch, ONNX Runtime, OpenVINO, AOTInductor, TensorRT):
+"""The contract every SR engine keeps (torch, ONNX Runtime, OpenVINO, ncnn, AOTInductor, TensorRT):
 what the runtime may ask of an engine, whichever one ``make_engine`` built."""
 
 from collections.abc import Mapping

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from f2n import cpu_features
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.weights.fit import check_weight_set, weight_shapes
 
@@ -39,6 +40,11 @@ class TorchEngine:
             raise EngineUnavailableError(f"device {device!r} requested but CUDA is not available here")
         if self.device.type == "cpu" and precision == "fp16":
             raise ConfigError("torch engine precision fp16 needs --device cuda; use fp32 or bf16 on the CPU")
+        if self.device.type == "cpu" and precision == "bf16" and not cpu_features.native_bf16():
+            # torch would emulate bf16 (~150x slower than native, issue 27): refused as OpenVINO refuses it
+            raise EngineUnavailableError(
+                f"--engine torch --precision bf16 needs a CPU with {cpu_features.BF16_NEEDS}, this one has neither "
+                "(torch would emulate it, far slower than fp32); use --precision fp32")
         self.precision = precision
         # A private copy: the caller's (base) model is never touched by set_weights.
         self.module = copy.deepcopy(model).to(self.device).eval().requires_grad_(False)

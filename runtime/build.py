@@ -39,7 +39,7 @@ from f2n.runtime.adapt import (
     AdaptConfig,
     objective_settings,
 )
-from f2n.runtime.engine_choice import resolve_engine
+from f2n.runtime.engine_choice import Measure, Measurement, resolve_engine
 from f2n.runtime.face.patches import PatchConfig
 from f2n.runtime.face.prior import FacePrior
 from f2n.runtime.face.stage import Detector, FaceStageConfig
@@ -143,6 +143,20 @@ def load_supported_network(source: str | Path | LoadedSR, device: str = "cpu",
     return loaded
 
 
+def _engine_probe(loaded: LoadedSR, tile: int) -> Measure:
+    """``auto``'s measurements on the CPU (:mod:`f2n.runtime.engine_probe`), or none where turned off."""
+    from f2n.runtime import engine_probe
+
+    def measure(candidates: tuple[tuple[str, str], ...]) -> list[Measurement]:
+        if not engine_probe.probe_enabled():
+            return []
+        return engine_probe.cached_measurements(
+            loaded.model, candidates,
+            lambda name, precision: make_engine(name, loaded, device="cpu", precision=precision, tile=tile, threads=1))
+
+    return measure
+
+
 def resolve_method(requested: str, loaded: LoadedSR) -> str:
     """``faces``, ``cmdsr`` or ``redegnet``: the checkpoint decides under ``auto`` (a ConditionNet
     means CMDSR, else faces)."""
@@ -239,7 +253,7 @@ def build_pipeline(
     method_name = resolve_method(method, loaded)
     choice = None
     if isinstance(engine, str):  # the engine before the prior: one that cannot run here fails before a download
-        choice = resolve_engine(engine, device, precision)
+        choice = resolve_engine(engine, device, precision, measure=_engine_probe(loaded, config.tile))
         engine = make_engine(choice.engine, loaded, device=device, precision=choice.precision, tile=config.tile,
                              batch_size=config.batch_size, threads=threads)
     loaded.model.to(device)  # in place: the pipeline's θ and the oracle-restored prior's network

@@ -243,9 +243,20 @@ def _orientation_and_upright_exif(image: Image.Image) -> tuple[int, bytes | None
     return orientation, exif.tobytes()
 
 
+UINT_BAND_ROWS = 64  # rows converted at a time: float temporaries stay a band's size, not the image's
+
+
 def _to_uint(array: np.ndarray, bit_depth: int) -> np.ndarray:
+    """round(clip(array, 0, 1) * top) as uint8/uint16, band by band: on a 48 MP x4 output the
+    whole-image version made three float copies (1.7 GB) on top of the canvas (issue 27)."""
     top = 65535 if bit_depth == 16 else 255
-    return np.round(np.clip(array, 0.0, 1.0) * top).astype(np.uint16 if bit_depth == 16 else np.uint8)
+    result = np.empty(array.shape, dtype=np.uint16 if bit_depth == 16 else np.uint8)
+    for start in range(0, array.shape[0], UINT_BAND_ROWS):
+        band = np.clip(array[start:start + UINT_BAND_ROWS], 0.0, 1.0)
+        band *= top
+        np.round(band, out=band)
+        result[start:start + UINT_BAND_ROWS] = band
+    return result
 
 
 def _encode_pillow(color: np.ndarray, alpha: np.ndarray | None, fmt: str, icc_profile: bytes | None,

@@ -65,7 +65,8 @@ class PipelineOptions:
         "The value range the SR weights were trained on [the file's record, else the registry's; a file named "
         "F2NESRGAN.pth: signed; else unit].", type=click.Choice(VALUE_RANGES)))
     engine: str = field(default=AUTO, metadata=flag(
-        "auto: the fastest safe engine here (OpenVINO bf16/fp32 on the CPU, TensorRT or compiled torch on CUDA; "
+        "auto: the fastest safe engine here (on the CPU measured once per machine: ncnn, OpenVINO or torch; "
+        "TensorRT or compiled torch on CUDA; "
         "docs/benchmarks.md); the report names the choice.", type=click.Choice((AUTO, *ENGINES)), show_default=True))
     device: str | None = field(default=None, metadata=flag("[cuda if available, else cpu]",
                                                            type=click.Choice(DEVICES)))

@@ -11,9 +11,11 @@ from functools import partial
 import pytest
 from click.testing import CliRunner
 
+from f2n.benchmarks import cli
 from f2n.benchmarks.cli import main
 from f2n.benchmarks.machine import machine_class
 from f2n.benchmarks.regression import (
+    BASELINE_DIR,
     StageResult,
     SuiteResult,
     compare,
@@ -164,3 +166,15 @@ def test_cli_check_without_baseline_is_one_line_and_config_exit_code(tmp_path) -
     assert result.exit_code == ConfigError.exit_code
     assert result.output.strip().splitlines() == [f"error: no benchmark result at {tmp_path / 'none.json'}; "
                                                   "record one with `f2n-bench record`"]
+
+
+def test_cli_check_on_a_class_without_baseline_says_so_and_checks_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU class with no committed baseline (e.g. no bf16 where the baseline's CPU had it) is not
+    compared with another class's figures: one line, exit 0, no stage measured."""
+    monkeypatch.setattr(cli, "machine_class", lambda: "cpu-unknown-model-3c-avx2")
+    monkeypatch.setattr(cli, "baseline_path", lambda: BASELINE_DIR / "cpu-unknown-model-3c-avx2.json")
+    monkeypatch.setattr(cli, "_measure", None)  # measuring would raise
+    result = CliRunner().invoke(main, ["check"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("no latency baseline for machine class cpu-unknown-model-3c-avx2")

@@ -1,7 +1,7 @@
 """The benchmark report: table rows, peer ratios, the end-to-end waterfall, files written."""
 
 from f2n.benchmarks.regression import StageResult, SuiteResult
-from f2n.benchmarks.report import markdown, peer_ratios, waterfall_steps, write_report
+from f2n.benchmarks.report import engine_table, markdown, ncnn_check, peer_ratios, waterfall_steps, write_report
 
 MACHINE = {"machine_class": "cpu-test-2c", "cpu": "Test CPU", "cores": 2, "torch_threads": 2, "gpu": "none",
            "torch": "x", "python": "3"}
@@ -60,3 +60,25 @@ def test_write_report_writes_table_chart_and_docs_copy(tmp_path) -> None:
     assert docs_chart == tmp_path / "docs" / "benchmarks-cpu-test-2c-default.png"
     assert docs_chart.read_bytes() == chart.read_bytes()
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["cpu-test-2c-default.md", "cpu-test-2c-default.png"]
+
+
+def test_the_peer_table_ranks_every_cpu_sr_path_against_ncnn() -> None:
+    rows = [line for line in engine_table(RESULT) if line.startswith("| `")]
+    assert rows == [  # fastest first; not the CUDA stage, not the other input size
+        "| `tiled_sr/torch-bf16-cpu[64x64]` | 900 ms | 1.11x |",
+        "| `peer/ncnn-cpu[64x64]` | 1000 ms | 1.00x |",
+        "| `tiled_sr/onnx-reinit-fp32-cpu[64x64]` | 1500 ms | 0.67x |",
+        "| `tiled_sr/torch-fp32-cpu[64x64]` | 2000 ms | 0.50x |",
+        "| `peer/pytorch-eager-cpu[64x64]` | 3000 ms | 0.33x |",
+    ]
+    assert rows[0] in markdown(RESULT)
+
+
+def test_the_check_fails_when_f2n_is_slower_than_ncnn_beyond_the_threshold() -> None:
+    line, passed = ncnn_check(RESULT, 0.25)
+    assert passed and line.startswith("ratio to ncnn: tiled_sr/torch-bf16-cpu[64x64] takes 0.90x the time")
+    slower = SuiteResult("default", 5, 1, 1, MACHINE, (
+        _stage("tiled_sr/torch-fp32-cpu[64x64]", "sr", 1.3, output_megapixels=MP),
+        _stage("peer/ncnn-cpu[64x64]", "peer", 1.0, output_megapixels=MP)))
+    assert ncnn_check(slower, 0.25)[1] is False and ncnn_check(slower, 0.5)[1] is True
+    assert ncnn_check(SuiteResult("default", 5, 1, 1, MACHINE, RESULT.stages[:3]), 0.25) is None  # no ncnn peer

@@ -2,6 +2,7 @@
 apart from it, and the choice named in the run's JSON report."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -9,34 +10,89 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from f2n.cpu_features import native_bf16
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime import cli
-from f2n.runtime.engine_choice import Platform, choose_engine, probe_platform, resolve_engine
+from f2n.runtime.engine_choice import (
+    QUALITY_FLOOR_DB,
+    Measurement,
+    Platform,
+    choose_engine,
+    cpu_candidates,
+    probe_platform,
+    resolve_engine,
+)
 from f2n.runtime.images import write_image
 
 
 @pytest.mark.parametrize(("platform", "precision", "engine", "chosen"), [
-    (Platform("cpu", openvino=True, cpu_bf16=True), None, "openvino", "bf16"),
-    (Platform("cpu", openvino=True, cpu_bf16=True), "fp32", "openvino", "fp32"),
-    (Platform("cpu", openvino=True, cpu_bf16=True), "bf16", "openvino", "bf16"),  # was fp32: the rule ignored the ask
+    (Platform("cpu", openvino=True, cpu_bf16=True, ncnn=True), None, "openvino", "bf16"),
+    (Platform("cpu", openvino=True, cpu_bf16=True, ncnn=True), "fp32", "ncnn", "fp32"),
+    (Platform("cpu", openvino=True, cpu_bf16=True, ncnn=True), "bf16", "openvino", "bf16"),
+    (Platform("cpu", openvino=True, cpu_bf16=False, ncnn=True), None, "ncnn", "fp32"),
     (Platform("cpu", openvino=True, cpu_bf16=False), None, "openvino", "fp32"),
     (Platform("cpu", openvino=False, cpu_bf16=True), None, "torch", "fp32"),
-    (Platform("cpu", openvino=False), "bf16", "torch", "bf16"),
+    (Platform("cpu", openvino=False, cpu_bf16=True), "bf16", "torch", "bf16"),
     (Platform("cuda", tensorrt=True), None, "trt", "fp16"),
     (Platform("cuda", tensorrt=False), None, "torch", "fp16"),
     (Platform("cuda", tensorrt=False), "bf16", "torch", "bf16"),
 ])
-def test_auto_follows_the_documented_rule(platform: Platform, precision: str | None, engine: str, chosen: str) -> None:
+def test_without_measurements_auto_follows_the_documented_rule(platform: Platform, precision: str | None, engine: str,
+                                                               chosen: str) -> None:
     choice = choose_engine(platform, precision)
     assert (choice.requested, choice.engine, choice.precision) == ("auto", engine, chosen)
     assert choice.reason
 
 
 def test_auto_refuses_what_the_cpu_cannot_do() -> None:
-    with pytest.raises(EngineUnavailableError, match="bf16 needs a CPU with AVX512-BF16 or AMX"):
-        choose_engine(Platform("cpu", openvino=True, cpu_bf16=False), "bf16")
+    for platform in (Platform("cpu", openvino=True, cpu_bf16=False, ncnn=True), Platform("cpu")):
+        with pytest.raises(EngineUnavailableError, match="bf16 needs a CPU with AVX512-BF16 or AMX"):
+            choose_engine(platform, "bf16", [Measurement("torch", "bf16", 0.0, 1.0, 60.0)])
     with pytest.raises(ConfigError, match="fp16 needs --device cuda"):
         choose_engine(Platform("cpu", openvino=True, cpu_bf16=True), "fp16")
+
+
+BF16_CPU = Platform("cpu", openvino=True, cpu_bf16=True, ncnn=True)
+AVX2_CPU = Platform("cpu", openvino=True, cpu_bf16=False, ncnn=True)
+# Shaped like issue 27's figures (AVX2 EPYC: ncnn 1.24x OpenVINO fp32) and a bf16 CPU's (OpenVINO bf16 1.41x ncnn).
+AVX2_FIGURES = [Measurement("ncnn", "fp32", 0.5, 150.0, 120.0), Measurement("openvino", "fp32", 1.5, 186.0, 110.0),
+                Measurement("torch", "fp32", 0.01, 220.0, math.inf)]
+BF16_FIGURES = [Measurement("openvino", "bf16", 1.5, 75.0, 51.9), Measurement("torch", "bf16", 0.01, 110.0, 50.4),
+                Measurement("ncnn", "fp32", 0.5, 105.0, 120.0), Measurement("openvino", "fp32", 1.5, 150.0, 110.0),
+                Measurement("torch", "fp32", 0.01, 200.0, math.inf)]
+
+
+def test_measured_auto_picks_the_fastest_per_photo_and_says_why() -> None:
+    choice = choose_engine(AVX2_CPU, None, AVX2_FIGURES)
+    assert (choice.engine, choice.precision) == ("ncnn", "fp32")
+    assert choice.reason.startswith("fastest measured on this CPU class") and "next openvino fp32" in choice.reason
+    assert (choose_engine(BF16_CPU, None, BF16_FIGURES).engine, choose_engine(BF16_CPU, None, BF16_FIGURES).precision) \
+        == ("openvino", "bf16")
+
+
+def test_measured_auto_weighs_the_hand_over_with_the_tiles() -> None:
+    """Per photo: a slow hand-over (an OpenVINO recompile) loses to slightly slower tiles."""
+    figures = [Measurement("openvino", "bf16", 9.0, 100.0, 55.0), Measurement("torch", "bf16", 0.01, 110.0, 55.0)]
+    assert choose_engine(BF16_CPU, None, figures).engine == "torch"
+    figures[0] = Measurement("openvino", "bf16", 0.5, 100.0, 55.0)
+    assert choose_engine(BF16_CPU, None, figures).engine == "openvino"
+
+
+def test_measured_auto_keeps_the_quality_floor_and_the_asked_precision() -> None:
+    below = [Measurement("openvino", "bf16", 0.1, 10.0, QUALITY_FLOOR_DB - 0.1), *BF16_FIGURES[2:]]
+    choice = choose_engine(BF16_CPU, None, below)
+    assert (choice.engine, choice.precision) == ("ncnn", "fp32") and "under the quality floor: openvino bf16" in choice.reason
+    assert choose_engine(BF16_CPU, "fp32", BF16_FIGURES).precision == "fp32"
+    assert choose_engine(BF16_CPU, "bf16", BF16_FIGURES[2:]).engine == "openvino"  # no bf16 figure: the rule
+    failed = [Measurement("ncnn", "fp32", error="RuntimeError: x"), *AVX2_FIGURES[1:]]
+    assert choose_engine(AVX2_CPU, None, failed).engine == "openvino"
+    without_ncnn = Platform("cpu", openvino=True)  # a figure of an engine not installed now is not a candidate
+    assert choose_engine(without_ncnn, None, AVX2_FIGURES).engine == "openvino"
+
+
+def test_candidates_never_include_emulated_bf16() -> None:
+    assert cpu_candidates(AVX2_CPU) == (("ncnn", "fp32"), ("openvino", "fp32"), ("torch", "fp32"))
+    assert ("torch", "bf16") in cpu_candidates(BF16_CPU) and all(p == "bf16" for _, p in cpu_candidates(BF16_CPU, "bf16"))
 
 
 def test_a_named_engine_is_what_the_user_forced() -> None:
@@ -45,16 +101,17 @@ def test_a_named_engine_is_what_the_user_forced() -> None:
     assert resolve_engine("torch", "cuda", None).precision == "fp16"
 
 
-def test_probe_without_openvino_leads_auto_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_probe_without_openvino_or_ncnn_leads_auto_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
-    assert probe_platform("cpu") == Platform("cpu")
+    monkeypatch.setitem(sys.modules, "ncnn", None)
+    assert probe_platform("cpu") == Platform("cpu", cpu_bf16=native_bf16())
     assert resolve_engine("auto", "cpu", None).engine == "torch"
 
 
-def test_probe_reads_the_cpus_bf16_from_openvino() -> None:
-    openvino = pytest.importorskip("openvino")
-    capabilities = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    assert probe_platform("cpu") == Platform("cpu", openvino=True, cpu_bf16="BF16" in capabilities)
+def test_probe_reads_the_cpus_bf16_from_the_shared_probe() -> None:
+    pytest.importorskip("openvino")
+    pytest.importorskip("ncnn")
+    assert probe_platform("cpu") == Platform("cpu", openvino=True, cpu_bf16=native_bf16(), ncnn=True)
 
 
 @pytest.fixture()
@@ -86,8 +143,8 @@ def test_forcing_openvino_without_it_is_one_line(tiny_run: list[str], monkeypatc
 
 def test_bf16_on_a_cpu_without_it_is_one_line_from_the_cli(tiny_run: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("openvino")
-    monkeypatch.setattr("f2n.export.openvino_engine.cpu_has_bf16", lambda core: False)  # the probe, not the engine
-    for engine in ("openvino", "auto"):
+    monkeypatch.setattr("f2n.cpu_features.native_bf16", lambda: False)  # the probe, not the engine
+    for engine in ("openvino", "auto", "torch"):
         result = CliRunner().invoke(cli.command, [*tiny_run, "--engine", engine, "--precision", "bf16"])
         assert result.exit_code == EngineUnavailableError.exit_code, result.output
         assert "needs a CPU with AVX512-BF16 or AMX" in result.output.strip().splitlines()[-1]

@@ -45,7 +45,7 @@ def test_tiled_onnx_equals_tiled_torch(tiny_loaded: LoadedSR, shared_data: Path)
 @pytest.mark.parametrize(
     ("name", "device", "precision", "error", "message"),
     [
-        ("tensorrt", "cpu", "fp32", ConfigError, "engine must be one of torch, onnx, aoti, trt, openvino, got 'tensorrt'"),
+        ("tensorrt", "cpu", "fp32", ConfigError, "engine must be one of torch, onnx, aoti, trt, openvino, ncnn, got 'tensorrt'"),
         ("openvino", "cuda", "fp16", EngineUnavailableError, "runs on the CPU; on CUDA use --engine trt"),
         ("openvino", "cpu", "fp16", ConfigError, "precision must be one of fp32, bf16, got 'fp16'"),
         ("onnx", "tpu", "fp32", ConfigError, "device must be cpu or cuda, got 'tpu'"),

@@ -12,6 +12,7 @@ import torch
 from f2n.errors import EngineUnavailableError, WeightsError
 from f2n.export.onnx_export import export_onnx
 from f2n.export.openvino_engine import REPLACEMENTS, OpenVinoEngine
+from f2n.cpu_features import native_bf16
 from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.runtime.adapt import AdaptConfig, adapt
@@ -20,7 +21,7 @@ from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.types import PatchBatch
 
 openvino = pytest.importorskip("openvino")
-CPU_BF16 = "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+CPU_BF16 = native_bf16()
 needs_bf16 = pytest.mark.skipif(not CPU_BF16, reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
 TILE, OVERLAP = 32, 8  # a 40x48 crop -> four overlapping tiles
 
@@ -129,8 +130,8 @@ def test_missing_openvino_is_one_line(tiny, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_bf16_on_a_cpu_without_it_is_one_line(tiny, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CPU's capabilities come from OpenVINO's probe; here it reports fp32 only."""
-    monkeypatch.setattr("f2n.export.openvino_engine.cpu_has_bf16", lambda core: False)
+    """The CPU's capabilities come from f2n's one probe; here it reports no bf16."""
+    monkeypatch.setattr("f2n.cpu_features.native_bf16", lambda: False)
     net, onnx_path = tiny
     with pytest.raises(EngineUnavailableError, match="needs a CPU with AVX512-BF16 or AMX.*use --precision fp32"):
         OpenVinoEngine(onnx_path, net.state_dict(), precision="bf16")

@@ -221,3 +221,12 @@ def test_real_photos_decode(shared_data: Path) -> None:
     decoded = read_image(shared_data / "real_lq" / "000013p.png")
     assert decoded.size == (265, 315) and decoded.rgb.dtype == np.float32
     assert 0.0 <= decoded.rgb.min() and decoded.rgb.max() <= 1.0
+
+
+@pytest.mark.parametrize("bit_depth", [8, 16])
+def test_conversion_to_integers_band_by_band_equals_the_whole_image_formula(bit_depth: int) -> None:
+    from f2n.runtime.images import UINT_BAND_ROWS, _to_uint
+
+    pixels = np.random.default_rng(0).random((2 * UINT_BAND_ROWS + 5, 7, 3), dtype=np.float32) * 1.4 - 0.2
+    top, dtype = (65535, np.uint16) if bit_depth == 16 else (255, np.uint8)
+    np.testing.assert_array_equal(_to_uint(pixels, bit_depth), np.round(np.clip(pixels, 0, 1) * top).astype(dtype))

@@ -75,4 +75,5 @@ def test_pip_install_into_fresh_venv_gives_working_console_scripts(tmp_path: Pat
         assert check.returncode == 0, check.stderr
         assert "latency check passed" in check.stdout
     else:
-        assert check.returncode == 5 and str(env_dir) in check.stderr, check.stderr
+        assert check.returncode == 0 and "no latency baseline for machine class" in check.stderr, check.stderr
+        assert str(env_dir) in check.stderr  # the baselines it looked for are the installed package's

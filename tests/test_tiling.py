@@ -176,3 +176,15 @@ def test_bad_images(tiny_engine: TorchEngine) -> None:
         tiled_upscale(tiny_engine, np.zeros((8, 8, 2), np.float32))
     with pytest.raises(InputImageError, match="int32"):
         tiled_upscale(tiny_engine, np.zeros((8, 8, 3), np.int32))
+
+
+@pytest.mark.parametrize(("height", "width", "tile", "overlap"), [(100, 77, 32, 8), (200, 190, 48, 12), (33, 65, 32, 0)])
+def test_the_weight_sum_needs_no_full_size_canvas(height: int, width: int, tile: int, overlap: int) -> None:
+    """The 1-D sums tiled_upscale divides by give the sum of every tile's 2-D blend weights."""
+    from f2n.runtime.tiling import _axis_weight_sums, blend_weights, tile_boxes
+
+    full = np.zeros((height * 4, width * 4), np.float32)
+    for box in tile_boxes(height, width, tile, overlap):
+        full[box.y0 * 4:box.y1 * 4, box.x0 * 4:box.x1 * 4] += blend_weights(box, height, width, overlap)
+    separable = np.outer(_axis_weight_sums(height, tile, overlap), _axis_weight_sums(width, tile, overlap))
+    np.testing.assert_allclose(separable, full, atol=1e-6)

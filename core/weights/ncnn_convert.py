@@ -14,6 +14,7 @@ conv (leaky ReLU 0.2 on conv1-4 of every dense block and on conv_up1/up2/hr only
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,3 +170,104 @@ def convert_ncnn_rrdbnet(param_path: Path, bin_path: Path) -> tuple[dict[str, to
         state[f"{name}.weight"] = torch.from_numpy(weight)
         state[f"{name}.bias"] = torch.from_numpy(bias)
     return state, hyper
+
+
+# ---- the reverse: an RRDBNet's state dict as an ncnn .param text and .bin blob ---------------
+
+class _Graph:
+    """ncnn layers in order; a blob read by several layers gets the Split ncnn needs (each ncnn blob
+    has exactly one consumer), inserted when the text is written."""
+
+    def __init__(self) -> None:
+        self.layers: list[tuple[str, str, list[str], str, str]] = []  # type, name, inputs, output, params
+
+    def add(self, kind: str, inputs: list[str], params: str = "") -> str:
+        output = f"b{len(self.layers)}"
+        self.layers.append((kind, f"{kind.lower()}_{len(self.layers)}", inputs, output, params))
+        return output
+
+    def text(self, input_blob: str, output_blob: str) -> str:
+        readers: dict[str, int] = {}
+        for _, _, inputs, _, _ in self.layers:
+            for blob in inputs:
+                readers[blob] = readers.get(blob, 0) + 1
+        taken: dict[str, int] = {}
+        lines, blobs = [], 0
+
+        def read(blob: str) -> str:
+            if readers[blob] == 1:
+                return blob
+            taken[blob] = taken.get(blob, 0) + 1
+            return f"{blob}_s{taken[blob] - 1}"
+
+        def emit(kind: str, name: str, inputs: list[str], outputs: list[str], params: str = "") -> None:
+            nonlocal blobs
+            lines.append(f"{kind} {name} {len(inputs)} {len(outputs)} {' '.join(inputs + outputs)} {params}".rstrip())
+            blobs += len(outputs)
+            for blob in outputs:
+                if readers.get(blob, 0) > 1:
+                    fanout = [f"{blob}_s{index}" for index in range(readers[blob])]
+                    lines.append(f"Split split_{blob} 1 {len(fanout)} {blob} {' '.join(fanout)}")
+                    blobs += len(fanout)
+
+        emit("Input", "input", [], [input_blob], "")
+        for kind, name, inputs, output, params in self.layers:
+            emit(kind, name, [read(blob) for blob in inputs], [output_blob if output == self.layers[-1][3] else output],
+                 params)
+        return f"{NCNN_MAGIC}\n{len(lines)} {blobs}\n" + "\n".join(lines) + "\n"
+
+
+def rrdbnet_param(hyper: dict[str, int], signed: bool = False, input_blob: str = "data",
+                  output_blob: str = "output") -> str:
+    """The ncnn ``.param`` text of an x4 RRDBNet with these hyperparameters: the layers
+    :func:`parse_param` reads back, convs in module order (:func:`rrdbnet_bin` writes their weights).
+    ``signed``: θ works in [-1, 1], so the graph maps [0, 1] in and out as ``RRDBNet.forward`` does."""
+    if hyper.get("scale", 4) != 4:
+        raise WeightsError(f"an ncnn graph is written for x4 RRDBNets only, got x{hyper['scale']}")
+    leaky = f"9={LEAKY_RELU} -23310=1,{LEAKY_SLOPE:e}"
+    scaled_sum = "0=1 -23301=2,2.000000e-01,1.000000e+00"  # Eltwise SUM: 0.2 * a + b (RESIDUAL_SCALE)
+    graph = _Graph()
+
+    def affine(blob: str, scale: float, shift: float) -> str:  # BinaryOp with a scalar: 2 = mul, 0 = add
+        return graph.add("BinaryOp", [graph.add("BinaryOp", [blob], f"0=2 1=1 2={scale:e}")], f"0=0 1=1 2={shift:e}")
+
+    def conv(blob: str, cin: int, cout: int, relu: bool) -> str:
+        return graph.add("Convolution", [blob], f"0={cout} 1=3 4=1 5=1 6={cout * cin * 9}" + (f" {leaky}" if relu else ""))
+
+    feat, grow = hyper["num_feat"], hyper["num_grow_ch"]
+    first = conv(affine(input_blob, 2.0, -1.0) if signed else input_blob, hyper["num_in_ch"], feat, False)
+    x = first
+    for _ in range(hyper["num_block"]):
+        block_in = x
+        for _ in range(3):  # rdb1..3
+            dense = [x]
+            for index in range(4):
+                joined = dense[0] if len(dense) == 1 else graph.add("Concat", list(dense))
+                dense.append(conv(joined, feat + index * grow, grow, True))
+            x5 = conv(graph.add("Concat", list(dense)), feat + 4 * grow, feat, False)
+            x = graph.add("Eltwise", [x5, x], scaled_sum)
+        x = graph.add("Eltwise", [x, block_in], scaled_sum)
+    x = graph.add("BinaryOp", [first, conv(x, feat, feat, False)], "0=0")  # feat + conv_body(body(feat))
+    for _ in range(2):  # conv_up1, conv_up2 after a nearest x2
+        x = conv(graph.add("Interp", [x], "0=1 1=2.000000e+00 2=2.000000e+00"), feat, feat, True)
+    x = conv(conv(x, feat, feat, True), feat, hyper["num_out_ch"], False)  # conv_hr, conv_last
+    if signed:
+        affine(x, 0.5, 0.5)  # (out + 1) / 2
+    return graph.text(input_blob, output_blob)
+
+
+def rrdbnet_bin(state: Mapping[str, torch.Tensor], hyper: dict[str, int]) -> bytes:
+    """The ncnn ``.bin`` for :func:`rrdbnet_param`: per conv in module order (whatever the order
+    of ``state``'s keys) the fp32 tag, the weight and the bias (the layout :func:`read_conv_blobs` reads)."""
+    with torch.device("meta"):
+        reference = RRDBNet(**hyper).state_dict()
+    tag = TAG_FP32.to_bytes(4, "little")
+    parts = []
+    for key in reference:
+        if key.endswith(".weight"):
+            parts += [tag, _fp32_bytes(state[key]), _fp32_bytes(state[key[: -len(".weight")] + ".bias"])]
+    return b"".join(parts)
+
+
+def _fp32_bytes(tensor: torch.Tensor) -> bytes:
+    return np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype="<f4").tobytes()
