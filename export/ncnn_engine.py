@@ -23,9 +23,7 @@ it for the commands.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
@@ -36,6 +34,7 @@ from torch import nn
 
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.export.fallback import Fp32Twin
+from f2n.stderr import quiet_native_stderr
 from f2n.weights.fit import check_weight_set, weight_shapes
 from f2n.weights.ncnn_convert import rrdbnet_bin, rrdbnet_param
 from f2n.weights.sr import infer_hyperparameters
@@ -57,28 +56,13 @@ def import_ncnn() -> ModuleType:
     return ncnn
 
 
-@contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """ncnn prints its Vulkan probe (devices found, or "load vulkan driver failed") on fd 2; f2n's
-    stderr is for its own one-line errors."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 @lru_cache(maxsize=1)
 def vulkan_devices() -> tuple[int, ...]:
     """Types of the Vulkan devices ncnn sees (VULKAN_CPU_TYPE for a software one); empty without Vulkan."""
     ncnn = import_ncnn()
     if not hasattr(ncnn, "get_gpu_count"):  # a wheel built without Vulkan
         return ()
-    with _quiet_stderr():
+    with quiet_native_stderr():
         return tuple(ncnn.get_gpu_info(index).type() for index in range(ncnn.get_gpu_count()))
 
 
@@ -116,7 +100,9 @@ class NcnnEngine:
         if self._hyper["scale"] != 4:
             raise ConfigError(f"--engine ncnn runs x4 networks, this one is x{self._hyper['scale']}")
         self.precision = precision
-        self.vulkan = use_vulkan(vulkan, vulkan_devices())
+        # no device probe when the CPU is asked for: the probe loads the Vulkan driver (Mesa's lavapipe
+        # brings its own LLVM, which crashes a process that also holds TensorFlow's)
+        self.vulkan = False if vulkan is False else use_vulkan(vulkan, vulkan_devices())
         self.threads = threads or len(os.sched_getaffinity(0))  # 0: every core this process may use
         value_range = getattr(model, "value_range", "unit")
         self._param = rrdbnet_param(self._hyper, signed=value_range == "signed", input_blob=INPUT, output_blob=OUTPUT)

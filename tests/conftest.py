@@ -85,10 +85,13 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory, tiny_rrdbnet: TinyRRD
 def isolated_f2n_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Tests never touch the user's weight cache unless they ask for the real one
     (the ``real_f2n_home`` fixture). ``--engine auto`` follows its rule without timing the engines
-    (a probe per test's fresh cache would cost seconds each); tests/test_engine_probe.py turns it on."""
+    (a probe per test's fresh cache would cost seconds each); tests/test_engine_probe.py turns it on.
+    ncnn stays on the CPU: Mesa's lavapipe brings its own LLVM, which crashes the test process once
+    TensorFlow's is loaded too; tests/test_ncnn_engine.py runs the Vulkan path in a fresh interpreter."""
     home = tmp_path_factory.mktemp("f2n_home")
     monkeypatch.setenv("F2N_HOME", str(home))
     monkeypatch.setenv("F2N_ENGINE_PROBE", "0")
+    monkeypatch.setenv("F2N_NCNN_VULKAN", "0")
     return home
 
 

@@ -33,11 +33,8 @@ from __future__ import annotations
 import glob
 import importlib
 import importlib.util
-import os
 import re
-import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +47,7 @@ from f2n.errors import ConfigError, WeightsError
 from f2n.fileio import sha256_file
 from f2n.nets.masknet import MaskNet
 from f2n.nets.rrdbnet import RRDBNet
+from f2n.stderr import quiet_native_stderr
 from f2n.weights.checkpoint import MASKNET_PREFIX, SR_PREFIX, load_into, save_f2n_checkpoint
 
 # test.py: GradientDescentOptimizer(0.01), --fine_tune_num 1, --patch_size 64 (HR) and
@@ -259,7 +257,7 @@ def import_tensorflow() -> Any:
         # 2.14's triton): load it first, so torch.compile still works in this process.
         importlib.import_module("triton")
     try:
-        with _quiet_stderr():
+        with quiet_native_stderr():
             import tensorflow as tf
     except ImportError:
         raise WeightsError(INSTALL_HINT) from None
@@ -274,21 +272,6 @@ def _open_reader(prefix: Path) -> Any:
     except (tf.errors.OpError, ValueError, OSError) as error:
         raise WeightsError(f"cannot read TensorFlow checkpoint {prefix} ({_first_line(error)}); "
                            "the .index or .data file is corrupt or truncated") from None
-
-
-@contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """TF's C++ start-up lines (absl, oneDNN) go to file descriptor 2 whatever
-    TF_CPP_MIN_LOG_LEVEL says once Python runs: the command's one-line errors stay alone."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _read(reader: Any, variable: str, prefix: Path) -> np.ndarray:
