@@ -34,7 +34,10 @@ BAD = ("broken.png", "empty.jpg")
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> str:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # the workers' environment as every test's (conftest's isolated_f2n_home): auto follows its rule
+    # without timing the engines, so a worker chooses the engine f2n-adapt-and-run chooses here
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"F2N_ENGINE_PROBE": "0", "F2N_NCNN_VULKAN": "0"}})
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 
