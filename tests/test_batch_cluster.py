@@ -107,7 +107,7 @@ def test_a_node_lost_mid_run_loses_no_photo_and_the_manifest_resumes(cluster: Cl
     assert {line["output"] for line in lines} == {f"local://{out}/{name}" for name in names}
     assert sorted(p.name for p in out.iterdir()) == names  # no temp files or attempt counts left
     # the lost node's photo in flight comes back from its worker restarted on the spare node, or Ray
-    # hands the rest to the surviving worker (seen under load): either way none is lost or doubled
+    # hands the rest to the surviving worker (seen in a CI run): either way none is lost or doubled
     restarted = [line for line in lines if line["worker"] not in remover.workers]
 
     # byte-equal to f2n-adapt-and-run on one machine, on the node that was lost or another one
