@@ -13,6 +13,8 @@ Public API (everything else in the sub-modules is private):
 * ``adapt(model, patches, AdaptConfig(...)) -> AdaptResult`` is the inner loop alone.
 * ``tiled_upscale(engine, rgb, tile=, overlap=, batch_size=, progress=)`` runs any
   ``SREngine`` over a float RGB photo; ``TorchEngine`` is the PyTorch one.
+  ``upscale_in_bands(engine, rgb, sink, ...)`` hands the result over in bands of rows instead,
+  e.g. into a ``PixelCanvas`` (the output's uint8/uint16 pixels, what ``write_image`` encodes).
 """
 
 from f2n.export.protocol import SREngine
@@ -40,7 +42,15 @@ from f2n.runtime.face.detect import Detections, RetinaFaceDetector
 from f2n.runtime.face.prior import FacePrior, OraclePrior, make_prior
 from f2n.runtime.face.regions import full_canvas, mask_canvas, paste_regions
 from f2n.runtime.face.stage import Detector, FaceStageConfig, patch_weights, run_face_stage, select_faces
-from f2n.runtime.images import IMAGE_SUFFIXES, DecodedImage, image_files, read_image, upscale_alpha, write_image
+from f2n.runtime.images import (
+    IMAGE_SUFFIXES,
+    DecodedImage,
+    PixelCanvas,
+    image_files,
+    read_image,
+    upscale_alpha,
+    write_image,
+)
 from f2n.runtime.methods import AdaptationMethod, FaceAdaptation, MethodOutcome
 from f2n.runtime.pipeline import (
     AdaptAndRun,
@@ -50,7 +60,15 @@ from f2n.runtime.pipeline import (
 )
 from f2n.runtime.report import RunReport, write_report_json
 from f2n.runtime.support import SupportConfig, sample_support, support_boxes
-from f2n.runtime.tiling import DEFAULT_OVERLAP, DEFAULT_TILE, TileBox, blend_weights, tile_boxes, tiled_upscale
+from f2n.runtime.tiling import (
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    TileBox,
+    blend_weights,
+    tile_boxes,
+    tiled_upscale,
+    upscale_in_bands,
+)
 from f2n.runtime.types import SCALE, FaceRegion, FaceReport, FaceStageResult, PatchBatch
 
 __all__ = [
@@ -79,6 +97,7 @@ __all__ = [
     "OraclePrior",
     "PatchBatch",
     "PipelineConfig",
+    "PixelCanvas",
     "RetinaFaceDetector",
     "RunReport",
     "SREngine",
@@ -111,6 +130,7 @@ __all__ = [
     "tile_boxes",
     "tiled_upscale",
     "upscale_alpha",
+    "upscale_in_bands",
     "write_image",
     "write_report_json",
 ]

@@ -58,6 +58,30 @@ class DecodedImage:
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
 
+@dataclass(frozen=True)
+class PixelCanvas:
+    """An output photo as the encoder takes it: ``pixels`` (H, W, 1) gray or (H, W, 3) RGB, uint8 or
+    uint16 (``bit_depth``), filled band by band from float RGB (:meth:`store`). The tiles write
+    into it, so the x4 output never exists whole in float (issue 27: 576 MB on a 3 MP photo)."""
+
+    pixels: np.ndarray = field(repr=False)
+    bit_depth: int
+    grayscale: bool
+
+    @classmethod
+    def empty(cls, height: int, width: int, *, bit_depth: int = 8, grayscale: bool = False) -> PixelCanvas:
+        if bit_depth not in (8, 16):
+            raise ConfigError(f"canvas bit depth must be 8 or 16, got {bit_depth}")
+        pixels = np.empty((height, width, 1 if grayscale else 3), dtype=_UINT[bit_depth])
+        return cls(pixels, bit_depth, grayscale)
+
+    def store(self, row: int, rgb: np.ndarray) -> None:
+        """Rows ``row`` onwards from float RGB (rows, W, 3): clipped, grayed and rounded exactly as
+        ``write_image`` converts a float photo."""
+        color = _gray(rgb) if self.grayscale else rgb
+        _to_uint(color, self.bit_depth, out=self.pixels[row:row + len(rgb)])
+
+
 def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode ``path``; refuse missing, non-image, truncated, empty or oversized files."""
     path = Path(path)
@@ -98,9 +122,11 @@ def read_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
                         bit_depth, was_gray, icc_profile, exif, tuple(warnings))
 
 
-def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray | None = None, bit_depth: int = 8,
-                icc_profile: bytes | None = None, exif: bytes | None = None, grayscale: bool = False) -> None:
-    """Encode float RGB in [0, 1] to ``path`` atomically (temp file in the same folder, then rename).
+def write_image(path: str | os.PathLike, rgb: np.ndarray | PixelCanvas, *, alpha: np.ndarray | None = None,
+                bit_depth: int = 8, icc_profile: bytes | None = None, exif: bytes | None = None,
+                grayscale: bool = False) -> None:
+    """Encode float RGB in [0, 1], or a :class:`PixelCanvas` already in the output's form, to
+    ``path`` atomically (temp file in the same folder, then rename).
 
     ``alpha`` makes an RGBA file; ``bit_depth=16`` needs PNG; ``grayscale`` writes the mean of
     the channels as one gray channel (a gray photo comes back gray). ICC profile and EXIF are written
@@ -109,15 +135,21 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, *, alpha: np.ndarray |
     """
     path = Path(path)
     fmt = _output_format(path, has_alpha=alpha is not None)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
+    if isinstance(rgb, PixelCanvas):
+        if (rgb.bit_depth, rgb.grayscale) != (bit_depth, grayscale):
+            raise ConfigError(f"canvas of {rgb.bit_depth} bits{' gray' if rgb.grayscale else ''} written as "
+                              f"{bit_depth} bits{' gray' if grayscale else ''}")
+        pixels = rgb.pixels
+    elif rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ConfigError(f"output image must be (H, W, 3), got shape {tuple(rgb.shape)}")
-    if alpha is not None and alpha.shape != rgb.shape[:2]:
-        raise ConfigError(f"alpha shape {tuple(alpha.shape)} does not match image {tuple(rgb.shape[:2])}")
+    else:
+        pixels = _gray(rgb) if grayscale else rgb
+    if alpha is not None and alpha.shape != pixels.shape[:2]:
+        raise ConfigError(f"alpha shape {tuple(alpha.shape)} does not match image {tuple(pixels.shape[:2])}")
     if bit_depth not in (8, 16) or (bit_depth == 16 and fmt != "PNG"):
         raise ConfigError(f"bit depth {bit_depth} with {path.suffix!r}: expected 8, or 16 with .png")
     if not path.parent.is_dir():
         raise ConfigError(f"output folder does not exist: {path.parent}")
-    pixels = np.clip(rgb, 0.0, 1.0).mean(axis=2, keepdims=True) if grayscale else rgb
     data = (_encode_png16(pixels, alpha, icc_profile, exif) if bit_depth == 16
             else _encode_pillow(pixels, alpha, fmt, icc_profile, exif))
     try:
@@ -244,13 +276,19 @@ def _orientation_and_upright_exif(image: Image.Image) -> tuple[int, bytes | None
 
 
 UINT_BAND_ROWS = 64  # rows converted at a time: float temporaries stay a band's size, not the image's
+_UINT = {8: np.uint8, 16: np.uint16}
 
 
-def _to_uint(array: np.ndarray, bit_depth: int) -> np.ndarray:
-    """round(clip(array, 0, 1) * top) as uint8/uint16, band by band: on a 48 MP x4 output the
-    whole-image version made three float copies (1.7 GB) on top of the canvas (issue 27)."""
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    """One gray channel (H, W, 1): the mean of the clipped channels."""
+    return np.clip(rgb, 0.0, 1.0).mean(axis=2, keepdims=True)
+
+
+def _to_uint(array: np.ndarray, bit_depth: int, out: np.ndarray | None = None) -> np.ndarray:
+    """round(clip(array, 0, 1) * top) as uint8/uint16 (into ``out`` if given), band by band: on a
+    48 MP x4 output the whole-image version made three float copies (1.7 GB) (issue 27)."""
     top = 65535 if bit_depth == 16 else 255
-    result = np.empty(array.shape, dtype=np.uint16 if bit_depth == 16 else np.uint8)
+    result = np.empty(array.shape, dtype=_UINT[bit_depth]) if out is None else out
     for start in range(0, array.shape[0], UINT_BAND_ROWS):
         band = np.clip(array[start:start + UINT_BAND_ROWS], 0.0, 1.0)
         band *= top
@@ -259,13 +297,18 @@ def _to_uint(array: np.ndarray, bit_depth: int) -> np.ndarray:
     return result
 
 
+def _as_uint(array: np.ndarray, bit_depth: int) -> np.ndarray:
+    """``array`` as ``bit_depth`` integers: a canvas's pixels as they are, float converted."""
+    return array if array.dtype == _UINT[bit_depth] else _to_uint(array, bit_depth)
+
+
 def _encode_pillow(color: np.ndarray, alpha: np.ndarray | None, fmt: str, icc_profile: bytes | None,
                    exif: bytes | None) -> bytes:
-    """``color``: (H, W, 3) RGB or (H, W, 1) gray."""
-    pixels = color if alpha is None else np.dstack([color, alpha])
+    """``color``: (H, W, 3) RGB or (H, W, 1) gray, float in [0, 1] or uint8."""
     gray = color.shape[2] == 1
+    pixels = _as_uint(color, 8) if alpha is None else np.dstack([_as_uint(color, 8), _to_uint(alpha, 8)])
     mode = ("L" if gray else "RGB") if alpha is None else ("LA" if gray else "RGBA")
-    image = Image.fromarray(_to_uint(pixels, 8).squeeze(axis=2) if mode == "L" else _to_uint(pixels, 8), mode=mode)
+    image = Image.fromarray(pixels.squeeze(axis=2) if mode == "L" else pixels, mode=mode)
     options: dict[str, object] = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     if icc_profile and fmt != "BMP":
         options["icc_profile"] = icc_profile
@@ -278,12 +321,14 @@ def _encode_pillow(color: np.ndarray, alpha: np.ndarray | None, fmt: str, icc_pr
 
 def _encode_png16(color: np.ndarray, alpha: np.ndarray | None, icc_profile: bytes | None, exif: bytes | None) -> bytes:
     """16-bit PNG through OpenCV, with iCCP / eXIf chunks added after IHDR (OpenCV writes neither).
-    ``color``: (H, W, 3) RGB or (H, W, 1) gray. OpenCV has no gray+alpha: that one is encoded here."""
+    ``color``: (H, W, 3) RGB or (H, W, 1) gray, float in [0, 1] or uint16. OpenCV has no gray+alpha:
+    that one is encoded here."""
     if color.shape[2] == 1 and alpha is not None:
         data = _encode_png16_gray_alpha(color[..., 0], alpha)
     else:
-        pixels = color[..., ::-1] if alpha is None else np.dstack([color[..., ::-1], alpha])  # RGB -> BGR(A)
-        ok, encoded = cv2.imencode(".png", _to_uint(pixels, 16))
+        bgr = _as_uint(color[..., ::-1], 16)  # float: converted in BGR order; a canvas: a view, copied once below
+        pixels = np.ascontiguousarray(bgr) if alpha is None else np.dstack([bgr, _to_uint(alpha, 16)])
+        ok, encoded = cv2.imencode(".png", pixels)
         if not ok:
             raise ConfigError(f"OpenCV could not encode a 16-bit PNG of shape {tuple(pixels.shape)}")
         data = encoded.tobytes()
@@ -299,7 +344,7 @@ def _encode_png16(color: np.ndarray, alpha: np.ndarray | None, icc_profile: byte
 def _encode_png16_gray_alpha(gray: np.ndarray, alpha: np.ndarray) -> bytes:
     """A 16-bit gray+alpha PNG (colour type 4): big-endian samples, filter 0 on every row."""
     height, width = gray.shape
-    samples = np.stack([_to_uint(gray, 16), _to_uint(alpha, 16)], axis=-1).astype(">u2").reshape(height, -1)
+    samples = np.stack([_as_uint(gray, 16), _to_uint(alpha, 16)], axis=-1).astype(">u2").reshape(height, -1)
     rows = np.concatenate([np.zeros((height, 1), np.uint8), samples.view(np.uint8)], axis=1)
     header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([16, 4, 0, 0, 0])
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))

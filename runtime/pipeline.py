@@ -7,8 +7,10 @@ encodes the result.
 """
 
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from typing import overload
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
@@ -23,7 +25,7 @@ from f2n.runtime.face.debug_images import save_debug
 from f2n.runtime.engine_choice import EngineChoice
 from f2n.runtime.face.regions import paste_regions
 from f2n.runtime.heap import release_free_memory
-from f2n.runtime.images import DecodedImage, output_bit_depth, read_image, upscale_alpha, write_image
+from f2n.runtime.images import DecodedImage, PixelCanvas, output_bit_depth, read_image, upscale_alpha, write_image
 from f2n.runtime.methods import AdaptationMethod, MethodOutcome
 from f2n.runtime.report import RunReport, face_summary, timed
 from f2n.runtime.sanity import adaptation_problem
@@ -32,9 +34,9 @@ from f2n.runtime.tiling import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
     check_tiling,
-    tiled_upscale,
+    upscale_in_bands,
 )
-from f2n.runtime.types import FaceStageResult
+from f2n.runtime.types import SCALE, FaceRegion, FaceStageResult
 from f2n.weights.checkpoint import VALUE_RANGE_META, save_safetensors_atomic
 from f2n.weights.sr import RangeChoice
 
@@ -70,7 +72,7 @@ def check_adapt_steps(steps: int) -> None:
 class Enhanced:
     """One photo's x4 result before encoding."""
 
-    rgb: np.ndarray  # (4H, 4W, 3) float32 in [0, 1]
+    rgb: np.ndarray | PixelCanvas  # (4H, 4W, 3) float32 in [0, 1], or the output's integer pixels (enhance's bit_depth)
     alpha: np.ndarray | None  # (4H, 4W) float32 or None
     adaptation: AdaptResult | None  # None when the base network ran
     faces: FaceStageResult | None  # None when the face stage did not run
@@ -134,7 +136,8 @@ class AdaptAndRun:
                 image = decoded if decoded is not None else read_image(source)
             bit_depth = output_bit_depth(output, image.bit_depth, image.alpha is not None)  # fail before the work
             # 2.-6. faces, adaptation, engine weights, tiles, optional face paste
-            result = self.enhance(image.rgb, image.alpha, seed=seed, keep_face_pictures=debug_dir is not None)
+            result = self.enhance(image.rgb, image.alpha, seed=seed, keep_face_pictures=debug_dir is not None,
+                                  bit_depth=bit_depth, grayscale=image.was_grayscale)
             timings.update(result.timings)
             # 7. θ′ before the image: an image on disk makes the next run skip the photo, so it
             # must not exist unless the weights asked for do (each write is atomic). Not adapted
@@ -157,13 +160,15 @@ class AdaptAndRun:
 
     def enhance(self, rgb: np.ndarray, alpha: np.ndarray | None = None, *, seed: int | None = None,
                 keep_face_pictures: bool = True, on_step: Callable[[AdaptStep], None] | None = None,
-                adapt: AdaptConfig | None = None) -> Enhanced:
+                adapt: AdaptConfig | None = None, bit_depth: int | None = None, grayscale: bool = False) -> Enhanced:
         """Steps 2-6 on a decoded photo ((H, W, 3) float32 RGB in [0, 1]); ``seed`` draws
         its patches (default ``config.seed``). ``keep_face_pictures`` False drops the face
         stage's pictures (faces, regions) before the tiles unless the paste needs them: a
         photo run keeps them only for --save-debug. ``on_step`` sees every inner-loop step
         (its weights are live: use them before returning); ``adapt``: the inner loop's settings
-        (default ``config.adapt``)."""
+        (default ``config.adapt``). ``bit_depth`` None: the x4 result is float RGB; 8 or 16: it is a
+        :class:`PixelCanvas` of the output's form (``grayscale``: one channel), which the tiles are
+        stored into band by band, so the float x4 result never exists whole (a photo run's output)."""
         timings: dict[str, float] = {}
         # 2.-3. adapt: the method's own steps (faces: detect, align, restore, mask, inner loop)
         if self.config.adapt_enabled:
@@ -183,15 +188,17 @@ class AdaptAndRun:
             faces = replace(faces, regions=faces.regions if self.config.paste_faces else (),
                             aligned_faces=None, restored_faces=None)
         release_free_memory()  # the face stage's and inner loop's freed memory, before the output canvas
-        # 4.-5. hand the weights to the engine (base weights too: the last photo's may be loaded), tile
-        sr_rgb = self.upscale(rgb, adaptation.weights if adaptation is not None else self.base_weights, timings)
+        # 4.-6. hand the weights to the engine (base weights too: the last photo's may be loaded), tile,
+        # paste the restored faces (optional) into each band before it is stored
+        paste = faces.regions if self.config.paste_faces and faces is not None else ()
+        height, width = rgb.shape[:2]
+        canvas = None if bit_depth is None else PixelCanvas.empty(height * SCALE, width * SCALE, bit_depth=bit_depth,
+                                                                  grayscale=grayscale)
+        sr_rgb = self.upscale(rgb, adaptation.weights if adaptation is not None else self.base_weights, timings,
+                              canvas=canvas, paste=paste)
         sr_alpha = upscale_alpha(alpha) if alpha is not None else None
-        # 6. paste the restored faces (optional)
-        if self.config.paste_faces and faces is not None and faces.regions:
-            with timed(timings, "paste"):
-                sr_rgb = paste_regions(np.ascontiguousarray(sr_rgb), faces.regions)
         method = self.method.name if adaptation is not None else ""
-        return Enhanced(np.ascontiguousarray(sr_rgb), sr_alpha, adaptation, faces, reason, timings, method, provenance)
+        return Enhanced(sr_rgb, sr_alpha, adaptation, faces, reason, timings, method, provenance)
 
     def enhance_snapshots(self, rgb: np.ndarray, steps: Collection[int]) -> tuple[dict[int, np.ndarray], Enhanced]:
         """The x4 output after each of ``steps`` inner-loop steps, from one inner loop of
@@ -212,21 +219,49 @@ class AdaptAndRun:
             return {count: result.rgb for count in steps}, result
         return {**outputs, last: result.rgb}, result
 
-    def upscale(self, rgb: np.ndarray, weights: Mapping[str, torch.Tensor],
-                timings: dict[str, float] | None = None) -> np.ndarray:
-        """``rgb`` x4 by the engine holding ``weights`` (θ_0, θ_n or any snapshot), in tiles. The
+    @overload
+    def upscale(self, rgb: np.ndarray, weights: Mapping[str, torch.Tensor], timings: dict[str, float] | None = None,
+                *, canvas: None = None, paste: tuple[FaceRegion, ...] = ()) -> np.ndarray: ...
+
+    @overload
+    def upscale(self, rgb: np.ndarray, weights: Mapping[str, torch.Tensor], timings: dict[str, float] | None = None,
+                *, canvas: PixelCanvas, paste: tuple[FaceRegion, ...] = ()) -> PixelCanvas: ...
+
+    def upscale(self, rgb: np.ndarray, weights: Mapping[str, torch.Tensor], timings: dict[str, float] | None = None,
+                *, canvas: PixelCanvas | None = None, paste: tuple[FaceRegion, ...] = ()) -> np.ndarray | PixelCanvas:
+        """``rgb`` x4 by the engine holding ``weights`` (θ_0, θ_n or any snapshot), in tiles, as float
+        RGB or stored into ``canvas``; ``paste``: face regions blended over each band first. The
         base weights are handed over only when the engine does not hold them already (an unadapted
         photo after an unadapted one costs no hand-over: OpenVINO's recompiles its model)."""
         timings = {} if timings is None else timings
+        height, width = rgb.shape[:2]
+        out = canvas if canvas is not None else np.empty((height * SCALE, width * SCALE, 3), np.float32)
+        paste_timings: dict[str, float] = {}
+
+        def store(row: int, band: np.ndarray) -> None:
+            if paste:
+                with timed(paste_timings, "paste"):
+                    paste_regions(band, paste, row)
+            if isinstance(out, PixelCanvas):
+                out.store(row, band)
+            else:
+                out[row:row + len(band)] = band
+
         use = engine_use(self.engine)
         with use.lock:  # one photo at a time on an engine: its weights, then its tiles
             if weights is not self.base_weights or use.holds is not weights:
                 with timed(timings, "set_weights"):
                     self.engine.set_weights(weights)
                 use.holds = weights if weights is self.base_weights else None
-            with timed(timings, "tile"):
-                return tiled_upscale(self.engine, rgb, tile=self.config.tile, overlap=self.config.overlap,
-                                     batch_size=self.config.batch_size, progress=self.config.progress)
+            started = time.perf_counter()
+            upscale_in_bands(self.engine, rgb, store, tile=self.config.tile, overlap=self.config.overlap,
+                             batch_size=self.config.batch_size, progress=self.config.progress)
+        # the report's stages add up: the paste, done between the tiles, is not the tiles' time
+        pasted = paste_timings.get("paste", 0.0)
+        timings["tile"] = timings.get("tile", 0.0) + time.perf_counter() - started - pasted
+        if paste:
+            timings["paste"] = timings.get("paste", 0.0) + pasted
+        return out
 
     def report(self, source: Path, output: Path, result: Enhanced, timings: Mapping[str, float],
                seed: int, warnings: tuple[str, ...] = ()) -> RunReport:

@@ -8,7 +8,7 @@ quarter nearest a tile's inner edge (where zero padding distorts the output) is 
 used, and the weights of two neighbours sum to one.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +89,11 @@ def check_tiling(tile: int, overlap: int, batch_size: int) -> None:
         raise ConfigError(f"tile batch size must be >= 1, got {batch_size}")
 
 
+BandSink = Callable[[int, np.ndarray], None]
+"""Takes (first x4 row, finished band): (rows, 4W, 3) float32 in [0, 1], a view it may change
+but must not keep (the next band reuses the memory)."""
+
+
 def tiled_upscale(
     engine: SREngine,
     rgb: np.ndarray,
@@ -100,19 +105,42 @@ def tiled_upscale(
 ) -> np.ndarray:
     """Upscale ``rgb`` ((H, W, 3) float32 in [0, 1]) x4 with ``engine``, tile by tile, to
     (4H, 4W, 3) float32 in [0, 1]. Alpha, grayscale and integer pixels are the image I/O
-    layer's business (:mod:`f2n.runtime.images`). Tiles that come out with NaN/Inf are redone
-    through the engine's ``run_fp32``. On CUDA out-of-memory the
-    tile is halved and the image restarted.
+    layer's business (:mod:`f2n.runtime.images`); :func:`upscale_in_bands` hands the result
+    over in bands instead, for a caller that stores it in another form.
     """
     check_tiling(tile, overlap, batch_size)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1 or rgb.dtype != np.float32:
-        raise InputImageError(f"tiled_upscale takes (H, W, 3) float32 RGB with H, W >= 1, "
-                              f"got shape {rgb.shape} {rgb.dtype}")
+    height, width = _checked_size(rgb)
+    out = np.empty((height * SCALE, width * SCALE, 3), dtype=np.float32)
+
+    def store(row: int, band: np.ndarray) -> None:
+        out[row:row + len(band)] = band
+
+    upscale_in_bands(engine, rgb, store, tile=tile, overlap=overlap, batch_size=batch_size, progress=progress)
+    return out
+
+
+def upscale_in_bands(
+    engine: SREngine,
+    rgb: np.ndarray,
+    sink: BandSink,
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: bool = False,
+) -> None:
+    """``tiled_upscale`` without a whole float output: each band of x4 rows goes to ``sink`` as
+    soon as no later tile touches it, top to bottom, blended, normalised and clipped. Only one
+    row of tiles is held in float (issue 27: a 3 MP photo's float x4 canvas is 576 MB). Tiles
+    that come out with NaN/Inf are redone through the engine's ``run_fp32``. On CUDA out-of-memory
+    the tile is halved and the image restarted (``sink`` then sees its rows again from the top).
+    """
+    check_tiling(tile, overlap, batch_size)
+    _checked_size(rgb)
     rgb = np.ascontiguousarray(rgb)
     while True:
         try:
-            out = _upscale_rgb(engine, rgb, tile, overlap, batch_size, progress)
-            return np.clip(out, 0.0, 1.0, out=out)  # in place: a 3 MP photo's x4 canvas is 576 MB
+            return _upscale_rgb(engine, rgb, sink, tile, overlap, batch_size, progress)
         except torch.OutOfMemoryError:
             if tile // 2 < MIN_TILE:
                 raise
@@ -120,35 +148,55 @@ def tiled_upscale(
             torch.cuda.empty_cache()
 
 
+def _checked_size(rgb: np.ndarray) -> tuple[int, int]:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or min(rgb.shape[:2]) < 1 or rgb.dtype != np.float32:
+        raise InputImageError(f"tiled_upscale takes (H, W, 3) float32 RGB with H, W >= 1, "
+                              f"got shape {rgb.shape} {rgb.dtype}")
+    return rgb.shape[0], rgb.shape[1]
+
+
 def _batches(boxes: list[TileBox], batch_size: int) -> Iterator[list[TileBox]]:
     for start in range(0, len(boxes), batch_size):
         yield boxes[start : start + batch_size]
 
 
-def _upscale_rgb(
-    engine: SREngine, rgb: np.ndarray, tile: int, overlap: int, batch_size: int, progress: bool
-) -> np.ndarray:
+def _upscale_rgb(engine: SREngine, rgb: np.ndarray, sink: BandSink, tile: int, overlap: int, batch_size: int,
+                 progress: bool) -> None:
     height, width = rgb.shape[:2]
     boxes = tile_boxes(height, width, tile, overlap)
-    out = np.zeros((height * SCALE, width * SCALE, 3), dtype=np.float32)  # the one full-size array
+    # The tiles form a grid and each one's weights are the outer product of a row ramp and a
+    # column ramp shared along its grid row/column, so the sum of the weights is the outer product
+    # of two 1-D sums: no full-size weight canvas (issue 27, memory).
+    rows_sum, cols_sum = _axis_weight_sums(height, tile, overlap), _axis_weight_sums(width, tile, overlap)
+    # One row of tiles in float: rows [top, top + len(band)) of the x4 output.
+    band = np.zeros((min(tile, height) * SCALE, width * SCALE, 3), dtype=np.float32)
+    top = 0
+
+    def finish(rows: int) -> None:
+        """Hand the band's first ``rows`` rows (no later tile reaches them) to the sink."""
+        done = band[:rows]
+        np.divide(done, rows_sum[top:top + rows, None, None], out=done)
+        np.divide(done, cols_sum[None, :, None], out=done)
+        sink(top, np.clip(done, 0.0, 1.0, out=done))
+
     source = torch.from_numpy(rgb).permute(2, 0, 1)
     with tqdm(total=len(boxes), desc="tiles", unit="tile", disable=not progress, leave=False) as bar:
         for batch in _batches(boxes, batch_size):
             tiles = torch.stack([source[:, b.y0 : b.y1, b.x0 : b.x1] for b in batch]).contiguous()
             result = _run_checked(engine, tiles)
             for box, sr_tile in zip(batch, result):
+                if box.y0 * SCALE > top:  # a new row of tiles: the rows above it are final
+                    rows = box.y0 * SCALE - top
+                    finish(rows)
+                    band[:-rows] = band[rows:]  # the overlap's partial sums move up (numpy copies safely)
+                    band[-rows:] = 0.0
+                    top += rows
                 weights = blend_weights(box, height, width, overlap)[:, :, None]
-                rows = slice(box.y0 * SCALE, box.y1 * SCALE)
+                rows_in_band = slice(box.y0 * SCALE - top, box.y1 * SCALE - top)
                 cols = slice(box.x0 * SCALE, box.x1 * SCALE)
-                out[rows, cols] += sr_tile.permute(1, 2, 0).numpy() * weights
+                band[rows_in_band, cols] += sr_tile.permute(1, 2, 0).numpy() * weights
             bar.update(len(batch))
-    # The tiles form a grid and each one's weights are the outer product of a row ramp and a
-    # column ramp shared along its grid row/column, so the sum of the weights is the outer product
-    # of two 1-D sums: divided in place, without a full-size weight canvas (issue 27, memory).
-    rows_sum, cols_sum = _axis_weight_sums(height, tile, overlap), _axis_weight_sums(width, tile, overlap)
-    np.divide(out, rows_sum[:, None, None], out=out)
-    np.divide(out, cols_sum[None, :, None], out=out)
-    return out
+    finish(len(band))
 
 
 def _axis_weight_sums(length: int, tile: int, overlap: int) -> np.ndarray:

@@ -163,3 +163,28 @@ def test_a_photo_run_drops_the_face_pictures_it_does_not_need(tiny_rrdbnet: Tiny
     assert plain.faces.regions == () and plain.faces.aligned_faces is None and plain.faces.restored_faces is None
     pasted = make_pipeline(tiny_rrdbnet(), gt, detector, paste_faces=True).enhance(lq, keep_face_pictures=False)
     assert len(pasted.faces.regions) == 1 and pasted.faces.aligned_faces is None
+
+
+class NearestEngine(TorchEngine):
+    """x4 by repeating each pixel: the output holds the input's own values, so what the canvas
+    and the encoder keep of them shows exactly."""
+
+    def run(self, tiles: torch.Tensor) -> torch.Tensor:
+        return tiles.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+
+
+def test_a_16_bit_photo_keeps_its_16_bits_through_the_canvas(tiny_rrdbnet: TinyRRDBNet, tmp_path: Path) -> None:
+    """A photo run stores its tiles into a 16-bit canvas for a 16-bit PNG: every 16-bit value of the
+    input comes back (an 8-bit or float16 step anywhere on the way would merge neighbouring values)."""
+    import cv2
+
+    ramp = np.arange(40 * 56 * 3, dtype=np.uint16).reshape(40, 56, 3) * 7 + 3  # 6720 values, none a multiple of 257
+    source, output = tmp_path / "deep.png", tmp_path / "out.png"
+    cv2.imwrite(str(source), ramp[..., ::-1])
+    model = tiny_rrdbnet()
+    pipeline = AdaptAndRun(model=model, engine=NearestEngine(model), method=FaceAdaptation(None, None),
+                           config=PipelineConfig(adapt_enabled=False, tile=16, overlap=4))
+    pipeline(source, output)
+    written = cv2.imread(str(output), cv2.IMREAD_UNCHANGED)[..., ::-1]
+    assert written.dtype == np.uint16 and written.shape == (160, 224, 3)
+    np.testing.assert_array_equal(written[::4, ::4], ramp)

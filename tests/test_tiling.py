@@ -9,6 +9,7 @@ from f2n.errors import ConfigError, F2NError, InputImageError
 from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.eval.demo import psnr
+from f2n.runtime.images import PixelCanvas
 from f2n.runtime.tiling import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
@@ -17,6 +18,7 @@ from f2n.runtime.tiling import (
     tile_boxes,
     tile_starts,
     tiled_upscale,
+    upscale_in_bands,
 )
 
 
@@ -188,3 +190,43 @@ def test_the_weight_sum_needs_no_full_size_canvas(height: int, width: int, tile:
         full[box.y0 * 4:box.y1 * 4, box.x0 * 4:box.x1 * 4] += blend_weights(box, height, width, overlap)
     separable = np.outer(_axis_weight_sums(height, tile, overlap), _axis_weight_sums(width, tile, overlap))
     np.testing.assert_allclose(separable, full, atol=1e-6)
+
+
+def test_bands_equal_blending_on_a_whole_canvas(tiny_engine: TorchEngine, photo: np.ndarray) -> None:
+    """Three rows of overlapping tiles, each row's float band handed on once no later tile reaches
+    it: the same as adding every weighted tile into one float canvas and dividing by the weights."""
+    height, width = photo.shape[:2]
+    assert len(tile_starts(height, 48, 16)) == 3
+    total = np.zeros((height * 4, width * 4, 3), np.float64)
+    weight = np.zeros((height * 4, width * 4, 1), np.float64)
+    for box in tile_boxes(height, width, 48, 16):
+        tile = torch.from_numpy(np.ascontiguousarray(photo[box.y0:box.y1, box.x0:box.x1])).permute(2, 0, 1)[None]
+        sr = tiny_engine.run(tile)[0].permute(1, 2, 0).numpy()
+        weights = blend_weights(box, height, width, 16)[:, :, None]
+        total[box.y0 * 4:box.y1 * 4, box.x0 * 4:box.x1 * 4] += sr * weights
+        weight[box.y0 * 4:box.y1 * 4, box.x0 * 4:box.x1 * 4] += weights
+    rows: list[int] = []
+    out = np.full((height * 4, width * 4, 3), np.nan, np.float32)
+
+    def store(row: int, band: np.ndarray) -> None:
+        rows.append(row)
+        out[row:row + len(band)] = band
+
+    upscale_in_bands(tiny_engine, photo, store, tile=48, overlap=16, batch_size=2)
+    assert rows == sorted(set(rows)) and len(rows) == 3  # top to bottom, each band once
+    np.testing.assert_allclose(out, np.clip(total / weight, 0, 1), atol=2e-6)
+
+
+@pytest.mark.parametrize(("bit_depth", "grayscale"), [(8, False), (16, False), (8, True), (16, True)])
+def test_an_integer_canvas_holds_the_rounded_float_output(tiny_engine: TorchEngine, photo: np.ndarray,
+                                                          bit_depth: int, grayscale: bool) -> None:
+    """Tiles stored band by band into uint8/uint16 pixels give round(clip(float output) * top) of
+    the same tiles: no truncation, no lost precision, the gray mean taken before rounding."""
+    float_out = tiled_upscale(tiny_engine, photo, tile=48, overlap=16)
+    canvas = PixelCanvas.empty(*float_out.shape[:2], bit_depth=bit_depth, grayscale=grayscale)
+    upscale_in_bands(tiny_engine, photo, canvas.store, tile=48, overlap=16)
+    top, dtype = (65535, np.uint16) if bit_depth == 16 else (255, np.uint8)
+    expected = np.clip(float_out, 0, 1)  # float32, as a float photo is written
+    expected = expected.mean(axis=2, keepdims=True) if grayscale else expected
+    assert canvas.pixels.dtype == dtype and canvas.pixels.shape == (*float_out.shape[:2], 1 if grayscale else 3)
+    np.testing.assert_array_equal(canvas.pixels, np.round(expected * top).astype(dtype))

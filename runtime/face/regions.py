@@ -121,12 +121,19 @@ def mask_canvas(regions: tuple[FaceRegion, ...], canvas_hw: tuple[int, int]) -> 
     return mask
 
 
-def paste_regions(sr: np.ndarray, regions: tuple[FaceRegion, ...]) -> np.ndarray:
-    """Blend the restored faces over the SR result in place, region by region (``--paste-faces``)."""
+def paste_regions(sr: np.ndarray, regions: tuple[FaceRegion, ...], row: int = 0) -> np.ndarray:
+    """Blend the restored faces over the SR result in place, region by region (``--paste-faces``).
+    ``sr`` may be a band of the canvas whose first row is canvas row ``row``: only the part of each
+    region inside it is pasted, so the tiles' bands can be pasted before they are stored as integers."""
     for region in regions:
         x0, y0, x1, y1 = region.box
-        weight = np.clip(region.mask, 0.0, 1.0)[:, :, None]
-        sr[y0:y1, x0:x1] = sr[y0:y1, x0:x1] * (1.0 - weight) + region.restored * weight
+        top, bottom = max(y0, row), min(y1, row + len(sr))
+        if top >= bottom:
+            continue
+        weight = np.clip(region.mask[top - y0:bottom - y0], 0.0, 1.0)[:, :, None]
+        restored = region.restored[top - y0:bottom - y0]
+        rows = slice(top - row, bottom - row)
+        sr[rows, x0:x1] = sr[rows, x0:x1] * (1.0 - weight) + restored * weight
     return sr
 
 
