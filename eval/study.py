@@ -76,6 +76,7 @@ SETTINGS: dict[str, Setting] = {
     "bias": Setting(replace(_BASE, params="bias", lr=1e-3)),
     # issue 28, on today's default (biases, Adam 1e-3, budget 10): objectives that keep texture
     "today": Setting(replace(AdaptConfig(), guard=False)),  # the runtime's defaults as of issue 16
+    "today-bf16": Setting(replace(AdaptConfig(), guard=False, precision="bf16")),  # the same in bf16 autocast (issue 27)
     "lowpass": Setting(replace(AdaptConfig(), guard=False, lowpass_sigma=2.0)),
     "lowpass4": Setting(replace(AdaptConfig(), guard=False, lowpass_sigma=4.0)),
     "teacher": Setting(replace(AdaptConfig(), guard=False, teacher=1.0)),
