@@ -15,7 +15,7 @@ import numpy as np
 from torch import nn
 
 from f2n.nets.masknet import MaskNet
-from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep
+from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep, resolved_precision
 from f2n.runtime.adapt import adapt as run_inner_loop
 from f2n.runtime.context_patches import nonface_patches
 from f2n.runtime.face.prior import FacePrior
@@ -84,7 +84,7 @@ class FaceAdaptation:
         provenance = {
             "method": self.name, "steps": str(result.best_step), "steps_taken": str(len(result.losses)),
             "step_budget": str(adapt.steps), "lr": repr(adapt.lr), "optimizer": adapt.optimizer,
-            "params": adapt.params, "precision": adapt.precision,
+            "params": adapt.params, "precision": resolved_precision(adapt),
             "final_loss": repr(result.losses[-1]) if result.losses else "",
             "holdout_loss_base": repr(result.holdout_losses[0]) if result.holdout_losses else "",
             "holdout_loss_kept": repr(result.holdout_losses[result.best_step]) if result.holdout_losses else "",

@@ -28,7 +28,7 @@ from f2n.errors import ConfigError
 from f2n.nets.redegnet_degnet import DegNet
 from f2n.nets.redegnet_syn_encoder import SynNetEncoder
 from f2n.nets.redegnet_syn_generator import SynNetGenerator
-from f2n.runtime.adapt import AdaptConfig
+from f2n.runtime.adapt import AdaptConfig, resolved_precision
 from f2n.runtime.adapt import adapt as run_inner_loop
 from f2n.runtime.face.align import estimate_affine, face_template
 from f2n.runtime.face.prior import FacePrior
@@ -219,7 +219,7 @@ class ReDegNetAdaptation:
         timings.update({f"adapt.step_{i}": t for i, t in enumerate(result.step_seconds, start=1)})
         provenance = {
             "method": self.name, "steps": str(adapt.steps), "lr": repr(adapt.lr), "optimizer": adapt.optimizer,
-            "precision": adapt.precision, "natural_bank": str(self.bank.folder), "natural_pairs": str(len(pairs)),
+            "precision": resolved_precision(adapt), "natural_bank": str(self.bank.folder), "natural_pairs": str(len(pairs)),
             "redegnet_weights": self.nets.source,
             "final_loss": repr(result.losses[-1]) if result.losses else "",
         }
