@@ -33,6 +33,7 @@ from torch.func import functional_call, grad_and_value
 from f2n import inner_loop
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime.adapt_params import PARAM_SUBSETS, ParamSubset, fold, make_param_space
+from f2n.runtime.inner_update import make_update
 from f2n.runtime.types import PatchBatch
 
 log = logging.getLogger(__name__)
@@ -245,8 +246,7 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
         with torch.no_grad():  # the frozen teacher: θ's output on the non-face patches, computed once
             teach = (context, functional_call(model, base, (context,)).float())
     params = list(space.trainable.values())
-    optimizer = (torch.optim.SGD(params, lr=config.lr, foreach=True) if config.optimizer == "sgd"
-                 else torch.optim.Adam(params, lr=config.lr, foreach=True))
+    update = make_update(params, config.optimizer, config.lr)  # torch.optim's step without torch.optim's import cost
     generator = torch.Generator().manual_seed(seed)
     for index in range(1, config.steps + 1):
         start = time.perf_counter()
@@ -256,9 +256,7 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
         else:
             step_lq, step_target, step_mask = lq, target, mask
         grads, loss = loss_and_grads(space.trainable, base, step_lq, step_target, step_mask, *teach)
-        for param, grad in zip(params, grads.values()):
-            param.grad = grad
-        optimizer.step()
+        update(list(grads.values()))
         loss_value = float(loss)  # also synchronises CUDA before the clock stops
         with torch.no_grad():
             weights = space.fold(base)
@@ -409,6 +407,20 @@ def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool, subset:
 _STEP_CACHE = "_f2n_loss_and_grads"
 
 
+def _eager_grad_and_value(loss: Callable[..., torch.Tensor]) -> Callable[..., tuple[Weights, torch.Tensor]]:
+    """``torch.func.grad_and_value(loss)`` through ``torch.autograd.grad``: torch.func imports
+    torch._dynamo on its first call, 149 MiB that stay resident (issue 27, memory); eager needs none of it."""
+    def step(trainable: Weights, *args: torch.Tensor) -> tuple[Weights, torch.Tensor]:
+        with torch.enable_grad():
+            leaves = {name: value.detach().requires_grad_() for name, value in trainable.items()}
+            value = loss(leaves, *args)
+            grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
+        filled = [torch.zeros_like(leaf) if grad is None else grad for leaf, grad in zip(leaves.values(), grads)]
+        return dict(zip(leaves, filled)), value.detach()
+
+    return step
+
+
 def _make_loss_and_grads(model: nn.Module, precision: str, compiled: bool, subset: str, l2_pull: float,
                          lowpass_sigma: float, teacher: float, band_sigma: float) -> Callable:
     dtype = _AUTOCAST[precision]
@@ -431,10 +443,9 @@ def _make_loss_and_grads(model: nn.Module, precision: str, compiled: bool, subse
             value = value + l2_pull * drift / sum((base[n] ** 2).sum() for n in moved)
         return value
 
-    step = grad_and_value(loss)
     if not compiled:
-        return step
-    compiled_step = torch.compile(step, backend=COMPILE_BACKEND)
+        return _eager_grad_and_value(loss)
+    compiled_step = torch.compile(grad_and_value(loss), backend=COMPILE_BACKEND)
 
     def run(trainable: Weights, base: Weights, *patches: torch.Tensor) -> tuple[Weights, torch.Tensor]:
         for tensor in patches:  # the patch count: one graph for every number of faces

@@ -3,6 +3,7 @@ inner loop improving a synthetic photo's face region with an oracle target."""
 
 import copy
 import importlib
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -179,3 +180,63 @@ def test_bf16_adaptation_falls_back_to_fp32_before_ampere(capability: tuple[int,
     assert adaptation_precision("bf16", "cuda", capability) == expected
     assert adaptation_precision("fp32", "cuda", capability) == "fp32"
     assert adaptation_precision("bf16", "cpu", None) == "bf16"  # CPU autocast bf16 is native or fast enough
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_the_inner_update_is_torch_optims_step(optimizer: str) -> None:
+    """The inner loop moves its parameters through torch.optim's functional SGD/Adam (constructing
+    an optimizer would import torch._dynamo, ~150 MiB resident): the same numbers as the optimizers."""
+    from f2n.runtime.inner_update import make_update
+
+    generator = torch.Generator().manual_seed(0)
+    start = [torch.randn(5, 3, generator=generator), torch.randn(7, generator=generator)]
+    ours = [p.clone().requires_grad_() for p in start]
+    theirs = [p.clone().requires_grad_() for p in start]
+    update = make_update(ours, optimizer, 1e-2)
+    reference = (torch.optim.SGD(theirs, lr=1e-2, foreach=True) if optimizer == "sgd"
+                 else torch.optim.Adam(theirs, lr=1e-2, foreach=True))
+    for _ in range(4):
+        grads = [torch.randn(p.shape, generator=generator) for p in start]
+        update(grads)
+        for param, grad in zip(theirs, grads):
+            param.grad = grad
+        reference.step()
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a, b)
+    assert not torch.equal(ours[0], start[0])
+
+
+@pytest.mark.parametrize("params", ["bias", "lora", "tail"])
+def test_the_eager_step_gives_torch_funcs_gradients(tiny_rrdbnet: TinyRRDBNet, monkeypatch: pytest.MonkeyPatch,
+                                                    params: str) -> None:
+    """Eager steps take their gradients from torch.autograd.grad, compiled ones from torch.func's
+    grad_and_value (here compiled with Dynamo's eager backend, so only the gradient code differs)."""
+    monkeypatch.setattr(importlib.import_module("f2n.runtime.adapt"), "COMPILE_BACKEND", "eager")
+    config = AdaptConfig(steps=2, lr=0.1, optimizer="sgd", holdout=0, params=params, tail_blocks=1)
+    patches = random_patches(count=3)
+    eager = adapt(tiny_rrdbnet(), patches, replace(config, compile=False))
+    through_func = adapt(tiny_rrdbnet(), patches, replace(config, compile=True))
+    moved = [name for name in eager.weights if not torch.equal(eager.weights[name], eager.base[name])]
+    assert moved
+    for name in eager.weights:
+        torch.testing.assert_close(eager.weights[name], through_func.weights[name], atol=1e-6, rtol=1e-5)
+
+
+def test_an_eager_adaptation_imports_no_dynamo(tmp_path) -> None:
+    """torch.func's transforms and torch.optim's constructors import torch._dynamo, which stays
+    resident (149 MiB): most of what an adapted run peaked above --no-adapt (issue 27, memory)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from f2n.nets import RRDBNet\n"
+            "from f2n.runtime.adapt import AdaptConfig, adapt\n"
+            "from f2n.runtime.types import PatchBatch\n"
+            "g = torch.Generator().manual_seed(0)\n"
+            "pairs = PatchBatch(torch.rand(4, 3, 8, 8, generator=g), torch.rand(4, 3, 32, 32, generator=g), "
+            "torch.ones(4, 1, 32, 32))\n"
+            "for optimizer in ('adam', 'sgd'):\n"
+            "    adapt(RRDBNet(num_block=1, num_feat=8, num_grow_ch=4), pairs, AdaptConfig(steps=2, optimizer=optimizer))\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
