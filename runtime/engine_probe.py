@@ -35,6 +35,7 @@ from f2n.cpu_features import this_cpu_class
 from f2n.errors import ConfigError, F2NError
 from f2n.fileio import f2n_home, write_text_atomic
 from f2n.runtime.engine_choice import Measurement
+from f2n.runtime.psnr import psnr
 from f2n.export.protocol import SREngine
 
 log = logging.getLogger(__name__)
@@ -84,11 +85,6 @@ def probe_photo(side: int = PROBE_SIDE) -> np.ndarray:
     return cv2.resize(skimage.data.astronaut(), (side, side), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(torch.mean((a.double().clamp(0, 1) - b.double().clamp(0, 1)) ** 2))
-    return 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
-
-
 def measure_engine(engine: SREngine, precision: str, tiles: torch.Tensor, reference: torch.Tensor,
                    theta: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> Measurement:
     """Hand-over, tile time and PSNR of one engine (see the module docstring)."""
@@ -103,7 +99,8 @@ def measure_engine(engine: SREngine, precision: str, tiles: torch.Tensor, refere
         engine.run(tiles)
         best = min(best, time.process_time() - start)
     megapixels = tiles.shape[0] * tiles.shape[2] * tiles.shape[3] / 1e6
-    return Measurement(engine.name, precision, handover, best / megapixels, psnr(output, reference))
+    return Measurement(engine.name, precision, handover, best / megapixels,
+                       psnr(output.clamp(0, 1).numpy(), reference.clamp(0, 1).numpy()))
 
 
 def measure_candidates(model: torch.nn.Module, candidates: Sequence[tuple[str, str]],
