@@ -51,7 +51,6 @@ _unpinned_check: UnpinnedCheck | None = None  # set by register_unpinned_check
 class WeightStatus:
     """What ``f2n-models list`` shows for one entry."""
 
-    spec: WeightSpec
     state: str  # "verified", "unpinned", "checksum mismatch", "builds from package", "missing"
     path: Path | None
 
@@ -140,10 +139,10 @@ def weight_status(name: str | WeightSpec) -> WeightStatus:
     for path, pin in candidates:
         if path.is_file():
             state = "unpinned" if pin is None else "verified" if sha256_file(path) == pin else "checksum mismatch"
-            return WeightStatus(spec, state, path)
+            return WeightStatus(state, path)
     if spec.source is not None and importlib.util.find_spec(_module_of(spec.source)) is not None:
-        return WeightStatus(spec, "builds from package", None)
-    return WeightStatus(spec, "missing", None)
+        return WeightStatus("builds from package", None)
+    return WeightStatus("missing", None)
 
 
 def register_unpinned_check(check: UnpinnedCheck) -> None:
