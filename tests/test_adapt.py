@@ -13,7 +13,7 @@ from conftest import TinyRRDBNet
 from f2n.errors import ConfigError
 from f2n.export.torch_engine import TorchEngine
 from f2n.runtime.adapt import AdaptConfig, adapt, iter_adaptation, masked_l1
-from f2n.eval.demo import psnr
+from f2n.runtime.psnr import psnr
 from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.types import PatchBatch
 
