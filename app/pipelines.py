@@ -1,11 +1,12 @@
 """The one place where the app and the ComfyUI nodes turn their settings into a pipeline:
 the pipeline's one :class:`PipelineOptions` through its one factory, so they build it exactly as
 f2n-adapt-and-run does. A pipeline is built once per settings and reused across photos:
-weights, engine and prior are not loaded again per click."""
+weights, engine and prior are not loaded again per click, nor for another adaptation strength
+(it only scales θ′ − θ after the inner loop)."""
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from f2n.export.engines import ENGINES as ENGINE_NAMES
 from f2n.runtime.engine_choice import AUTO
@@ -39,8 +40,8 @@ class Settings:
 
 
 class PipelineCache:
-    """The last ``size`` pipelines by settings. ``get`` builds under a lock, so two sessions asking
-    for the same new settings at once build it once."""
+    """The last ``size`` pipelines by settings other than the strength. ``get`` builds under a lock,
+    so two sessions asking for the same new settings at once build it once."""
 
     def __init__(self, size: int = 2) -> None:
         self.size = size
@@ -48,13 +49,17 @@ class PipelineCache:
         self._lock = threading.Lock()
 
     def get(self, settings: Settings) -> AdaptAndRun:
-        options = settings.options()  # option errors before the lock and any loading
+        settings.options()  # option errors before the lock and any loading
+        key = replace(settings, strength=None)  # the checkpoint's or f2n's strength, built once
         with self._lock:
-            if settings in self._built:
-                self._built.move_to_end(settings)
-                return self._built[settings]
-            pipeline = pipeline_from_options(options)
-            self._built[settings] = pipeline
-            while len(self._built) > self.size:
-                self._built.popitem(last=False)
+            if key in self._built:
+                self._built.move_to_end(key)
+                pipeline = self._built[key]
+            else:
+                pipeline = pipeline_from_options(key.options())
+                self._built[key] = pipeline
+                while len(self._built) > self.size:
+                    self._built.popitem(last=False)
+        if settings.strength is None or not settings.adapt:
             return pipeline
+        return pipeline.with_adapt(replace(pipeline.config.adapt, strength=settings.strength))

@@ -1,8 +1,9 @@
 """Timing one stage against a fixed reference workload, round by round.
 
 Every round times the reference workload and then the stage, so both see the same
-machine load; the regression check compares the ratio of their medians, which moves
-far less between runs on a shared or throttled machine than either time alone.
+machine load; the regression check divides the stage's median by the median reference
+time of the whole run (:func:`f2n.benchmarks.regression.with_run_reference`), a ratio
+that moves far less between runs on a shared or throttled machine than either time alone.
 
 CPU stages are timed in process CPU time (``time.process_time``): on a shared runner the
 time a stage spends descheduled while other jobs run is not its own cost, and with one

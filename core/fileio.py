@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from filelock import FileLock
+
 from f2n.errors import ConfigError
 
 CHUNK = 1 << 20
@@ -42,6 +44,15 @@ def writable_home() -> Path:
         raise ConfigError(f"the f2n cache folder {home} is not usable ({error.strerror or error}); "
                           "set F2N_HOME to a writable folder (default ~/.cache/f2n)") from None
     return home
+
+
+def machine_lock(destination: Path) -> FileLock:
+    """The lock of one cache file (a weight file, the engine probe's figures), outside the cache
+    (which may be read-only): one per file and machine, shared by every process there."""
+    key = hashlib.sha256(str(destination.resolve()).encode()).hexdigest()[:24]
+    folder = Path(tempfile.gettempdir()) / f"f2n-locks-{os.getuid()}"  # per user: /tmp is shared
+    folder.mkdir(exist_ok=True)
+    return FileLock(folder / f"{key}.lock")
 
 
 def sha256_file(path: Path) -> str:

@@ -29,6 +29,7 @@ from f2n.runtime.face.prior import FacePrior, OraclePrior, OracleRestoredPrior
 from f2n.runtime.face.regions import mask_canvas
 from f2n.runtime.face.stage import Detector
 from f2n.runtime.images import write_image
+from f2n.runtime.psnr import psnr
 from f2n.weights import LoadedSR
 
 # Ground-truth crop of the 512 x 512 astronaut, (y0, y1, x0, x1): the face and some suit.
@@ -44,15 +45,10 @@ ZOOM = 4  # the 64-px crop fills the 256-px column
 PICTURE_NAME = "demo_comparison.png"
 
 
-def psnr(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> float:
-    diff = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    mse = float(diff.mean() if where is None else diff[where].mean())
-    return float(10 * np.log10(1.0 / max(mse, 1e-12)))
-
-
 def region_psnrs(sr: np.ndarray, gt: np.ndarray, face_mask: np.ndarray) -> dict[str, float]:
     """Whole image, faces (soft paste mask > 0.5) and non-face (mask exactly 0)."""
-    return {"whole": psnr(sr, gt), "face": psnr(sr, gt, face_mask > 0.5), "nonface": psnr(sr, gt, face_mask == 0)}
+    return {"whole": psnr(sr, gt), "face": psnr(sr, gt, where=face_mask > 0.5),
+            "nonface": psnr(sr, gt, where=face_mask == 0)}
 
 
 def demo_pair(crop: tuple[int, int, int, int] = CROP) -> tuple[np.ndarray, np.ndarray]:

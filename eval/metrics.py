@@ -24,6 +24,7 @@ from f2n.eval.niqe import (
     niqe_of_blocks,
     pristine_model,
 )
+from f2n.runtime.psnr import psnr
 
 Box = Sequence[float]  # x0, y0, x1, y1
 
@@ -62,7 +63,7 @@ def _crop(a: np.ndarray, crop: int) -> np.ndarray:
 def psnr_y(out: np.ndarray, gt: np.ndarray, *, crop: int = 4, exclude: np.ndarray | None = None) -> float:
     """PSNR (dB, peak 255) of the Y channel; ``exclude``: (H, W) bool pixels left out."""
     _check_pair(out, gt, exclude, crop)
-    return _psnr(_luma(out, crop), _luma(gt, crop), _kept(exclude, crop))
+    return psnr(_luma(out, crop), _luma(gt, crop), peak=255.0, where=_kept(exclude, crop))
 
 
 def ssim_y(out: np.ndarray, gt: np.ndarray, *, crop: int = 4, exclude: np.ndarray | None = None) -> float:
@@ -89,15 +90,6 @@ def _luma(rgb: np.ndarray, crop: int) -> np.ndarray:
 
 def _kept(exclude: np.ndarray | None, crop: int) -> np.ndarray | None:
     return None if exclude is None else ~_crop(exclude, crop)
-
-
-def _psnr(y_out: np.ndarray, y_gt: np.ndarray, keep: np.ndarray | None) -> float:
-    err = (y_out - y_gt) ** 2
-    keep = np.ones_like(err, dtype=bool) if keep is None else keep
-    if not keep.any():
-        return float("nan")
-    mse = float(err[keep].mean())
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def _ssim_map(y_out: np.ndarray, y_gt: np.ndarray) -> np.ndarray:
@@ -176,13 +168,13 @@ def _row(out: np.ndarray, gt: np.ndarray, y_gt: np.ndarray, keep: np.ndarray | N
     y_out = _luma(out, crop)
     ssim_map = _ssim_map(y_out, y_gt)
     blocks = block_features(y_out) if with_niqe and min(y_out.shape) >= BLOCK else None
-    row = {"psnr": _psnr(y_out, y_gt, None), "ssim": _ssim_mean(ssim_map, None)}
+    row = {"psnr": psnr(y_out, y_gt, peak=255.0), "ssim": _ssim_mean(ssim_map, None)}
     if with_niqe:
         row["niqe"] = float("nan") if blocks is None else niqe_of_blocks(blocks)
     if lpips is not None:
         row["lpips"] = lpips(out, gt)
     if keep is not None:
-        row["psnr_nonface"] = _psnr(y_out, y_gt, keep)
+        row["psnr_nonface"] = psnr(y_out, y_gt, peak=255.0, where=keep)
         row["ssim_nonface"] = _ssim_mean(ssim_map, keep)
         if with_niqe:
             row["niqe_nonface"] = float("nan") if blocks is None else niqe_of_blocks(blocks[blocks_free_of(~keep)])

@@ -35,6 +35,7 @@ import torch
 from f2n.command import Group
 from f2n.errors import ConfigError
 from f2n.eval.metrics import metrics_table, piqe_y
+from f2n.eval.study_variants import StudyKnobs
 from f2n.export.torch_engine import TorchEngine
 from f2n.runtime.adapt import AdaptConfig, adapt, guard_decision, texture_ratio, with_strength
 from f2n.runtime.context_patches import nonface_patches
@@ -56,9 +57,11 @@ BAND_SIGMA = 2.0  # output px: high band = Y − G_σ * Y (the texture the base 
 
 @dataclass(frozen=True)
 class Setting:
-    """One adaptation recipe: AdaptConfig options plus the pairs' source, size and count."""
+    """One adaptation recipe: AdaptConfig options, the study's own (``knobs``), and the pairs'
+    source, size and count."""
 
     adapt: AdaptConfig
+    knobs: StudyKnobs = StudyKnobs()
     patch_size: int = 16  # LQ pixels
     patches_per_face: int = 8
     method: str = "faces"  # or "redegnet" / "redegnet-untrained": synthetic natural pairs (module docstring)
@@ -66,13 +69,13 @@ class Setting:
     held_out_faces: bool = False  # redegnet only: early stopping and the guard on the face pairs
 
 
-_BASE = AdaptConfig(steps=10, lr=1e-4, optimizer="adam", holdout=0.25, patience=2, guard=False)
+_BASE = AdaptConfig(steps=10, lr=1e-4, optimizer="adam", params="all", holdout=0.25, patience=2, guard=False)
 SETTINGS: dict[str, Setting] = {
     "es": Setting(_BASE),  # all parameters, Adam 1e-4, early stopping on held-out pairs
     "lr3e-5": Setting(replace(_BASE, lr=3e-5)),
-    "lora": Setting(replace(_BASE, params="lora", lr=1e-3)),
-    "tail": Setting(replace(_BASE, params="tail", lr=1e-4)),
-    "tail3e-4": Setting(replace(_BASE, params="tail", lr=3e-4)),
+    "lora": Setting(replace(_BASE, lr=1e-3), StudyKnobs(params="lora")),
+    "tail": Setting(replace(_BASE, lr=1e-4), StudyKnobs(params="tail")),
+    "tail3e-4": Setting(replace(_BASE, lr=3e-4), StudyKnobs(params="tail")),
     "bias": Setting(replace(_BASE, params="bias", lr=1e-3)),
     # issue 28, on today's default (biases, Adam 1e-3, budget 10): objectives that keep texture
     "today": Setting(replace(AdaptConfig(), guard=False)),  # the runtime's defaults as of issue 16
@@ -81,8 +84,8 @@ SETTINGS: dict[str, Setting] = {
     "lowpass4": Setting(replace(AdaptConfig(), guard=False, lowpass_sigma=4.0)),
     "teacher": Setting(replace(AdaptConfig(), guard=False, teacher=1.0)),
     "lowpass-teacher": Setting(replace(AdaptConfig(), guard=False, lowpass_sigma=2.0, teacher=1.0)),
-    "aug": Setting(replace(_BASE, augment=True)),
-    "l2": Setting(replace(_BASE, l2_pull=10.0)),
+    "aug": Setting(_BASE, StudyKnobs(augment=True)),
+    "l2": Setting(_BASE, StudyKnobs(l2_pull=10.0)),
     "p32": Setting(_BASE, patch_size=32, patches_per_face=2),  # the pixels of 8 16-px pairs
     # ReDegNet: the CLI's default inner loop (biases, Adam 1e-3, early stopping); all parameters at
     # Adam 1e-4; and a ReDegNet†-like long fine-tune (MetaF2N's paper: hundreds of iterations per image).
@@ -258,7 +261,7 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
                 continue
             context = nonface_patches(case.lq, [f.box for f in faces.faces], count=setting.adapt.context,
                                       size=setting.patch_size, seed=case.seed)
-            result = adapt(model, pairs, setting.adapt, seed=case.seed,
+            result = adapt(model, pairs, setting.adapt, seed=case.seed, variant=setting.knobs.variant(),
                            held_out=faces.patches if setting.held_out_faces else None, context=context)
             adapt_seconds = time.perf_counter() - pairs_started - pairs_seconds
             held = result.holdout_losses
@@ -289,7 +292,8 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
                        "holdout_losses": list(held), "train_losses": list(result.losses),
                        "pairs_seconds": pairs_seconds, "adapt_seconds": adapt_seconds,
                        "seconds": time.perf_counter() - started,
-                       "config": {**asdict(setting.adapt), "patch_size": setting.patch_size,
+                       "config": {**asdict(setting.adapt), **asdict(setting.knobs),
+                                  "params": setting.knobs.params or setting.adapt.params, "patch_size": setting.patch_size,
                                   "patches_per_face": setting.patches_per_face, "method": setting.method}}
 
 
@@ -534,7 +538,7 @@ def picture(photo: Path, out: Path, settings: tuple[str, ...], degradation: str,
     config = FaceStageConfig(patches=PatchConfig(lq_size=16, count=8))  # as run_case's settings draw them
     faces = run_face_stage(case.lq, detector=detector, prior=study_prior, config=config, seed=case.seed)
     for name in settings:
-        result = adapt(model, faces.patches, SETTINGS[name].adapt, seed=case.seed)
+        result = adapt(model, faces.patches, SETTINGS[name].adapt, seed=case.seed, variant=SETTINGS[name].knobs.variant())
         engine.set_weights(result.weights)
         panels[name] = tiled_upscale(engine, case.lq, tile=lq_size, overlap=0)
     panels["ground truth"] = case.gt

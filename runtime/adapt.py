@@ -32,7 +32,7 @@ from torch.func import functional_call, grad_and_value
 
 from f2n import inner_loop
 from f2n.errors import ConfigError, EngineUnavailableError
-from f2n.runtime.adapt_params import PARAM_SUBSETS, ParamSubset, fold, make_param_space
+from f2n.runtime.adapt_params import PARAM_SUBSETS, Fold, InnerLoopVariant, ParamSubset, Penalty, make_param_space, overlay
 from f2n.runtime.inner_update import make_update
 from f2n.runtime.types import PatchBatch
 
@@ -81,10 +81,6 @@ class AdaptConfig:
     precision: Precision = "fp32"
     compile: bool | None = None  # None: compile on CUDA only
     params: ParamSubset = DEFAULT_PARAMS  # which parameters adapt (f2n.runtime.adapt_params)
-    lora_rank: int = 4  # params="lora" only
-    tail_blocks: int = 2  # params="tail" only: how many of the last RRDB blocks adapt
-    l2_pull: float = 0.0  # weight of ‖θ′ − θ‖² / ‖θ‖² added to the loss (a pull toward θ)
-    augment: bool = False  # a random flip / 90° rotation of every pair at every step
     holdout: float = DEFAULT_HOLDOUT  # share of the pairs held out for early stopping and the guard
     patience: int = DEFAULT_PATIENCE  # steps without a better held-out loss before stopping
     guard: bool = True  # hand back θ when the held-out loss never beats θ's
@@ -107,11 +103,10 @@ class AdaptConfig:
             raise ConfigError(f"adaptation precision must be fp32 or bf16 (fp16 would need loss scaling), got {self.precision!r}")
         if self.params not in PARAM_SUBSETS:
             raise ConfigError(f"adapted parameters must be one of {', '.join(PARAM_SUBSETS)}, got {self.params!r}")
-        if self.lora_rank < 1 or self.tail_blocks < 1 or self.patience < 1:
-            raise ConfigError(f"lora_rank, tail_blocks and patience must be >= 1, got "
-                              f"{self.lora_rank}, {self.tail_blocks}, {self.patience}")
-        if not 0 <= self.holdout < 1 or not 0 <= self.l2_pull < math.inf:
-            raise ConfigError(f"holdout must be in [0, 1) and l2_pull finite >= 0, got {self.holdout}, {self.l2_pull}")
+        if self.patience < 1:
+            raise ConfigError(f"patience must be >= 1, got {self.patience}")
+        if not 0 <= self.holdout < 1:
+            raise ConfigError(f"holdout must be in [0, 1), got {self.holdout}")
         if not 0 <= self.strength <= 1:
             raise ConfigError(f"adaptation strength must be in [0, 1], got {self.strength}")
         if not 0 <= self.texture_floor < 1:
@@ -138,8 +133,6 @@ class AdaptConfig:
         parts = [f"low-band L1 σ={self.lowpass_sigma:g}" if self.lowpass_sigma else "L1"]
         if self.teacher:
             parts.append(f"{self.teacher:g}·teacher σ={self.band_sigma:g}")
-        if self.l2_pull:
-            parts.append(f"{self.l2_pull:g}·L2 pull")
         return " + ".join(parts)
 
 
@@ -216,29 +209,19 @@ def guard_decision(base_loss: float, best_loss: float, precision: str = "fp32") 
                    f"best adapted {best_loss:.5f}); base weights used")
 
 
-def random_dihedral(batch: PatchBatch, generator: torch.Generator) -> PatchBatch:
-    """Every pair flipped and rotated by a random multiple of 90°, LQ, target and weight alike."""
-    turns = torch.randint(0, 4, (len(batch),), generator=generator).tolist()
-    flips = torch.randint(0, 2, (len(batch),), generator=generator).tolist()
-
-    def apply(tensor: torch.Tensor) -> torch.Tensor:
-        out = [torch.rot90(t, k, dims=(-2, -1)) for t, k in zip(tensor, turns)]
-        return torch.stack([t.flip(-1) if f else t for t, f in zip(out, flips)])
-
-    return PatchBatch(apply(batch.lq), apply(batch.target), apply(batch.weight))
-
-
 def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, *, seed: int = 0,
-                    context: torch.Tensor | None = None) -> Iterator[AdaptStep]:
+                    context: torch.Tensor | None = None,
+                    variant: InnerLoopVariant = InnerLoopVariant()) -> Iterator[AdaptStep]:
     """Run the inner loop on all of ``patches`` step by step (for snapshots); ``adapt`` is
     the usual entry, with held-out pairs, early stopping and the guard. ``context``: (K, 3, p, p)
-    non-face LQ patches for the teacher term (``config.teacher``); ignored when that is 0."""
+    non-face LQ patches for the teacher term (``config.teacher``); ignored when that is 0.
+    ``variant``: a study's changes to the loop (f2n.eval.study_variants)."""
     device = torch.device(config.device)
     base = {name: p.detach().to(device) for name, p in model.named_parameters()}
-    space = make_param_space(base, config.params, lora_rank=config.lora_rank, tail_blocks=config.tail_blocks, seed=seed)
+    space = variant.space(base, seed) if variant.space is not None else make_param_space(base, config.params)
     lq, target, mask = (t.to(device) for t in (patches.lq, patches.target, patches.weight))
     precision = resolved_precision(config)
-    loss_and_grads = _loss_and_grads_fn(model, precision, config.compiled, config.params, config.l2_pull,
+    loss_and_grads = _loss_and_grads_fn(model, precision, config.compiled, space.fold_with, variant.penalty,
                                         config.lowpass_sigma, config.teacher, config.band_sigma)
     teach: tuple[torch.Tensor, torch.Tensor] | tuple[()] = ()
     if config.teacher and context is not None:
@@ -250,12 +233,10 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
     generator = torch.Generator().manual_seed(seed)
     for index in range(1, config.steps + 1):
         start = time.perf_counter()
-        if config.augment:
-            batch = random_dihedral(PatchBatch(lq, target, mask), generator)
-            step_lq, step_target, step_mask = batch.lq, batch.target, batch.weight
-        else:
-            step_lq, step_target, step_mask = lq, target, mask
-        grads, loss = loss_and_grads(space.trainable, base, step_lq, step_target, step_mask, *teach)
+        batch = PatchBatch(lq, target, mask)
+        if variant.transform is not None:
+            batch = variant.transform(batch, generator)
+        grads, loss = loss_and_grads(space.trainable, base, batch.lq, batch.target, batch.weight, *teach)
         update(list(grads.values()))
         loss_value = float(loss)  # also synchronises CUDA before the clock stops
         with torch.no_grad():
@@ -265,7 +246,8 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
 
 def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
           on_step: Callable[[AdaptStep], None] | None = None, *, seed: int = 0,
-          held_out: PatchBatch | None = None, context: torch.Tensor | None = None) -> AdaptResult:
+          held_out: PatchBatch | None = None, context: torch.Tensor | None = None,
+          variant: InnerLoopVariant = InnerLoopVariant()) -> AdaptResult:
     """Adapt a copy of ``model``'s weights to one photo's face patches. ``on_step`` sees each
     step as it finishes (f2n-eval upscales snapshots there).
 
@@ -277,7 +259,8 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
     ``context``: (K, 3, p, p) non-face LQ patches of the photo (``f2n.runtime.context_patches``):
     the teacher term trains on them, and the whole-photo guard (``config.texture_floor``) refuses
     θ′ when its high-band energy there drifts from θ's. The kept θ′ is moved only
-    ``config.strength`` of the way from θ, before the guard looks at it.
+    ``config.strength`` of the way from θ, before the guard looks at it. ``variant``: a study's
+    changes to the inner loop (f2n.eval.study_variants).
     """
     base = {name: p.detach() for name, p in model.named_parameters()}
     train, held = (patches, held_out) if held_out is not None else split_holdout(patches, config.holdout, seed)
@@ -289,7 +272,7 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
     if held is not None:
         held_loss = _held_out_loss_fn(model, held, config)
         held_losses.append(held_loss(base))
-    for step in iter_adaptation(model, train, config, seed=seed, context=context):
+    for step in iter_adaptation(model, train, config, seed=seed, context=context, variant=variant):
         if on_step is not None:
             on_step(step)
         losses.append(step.loss)
@@ -388,8 +371,8 @@ def adaptation_precision(precision: str, device_type: str, capability: tuple[int
     return precision
 
 
-def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool, subset: str = "all",
-                       l2_pull: float = 0.0, lowpass_sigma: float = 0.0, teacher: float = 0.0,
+def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool, fold_with: Fold = overlay,
+                       penalty: Penalty | None = None, lowpass_sigma: float = 0.0, teacher: float = 0.0,
                        band_sigma: float = DEFAULT_BAND_SIGMA) -> Callable:
     """(trainable, base, lq, target, mask[, context, teacher_out]) -> (grads of trainable, loss). Cached on
     ``model`` so that a compiled function, with its graph per patch shape, is reused across photos and
@@ -398,7 +381,7 @@ def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool, subset:
     if cache is None or cache[0] != id(model):  # none yet, or one copied along with the model
         cache = (id(model), {})
         model.__dict__[_STEP_CACHE] = cache
-    key = (precision, compiled, subset, l2_pull, lowpass_sigma, teacher, band_sigma)
+    key = (precision, compiled, fold_with, penalty, lowpass_sigma, teacher, band_sigma)
     if key not in cache[1]:
         cache[1][key] = _make_loss_and_grads(model, *key)
     return cache[1][key]
@@ -421,14 +404,14 @@ def _eager_grad_and_value(loss: Callable[..., torch.Tensor]) -> Callable[..., tu
     return step
 
 
-def _make_loss_and_grads(model: nn.Module, precision: str, compiled: bool, subset: str, l2_pull: float,
+def _make_loss_and_grads(model: nn.Module, precision: str, compiled: bool, fold_with: Fold, penalty: Penalty | None,
                          lowpass_sigma: float, teacher: float, band_sigma: float) -> Callable:
     dtype = _AUTOCAST[precision]
 
     def loss(trainable: Weights, base: Weights, lq: torch.Tensor, target: torch.Tensor,
              mask: torch.Tensor, context: torch.Tensor | None = None,
              teacher_out: torch.Tensor | None = None) -> torch.Tensor:
-        weights = fold(subset, base, trainable)
+        weights = fold_with(base, trainable)
         with torch.autocast(lq.device.type, dtype=dtype, enabled=dtype is not None):
             out = functional_call(model, weights, (lq,))
         value = inner_loop.lowband_masked_l1(out.float(), target, mask, lowpass_sigma)
@@ -437,10 +420,8 @@ def _make_loss_and_grads(model: nn.Module, precision: str, compiled: bool, subse
                 student = functional_call(model, weights, (context,))
             # HP is linear: HP(f(x; θ′)) − HP(f(x; θ)) = HP(f(x; θ′) − f(x; θ))
             value = value + teacher * inner_loop.high_band(student.float() - teacher_out, band_sigma).abs().mean()
-        if l2_pull:
-            moved = [name for name in weights if weights[name] is not base[name]]
-            drift = sum(((weights[n] - base[n]) ** 2).sum() for n in moved)
-            value = value + l2_pull * drift / sum((base[n] ** 2).sum() for n in moved)
+        if penalty is not None:
+            value = value + penalty(weights, base)
         return value
 
     if not compiled:

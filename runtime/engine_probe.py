@@ -33,8 +33,9 @@ import torch
 
 from f2n.cpu_features import this_cpu_class
 from f2n.errors import ConfigError, F2NError
-from f2n.fileio import f2n_home, write_text_atomic
+from f2n.fileio import f2n_home, machine_lock, write_text_atomic
 from f2n.runtime.engine_choice import Measurement
+from f2n.runtime.psnr import psnr
 from f2n.export.protocol import SREngine
 
 log = logging.getLogger(__name__)
@@ -84,11 +85,6 @@ def probe_photo(side: int = PROBE_SIDE) -> np.ndarray:
     return cv2.resize(skimage.data.astronaut(), (side, side), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(torch.mean((a.double().clamp(0, 1) - b.double().clamp(0, 1)) ** 2))
-    return 10 * math.log10(1.0 / mse) if mse > 0 else math.inf
-
-
 def measure_engine(engine: SREngine, precision: str, tiles: torch.Tensor, reference: torch.Tensor,
                    theta: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> Measurement:
     """Hand-over, tile time and PSNR of one engine (see the module docstring)."""
@@ -103,7 +99,8 @@ def measure_engine(engine: SREngine, precision: str, tiles: torch.Tensor, refere
         engine.run(tiles)
         best = min(best, time.process_time() - start)
     megapixels = tiles.shape[0] * tiles.shape[2] * tiles.shape[3] / 1e6
-    return Measurement(engine.name, precision, handover, best / megapixels, psnr(output, reference))
+    return Measurement(engine.name, precision, handover, best / megapixels,
+                       psnr(output.clamp(0, 1).numpy(), reference.clamp(0, 1).numpy()))
 
 
 def measure_candidates(model: torch.nn.Module, candidates: Sequence[tuple[str, str]],
@@ -131,24 +128,36 @@ def measure_candidates(model: torch.nn.Module, candidates: Sequence[tuple[str, s
 
 def cached_measurements(model: torch.nn.Module, candidates: Sequence[tuple[str, str]],
                         make: MakeEngine) -> list[Measurement]:
-    """The probe's figures for ``candidates``: from the cache, measuring (and saving) the missing ones."""
+    """The probe's figures for ``candidates``: from the cache, measuring (and saving) the missing
+    ones. One process of a machine measures at a time: f2n-batch's workers start together, and
+    probes side by side would each time the others' load (and a different engine could win in
+    each worker); the others wait, then read its figures."""
     path = cache_path(model)
-    known: dict[tuple[str, str], Measurement] = {}
     current = versions()
+    known = _read_cache(path, current)
+    if all(pair in known for pair in candidates):
+        return [known[pair] for pair in candidates]
+    with machine_lock(path):
+        known = _read_cache(path, current)  # measured by another process while this one waited?
+        missing = [pair for pair in candidates if pair not in known]
+        if missing:
+            log.info("timing the engines %s once for %s (cached in %s)", missing, this_cpu_class(), path)
+            known.update({(m.engine, m.precision): m for m in measure_candidates(model, missing, make)})
+            payload = {"format": FORMAT, "machine_class": this_cpu_class(), "versions": current,
+                       "measurements": [asdict(m) for m in known.values()]}
+            try:
+                write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+            except OSError as error:  # an unwritable cache costs a probe per run, not the run
+                log.warning("could not cache the engine probe in %s: %s", path, error)
+    return [known[pair] for pair in candidates]
+
+
+def _read_cache(path: Path, current: dict[str, str]) -> dict[tuple[str, str], Measurement]:
+    """The cached figures measured with the ``current`` library versions (none if absent or unreadable)."""
     try:
         payload = json.loads(path.read_text())
         if payload.get("format") == FORMAT and payload.get("versions") == current:
-            known = {(m["engine"], m["precision"]): Measurement(**m) for m in payload["measurements"]}
-    except (OSError, ValueError, TypeError, KeyError):  # absent or unreadable: measure again
-        known = {}
-    missing = [pair for pair in candidates if pair not in known]
-    if missing:
-        log.info("timing the engines %s once for %s (cached in %s)", missing, this_cpu_class(), path)
-        known.update({(m.engine, m.precision): m for m in measure_candidates(model, missing, make)})
-        payload = {"format": FORMAT, "machine_class": this_cpu_class(), "versions": current,
-                   "measurements": [asdict(m) for m in known.values()]}
-        try:
-            write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
-        except OSError as error:  # an unwritable cache costs a probe per run, not the run
-            log.warning("could not cache the engine probe in %s: %s", path, error)
-    return [known[pair] for pair in candidates]
+            return {(m["engine"], m["precision"]): Measurement(**m) for m in payload["measurements"]}
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    return {}

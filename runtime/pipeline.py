@@ -6,6 +6,7 @@ them to the engine, upscales in tiles, optionally pastes the restored faces back
 encodes the result.
 """
 
+import copy
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -120,6 +121,13 @@ class AdaptAndRun:
         self.base_weights = {name: p.detach() for name, p in model.named_parameters()}
         if engine_holds_base:
             engine_use(engine).holds = self.base_weights
+
+    def with_adapt(self, adapt: AdaptConfig) -> "AdaptAndRun":
+        """This pipeline with other inner-loop settings (a strength, a step budget): the same
+        network, engine, method and base weights, so nothing is loaded or handed over again."""
+        other = copy.copy(self)
+        other.config = replace(self.config, adapt=adapt)
+        return other
 
     def __call__(self, source: Path, output: Path, *, weights_out: Path | None = None,
                  debug_dir: Path | None = None, decoded: DecodedImage | None = None,

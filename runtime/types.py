@@ -62,7 +62,6 @@ class FaceStageResult:
     faces: tuple[FaceReport, ...]
     timings: Mapping[str, float]  # seconds per step: detect, align, restore, mask, ...
     mask_source: str  # "masknet" or "ones (no trained MaskNet)"
-    prior_name: str
     no_faces_reason: str = ""
     # the x4 canvas (bicubic, faces warped back) and its paste mask, only around the faces; the whole
     # pictures, where wanted: f2n.runtime.face.regions.full_canvas / mask_canvas

@@ -14,8 +14,8 @@ from torch import nn
 from torch.func import functional_call
 
 from f2n.nets.rrdbnet import RRDBNet
+from f2n.eval.study_variants import L2Pull, StudyKnobs, lora_space, random_dihedral
 from f2n.runtime.adapt import AdaptConfig, adapt, holdout_indices
-from f2n.runtime.adapt_params import make_param_space
 from f2n.runtime.types import PatchBatch
 
 
@@ -29,7 +29,7 @@ def test_lora_deltas_folded_into_theta_equal_the_low_rank_forward() -> None:
     engines get computes what the adapted low-rank network computes."""
     model = tiny_net()
     base = {k: v.detach() for k, v in model.named_parameters()}
-    space = make_param_space(base, "lora", lora_rank=3, seed=1)
+    space = lora_space(base, 1, rank=3)
     g = torch.Generator().manual_seed(2)
     for key, value in space.trainable.items():  # B is zero at the start: give it values
         value.copy_(torch.randn(value.shape, generator=g) * 0.1)
@@ -63,7 +63,11 @@ def test_parameter_subsets_leave_the_rest_of_theta_untouched(subset: str) -> Non
     g = torch.Generator().manual_seed(3)
     lq = torch.rand(4, 3, 8, 8, generator=g)
     patches = PatchBatch(lq, torch.rand(4, 3, 32, 32, generator=g), torch.ones(4, 1, 32, 32))
-    result = adapt(model, patches, AdaptConfig(steps=2, lr=1e-2, params=subset, holdout=0, tail_blocks=1))
+    if subset == "bias":  # the runtime's own subset; tail and lora are the study's
+        result = adapt(model, patches, AdaptConfig(steps=2, lr=1e-2, params="bias", holdout=0))
+    else:
+        result = adapt(model, patches, AdaptConfig(steps=2, lr=1e-2, params="all", holdout=0),
+                       variant=StudyKnobs(params=subset, tail_blocks=1).variant())
     moved = {k for k, v in result.weights.items() if not torch.equal(v, result.base[k])}
     allowed = {"tail": lambda k: k.startswith(("body.1.", "conv_body", "conv_up", "conv_hr", "conv_last")),
                "bias": lambda k: k.endswith(".bias"),
@@ -71,6 +75,31 @@ def test_parameter_subsets_leave_the_rest_of_theta_untouched(subset: str) -> Non
     assert moved and all(allowed(k) for k in moved)
     if subset == "tail":
         assert not any(k.startswith("body.0.") for k in moved)
+
+
+def test_l2_pull_keeps_theta_prime_nearer_theta() -> None:
+    model = tiny_net()
+    g = torch.Generator().manual_seed(3)
+    patches = PatchBatch(torch.rand(4, 3, 8, 8, generator=g), torch.rand(4, 3, 32, 32, generator=g),
+                         torch.ones(4, 1, 32, 32))
+    config = AdaptConfig(steps=4, lr=1e-2, params="all", holdout=0)
+    drift = {}
+    for pull in (0.0, 1e4):
+        result = adapt(model, patches, config, variant=StudyKnobs(l2_pull=pull).variant())
+        drift[pull] = sum(float(((result.weights[k] - result.base[k]) ** 2).sum()) for k in result.base)
+    assert 0 < drift[1e4] < 0.5 * drift[0.0]
+    assert L2Pull(2.0) == L2Pull(2.0) and hash(L2Pull(2.0)) == hash(L2Pull(2.0))  # one compiled step per weight
+
+
+def test_flips_and_rotations_move_each_pair_as_one() -> None:
+    """A target that is the LQ patch upsampled stays so: LQ, target and weight turn alike."""
+    g = torch.Generator().manual_seed(4)
+    lq = torch.rand(6, 3, 8, 8, generator=g)
+    target = F.interpolate(lq, scale_factor=4, mode="nearest")
+    batch = random_dihedral(PatchBatch(lq, target, target[:, :1]), torch.Generator().manual_seed(5))
+    assert not torch.equal(batch.lq, lq)
+    torch.testing.assert_close(F.interpolate(batch.lq, scale_factor=4, mode="nearest"), batch.target, rtol=0, atol=0)
+    torch.testing.assert_close(batch.weight, batch.target[:, :1], rtol=0, atol=0)
 
 
 def _pairs_for_guard(model: nn.Module, *, held_target_network: nn.Module, seed: int) -> tuple[PatchBatch, AdaptConfig]:

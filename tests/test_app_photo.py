@@ -46,6 +46,26 @@ def test_a_pipeline_is_built_once_per_settings(monkeypatch: pytest.MonkeyPatch) 
     assert len(built) == 3
 
 
+def test_another_strength_reuses_the_built_pipeline(tiny_checkpoint: str, shared_data: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The strength only scales θ′ − θ after the inner loop: a new one must not load the network,
+    engine and prior again (issue 25), yet each photo gets the strength asked for."""
+    built = []
+    build = pipelines.pipeline_from_options
+    monkeypatch.setattr(pipelines, "pipeline_from_options", lambda options: built.append(options) or build(options))
+    cache = PipelineCache(size=1)
+    chosen = dict(checkpoint=tiny_checkpoint, prior="numpy:copy", engine="torch", device="cpu", steps=2, guard=False)
+    full, none = cache.get(Settings(**chosen, strength=1.0)), cache.get(Settings(**chosen, strength=0.0))
+    assert len(built) == 1 and full.engine is none.engine and full.model is none.model
+    assert (full.config.adapt.strength, none.config.adapt.strength) == (1.0, 0.0)
+    image = lincoln(shared_data)
+    adapted, unmoved = (run_photo(pipeline, image, "lincoln.png") for pipeline in (full, none))
+    assert adapted.adapted and float(np.abs(adapted.enhanced.rgb - adapted.base).max()) > 1e-3
+    np.testing.assert_allclose(unmoved.enhanced.rgb, unmoved.base, atol=1e-6)  # strength 0: θ itself
+    assert unmoved.report.settings["adapt"]["strength"] == 0.0
+    assert cache.get(Settings(**chosen)).config.adapt.strength == 1.0 and len(built) == 1  # f2n's default
+
+
 def test_one_photo_gives_boxes_heat_map_figures_and_files(tiny_checkpoint: str, shared_data: Path,
                                                            tmp_path: Path) -> None:
     pipeline = PipelineCache().get(Settings(checkpoint=tiny_checkpoint, prior="numpy:copy", engine="torch",

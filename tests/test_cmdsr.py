@@ -8,18 +8,9 @@ from torch.func import functional_call
 
 from f2n.errors import ConfigError
 from f2n.nets import ConditionNet, ConditionNetConfig, RRDBNet, modulated_convs, modulated_weights
-from f2n.nets.rrdbnet import register_fused_rrdb
 from f2n.runtime.support import SupportConfig, sample_support, support_boxes
 
 TINY = dict(num_block=2, num_feat=8, num_grow_ch=4)
-
-
-@pytest.fixture(autouse=True)
-def plain_rrdb() -> None:
-    """The hooks below sit on conv modules; the fused RRDB op would bypass them."""
-    previous = register_fused_rrdb(None)
-    yield
-    register_fused_rrdb(previous)
 
 
 def tiny_pair(config: ConditionNetConfig = ConditionNetConfig(num_feat=8, num_layers=2)) -> tuple[RRDBNet, ConditionNet]:

@@ -20,6 +20,7 @@ from f2n.runtime import cli
 from f2n.runtime.cmdsr import CmdsrAdaptation
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
+from f2n.runtime.psnr import psnr
 from f2n.runtime.support import SupportConfig, sample_support
 from f2n.weights import load_sr_network, save_f2n_checkpoint
 
@@ -88,11 +89,6 @@ def pipeline_with(engine_name: str, checkpoint: Path, **config: object) -> Adapt
         engine = make_engine(engine_name, loaded, device="cpu", precision="fp32", tile=32)
     return AdaptAndRun(model=loaded.model, engine=engine, method=CmdsrAdaptation(loaded.condition_net, SUPPORT),
                        config=PipelineConfig(tile=32, overlap=8, **config))
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def test_a_photo_without_faces_is_adapted_and_onnx_runtime_gets_the_same_theta_prime(checkpoints: dict[str, Path],

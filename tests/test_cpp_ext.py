@@ -101,6 +101,58 @@ def test_rrdbnet_output_matches_plain_and_differs_from_identity(fused_ext, monke
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
 
 
+def test_a_block_with_hooks_runs_plain_so_that_they_fire(fused_ext, monkeypatch):
+    """The fused op never calls the convs: a hook on one (a study's low-rank branch, a feature
+    probe) would be skipped silently, so a hooked block takes the plain path."""
+    torch.manual_seed(3)
+    net = RRDBNet(num_block=2, num_feat=8, num_grow_ch=4).eval()
+    x = torch.rand(1, 3, 7, 9)
+    with torch.no_grad():
+        unhooked = run(net, x, "on", monkeypatch)
+    seen = []
+    handle = net.body[1].rdb2.conv3.register_forward_hook(lambda module, inputs, out: seen.append(1) or out + 1.0)
+    try:
+        with torch.no_grad():
+            plain = run(net, x, "off", monkeypatch)
+            fused = run(net, x, "on", monkeypatch)
+    finally:
+        handle.remove()
+    assert len(seen) == 2 and (plain - unhooked).abs().max() > 1e-4  # the hook fired both times and matters
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)  # the unhooked block still runs fused
+    with torch.no_grad():  # the hook gone, the fused op is back
+        torch.testing.assert_close(run(net, x, "on", monkeypatch), unhooked, rtol=0, atol=0)
+
+
+def test_cmdsr_modulated_trunk_runs_the_same_through_the_fused_op(fused_ext, monkeypatch):
+    """CMDSR hands its θ′ (trunk convs scaled per channel) to the engine as plain weights, never
+    as hooks: the fused op reads them like the plain block does (the review's suspicion of a bypass)."""
+    from f2n.export.torch_engine import TorchEngine
+    from f2n.nets import ConditionNet, ConditionNetConfig, modulated_convs, modulated_weights
+
+    torch.manual_seed(2)
+    net = RRDBNet(num_block=2, num_feat=8, num_grow_ch=4).eval()
+    with torch.no_grad():
+        for p in net.body.parameters():  # a trunk that shows in the output
+            p.mul_(3.0)
+    config = ConditionNetConfig(num_feat=8, num_layers=2, modulate=("body.",))
+    condition_net = ConditionNet(modulated_convs(net, config.modulate), config)
+    with torch.no_grad():
+        condition_net.head.weight.normal_(0, 2.0)
+        condition_net.head.bias.normal_(0, 0.5)
+        theta_prime = {k: v.clone() for k, v in modulated_weights(net, condition_net, torch.rand(4, 3, 16, 16)).items()}
+    x = torch.rand(1, 3, 12, 10)
+    out = {}
+    for mode in ("off", "on"):
+        cpp_ext.use_fused_rrdb(mode)
+        engine = TorchEngine(RRDBNet(num_block=2, num_feat=8, num_grow_ch=4).eval())
+        engine.set_weights({k: v.detach() for k, v in net.state_dict().items()})
+        base = engine.run(x)
+        engine.set_weights(theta_prime)
+        out[mode] = engine.run(x)
+    assert (out["off"] - base).abs().max() > 1e-4  # θ′ does change the output
+    torch.testing.assert_close(out["on"], out["off"], rtol=1e-5, atol=1e-5)
+
+
 def _grads(block: RRDB, x: torch.Tensor, mode: str, monkeypatch) -> list[torch.Tensor]:
     x = x.clone().requires_grad_()
     out = run(block, x, mode, monkeypatch)

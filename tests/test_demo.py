@@ -7,7 +7,8 @@ import numpy as np
 from click.testing import CliRunner
 
 from f2n.runtime import cli
-from f2n.eval.demo import PICTURE_NAME, ZOOM, ZOOM_BOX, comparison_picture, demo_pair, psnr
+from f2n.eval.demo import PICTURE_NAME, ZOOM, ZOOM_BOX, comparison_picture, demo_pair
+from f2n.runtime.psnr import psnr
 from f2n.runtime.images import read_image
 
 

@@ -105,3 +105,45 @@ def test_probe_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("F2N_ENGINE_PROBE", "yes")
     with pytest.raises(ConfigError, match="must be 1 or 0, got .yes."):
         engine_probe.probe_enabled()
+
+
+PROBE_IN_A_PROCESS = """
+import sys, time
+from pathlib import Path
+from f2n.export.torch_engine import TorchEngine
+from f2n.runtime import engine_probe
+from f2n.weights import load_sr_network
+
+weights, log, go = map(Path, sys.argv[1:4])
+model = load_sr_network(weights).model
+
+def make(name, precision):
+    with log.open("a") as handle:
+        handle.write(f"{name} {precision}\\n")
+    time.sleep(1.0)  # a probe takes ~20 s for x4plus: the other worker starts meanwhile
+    return TorchEngine(model)
+
+while not go.exists():
+    time.sleep(0.01)
+(measurement,) = engine_probe.cached_measurements(model, (("torch", "fp32"),), make)
+print(measurement.engine, measurement.seconds_per_megapixel)
+"""
+
+
+def test_workers_starting_together_probe_once_and_read_the_same_figures(tiny_weights: Path, tmp_path: Path,
+                                                                         isolated_f2n_home: Path) -> None:
+    """f2n-batch's workers on a new machine class: one process measures, the others wait for its
+    figures (side by side they would each time the others' load, and write the cache in turn)."""
+    import os
+    import subprocess
+    import sys
+
+    log, go = tmp_path / "made.txt", tmp_path / "go"
+    env = {**os.environ, "F2N_HOME": str(isolated_f2n_home), "OMP_NUM_THREADS": "1"}
+    workers = [subprocess.Popen([sys.executable, "-c", PROBE_IN_A_PROCESS, str(tiny_weights), str(log), str(go)],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    go.touch()
+    results = [worker.communicate(timeout=120) for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), [err[-500:] for _, err in results]
+    assert log.read_text().splitlines() == ["torch fp32"]  # measured by one process only
+    assert len({out for out, _ in results}) == 1  # every worker got the same figures

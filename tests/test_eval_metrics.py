@@ -147,3 +147,37 @@ def test_niqe_agrees_with_basicsr(astronaut_noisy) -> None:
     for name, image in (("clean", gt), ("noisy", out)):
         assert niqe_y(image) == pytest.approx(reference[name]["whole"], rel=5e-3)
         assert niqe_y(image, exclude=below) == pytest.approx(reference[name]["top_192_rows"], rel=1.5e-2)
+
+
+def test_the_one_psnr_agrees_with_scikit_image_with_a_mask_a_peak_and_its_edge_cases() -> None:
+    from f2n.runtime.psnr import psnr
+
+    rng = np.random.default_rng(3)
+    gt = rng.random((24, 20, 3)).astype(np.float32)
+    out = np.clip(gt + rng.normal(0, 0.05, gt.shape), 0, 1).astype(np.float32)
+    assert psnr(out, gt) == pytest.approx(peak_signal_noise_ratio(gt, out, data_range=1.0), abs=1e-5)
+    assert psnr(out * 255, gt * 255, peak=255.0) == pytest.approx(psnr(out, gt), abs=1e-6)
+    keep = np.zeros(gt.shape[:2], bool)
+    keep[4:12, 2:9] = True
+    spoiled = out.copy()
+    spoiled[~keep] = 0  # outside the mask: must not count
+    assert psnr(spoiled, gt, where=keep) == pytest.approx(
+        peak_signal_noise_ratio(gt[keep], out[keep], data_range=1.0), abs=1e-5)
+    assert psnr(gt, gt) == float("inf") and np.isnan(psnr(out, gt, where=np.zeros_like(keep)))
+
+
+def test_psnr_is_written_once_in_the_package() -> None:
+    """The engine probe, the demo and f2n-eval once had a PSNR each (with different edge cases):
+    a log10 anywhere but f2n.runtime.psnr is another copy."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    folders = ("core", "runtime", "training", "export", "cpp_ext", "eval", "benchmarks", "app", "comfyui", "scripts")
+    copies = []
+    for path in (p for folder in folders for p in (root / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            func = node.func if isinstance(node, ast.Call) else None
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if name == "log10" and path.relative_to(root) != Path("runtime/psnr.py"):
+                copies.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not copies, f"PSNR computed outside f2n.runtime.psnr: {copies}"

@@ -17,6 +17,7 @@ from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.runtime.adapt import AdaptConfig, adapt
 from f2n.runtime.images import read_image
+from f2n.runtime.psnr import psnr
 from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.types import PatchBatch
 
@@ -24,10 +25,6 @@ openvino = pytest.importorskip("openvino")
 CPU_BF16 = native_bf16()
 needs_bf16 = pytest.mark.skipif(not CPU_BF16, reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
 TILE, OVERLAP = 32, 8  # a 40x48 crop -> four overlapping tiles
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / max(np.mean((a.astype(np.float64) - b) ** 2), 1e-20)))
 
 
 @pytest.fixture(scope="module")

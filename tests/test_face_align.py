@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from f2n.eval.demo import psnr
+from f2n.runtime.psnr import psnr
 from f2n.runtime.face.align import (
     FFHQ_TEMPLATE_512,
     estimate_affine,

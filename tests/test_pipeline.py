@@ -14,13 +14,14 @@ from f2n.errors import ConfigError, InputImageError
 from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
 from f2n.runtime.adapt import AdaptConfig
-from f2n.eval.demo import demo_pair, psnr
+from f2n.eval.demo import demo_pair
 from f2n.runtime.face.detect import RetinaFaceDetector
 from f2n.runtime.face.prior import OraclePrior
 from f2n.runtime.face.regions import mask_canvas
 from f2n.runtime.images import read_image, write_image
 from f2n.runtime.methods import FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
+from f2n.runtime.psnr import psnr
 from f2n.runtime.report import write_report_json
 from f2n.weights import load_sr_network
 
@@ -108,7 +109,7 @@ def test_paste_faces_puts_the_restored_face_in(tiny_rrdbnet: TinyRRDBNet, pair, 
     mask = mask_canvas(pasted.faces.regions, gt.shape[:2])
     inside, outside = mask > 0.99, mask == 0
     # The oracle's restored face is the ground truth: pasting it makes the face exact.
-    assert psnr(pasted.rgb, gt, inside) > 40 > psnr(plain.rgb, gt, inside)
+    assert psnr(pasted.rgb, gt, where=inside) > 40 > psnr(plain.rgb, gt, where=inside)
     np.testing.assert_array_equal(pasted.rgb[outside], plain.rgb[outside])
 
 

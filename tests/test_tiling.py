@@ -8,8 +8,8 @@ from conftest import TINY_RRDBNET, TinyRRDBNet
 from f2n.errors import ConfigError, F2NError, InputImageError
 from f2n.export.torch_engine import TorchEngine
 from f2n.nets import RRDBNet
-from f2n.eval.demo import psnr
 from f2n.runtime.images import PixelCanvas
+from f2n.runtime.psnr import psnr
 from f2n.runtime.tiling import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,

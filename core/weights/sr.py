@@ -61,10 +61,8 @@ OFFICIAL_SIGNED_FILENAMES = ("F2NESRGAN.pth", "net_f2n_g.pth", "net_f2n_init.pth
 
 @dataclass(frozen=True)
 class SRDescriptor:
-    """What a caller needs to know about a loaded SR network. ``size_multiple``: input
-    height and width must be multiples of it (pixel-unshuffle for scale 2 and 1).
-    float16 is listed because it runs, but ESRGAN-family nets can overflow to NaN/Inf
-    in it: engines check each tile and redo it in float32."""
+    """What a caller needs to know about a loaded SR network: its hyperparameters, read from
+    the tensor shapes, and the value range θ was trained on."""
 
     scale: int
     num_in_ch: int
@@ -72,9 +70,7 @@ class SRDescriptor:
     num_feat: int
     num_block: int
     num_grow_ch: int
-    size_multiple: int
     value_range: ValueRange = "unit"  # what θ was trained on; the network takes and returns [0, 1] either way
-    supported_dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16, torch.float16)
 
 
 @dataclass(frozen=True)
@@ -225,7 +221,7 @@ def load_sr_network(source: str | Path = "realesrgan-x4plus", *, device: str | t
     canonical = canonicalize_rrdbnet(checkpoint.sr if checkpoint else weights.tensors, path)
     choice = resolve_value_range(path, weights, spec, value_range)
     model, hyper = _build_rrdbnet(canonical, path, choice.value_range)
-    descriptor = SRDescriptor(**hyper, size_multiple=4 // hyper["scale"], value_range=choice.value_range)
+    descriptor = SRDescriptor(**hyper, value_range=choice.value_range)
     if checkpoint is None:
         return LoadedSR(model.to(device).eval(), descriptor, None, None, path, value_range=choice)
     condition = (load_condition_net(model, checkpoint.condition, checkpoint.condition_config, path)

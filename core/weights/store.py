@@ -10,13 +10,11 @@ says where to put the file or which ``f2n-models`` command to run.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import importlib
 import importlib.util
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -24,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from tqdm import tqdm
 
 from f2n.errors import WeightsError
-from f2n.fileio import CHUNK, f2n_home, sha256_file, writable_home, write_atomic
+from f2n.fileio import CHUNK, f2n_home, machine_lock, sha256_file, writable_home, write_atomic
 from f2n.weights.checkpoint import load_state_dict_file, save_safetensors_atomic
 from f2n.weights.ncnn_convert import convert_ncnn_rrdbnet
 from f2n.weights.registry import (
@@ -51,7 +48,6 @@ _unpinned_check: UnpinnedCheck | None = None  # set by register_unpinned_check
 class WeightStatus:
     """What ``f2n-models list`` shows for one entry."""
 
-    spec: WeightSpec
     state: str  # "verified", "unpinned", "checksum mismatch", "builds from package", "missing"
     path: Path | None
 
@@ -140,10 +136,10 @@ def weight_status(name: str | WeightSpec) -> WeightStatus:
     for path, pin in candidates:
         if path.is_file():
             state = "unpinned" if pin is None else "verified" if sha256_file(path) == pin else "checksum mismatch"
-            return WeightStatus(spec, state, path)
+            return WeightStatus(state, path)
     if spec.source is not None and importlib.util.find_spec(_module_of(spec.source)) is not None:
-        return WeightStatus(spec, "builds from package", None)
-    return WeightStatus(spec, "missing", None)
+        return WeightStatus("builds from package", None)
+    return WeightStatus("missing", None)
 
 
 def register_unpinned_check(check: UnpinnedCheck) -> None:
@@ -223,19 +219,10 @@ def _download(spec: WeightSpec, destination: Path) -> Path:
     file at a time: another waits for it, then finds the file in place."""
     writable_home()
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(_lock_path(destination)):
+    with machine_lock(destination):
         if destination.is_file() and (spec.sha256 is None or sha256_file(destination) == spec.sha256):
             return destination
         return _download_locked(spec, destination)
-
-
-def _lock_path(destination: Path) -> Path:
-    """The lock of one cache file, outside the cache (which holds weights only): one per file
-    and machine, shared by every process there that fetches it."""
-    key = hashlib.sha256(str(destination.resolve()).encode()).hexdigest()[:24]
-    folder = Path(tempfile.gettempdir()) / f"f2n-locks-{os.getuid()}"  # per user: /tmp is shared
-    folder.mkdir(exist_ok=True)
-    return folder / f"{key}.lock"
 
 
 def _download_locked(spec: WeightSpec, destination: Path) -> Path:

@@ -1,5 +1,5 @@
 """Each face prior's conventions, in one place per prior: input size, value range,
-colour order, face-alignment template, options, licence and how its network is called.
+colour order, options, licence and how its network is called.
 
 Checked against the official inference code:
 - GPEN (yangxy/GPEN face_model/face_gan.py): RGB, (x - 0.5) / 0.5, ``model(x)[0]`` is
@@ -27,7 +27,6 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
-FFHQ_512 = "ffhq-512 (facexlib)"
 Call = Callable[[nn.Module, torch.Tensor, Mapping[str, float]], torch.Tensor]
 
 
@@ -44,7 +43,6 @@ class PriorConventions:
     call: Call
     value_range: tuple[float, float] = (-1.0, 1.0)
     colour_order: str = "RGB"
-    template: str = FFHQ_512
     options: Mapping[str, tuple[float, float, float]] = field(default_factory=lambda: MappingProxyType({}))
     license: str = ""
     autocast: tuple[torch.dtype, ...] = (torch.bfloat16,)

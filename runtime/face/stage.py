@@ -72,7 +72,7 @@ def run_face_stage(image_rgb: np.ndarray, *, detector: Detector, prior: FacePrio
         reports, affines = _align(reports, config.face_size)
         used = [report for report in reports if report.used]
         if not used:
-            return FaceStageResult(None, tuple(reports), timings, mask_source, prior.name,
+            return FaceStageResult(None, tuple(reports), timings, mask_source,
                                    no_faces_reason=_no_faces_reason(reports))
         affines_x4 = np.stack([scale_affine_to_canvas(affine, SCALE) for affine in affines])
         aligned = np.stack([warp_face(image, affine, config.face_size) for affine in affines])
@@ -82,7 +82,7 @@ def run_face_stage(image_rgb: np.ndarray, *, detector: Detector, prior: FacePrio
         restored = prior.restore(aligned, affines_x4)
         problem = prior_output_problem(restored, aligned.shape)
         if problem:  # every prior's output checked here: a bad target must not count as adapted
-            return FaceStageResult(None, tuple(reports), timings, mask_source, prior.name,
+            return FaceStageResult(None, tuple(reports), timings, mask_source,
                                    no_faces_reason=f"face prior {prior.name} {problem}")
 
     # 5. paste the restored faces onto the bicubic x4 canvas, built only around the faces
@@ -104,7 +104,7 @@ def run_face_stage(image_rgb: np.ndarray, *, detector: Detector, prior: FacePrio
 
     counts = iter(np.bincount(pairs.face_index, minlength=len(used)).tolist())  # in the order of `used`
     reports = [replace(report, num_patches=next(counts)) if report.used else report for report in reports]
-    return FaceStageResult(PatchBatch(lq, target, weight), tuple(reports), timings, mask_source, prior.name,
+    return FaceStageResult(PatchBatch(lq, target, weight), tuple(reports), timings, mask_source,
                            regions=regions, aligned_faces=aligned,
                            restored_faces=restored, patch_boxes=pairs.boxes)
 
