@@ -85,6 +85,25 @@ def test_manifest_keeps_the_latest_line_and_survives_a_torn_one(tmp_path: Path) 
         assert manifest.status("a") == "ok" and [r.input for r in manifest.reports(["b", "a", "z"])] == ["b", "a"]
 
 
+def test_a_stop_landing_between_a_lines_write_and_its_record_still_reports_the_photo(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in test_batch: SIGTERM's exception raised inside ``append`` after the write, so the
+    stop message counted one photo fewer than the manifest held (and the next run resumed)."""
+    import f2n.runtime.batch.manifest as manifest_module
+
+    def stopped(_fd: int) -> None:
+        raise KeyboardInterrupt  # the signal handler's exception, at the fsync after the write
+
+    with Manifest(tmp_path / "manifest.jsonl", "opts") as manifest:
+        manifest.append(line("a"))
+        monkeypatch.setattr(manifest_module.os, "fsync", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            manifest.append(line("b"))
+        assert [r.input for r in manifest.reports(["a", "b"])] == ["a"]  # what memory alone says
+        manifest.reread()
+        assert [r.input for r in manifest.reports(["a", "b"])] == ["a", "b"]  # what the next run resumes from
+
+
 def test_manifest_refuses_a_second_driver_and_other_options(tmp_path: Path) -> None:
     path = tmp_path / "manifest.jsonl"
     with Manifest(path, "opts") as manifest:

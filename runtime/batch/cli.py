@@ -81,6 +81,7 @@ def run(inputs: tuple[str, ...], out: str, manifest_path: Path | None, report: P
             run_batch(photos, manifest, options, cluster, attempts_dir=join(out, ATTEMPTS_DIR_NAME),
                       echo=lambda text: click.echo(text, err=True))
         except (KeyboardInterrupt, Terminated) as stop:  # Ray is shut down; the manifest has every finished photo
+            manifest.reread()
             done = manifest.reports([photo.source for photo in photos])
             written = "" if report is None else f"; {stopped_report(report, done, None)}"
             finished = sum(r.status == "ok" for r in done)

@@ -71,6 +71,11 @@ class Manifest:
         os.fsync(self._file.fileno())
         self.latest[record["input"]] = record
 
+    def reread(self) -> None:
+        """Take the file as the truth again: a stop signal can land between a line's write and
+        its record in memory, and what the next run resumes from is the file."""
+        self.latest, self.torn = self._read()
+
     def reports(self, sources: list[str]) -> list[RunReport]:
         """The latest report of each of ``sources`` that has one, in that order."""
         fields = RunReport.__dataclass_fields__
