@@ -80,6 +80,56 @@ def test_whole_photo_guard_refuses_a_theta_that_improves_faces_but_blurs_the_res
     assert all(torch.equal(guarded.weights[k], guarded.base[k]) for k in guarded.base)
 
 
+@pytest.fixture(scope="module")
+def noise_case() -> tuple[RRDBNet, PatchBatch, torch.Tensor]:
+    """The other failure: face pairs whose targets are the base network's output with its high band
+    tripled, so that adapting to them lowers the held-out face loss by amplifying fine detail,
+    and flat non-face LQ patches with faint noise (a sky, a wall) where that turns noise into texture."""
+    model = tiny_net()
+    g = torch.Generator().manual_seed(1)
+    lq = torch.rand(12, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        out = model(lq)
+        target = out + 2 * inner_loop.high_band(out, 1.0)
+    context = 0.5 + 0.02 * torch.randn(8, 3, 8, 8, generator=g)
+    return model, PatchBatch(lq, target, torch.ones(12, 1, 32, 32)), context
+
+
+def test_whole_photo_ceiling_refuses_a_theta_that_improves_faces_but_amplifies_noise(noise_case) -> None:
+    model, patches, context = noise_case
+    config = replace(CONFIG, lr=1e-3)  # a steady climb: with 1e-2 the first steps overshoot the held-out pairs
+    unguarded = adapt(model, patches, config, seed=2, context=context)
+    # the face guard alone keeps θ′ (the held-out face loss improved), and so does a floor alone ...
+    assert unguarded.adapted and unguarded.holdout_losses[unguarded.best_step] < unguarded.holdout_losses[0]
+    assert unguarded.texture_ratio is not None and unguarded.texture_ratio > 2
+    assert adapt(model, patches, replace(config, texture_floor=0.8), seed=2, context=context).adapted
+    # ... while the ceiling sees the non-face high band grow and hands θ back
+    guarded = adapt(model, patches, replace(config, texture_ceiling=1.5), seed=2, context=context)
+    assert not guarded.adapted and "gained texture" in guarded.reason
+    assert all(torch.equal(guarded.weights[k], guarded.base[k]) for k in guarded.base)
+
+
+def test_texture_term_keeps_the_texture_a_misaligned_prior_would_average_away() -> None:
+    """Restored faces are never pixel-aligned with the output: targets that are the base output
+    moved by (3, 1) px make any pixel loss blur; the texture term compares patch distributions,
+    which the shift does not change, so more of the texture survives, on the faces and off them."""
+    model = tiny_net()
+    g = torch.Generator().manual_seed(1)
+    lq, context = torch.rand(12, 3, 8, 8, generator=g), torch.rand(8, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        target = torch.roll(model(lq), (3, 1), (-2, -1))
+    patches = PatchBatch(lq, target, torch.ones(12, 1, 32, 32))
+    config = replace(CONFIG, lr=3e-3, lowpass_sigma=1.0)
+    lowband = adapt(model, patches, config, seed=2, context=context)
+    textured = adapt(model, patches, replace(config, swd=2.0), seed=2, context=context)
+    assert textured.adapted and textured.holdout_losses[textured.best_step] < textured.holdout_losses[0]
+    assert textured.texture_ratio > lowband.texture_ratio + 0.1
+    base = {k: v.detach() for k, v in model.named_parameters()}
+    assert texture_ratio(model, base, textured.weights, lq) > texture_ratio(model, base, lowband.weights, lq) + 0.1
+    repeat = adapt(model, patches, replace(config, swd=2.0), seed=2, context=context)
+    assert all(torch.equal(repeat.weights[k], textured.weights[k]) for k in textured.weights)  # seeded slices
+
+
 def test_teacher_term_keeps_the_non_face_texture(blur_case) -> None:
     model, patches, context, plain = blur_case
     taught = adapt(model, patches, replace(CONFIG, teacher=4.0), seed=2, context=context)
@@ -143,4 +193,5 @@ def test_the_study_holds_out_a_fixed_third_and_bootstraps_the_mean() -> None:
     assert low < float(np.mean(values)) < high and high - low < max(values) - min(values)
     row = {"guard_adapts": True, "texture_ratio": 0.6}
     assert whole_photo_guard(row, 0.0) and not whole_photo_guard(row, 0.7)
-    assert not whole_photo_guard({**row, "texture_ratio": 1.6}, 0.7)  # texture gained (noise) is refused too
+    gained = {**row, "texture_ratio": 1.6}  # texture gained (noise): the ceiling's, not the floor's
+    assert whole_photo_guard(gained, 0.7) and not whole_photo_guard(gained, 0.7, 1.5)
