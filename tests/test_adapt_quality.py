@@ -51,6 +51,23 @@ def test_nonface_patches_stay_off_the_faces() -> None:
     assert nonface_patches(rgb, [(0, 0, 64, 64)], count=6, size=8, seed=3) is None
 
 
+def test_the_guard_sees_a_small_photo_whole_and_samples_a_large_one() -> None:
+    from f2n.runtime.context_patches import GUARD_PATCHES, GUARD_SIZE, texture_view
+
+    small = np.zeros((80, 80, 3), np.float32)
+    small[20:44, 28:52] = 1.0  # the face
+    view = texture_view(small, [(28, 20, 52, 44)], seed=0)
+    assert view is not None and view.lq.shape == (1, 3, 80, 80)
+    assert float((view.keep[0, 0] * torch.from_numpy(small[..., 0])).sum()) == 0  # no face pixel counts
+    assert float(view.keep[0, 0, 0].min()) == 1 and 0 < view.pixels < 80 * 80  # the rest does
+    large = np.zeros((200, 300, 3), np.float32)
+    large[80:120, 130:170] = 1.0
+    view = texture_view(large, [(130, 80, 170, 120)], seed=0)
+    assert view is not None and view.keep is None and view.lq.shape == (GUARD_PATCHES, 3, GUARD_SIZE, GUARD_SIZE)
+    assert float(view.lq.max()) == 0.0
+    assert texture_view(small, [(0, 0, 80, 80)], seed=0) is None  # all face: nothing to guard on
+
+
 @pytest.fixture(scope="module")
 def blur_case() -> tuple[RRDBNet, PatchBatch, torch.Tensor, AdaptResult]:
     """Face pairs whose targets are the base network's output blurred (adapting to them lowers the
@@ -166,6 +183,7 @@ def test_objective_strength_and_guard_figures_reach_the_report(tiny_weights, tmp
     figures = report.adaptation
     assert figures["objective"] == "low-band L1 σ=2 + 1·teacher σ=2" and figures["strength"] == "0.5"
     assert figures["nonface_patches"] == "8" and 0 < float(figures["texture_ratio"]) < 100
+    assert figures["guard_pixels"] == str(4 * 32 * 32)  # a 128² LQ photo: sampled, not seen whole
     assert report.settings["adapt"]["strength"] == 0.5
 
 
