@@ -31,11 +31,11 @@ from torch import nn
 from torch.func import functional_call, grad_and_value
 
 from f2n import inner_loop
-from f2n.texture_loss import PATCH, random_directions, texture_distance
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime.adapt_params import PARAM_SUBSETS, ParamSubset, fold, make_param_space
 from f2n.runtime.context_patches import TextureView
 from f2n.runtime.types import PatchBatch
+from f2n.texture_loss import PATCH, random_directions, texture_distance
 
 log = logging.getLogger(__name__)
 COMPILE_BACKEND = "inductor"
