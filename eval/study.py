@@ -423,7 +423,7 @@ def compare_lines(rows: list[dict], candidates: list[tuple[str, float, float]]) 
         if "delta" in row and row["setting"] in names:
             key = (row["prior"], row["degradation"], row["photo"], row["seed"])
             by_case.setdefault(key, {})[row["setting"]] = row
-    lines = ["| prior | degr. | setting (floor) | cases | Δ non-face guarded [95 % CI] | worst | Δ NIQE guarded [95 % CI] "
+    lines = ["| prior | degr. | setting (floor, ceiling) | cases | Δ non-face guarded [95 % CI] | worst | Δ NIQE guarded [95 % CI] "
              "| worst Δ NIQE | Δ PIQE guarded | kept θ′ |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     verdicts = []
