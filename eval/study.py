@@ -398,17 +398,18 @@ def survival_lines(rows: list[dict]) -> list[str]:
 def photo_table(rows: list[dict], setting: str, floor: float = 0.0, ceiling: float = 0.0) -> str:
     """Per case for one setting: the base network's figures and the adapted output's change."""
     lines = ["| photo | degr. | prior | seed | base non-face dB | Δ non-face | Δ face | Δ SSIM non-face | base NIQE "
-             "| Δ NIQE | Δ PIQE | HF ratio | texture ratio (patches) | guards | Δ non-face guarded | s adapt |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| Δ NIQE | Δ PIQE | HF ratio | guard's ratio | 16-px patches' ratio | guards | Δ non-face guarded | s adapt |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in sorted((r for r in rows if r.get("setting") == setting and "delta" in r),
                     key=lambda r: (r["photo"], r["degradation"], r["prior"], r["seed"])):
-        ratio = r.get("texture_ratio")
+        ratio, patches = r.get("texture_ratio"), r.get("texture_ratio_patches")
         lines.append(f"| {r['photo']} | {r['degradation']} | {r['prior']} | {r['seed']} "
                      f"| {r['base']['psnr_nonface']:.2f} "
                      f"| {r['delta']['psnr_nonface']:+.3f} | {r['delta']['psnr_face']:+.3f} "
                      f"| {r['delta']['ssim_nonface']:+.4f} | {r['base']['niqe']:.2f} | {r['delta']['niqe']:+.3f} "
                      f"| {r['delta'].get('piqe', float('nan')):+.2f} | {r['adapted'].get('hf_ratio', float('nan')):.3f} "
-                     f"| {'—' if ratio is None else f'{ratio:.3f}'} | {'θ′' if whole_photo_guard(r, floor, ceiling) else 'θ'} "
+                     f"| {'—' if ratio is None else f'{ratio:.3f}'} | {'—' if patches is None else f'{patches:.3f}'} "
+                     f"| {'θ′' if whole_photo_guard(r, floor, ceiling) else 'θ'} "
                      f"| {_guarded(r, floor, ceiling)['psnr_nonface']:+.3f} | {r['adapt_seconds']:.1f} |")
     return "\n".join(lines)
 
