@@ -37,8 +37,9 @@ from f2n.errors import ConfigError
 from f2n.eval.metrics import metrics_table, piqe_y
 from f2n.eval.study_variants import StudyKnobs
 from f2n.export.torch_engine import TorchEngine
-from f2n.runtime.adapt import AdaptConfig, adapt, guard_decision, texture_ratio, with_strength
-from f2n.runtime.context_patches import nonface_patches
+from f2n.runtime.adapt import (AdaptConfig, adapt, band_energy_ratio, guard_decision, texture_guard_decision,
+                               texture_ratio, with_strength)
+from f2n.runtime.context_patches import TextureView, nonface_patches, texture_view
 from f2n.runtime.face.patches import PatchConfig
 from f2n.runtime.face.prior import FacePrior, OraclePrior, OracleRestoredPrior
 from f2n.runtime.face.regions import mask_canvas
@@ -84,6 +85,9 @@ SETTINGS: dict[str, Setting] = {
     "lowpass4": Setting(replace(AdaptConfig(), guard=False, lowpass_sigma=4.0)),
     "teacher": Setting(replace(AdaptConfig(), guard=False, teacher=1.0)),
     "lowpass-teacher": Setting(replace(AdaptConfig(), guard=False, lowpass_sigma=2.0, teacher=1.0)),
+    # issue 28, second round: low-band L1 + the sliced Wasserstein texture term (f2n.texture_loss)
+    "lowpass-swd": Setting(replace(AdaptConfig(), guard=False, lowpass_sigma=2.0, swd=1.0)),
+    "lowpass-swd3": Setting(replace(AdaptConfig(), guard=False, lowpass_sigma=2.0, swd=3.0)),
     "aug": Setting(_BASE, StudyKnobs(augment=True)),
     "l2": Setting(_BASE, StudyKnobs(l2_pull=10.0)),
     "p32": Setting(_BASE, patch_size=32, patches_per_face=2),  # the pixels of 8 16-px pairs
@@ -259,8 +263,10 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
             if isinstance(pairs, str):
                 yield {**common, "error": pairs}
                 continue
-            context = nonface_patches(case.lq, [f.box for f in faces.faces], count=setting.adapt.context,
-                                      size=setting.patch_size, seed=case.seed)
+            boxes = [f.box for f in faces.faces]
+            context = nonface_patches(case.lq, boxes, count=setting.adapt.context, size=setting.patch_size,
+                                      seed=case.seed)
+            # texture_ratio of the result: on the 16-px non-face patches (what issue 28's first round guarded on)
             result = adapt(model, pairs, setting.adapt, seed=case.seed, variant=setting.knobs.variant(),
                            held_out=faces.patches if setting.held_out_faces else None, context=context)
             adapt_seconds = time.perf_counter() - pairs_started - pairs_seconds
@@ -268,23 +274,25 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
             guard_adapts, reason = guard_decision(held[0], min(held[1:])) if len(held) > 1 else (True, "")
             theta = {k: v.detach() for k, v in model.named_parameters()}
             full_sr = None
-            outputs: list[tuple[str, float, np.ndarray, float | None]] = []
+            view = texture_view(case.lq, boxes, seed=case.seed)  # what the whole-photo guard looks at
+            outputs: list[tuple[str, float, np.ndarray]] = []
             for strength in strengths:
-                weights = with_strength(theta, result.weights, strength)
-                ratio = texture_ratio(model, theta, weights, context) if context is not None else None
-                engine.set_weights(weights)
+                engine.set_weights(with_strength(theta, result.weights, strength))
                 sr = tiled_upscale(engine, case.lq, tile=tile, overlap=0)
                 full_sr = sr if strength == 1 else full_sr
-                outputs.append((setting_name if strength == 1 else f"{setting_name}@{strength:g}", strength, sr, ratio))
+                outputs.append((setting_name if strength == 1 else f"{setting_name}@{strength:g}", strength, sr))
             if mix and full_sr is not None:
-                outputs.append((f"{setting_name}+mix", 1.0, mix_bands(full_sr, base_sr), outputs[-1][3]))
+                outputs.append((f"{setting_name}+mix", 1.0, mix_bands(full_sr, base_sr)))
             engine.set_weights(base_weights)
-            for name, strength, sr, ratio in outputs:
+            for name, strength, sr in outputs:
+                ratio = guard_ratio(model, theta, with_strength(theta, result.weights, strength), view, sr, base_sr)
                 adapted = measure(sr, case.gt, face, base_sr)
                 delta = {k: adapted[k] - base[k] for k in adapted if k in base}
                 yield {**common, "setting": name, "objective": setting_name, "strength": strength,
                        "faces": sum(f.used for f in faces.faces), "patches": len(pairs),
                        "context_patches": 0 if context is None else len(context), "texture_ratio": ratio,
+                       "guard_pixels": 0 if view is None else view.pixels,
+                       "texture_ratio_patches": result.texture_ratio if strength == 1 else None,
                        "base": base, "adapted": adapted, "delta": delta,
                        "guard_adapts": guard_adapts, "guard_reason": reason,
                        "delta_guarded": delta if guard_adapts else {k: 0.0 for k in delta},
@@ -295,6 +303,18 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
                        "config": {**asdict(setting.adapt), **asdict(setting.knobs),
                                   "params": setting.knobs.params or setting.adapt.params, "patch_size": setting.patch_size,
                                   "patches_per_face": setting.patches_per_face, "method": setting.method}}
+
+
+def guard_ratio(model: torch.nn.Module, theta: dict, weights: dict, view: TextureView | None, sr: np.ndarray,
+                base_sr: np.ndarray) -> float | None:
+    """The whole-photo guard's texture ratio for an output: read off the outputs already made when
+    the guard's view is the whole window (as ``texture_ratio`` would compute it), else computed."""
+    if view is None:
+        return None
+    if view.keep is None or view.lq.shape[-2:] != (sr.shape[0] // 4, sr.shape[1] // 4):
+        return texture_ratio(model, theta, weights, view)
+    as_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]  # noqa: E731
+    return band_energy_ratio(as_tensor(sr), as_tensor(base_sr), view.keep)
 
 
 def _photos(folders: Iterable[Path], names: tuple[str, ...]) -> list[Path]:
@@ -318,16 +338,17 @@ def bootstrap_ci(values: list[float], *, draws: int = 2000, seed: int = 0) -> tu
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def whole_photo_guard(row: dict, floor: float) -> bool:
+def whole_photo_guard(row: dict, floor: float, ceiling: float = 0.0) -> bool:
     """Both guards on ``row``: the held-out face loss improved, and the non-face high-band energy
-    (``texture_ratio``, on non-face LQ patches) stayed within [floor, 1/floor] of θ's."""
+    over θ's (``texture_ratio``, on non-face LQ patches) is at least ``floor`` and at most
+    ``ceiling`` (0: that bound off), as ``f2n.runtime.adapt.texture_guard_decision`` decides."""
     ratio = row.get("texture_ratio")
-    texture_ok = not floor or ratio is None or floor <= ratio <= 1 / floor
+    texture_ok = ratio is None or texture_guard_decision(ratio, floor, ceiling)[0]
     return bool(row["guard_adapts"]) and texture_ok
 
 
-def _guarded(row: dict, floor: float) -> dict[str, float]:
-    return row["delta"] if whole_photo_guard(row, floor) else {k: 0.0 for k in row["delta"]}
+def _guarded(row: dict, floor: float, ceiling: float = 0.0) -> dict[str, float]:
+    return row["delta"] if whole_photo_guard(row, floor, ceiling) else {k: 0.0 for k in row["delta"]}
 
 
 def _ci(values: list[float], digits: int = 3) -> str:
@@ -335,9 +356,10 @@ def _ci(values: list[float], digits: int = 3) -> str:
     return f"{_mean(values):+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
-def summary_table(rows: list[dict], floor: float = 0.0) -> str:
+def summary_table(rows: list[dict], floor: float = 0.0, ceiling: float = 0.0) -> str:
     """Means over cases per (prior, degradation, setting), with 95 % bootstrap intervals, the worst
-    case, and what the guards (held-out face loss, and the whole-photo guard at ``floor``) hand on."""
+    case, and what the guards (held-out face loss, and the whole-photo guard at ``floor`` and
+    ``ceiling``) hand on."""
     cells: dict[tuple[str, str, str], list[dict]] = {}
     for row in rows:
         if "delta" in row:
@@ -348,13 +370,13 @@ def summary_table(rows: list[dict], floor: float = 0.0) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (prior, degradation, setting), group in sorted(cells.items()):
         d = lambda key: [r["delta"].get(key, float("nan")) for r in group]  # noqa: E731
-        guarded = [_guarded(r, floor) for r in group]
+        guarded = [_guarded(r, floor, ceiling) for r in group]
         lines.append(
             f"| {prior} | {degradation} | {setting} | {len(group)} | {_ci(d('psnr_nonface'))} "
             f"| {_mean(d('ssim_nonface')):+.4f} | {_ci(d('niqe'))} | {_mean(d('piqe')):+.2f} "
             f"| {_mean([r['adapted'].get('hf_ratio', float('nan')) for r in group]):.3f} "
             f"| {min(d('psnr_nonface')):+.3f} | {max(d('niqe')):+.3f} "
-            f"| {sum(whole_photo_guard(r, floor) for r in group)}/{len(group)} "
+            f"| {sum(whole_photo_guard(r, floor, ceiling) for r in group)}/{len(group)} "
             f"| {_mean([g['psnr_nonface'] for g in guarded]):+.3f} | {min(g['psnr_nonface'] for g in guarded):+.3f} "
             f"| {_mean([g['niqe'] for g in guarded]):+.3f} | {_mean([r['adapt_seconds'] for r in group]):.1f} |")
     return "\n".join(lines)
@@ -378,35 +400,36 @@ def survival_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def photo_table(rows: list[dict], setting: str, floor: float = 0.0) -> str:
+def photo_table(rows: list[dict], setting: str, floor: float = 0.0, ceiling: float = 0.0) -> str:
     """Per case for one setting: the base network's figures and the adapted output's change."""
     lines = ["| photo | degr. | prior | seed | base non-face dB | Δ non-face | Δ face | Δ SSIM non-face | base NIQE "
-             "| Δ NIQE | Δ PIQE | HF ratio | texture ratio (patches) | guards | Δ non-face guarded | s adapt |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| Δ NIQE | Δ PIQE | HF ratio | guard's ratio | 16-px patches' ratio | guards | Δ non-face guarded | s adapt |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in sorted((r for r in rows if r.get("setting") == setting and "delta" in r),
                     key=lambda r: (r["photo"], r["degradation"], r["prior"], r["seed"])):
-        ratio = r.get("texture_ratio")
+        ratio, patches = r.get("texture_ratio"), r.get("texture_ratio_patches")
         lines.append(f"| {r['photo']} | {r['degradation']} | {r['prior']} | {r['seed']} "
                      f"| {r['base']['psnr_nonface']:.2f} "
                      f"| {r['delta']['psnr_nonface']:+.3f} | {r['delta']['psnr_face']:+.3f} "
                      f"| {r['delta']['ssim_nonface']:+.4f} | {r['base']['niqe']:.2f} | {r['delta']['niqe']:+.3f} "
                      f"| {r['delta'].get('piqe', float('nan')):+.2f} | {r['adapted'].get('hf_ratio', float('nan')):.3f} "
-                     f"| {'—' if ratio is None else f'{ratio:.3f}'} | {'θ′' if whole_photo_guard(r, floor) else 'θ'} "
-                     f"| {_guarded(r, floor)['psnr_nonface']:+.3f} | {r['adapt_seconds']:.1f} |")
+                     f"| {'—' if ratio is None else f'{ratio:.3f}'} | {'—' if patches is None else f'{patches:.3f}'} "
+                     f"| {'θ′' if whole_photo_guard(r, floor, ceiling) else 'θ'} "
+                     f"| {_guarded(r, floor, ceiling)['psnr_nonface']:+.3f} | {r['adapt_seconds']:.1f} |")
     return "\n".join(lines)
 
 
-def compare_lines(rows: list[dict], candidates: list[tuple[str, float]]) -> list[str]:
+def compare_lines(rows: list[dict], candidates: list[tuple[str, float, float]]) -> list[str]:
     """The decision table: per (prior, degradation), on the cases every candidate (setting name,
-    whole-photo guard floor) was measured on, the guarded mean and worst Δ non-face PSNR, the mean
+    whole-photo guard floor and ceiling) was measured on, the guarded mean and worst Δ non-face PSNR, the mean
     and worst Δ NIQE and the mean Δ PIQE; then whether each beats the first candidate on both means."""
-    names = {name for name, _ in candidates}
+    names = {name for name, _, _ in candidates}
     by_case: dict[tuple, dict[str, dict]] = {}
     for row in rows:
         if "delta" in row and row["setting"] in names:
             key = (row["prior"], row["degradation"], row["photo"], row["seed"])
             by_case.setdefault(key, {})[row["setting"]] = row
-    lines = ["| prior | degr. | setting (floor) | cases | Δ non-face guarded [95 % CI] | worst | Δ NIQE guarded [95 % CI] "
+    lines = ["| prior | degr. | setting (floor, ceiling) | cases | Δ non-face guarded [95 % CI] | worst | Δ NIQE guarded [95 % CI] "
              "| worst Δ NIQE | Δ PIQE guarded | kept θ′ |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     verdicts = []
@@ -417,18 +440,19 @@ def compare_lines(rows: list[dict], candidates: list[tuple[str, float]]) -> list
         if not cases:
             continue
         means = []
-        for name, floor in candidates:
-            guarded = [_guarded(case[name], floor) for case in cases]
+        for name, floor, ceiling in candidates:
+            guarded = [_guarded(case[name], floor, ceiling) for case in cases]
             psnr, niqe = [g["psnr_nonface"] for g in guarded], [g["niqe"] for g in guarded]
             means.append((_mean(psnr), _mean(niqe)))
-            lines.append(f"| {prior} | {degradation} | {name} ({floor:g}) | {len(cases)} | {_ci(psnr)} | {min(psnr):+.3f} "
+            lines.append(f"| {prior} | {degradation} | {name} ({floor:g}, {ceiling:g}) | {len(cases)} | {_ci(psnr)} | {min(psnr):+.3f} "
                          f"| {_ci(niqe)} | {max(niqe):+.3f} | {_mean([g['piqe'] for g in guarded]):+.2f} "
-                         f"| {sum(whole_photo_guard(case[name], floor) for case in cases)}/{len(cases)} |")
-        (ref_name, ref_floor), ref = candidates[0], means[0]
-        for (name, floor), mean in zip(candidates[1:], means[1:]):
+                         f"| {sum(whole_photo_guard(case[name], floor, ceiling) for case in cases)}/{len(cases)} |")
+        (ref_name, ref_floor, ref_ceiling), ref = candidates[0], means[0]
+        for (name, floor, ceiling), mean in zip(candidates[1:], means[1:]):
             better = mean[0] > ref[0] and mean[1] < ref[1]
-            verdicts.append(f"- {prior}, {degradation}: {name} ({floor:g}) {'beats' if better else 'does not beat'} "
-                            f"{ref_name} ({ref_floor:g}) on both means (Δ PSNR {mean[0]:+.3f} vs {ref[0]:+.3f} dB, "
+            verdicts.append(f"- {prior}, {degradation}: {name} ({floor:g}, {ceiling:g}) "
+                            f"{'beats' if better else 'does not beat'} "
+                            f"{ref_name} ({ref_floor:g}, {ref_ceiling:g}) on both means (Δ PSNR {mean[0]:+.3f} vs {ref[0]:+.3f} dB, "
                             f"Δ NIQE {mean[1]:+.3f} vs {ref[1]:+.3f})")
     return lines + [""] + verdicts
 
@@ -550,10 +574,10 @@ def picture(photo: Path, out: Path, settings: tuple[str, ...], degradation: str,
 
 @cli.command()
 @click.argument("results", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--candidate", "candidates", type=(str, float), multiple=True, required=True,
-              help="A setting and its whole-photo guard floor (0: off), e.g. --candidate lowpass 0.7; "
+@click.option("--candidate", "candidates", type=(str, float, float), multiple=True, required=True,
+              help="A setting and its whole-photo guard floor and ceiling (0: off), e.g. --candidate lowpass 0.7 0; "
                    "the first is the reference to beat.")
-def compare(results: Path, candidates: tuple[tuple[str, float], ...]) -> None:
+def compare(results: Path, candidates: tuple[tuple[str, float, float], ...]) -> None:
     """The decision table: candidates against the first on the cases measured with all of them."""
     rows = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines() if line.strip()]
     click.echo("\n".join(compare_lines(rows, list(candidates))))
@@ -564,16 +588,18 @@ def compare(results: Path, candidates: tuple[tuple[str, float], ...]) -> None:
 @click.option("--per-photo", "per_photo", multiple=True, help="Also a per-case table for these settings.")
 @click.option("--texture-floor", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="The whole-photo guard's floor for the guarded columns (0: the held-out face guard only).")
-def table(results: Path, per_photo: tuple[str, ...], texture_floor: float) -> None:
+@click.option("--texture-ceiling", type=float, default=0.0, show_default=True,
+              help="The whole-photo guard's ceiling for the guarded columns (0: off).")
+def table(results: Path, per_photo: tuple[str, ...], texture_floor: float, texture_ceiling: float) -> None:
     """Print the markdown tables of a study run."""
     rows = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines() if line.strip()]
-    click.echo(summary_table(rows, texture_floor))
+    click.echo(summary_table(rows, texture_floor, texture_ceiling))
     survival = survival_lines(rows)
     if survival:
         click.echo("\n" + "\n".join(survival))
     for setting in per_photo:
         click.echo(f"\nPer case, setting {setting}:\n")
-        click.echo(photo_table(rows, setting, texture_floor))
+        click.echo(photo_table(rows, setting, texture_floor, texture_ceiling))
 
 
 if __name__ == "__main__":

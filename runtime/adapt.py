@@ -33,8 +33,10 @@ from torch.func import functional_call, grad_and_value
 from f2n import inner_loop
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime.adapt_params import PARAM_SUBSETS, Fold, InnerLoopVariant, ParamSubset, Penalty, make_param_space, overlay
+from f2n.runtime.context_patches import TextureView
 from f2n.runtime.inner_update import make_update
 from f2n.runtime.types import PatchBatch
+from f2n.texture_loss import PATCH, random_directions, texture_distance
 
 log = logging.getLogger(__name__)
 COMPILE_BACKEND = "inductor"
@@ -50,7 +52,7 @@ DEFAULT_PARAMS: ParamSubset = "bias"
 DEFAULT_HOLDOUT = 0.25  # a quarter of the pairs, at least one
 DEFAULT_PATIENCE = 2
 DEFAULT_BAND_SIGMA = 2.0  # output px: the Gaussian that splits low band (fidelity) from high band (texture)
-DEFAULT_CONTEXT = 8  # non-face LQ patches for the teacher term and the whole-photo guard
+DEFAULT_CONTEXT = 8  # non-face LQ patches for the teacher and texture terms
 
 # The inner loop's objective by name (``--objective``): AdaptConfig fields each one sets.
 OBJECTIVES: dict[str, dict[str, float]] = {
@@ -58,10 +60,13 @@ OBJECTIVES: dict[str, dict[str, float]] = {
     "lowband": {"lowpass_sigma": DEFAULT_BAND_SIGMA},  # the same L1 on the low band only
     "teacher": {"teacher": 1.0},  # L1 + the base network as a frozen teacher of the non-face high band
     "lowband+teacher": {"lowpass_sigma": DEFAULT_BAND_SIGMA, "teacher": 1.0},
+    # low-band L1 + the sliced Wasserstein texture term (faces toward the prior, the rest toward θ)
+    "lowband+swd": {"lowpass_sigma": DEFAULT_BAND_SIGMA, "swd": 1.0},
 }
 DEFAULT_OBJECTIVE = "l1"
 DEFAULT_STRENGTH = 1.0
 DEFAULT_TEXTURE_FLOOR = 0.0
+DEFAULT_TEXTURE_CEILING = 0.0
 
 Weights = dict[str, torch.Tensor]
 Optimizer = Literal["sgd", "adam"]
@@ -87,10 +92,12 @@ class AdaptConfig:
     # Objectives that keep texture (issue 28; docs/adaptation.md "Objectives, strength, whole-photo guard"):
     lowpass_sigma: float = 0.0  # > 0: fidelity on G_σ-low-passed residuals only (σ in output px)
     teacher: float = 0.0  # weight of |HP(f(x; θ′)) − HP(f(x; θ))| on non-face patches x (a frozen teacher)
+    swd: float = 0.0  # weight of the sliced Wasserstein texture term (f2n.texture_loss) on high-band patch sets
     band_sigma: float = DEFAULT_BAND_SIGMA  # σ of the high band HP = 1 − G_σ the teacher and the guard use
-    context: int = DEFAULT_CONTEXT  # non-face LQ patches drawn for the teacher term and the whole-photo guard
+    context: int = DEFAULT_CONTEXT  # non-face LQ patches drawn for the teacher and texture terms
     strength: float = DEFAULT_STRENGTH  # θ + strength·(θ′ − θ) is handed on: 0 is θ, 1 the adapted weights
-    texture_floor: float = DEFAULT_TEXTURE_FLOOR  # > 0: refuse θ′ when its non-face high-band energy / θ's is outside [floor, 1/floor]
+    texture_floor: float = DEFAULT_TEXTURE_FLOOR  # > 0: refuse θ′ when its non-face high-band energy / θ's < floor (blur)
+    texture_ceiling: float = DEFAULT_TEXTURE_CEILING  # > 0: refuse θ′ when that ratio > ceiling (noise made texture)
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -111,10 +118,13 @@ class AdaptConfig:
             raise ConfigError(f"adaptation strength must be in [0, 1], got {self.strength}")
         if not 0 <= self.texture_floor < 1:
             raise ConfigError(f"texture_floor must be in [0, 1), got {self.texture_floor}")
-        if (not 0 <= self.lowpass_sigma < math.inf or not 0 <= self.teacher < math.inf
+        if self.texture_ceiling and not 1 < self.texture_ceiling < math.inf:
+            raise ConfigError(f"texture_ceiling must be 0 (off) or a finite number > 1, got {self.texture_ceiling}")
+        if (not 0 <= self.lowpass_sigma < math.inf or not 0 <= self.teacher < math.inf or not 0 <= self.swd < math.inf
                 or not 0 < self.band_sigma < math.inf or self.context < 0):
-            raise ConfigError(f"lowpass_sigma and teacher must be finite >= 0, band_sigma finite > 0 and context >= 0, "
-                              f"got {self.lowpass_sigma}, {self.teacher}, {self.band_sigma}, {self.context}")
+            raise ConfigError(f"lowpass_sigma, teacher and swd must be finite >= 0, band_sigma finite > 0 and context "
+                              f">= 0, got {self.lowpass_sigma}, {self.teacher}, {self.swd}, {self.band_sigma}, "
+                              f"{self.context}")
         if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
             raise EngineUnavailableError(f"adaptation device {self.device!r} requested but CUDA is not available here")
 
@@ -124,8 +134,14 @@ class AdaptConfig:
 
     @property
     def wants_context(self) -> bool:
-        """Non-face patches are needed: the teacher term or the whole-photo guard is on."""
-        return self.context > 0 and (self.teacher > 0 or self.texture_floor > 0)
+        """Non-face patches are needed for training: the teacher or the texture term is on (the
+        whole-photo guard has its own view, ``f2n.runtime.context_patches.texture_view``)."""
+        return self.context > 0 and (self.teacher > 0 or self.swd > 0)
+
+    @property
+    def texture_guarded(self) -> bool:
+        """The whole-photo guard is on (a floor, a ceiling or both)."""
+        return self.texture_floor > 0 or self.texture_ceiling > 0
 
     @property
     def objective(self) -> str:
@@ -133,6 +149,8 @@ class AdaptConfig:
         parts = [f"low-band L1 σ={self.lowpass_sigma:g}" if self.lowpass_sigma else "L1"]
         if self.teacher:
             parts.append(f"{self.teacher:g}·teacher σ={self.band_sigma:g}")
+        if self.swd:
+            parts.append(f"{self.swd:g}·SWD σ={self.band_sigma:g}")
         return " + ".join(parts)
 
 
@@ -140,7 +158,7 @@ def objective_settings(name: str) -> dict[str, float]:
     """The AdaptConfig fields of the objective ``name`` (``OBJECTIVES``); a ConfigError otherwise."""
     if name not in OBJECTIVES:
         raise ConfigError(f"adaptation objective must be one of {', '.join(OBJECTIVES)}, got {name!r}")
-    return {"lowpass_sigma": 0.0, "teacher": 0.0, **OBJECTIVES[name]}
+    return {"lowpass_sigma": 0.0, "teacher": 0.0, "swd": 0.0, **OBJECTIVES[name]}
 
 
 @dataclass(frozen=True)
@@ -222,12 +240,14 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
     lq, target, mask = (t.to(device) for t in (patches.lq, patches.target, patches.weight))
     precision = resolved_precision(config)
     loss_and_grads = _loss_and_grads_fn(model, precision, config.compiled, space.fold_with, variant.penalty,
-                                        config.lowpass_sigma, config.teacher, config.band_sigma)
+                                        config.lowpass_sigma, config.teacher, config.band_sigma, config.swd)
     teach: tuple[torch.Tensor, torch.Tensor] | tuple[()] = ()
-    if config.teacher and context is not None:
+    if (config.teacher or config.swd) and context is not None:
         context = context.to(device)
         with torch.no_grad():  # the frozen teacher: θ's output on the non-face patches, computed once
             teach = (context, functional_call(model, base, (context,)).float())
+    # The texture term's slices: drawn once per photo, seeded, so a run is reproducible
+    fixed = {"directions": random_directions(3 * PATCH ** 2, seed=seed).to(device)} if config.swd else {}
     params = list(space.trainable.values())
     update = make_update(params, config.optimizer, config.lr)  # torch.optim's step without torch.optim's import cost
     generator = torch.Generator().manual_seed(seed)
@@ -236,7 +256,7 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
         batch = PatchBatch(lq, target, mask)
         if variant.transform is not None:
             batch = variant.transform(batch, generator)
-        grads, loss = loss_and_grads(space.trainable, base, batch.lq, batch.target, batch.weight, *teach)
+        grads, loss = loss_and_grads(space.trainable, base, batch.lq, batch.target, batch.weight, *teach, **fixed)
         update(list(grads.values()))
         loss_value = float(loss)  # also synchronises CUDA before the clock stops
         with torch.no_grad():
@@ -247,7 +267,7 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
 def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
           on_step: Callable[[AdaptStep], None] | None = None, *, seed: int = 0,
           held_out: PatchBatch | None = None, context: torch.Tensor | None = None,
-          variant: InnerLoopVariant = InnerLoopVariant()) -> AdaptResult:
+          variant: InnerLoopVariant = InnerLoopVariant(), guard_view: TextureView | None = None) -> AdaptResult:
     """Adapt a copy of ``model``'s weights to one photo's face patches. ``on_step`` sees each
     step as it finishes (f2n-eval upscales snapshots there).
 
@@ -257,10 +277,12 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
     ``held_out``: other pairs to hold out instead (ReDegNet trains on synthetic pairs and checks
     on the photo's real face pairs); all of ``patches`` are then trained on.
     ``context``: (K, 3, p, p) non-face LQ patches of the photo (``f2n.runtime.context_patches``):
-    the teacher term trains on them, and the whole-photo guard (``config.texture_floor``) refuses
-    θ′ when its high-band energy there drifts from θ's. The kept θ′ is moved only
-    ``config.strength`` of the way from θ, before the guard looks at it. ``variant``: a study's
-    changes to the inner loop (f2n.eval.study_variants).
+    the teacher and texture terms train on them. ``guard_view``: what the whole-photo guard
+    (``config.texture_floor`` / ``texture_ceiling``) compares f(θ′) and f(θ) on
+    (``f2n.runtime.context_patches.texture_view``; ``context`` without it); it refuses θ′ when
+    the non-face high-band energy there fell below the floor or rose above the ceiling. The kept
+    θ′ is moved only ``config.strength`` of the way from θ, before the guard looks at it.
+    ``variant``: a study's changes to the inner loop (f2n.eval.study_variants).
     """
     base = {name: p.detach() for name, p in model.named_parameters()}
     train, held = (patches, held_out) if held_out is not None else split_holdout(patches, config.holdout, seed)
@@ -295,9 +317,10 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
     if held is not None and losses and config.guard:
         adapted, reason = guard_decision(held_losses[0], best_loss, precision)
     kept = with_strength(base, kept, config.strength)
-    ratio = texture_ratio(model, base, kept, context, config.band_sigma) if context is not None and losses else None
-    if adapted and ratio is not None and config.texture_floor:
-        adapted, reason = texture_guard_decision(ratio, config.texture_floor)
+    view = guard_view if guard_view is not None else TextureView(context) if context is not None else None
+    ratio = texture_ratio(model, base, kept, view, config.band_sigma) if view is not None and losses else None
+    if adapted and ratio is not None and config.texture_guarded:
+        adapted, reason = texture_guard_decision(ratio, config.texture_floor, config.texture_ceiling)
     if not adapted:
         kept, kept_step = base, 0
     weights = {name: value.detach().float().cpu().clone() for name, value in kept.items()}
@@ -315,25 +338,46 @@ def with_strength(base: Mapping[str, torch.Tensor], adapted: Weights, strength: 
 
 @torch.no_grad()
 def texture_ratio(model: nn.Module, base: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor],
-                  context: torch.Tensor, sigma: float = DEFAULT_BAND_SIGMA) -> float:
-    """mean(HP(f(x; θ′))²) / mean(HP(f(x; θ))²) over the non-face LQ patches x: below 1 the
-    adapted network draws less texture than the base network away from the faces, above 1 more."""
+                  view: TextureView | torch.Tensor, sigma: float = DEFAULT_BAND_SIGMA) -> float:
+    """mean(HP(f(x; θ′))²) / mean(HP(f(x; θ))²) over the non-face pixels of ``view`` (a
+    TextureView, or non-face LQ patches x): below 1 the adapted network draws less texture than
+    the base network away from the faces, above 1 more."""
+    view = view if isinstance(view, TextureView) else TextureView(view)
     device = next(iter(base.values())).device
-    context = context.to(device)
-    energy = [float(inner_loop.high_band(functional_call(model, {k: v.to(device) for k, v in w.items()},
-                                                         (context,)).float(), sigma).pow(2).mean())
-              for w in (weights, base)]
+    lq = view.lq.to(device)
+    adapted, original = (functional_call(model, {k: v.to(device) for k, v in w.items()}, (lq,)).float()
+                         for w in (weights, base))
+    return band_energy_ratio(adapted, original, view.keep, sigma)
+
+
+def band_energy_ratio(adapted: torch.Tensor, original: torch.Tensor, keep: torch.Tensor | None,
+                      sigma: float = DEFAULT_BAND_SIGMA) -> float:
+    """High-band energy of ``adapted`` over ``original`` (N, C, H, W outputs), over the pixels
+    ``keep`` (N, 1, h, w LQ mask, resized nearest to the outputs; None: all) marks."""
+    energy = []
+    for out in (adapted, original):
+        band = inner_loop.high_band(out, sigma).pow(2)
+        if keep is None:
+            energy.append(float(band.mean()))
+        else:
+            mask = torch.nn.functional.interpolate(keep.to(band.device), size=band.shape[-2:], mode="nearest")
+            energy.append(float((band * mask).sum() / (mask.sum() * band.shape[1])))
     return energy[0] / max(energy[1], 1e-12)
 
 
-def texture_guard_decision(ratio: float, floor: float) -> tuple[bool, str]:
-    """The whole-photo guard: θ′ only when its non-face high-band energy stays within
-    [floor, 1/floor] of θ's (blurring the rest of the photo, or sharpening noise into it, refuses it)."""
-    if floor <= ratio <= 1 / floor:
+def texture_guard_decision(ratio: float, floor: float, ceiling: float = 0.0) -> tuple[bool, str]:
+    """The whole-photo guard: θ′ only when its non-face high-band energy over θ's is at least
+    ``floor`` (blurring the rest of the photo refuses it) and at most ``ceiling`` (turning noise
+    into texture refuses it); 0 turns either bound off."""
+    if ratio < floor:
+        change = "lost"
+    elif ceiling and ratio > ceiling:
+        change = "gained"
+    else:
         return True, ""
-    change = "lost" if ratio < floor else "gained"
+    allowed = f"{floor:.2f}-{ceiling:.2f}" if ceiling else f">= {floor:.2f}"
     return False, (f"guard: the non-face output {change} texture (high-band energy {ratio:.2f}× the base "
-                   f"network's, allowed {floor:.2f}-{1 / floor:.2f}); base weights used")
+                   f"network's, allowed {allowed}); base weights used")
 
 
 def _is_base_tensor(value: torch.Tensor, base: torch.Tensor) -> bool:
@@ -373,15 +417,15 @@ def adaptation_precision(precision: str, device_type: str, capability: tuple[int
 
 def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool, fold_with: Fold = overlay,
                        penalty: Penalty | None = None, lowpass_sigma: float = 0.0, teacher: float = 0.0,
-                       band_sigma: float = DEFAULT_BAND_SIGMA) -> Callable:
-    """(trainable, base, lq, target, mask[, context, teacher_out]) -> (grads of trainable, loss). Cached on
+                       band_sigma: float = DEFAULT_BAND_SIGMA, swd: float = 0.0) -> Callable:
+    """(trainable, base, lq, target, mask[, context, teacher_out][, directions=]) -> (grads of trainable, loss). Cached on
     ``model`` so that a compiled function, with its graph per patch shape, is reused across photos and
     dies with the model (a cache keyed on the model would keep every model and graph alive)."""
     cache = model.__dict__.get(_STEP_CACHE)
     if cache is None or cache[0] != id(model):  # none yet, or one copied along with the model
         cache = (id(model), {})
         model.__dict__[_STEP_CACHE] = cache
-    key = (precision, compiled, fold_with, penalty, lowpass_sigma, teacher, band_sigma)
+    key = (precision, compiled, fold_with, penalty, lowpass_sigma, teacher, band_sigma, swd)
     if key not in cache[1]:
         cache[1][key] = _make_loss_and_grads(model, *key)
     return cache[1][key]
@@ -393,10 +437,10 @@ _STEP_CACHE = "_f2n_loss_and_grads"
 def _eager_grad_and_value(loss: Callable[..., torch.Tensor]) -> Callable[..., tuple[Weights, torch.Tensor]]:
     """``torch.func.grad_and_value(loss)`` through ``torch.autograd.grad``: torch.func imports
     torch._dynamo on its first call, 149 MiB that stay resident (issue 27, memory); eager needs none of it."""
-    def step(trainable: Weights, *args: torch.Tensor) -> tuple[Weights, torch.Tensor]:
+    def step(trainable: Weights, *args: torch.Tensor, **fixed: torch.Tensor) -> tuple[Weights, torch.Tensor]:
         with torch.enable_grad():
             leaves = {name: value.detach().requires_grad_() for name, value in trainable.items()}
-            value = loss(leaves, *args)
+            value = loss(leaves, *args, **fixed)
             grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
         filled = [torch.zeros_like(leaf) if grad is None else grad for leaf, grad in zip(leaves.values(), grads)]
         return dict(zip(leaves, filled)), value.detach()
@@ -405,21 +449,25 @@ def _eager_grad_and_value(loss: Callable[..., torch.Tensor]) -> Callable[..., tu
 
 
 def _make_loss_and_grads(model: nn.Module, precision: str, compiled: bool, fold_with: Fold, penalty: Penalty | None,
-                         lowpass_sigma: float, teacher: float, band_sigma: float) -> Callable:
+                         lowpass_sigma: float, teacher: float, band_sigma: float, swd: float) -> Callable:
     dtype = _AUTOCAST[precision]
 
     def loss(trainable: Weights, base: Weights, lq: torch.Tensor, target: torch.Tensor,
              mask: torch.Tensor, context: torch.Tensor | None = None,
-             teacher_out: torch.Tensor | None = None) -> torch.Tensor:
+             teacher_out: torch.Tensor | None = None, directions: torch.Tensor | None = None) -> torch.Tensor:
         weights = fold_with(base, trainable)
         with torch.autocast(lq.device.type, dtype=dtype, enabled=dtype is not None):
             out = functional_call(model, weights, (lq,))
         value = inner_loop.lowband_masked_l1(out.float(), target, mask, lowpass_sigma)
-        if teacher and context is not None:
+        if swd and directions is not None:  # the faces' texture toward the prior's, as a distribution
+            value = value + swd * texture_distance(out.float(), target, directions, band_sigma)
+        if (teacher or swd) and context is not None:
             with torch.autocast(lq.device.type, dtype=dtype, enabled=dtype is not None):
-                student = functional_call(model, weights, (context,))
-            # HP is linear: HP(f(x; θ′)) − HP(f(x; θ)) = HP(f(x; θ′) − f(x; θ))
-            value = value + teacher * inner_loop.high_band(student.float() - teacher_out, band_sigma).abs().mean()
+                student = functional_call(model, weights, (context,)).float()
+            if teacher:  # HP is linear: HP(f(x; θ′)) − HP(f(x; θ)) = HP(f(x; θ′) − f(x; θ))
+                value = value + teacher * inner_loop.high_band(student - teacher_out, band_sigma).abs().mean()
+            if swd and directions is not None:  # the rest of the photo's texture toward the base network's
+                value = value + swd * texture_distance(student, teacher_out, directions, band_sigma)
         if penalty is not None:
             value = value + penalty(weights, base)
         return value
@@ -428,11 +476,12 @@ def _make_loss_and_grads(model: nn.Module, precision: str, compiled: bool, fold_
         return _eager_grad_and_value(loss)
     compiled_step = torch.compile(grad_and_value(loss), backend=COMPILE_BACKEND)
 
-    def run(trainable: Weights, base: Weights, *patches: torch.Tensor) -> tuple[Weights, torch.Tensor]:
+    def run(trainable: Weights, base: Weights, *patches: torch.Tensor,
+            **fixed: torch.Tensor) -> tuple[Weights, torch.Tensor]:
         for tensor in patches:  # the patch count: one graph for every number of faces
             torch._dynamo.maybe_mark_dynamic(tensor, 0)
         # The compiled backward's autocast default differs from eager: say it explicitly.
         with functorch_config.patch(backward_pass_autocast="same_as_forward"):
-            return compiled_step(trainable, base, *patches)
+            return compiled_step(trainable, base, *patches, **fixed)
 
     return run

@@ -35,6 +35,7 @@ from f2n.runtime.adapt import (
     DEFAULT_PARAMS,
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
+    DEFAULT_TEXTURE_CEILING,
     DEFAULT_TEXTURE_FLOOR,
     AdaptConfig,
     objective_settings,
@@ -68,12 +69,13 @@ class AdaptationSettings:
     objective: str = DEFAULT_OBJECTIVE  # the inner loop's loss (f2n.runtime.adapt.OBJECTIVES)
     strength: float = DEFAULT_STRENGTH  # θ + strength·(θ′ − θ) goes to the engine
     texture_floor: float = DEFAULT_TEXTURE_FLOOR  # the whole-photo guard (AdaptConfig.texture_floor)
+    texture_ceiling: float = DEFAULT_TEXTURE_CEILING  # its upper bound (AdaptConfig.texture_ceiling)
     # A budget per photo, spread over its faces: a step costs the same for 1 or 10 faces (issue 16);
     # 8 pairs (6 trained, 2 held out) is what the adaptation study ran (docs/adaptation.md).
     patches: PatchConfig = field(default_factory=lambda: PatchConfig(per_image=DEFAULT_PATCHES_PER_IMAGE))
 
 
-REQUESTABLE = ("steps", "lr", "optimizer", "guard", "holdout", "objective", "strength", "texture_floor",
+REQUESTABLE = ("steps", "lr", "optimizer", "guard", "holdout", "objective", "strength", "texture_floor", "texture_ceiling",
                "patches_per_face", "patches_per_image")
 
 
@@ -96,7 +98,8 @@ def resolve_settings(requested: Mapping[str, Any], loaded: LoadedSR,
         raise ConfigError(f"unknown adaptation settings {sorted(unknown)}, expected some of {REQUESTABLE}")
     checkpoint = checkpoint_settings(loaded.adaptation_defaults)
     values = {}
-    for name in ("steps", "lr", "optimizer", "params", "guard", "holdout", "objective", "strength", "texture_floor"):
+    for name in ("steps", "lr", "optimizer", "params", "guard", "holdout", "objective", "strength", "texture_floor",
+                 "texture_ceiling"):
         given = requested.get(name)
         values[name] = given if given is not None else checkpoint.get(name, getattr(default, name))
     patches = patch_config(requested.get("patches_per_face"), requested.get("patches_per_image"),
@@ -246,7 +249,8 @@ def build_pipeline(
     settings = resolve_settings(requested or {}, loaded, defaults)
     adapt = AdaptConfig(steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, params=settings.params,
                         guard=settings.guard, holdout=settings.holdout, strength=settings.strength,
-                        texture_floor=settings.texture_floor, **objective_settings(settings.objective), device=device,
+                        texture_floor=settings.texture_floor, texture_ceiling=settings.texture_ceiling,
+                        **objective_settings(settings.objective), device=device,
                         precision="bf16" if device == "cuda" and precision != "fp32" else "fp32")
     config = PipelineConfig(adapt=adapt, **pipeline_options)
     face = FaceStageConfig(patches=settings.patches)

@@ -17,7 +17,7 @@ from torch import nn
 from f2n.nets.masknet import MaskNet
 from f2n.runtime.adapt import AdaptConfig, AdaptResult, AdaptStep, resolved_precision
 from f2n.runtime.adapt import adapt as run_inner_loop
-from f2n.runtime.context_patches import nonface_patches
+from f2n.runtime.context_patches import nonface_patches, texture_view
 from f2n.runtime.face.prior import FacePrior
 from f2n.runtime.face.stage import Detector, FaceStageConfig, run_face_stage
 from f2n.runtime.report import timed
@@ -77,9 +77,11 @@ class FaceAdaptation:
             return MethodOutcome(None, faces.no_faces_reason, timings, faces)
         # adapt θ to the face pairs
         with timed(timings, "adapt"):
-            context = (nonface_patches(rgb, [face.box for face in faces.faces], count=adapt.context,
-                                       size=self.face.patches.lq_size, seed=seed) if adapt.wants_context else None)
-            result = run_inner_loop(model, faces.patches, adapt, on_step, seed=seed, context=context)
+            boxes = [face.box for face in faces.faces]
+            context = (nonface_patches(rgb, boxes, count=adapt.context, size=self.face.patches.lq_size, seed=seed)
+                       if adapt.wants_context else None)
+            view = texture_view(rgb, boxes, seed=seed) if adapt.texture_guarded else None
+            result = run_inner_loop(model, faces.patches, adapt, on_step, seed=seed, context=context, guard_view=view)
         timings.update({f"adapt.step_{i}": t for i, t in enumerate(result.step_seconds, start=1)})
         provenance = {
             "method": self.name, "steps": str(result.best_step), "steps_taken": str(len(result.losses)),
@@ -90,8 +92,9 @@ class FaceAdaptation:
             "holdout_loss_kept": repr(result.holdout_losses[result.best_step]) if result.holdout_losses else "",
             "objective": adapt.objective, "strength": repr(adapt.strength),
             "texture_ratio": repr(result.texture_ratio) if result.texture_ratio is not None else "",
-            "texture_floor": repr(adapt.texture_floor),
+            "texture_floor": repr(adapt.texture_floor), "texture_ceiling": repr(adapt.texture_ceiling),
             "nonface_patches": str(len(context) if context is not None else 0),
+            "guard_pixels": str(view.pixels if view is not None else 0),
         }
         if not result.adapted:  # the guard kept θ: the engine gets the base weights
             return MethodOutcome(None, result.reason, timings, faces, provenance)

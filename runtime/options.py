@@ -84,7 +84,8 @@ class PipelineOptions:
         "then, and the report says so).", is_flag=True, setting="guard", to_setting=_guard))
     objective: str | None = field(default=None, metadata=flag(
         "Inner-loop loss: l1 (MetaF2N), lowband (L1 on the low band only), teacher (L1 + the base network as "
-        f"teacher of the non-face texture), lowband+teacher [{DEFAULT_OBJECTIVE}].",
+        "teacher of the non-face texture), lowband+teacher, lowband+swd (low band + a sliced Wasserstein texture "
+        f"term on high-band patch sets) [{DEFAULT_OBJECTIVE}].",
         type=click.Choice(tuple(OBJECTIVES)), setting="objective"))
     strength: float | None = field(default=None, metadata=flag(
         f"θ + strength·(θ′ − θ) goes to the engine: 0 is the base network, 1 the adapted one [{DEFAULT_STRENGTH:g}].",

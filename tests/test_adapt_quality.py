@@ -51,6 +51,23 @@ def test_nonface_patches_stay_off_the_faces() -> None:
     assert nonface_patches(rgb, [(0, 0, 64, 64)], count=6, size=8, seed=3) is None
 
 
+def test_the_guard_sees_a_small_photo_whole_and_samples_a_large_one() -> None:
+    from f2n.runtime.context_patches import GUARD_PATCHES, GUARD_SIZE, texture_view
+
+    small = np.zeros((80, 80, 3), np.float32)
+    small[20:44, 28:52] = 1.0  # the face
+    view = texture_view(small, [(28, 20, 52, 44)], seed=0)
+    assert view is not None and view.lq.shape == (1, 3, 80, 80)
+    assert float((view.keep[0, 0] * torch.from_numpy(small[..., 0])).sum()) == 0  # no face pixel counts
+    assert float(view.keep[0, 0, 0].min()) == 1 and 0 < view.pixels < 80 * 80  # the rest does
+    large = np.zeros((200, 300, 3), np.float32)
+    large[80:120, 130:170] = 1.0
+    view = texture_view(large, [(130, 80, 170, 120)], seed=0)
+    assert view is not None and view.keep is None and view.lq.shape == (GUARD_PATCHES, 3, GUARD_SIZE, GUARD_SIZE)
+    assert float(view.lq.max()) == 0.0
+    assert texture_view(small, [(0, 0, 80, 80)], seed=0) is None  # all face: nothing to guard on
+
+
 @pytest.fixture(scope="module")
 def blur_case() -> tuple[RRDBNet, PatchBatch, torch.Tensor, AdaptResult]:
     """Face pairs whose targets are the base network's output blurred (adapting to them lowers the
@@ -78,6 +95,56 @@ def test_whole_photo_guard_refuses_a_theta_that_improves_faces_but_blurs_the_res
     guarded = adapt(model, patches, replace(CONFIG, texture_floor=0.8), seed=2, context=context)
     assert not guarded.adapted and "lost texture" in guarded.reason
     assert all(torch.equal(guarded.weights[k], guarded.base[k]) for k in guarded.base)
+
+
+@pytest.fixture(scope="module")
+def noise_case() -> tuple[RRDBNet, PatchBatch, torch.Tensor]:
+    """The other failure: face pairs whose targets are the base network's output with its high band
+    tripled, so that adapting to them lowers the held-out face loss by amplifying fine detail,
+    and flat non-face LQ patches with faint noise (a sky, a wall) where that turns noise into texture."""
+    model = tiny_net()
+    g = torch.Generator().manual_seed(1)
+    lq = torch.rand(12, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        out = model(lq)
+        target = out + 2 * inner_loop.high_band(out, 1.0)
+    context = 0.5 + 0.02 * torch.randn(8, 3, 8, 8, generator=g)
+    return model, PatchBatch(lq, target, torch.ones(12, 1, 32, 32)), context
+
+
+def test_whole_photo_ceiling_refuses_a_theta_that_improves_faces_but_amplifies_noise(noise_case) -> None:
+    model, patches, context = noise_case
+    config = replace(CONFIG, lr=1e-3)  # a steady climb: with 1e-2 the first steps overshoot the held-out pairs
+    unguarded = adapt(model, patches, config, seed=2, context=context)
+    # the face guard alone keeps θ′ (the held-out face loss improved), and so does a floor alone ...
+    assert unguarded.adapted and unguarded.holdout_losses[unguarded.best_step] < unguarded.holdout_losses[0]
+    assert unguarded.texture_ratio is not None and unguarded.texture_ratio > 2
+    assert adapt(model, patches, replace(config, texture_floor=0.8), seed=2, context=context).adapted
+    # ... while the ceiling sees the non-face high band grow and hands θ back
+    guarded = adapt(model, patches, replace(config, texture_ceiling=1.5), seed=2, context=context)
+    assert not guarded.adapted and "gained texture" in guarded.reason
+    assert all(torch.equal(guarded.weights[k], guarded.base[k]) for k in guarded.base)
+
+
+def test_texture_term_keeps_the_texture_a_misaligned_prior_would_average_away() -> None:
+    """Restored faces are never pixel-aligned with the output: targets that are the base output
+    moved by (3, 1) px make any pixel loss blur; the texture term compares patch distributions,
+    which the shift does not change, so more of the texture survives, on the faces and off them."""
+    model = tiny_net()
+    g = torch.Generator().manual_seed(1)
+    lq, context = torch.rand(12, 3, 8, 8, generator=g), torch.rand(8, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        target = torch.roll(model(lq), (3, 1), (-2, -1))
+    patches = PatchBatch(lq, target, torch.ones(12, 1, 32, 32))
+    config = replace(CONFIG, lr=3e-3, lowpass_sigma=1.0)
+    lowband = adapt(model, patches, config, seed=2, context=context)
+    textured = adapt(model, patches, replace(config, swd=2.0), seed=2, context=context)
+    assert textured.adapted and textured.holdout_losses[textured.best_step] < textured.holdout_losses[0]
+    assert textured.texture_ratio > lowband.texture_ratio + 0.1
+    base = {k: v.detach() for k, v in model.named_parameters()}
+    assert texture_ratio(model, base, textured.weights, lq) > texture_ratio(model, base, lowband.weights, lq) + 0.1
+    repeat = adapt(model, patches, replace(config, swd=2.0), seed=2, context=context)
+    assert all(torch.equal(repeat.weights[k], textured.weights[k]) for k in textured.weights)  # seeded slices
 
 
 def test_teacher_term_keeps_the_non_face_texture(blur_case) -> None:
@@ -116,6 +183,7 @@ def test_objective_strength_and_guard_figures_reach_the_report(tiny_weights, tmp
     figures = report.adaptation
     assert figures["objective"] == "low-band L1 σ=2 + 1·teacher σ=2" and figures["strength"] == "0.5"
     assert figures["nonface_patches"] == "8" and 0 < float(figures["texture_ratio"]) < 100
+    assert figures["guard_pixels"] == str(4 * 32 * 32)  # a 128² LQ photo: sampled, not seen whole
     assert report.settings["adapt"]["strength"] == 0.5
 
 
@@ -143,4 +211,5 @@ def test_the_study_holds_out_a_fixed_third_and_bootstraps_the_mean() -> None:
     assert low < float(np.mean(values)) < high and high - low < max(values) - min(values)
     row = {"guard_adapts": True, "texture_ratio": 0.6}
     assert whole_photo_guard(row, 0.0) and not whole_photo_guard(row, 0.7)
-    assert not whole_photo_guard({**row, "texture_ratio": 1.6}, 0.7)  # texture gained (noise) is refused too
+    gained = {**row, "texture_ratio": 1.6}  # texture gained (noise): the ceiling's, not the floor's
+    assert whole_photo_guard(gained, 0.7) and not whole_photo_guard(gained, 0.7, 1.5)
