@@ -176,12 +176,14 @@ def part_env(record: dict) -> None:
 
 def part_sr(bench: Bench, report: Report, engines: set[str]) -> Callable[[dict], None]:
     def run(record: dict) -> None:
+        from f2n.cpu_features import native_bf16
         from f2n.export.aoti import AotiEngine, compile_package
         from f2n.export.fp32_mode import ieee_fp32
         from f2n.export.torch_engine import TorchEngine
 
         sizes, rows = bench.sizes, record["rows"]
-        low = "fp16" if sizes.device == "cuda" else "bf16"  # the CPU has no fp16 torch engine
+        # The CPU has no fp16 torch engine, and refuses bf16 where it would be emulated
+        low = "fp16" if sizes.device == "cuda" else "bf16" if native_bf16() else "fp32"
         title = f"{sizes.lr}² LR -> {4 * sizes.lr}² (tile {sizes.tile}, overlap {sizes.overlap}), {low}"
 
         def aoti() -> object:
