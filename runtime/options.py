@@ -30,7 +30,10 @@ from f2n.runtime.adapt import (
     DEFAULT_OPTIMIZER,
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
+    DEFAULT_TEXTURE_CEILING,
+    DEFAULT_TEXTURE_FLOOR,
     OBJECTIVES,
+    AdaptConfig,
     Optimizer,
 )
 from f2n.runtime.build import DEFAULT_PATCHES_PER_IMAGE, build_pipeline, patch_config
@@ -90,6 +93,14 @@ class PipelineOptions:
     strength: float | None = field(default=None, metadata=flag(
         f"θ + strength·(θ′ − θ) goes to the engine: 0 is the base network, 1 the adapted one [{DEFAULT_STRENGTH:g}].",
         type=click.FloatRange(0, 1), setting="strength"))
+    texture_floor: float | None = field(default=None, metadata=flag(
+        "Whole-photo guard: keep the base network when the non-face high-band energy of f(θ′) over f(θ) falls "
+        f"below this (texture lost); 0 is off [{DEFAULT_TEXTURE_FLOOR:g}].",
+        type=click.FloatRange(0, 1, max_open=True), setting="texture_floor"))
+    texture_ceiling: float | None = field(default=None, metadata=flag(
+        "Whole-photo guard: keep the base network when that ratio rises above this (noise turned into texture; "
+        f"1.25 in docs/adaptation.md's study); 0 is off [{DEFAULT_TEXTURE_CEILING:g}].",
+        type=float, setting="texture_ceiling"))
     adapt_method: str = field(default="auto", metadata=flag(
         "faces: MetaF2N; cmdsr: ConditionNet on the photo's LR patches; redegnet: the faces' degradation rendered "
         "onto --natural-bank images (ReDegNet); auto: cmdsr when the checkpoint has a ConditionNet.",
@@ -145,6 +156,7 @@ class PipelineOptions:
             ReDegNetConfig(self.natural_pairs)
         SupportConfig(patch=self.support_patch, count=self.support_count)
         PipelineConfig(tile=self.tile, overlap=self.tile_overlap)
+        AdaptConfig(texture_floor=self.texture_floor or 0.0, texture_ceiling=self.texture_ceiling or 0.0)
 
     @property
     def oracle(self) -> bool:

@@ -168,15 +168,16 @@ def test_strength_half_lands_between_theta_and_theta_prime(blur_case) -> None:
 
 
 def test_objective_strength_and_guard_figures_reach_the_report(tiny_weights, tmp_path) -> None:
-    from f2n.runtime import OraclePrior, build_pipeline, write_image
     from f2n.eval.demo import demo_pair
+    from f2n.runtime import OraclePrior, build_pipeline, write_image
+    from f2n.runtime.options import PipelineOptions
 
     gt, lq = demo_pair((0, 512, 0, 512))  # the whole astronaut: room beside the face for non-face patches
     photo = tmp_path / "astronaut.png"
     write_image(photo, lq)
     pipeline = build_pipeline(tiny_weights, device="cpu", engine="torch", prior=OraclePrior(gt),
-                              requested={"objective": "lowband+teacher", "strength": 0.5, "texture_floor": 0.01,
-                                         "steps": 2, "lr": 1e-3})
+                              requested=PipelineOptions(objective="lowband+teacher", strength=0.5, texture_floor=0.01,
+                                                        texture_ceiling=100.0, steps=2, lr=1e-3).requested())
     adapt_config = pipeline.config.adapt
     assert (adapt_config.lowpass_sigma, adapt_config.teacher, adapt_config.strength) == (2.0, 1.0, 0.5)
     report = pipeline(photo, tmp_path / "out.png")
@@ -185,6 +186,7 @@ def test_objective_strength_and_guard_figures_reach_the_report(tiny_weights, tmp
     assert figures["nonface_patches"] == "8" and 0 < float(figures["texture_ratio"]) < 100
     assert figures["guard_pixels"] == str(4 * 32 * 32)  # a 128² LQ photo: sampled, not seen whole
     assert report.settings["adapt"]["strength"] == 0.5
+    assert (figures["texture_floor"], figures["texture_ceiling"]) == ("0.01", "100.0")  # the flags reach the guard
 
 
 def test_an_unknown_objective_or_strength_is_one_line_exit_5(tiny_weights, tmp_path) -> None:
@@ -192,7 +194,8 @@ def test_an_unknown_objective_or_strength_is_one_line_exit_5(tiny_weights, tmp_p
 
     from f2n.runtime import cli
 
-    for option in (["--objective", "vgg"], ["--strength", "1.5"]):
+    for option in (["--objective", "vgg"], ["--strength", "1.5"], ["--texture-ceiling", "0.8"],
+                   ["--texture-floor", "1"]):
         result = CliRunner().invoke(cli.command, [str(tmp_path / "x.png"), "--checkpoint", str(tiny_weights), *option])
         assert result.exit_code == 5, result.output
         assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output

@@ -54,7 +54,8 @@ def test_an_app_building_options_directly_gets_the_commands_checks(values: dict,
 def test_the_adaptation_settings_requested_follow_the_fields() -> None:
     options = PipelineOptions(steps=3, lr=0.01, no_guard=True, strength=0.5, patches_per_image=4)
     assert options.requested() == {"steps": 3, "lr": 0.01, "optimizer": None, "guard": False, "objective": None,
-                                   "strength": 0.5, "patches_per_face": None, "patches_per_image": 4}
+                                   "strength": 0.5, "texture_floor": None, "texture_ceiling": None,
+                                   "patches_per_face": None, "patches_per_image": 4}
     assert PipelineOptions().requested()["guard"] is None  # not given: the checkpoint's, else on
 
 
