@@ -1,5 +1,6 @@
 """``f2n-bench``: record the latency baseline, check against it in CI, write the report."""
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -181,6 +182,24 @@ def memory(network: str, steps: int, threads: int, out_dir: Path) -> None:
     click.echo(text + str(path))
     if not result.within_target:
         _fail([f"memory: adapted run peaks at {result.ratio:.2f}x the --no-adapt run, target <= 1.2"])
+
+
+@main.command()
+@click.option("--network", type=click.Choice(["real", "tiny"]), default="real", show_default=True,
+              help="real: Real-ESRGAN x4plus (what the target is about); tiny: a 1-block RRDBNet (a smoke run).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="Default: every core of this machine.")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=RESULTS_DIR, show_default=True)
+def adaptation(network: str, threads: int | None, out_dir: Path) -> None:
+    """One photo's adaptation at the default settings, every step of the budget; fails over the target."""
+    from f2n.benchmarks.adaptation import TARGET_SECONDS, markdown, measure_adaptation
+    from f2n.fileio import write_text_atomic
+
+    result = measure_adaptation(network, threads=threads or os.cpu_count() or 1)
+    text = markdown(result, machine_class())
+    path = write_text_atomic(out_dir / f"{machine_class()}-adaptation-{network}.md", text)
+    click.echo(text + str(path))
+    if not result.within_target:
+        _fail([f"adaptation: {result.adapt_seconds:.1f} s for one photo, target <= {TARGET_SECONDS:.0f} s"])
 
 
 def _fail(lines: list[str]) -> None:
