@@ -214,6 +214,25 @@ def test_the_terms_enter_the_inner_loss_and_reach_theta(networks, random_files, 
         assert torch.isfinite(functional_call(model, judged.weights, (pairs.lq,))).all()
 
 
+def test_the_compiled_step_gives_the_same_weights(networks, monkeypatch) -> None:
+    """On CUDA the step goes through torch.func and Dynamo with the loss networks captured; here
+    with Dynamo's eager backend (no Inductor on this CPU), so only the tracing and gradients differ."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("f2n.runtime.adapt"), "COMPILE_BACKEND", "eager")
+    model, pairs = tiny_net(), face_pairs()
+    context = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(8))
+    # one SGD step: the gradients themselves compared (later steps amplify float rounding)
+    config = AdaptConfig(steps=1, lr=0.1, optimizer="sgd", holdout=0.0, guard=False,
+                         **objective_settings("lowband+perceptual+critic"))
+    eager = adapt(model, pairs, config, context=context, loss_networks=networks)
+    compiled = adapt(model, pairs, AdaptConfig(**{**config.__dict__, "compile": True}), context=context,
+                     loss_networks=networks)
+    np.testing.assert_allclose(compiled.losses, eager.losses, rtol=1e-5)
+    for name in eager.weights:
+        torch.testing.assert_close(compiled.weights[name], eager.weights[name], atol=1e-6, rtol=1e-5)
+
+
 def test_an_objective_with_a_term_needs_its_network() -> None:
     config = AdaptConfig(steps=1, holdout=0.0, **objective_settings("lowband+critic"))
     with pytest.raises(ConfigError, match="critic term .* needs its network"):
