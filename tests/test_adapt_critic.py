@@ -278,6 +278,8 @@ def test_the_cli_without_the_weights_is_one_line(tiny_weights, tmp_path, monkeyp
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
     assert "realesrgan-x4plus-netd" in lines[0] and "f2n-models fetch realesrgan-x4plus-netd" in lines[0]
     assert not (tmp_path / "sr.png").exists()
+    unadapted = CliRunner().invoke(cli.command, [*cli_args(tmp_path, tiny_weights, "lowband+critic"), "--no-adapt"])
+    assert unadapted.exit_code == 0, unadapted.output  # no inner loop, no critic to load
 
 
 def test_the_cli_with_the_weights_adapts_and_reports_the_objective(random_files, tiny_weights, tmp_path) -> None:
