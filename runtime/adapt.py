@@ -269,7 +269,7 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
                                         config.critic, config.perceptual,
                                         loss_networks if config.wants_loss_networks else None)
     teach: tuple[torch.Tensor, ...] = ()
-    if config.wants_context and context is not None:
+    if (config.teacher or config.swd or config.critic) and context is not None:
         teach = (context.to(device),)
         if config.teacher or config.swd:
             with torch.no_grad():  # the frozen teacher: θ's output on the non-face patches, computed once
