@@ -10,7 +10,8 @@ Public API (everything else in the sub-modules is private):
   runs the whole pipeline on one photo and returns a ``RunReport``; ``.enhance(rgb)`` does
   the same on an array. ``method`` is ``FaceAdaptation(detector, prior)`` (MetaF2N) or
   ``CmdsrAdaptation(condition_net)`` (CMDSR, no faces).
-* ``adapt(model, patches, AdaptConfig(...)) -> AdaptResult`` is the inner loop alone.
+* ``adapt(model, patches, AdaptConfig(...)) -> AdaptResult`` is the inner loop alone; an objective
+  with the critic or perceptual term also takes ``loss_networks=load_loss_networks(...)``.
 * ``tiled_upscale(engine, rgb, tile=, overlap=, batch_size=, progress=)`` runs any
   ``SREngine`` over a float RGB photo; ``TorchEngine`` is the PyTorch one.
   ``upscale_in_bands(engine, rgb, sink, ...)`` hands the result over in bands of rows instead,
@@ -51,6 +52,7 @@ from f2n.runtime.images import (
     upscale_alpha,
     write_image,
 )
+from f2n.runtime.loss_networks import LossNetworks, load_loss_networks
 from f2n.runtime.methods import AdaptationMethod, FaceAdaptation, MethodOutcome
 from f2n.runtime.pipeline import (
     AdaptAndRun,
@@ -93,6 +95,7 @@ __all__ = [
     "FaceStageConfig",
     "FaceStageResult",
     "IMAGE_SUFFIXES",
+    "LossNetworks",
     "MethodOutcome",
     "OraclePrior",
     "PatchBatch",
@@ -113,6 +116,7 @@ __all__ = [
     "iter_adaptation",
     "full_canvas",
     "checkpoint_masknet",
+    "load_loss_networks",
     "load_supported_network",
     "make_engine",
     "make_prior",

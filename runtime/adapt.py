@@ -35,6 +35,7 @@ from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime.adapt_params import PARAM_SUBSETS, Fold, InnerLoopVariant, ParamSubset, Penalty, make_param_space, overlay
 from f2n.runtime.context_patches import TextureView
 from f2n.runtime.inner_update import make_update
+from f2n.runtime.loss_networks import CRITIC_WEIGHT, CRITIC_WEIGHTS, PERCEPTUAL_WEIGHT, PERCEPTUAL_WEIGHTS, LossNetworks
 from f2n.runtime.types import PatchBatch
 from f2n.texture_loss import PATCH, random_directions, texture_distance
 
@@ -62,6 +63,12 @@ OBJECTIVES: dict[str, dict[str, float]] = {
     "lowband+teacher": {"lowpass_sigma": DEFAULT_BAND_SIGMA, "teacher": 1.0},
     # low-band L1 + the sliced Wasserstein texture term (faces toward the prior, the rest toward θ)
     "lowband+swd": {"lowpass_sigma": DEFAULT_BAND_SIGMA, "swd": 1.0},
+    # For users with the weights (f2n-models fetch): Real-ESRGAN's fine-tuning terms at its weights,
+    # the released x4plus discriminator as a texture critic and VGG-19's perceptual loss
+    "lowband+critic": {"lowpass_sigma": DEFAULT_BAND_SIGMA, "critic": CRITIC_WEIGHT},
+    "lowband+perceptual": {"lowpass_sigma": DEFAULT_BAND_SIGMA, "perceptual": PERCEPTUAL_WEIGHT},
+    "lowband+perceptual+critic": {"lowpass_sigma": DEFAULT_BAND_SIGMA, "perceptual": PERCEPTUAL_WEIGHT,
+                                  "critic": CRITIC_WEIGHT},
 }
 DEFAULT_OBJECTIVE = "l1"
 DEFAULT_STRENGTH = 1.0
@@ -94,7 +101,10 @@ class AdaptConfig:
     teacher: float = 0.0  # weight of |HP(f(x; θ′)) − HP(f(x; θ))| on non-face patches x (a frozen teacher)
     swd: float = 0.0  # weight of the sliced Wasserstein texture term (f2n.texture_loss) on high-band patch sets
     band_sigma: float = DEFAULT_BAND_SIGMA  # σ of the high band HP = 1 − G_σ the teacher and the guard use
-    context: int = DEFAULT_CONTEXT  # non-face LQ patches drawn for the teacher and texture terms
+    context: int = DEFAULT_CONTEXT  # non-face LQ patches drawn for the teacher, texture and critic terms
+    # Real-ESRGAN's terms, their networks from the registry (f2n.runtime.loss_networks; passed to adapt):
+    critic: float = 0.0  # weight of BCE(D(f(x; θ′)), 1) under the frozen x4plus D, on face and non-face outputs
+    perceptual: float = 0.0  # weight of the VGG-19 perceptual loss of the face outputs toward the restored faces
     strength: float = DEFAULT_STRENGTH  # θ + strength·(θ′ − θ) is handed on: 0 is θ, 1 the adapted weights
     texture_floor: float = DEFAULT_TEXTURE_FLOOR  # > 0: refuse θ′ when its non-face high-band energy / θ's < floor (blur)
     texture_ceiling: float = DEFAULT_TEXTURE_CEILING  # > 0: refuse θ′ when that ratio > ceiling (noise made texture)
@@ -125,6 +135,9 @@ class AdaptConfig:
             raise ConfigError(f"lowpass_sigma, teacher and swd must be finite >= 0, band_sigma finite > 0 and context "
                               f">= 0, got {self.lowpass_sigma}, {self.teacher}, {self.swd}, {self.band_sigma}, "
                               f"{self.context}")
+        if not 0 <= self.critic < math.inf or not 0 <= self.perceptual < math.inf:
+            raise ConfigError(f"critic and perceptual weights must be finite >= 0, "
+                              f"got {self.critic}, {self.perceptual}")
         if torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
             raise EngineUnavailableError(f"adaptation device {self.device!r} requested but CUDA is not available here")
 
@@ -134,9 +147,15 @@ class AdaptConfig:
 
     @property
     def wants_context(self) -> bool:
-        """Non-face patches are needed for training: the teacher or the texture term is on (the
-        whole-photo guard has its own view, ``f2n.runtime.context_patches.texture_view``)."""
-        return self.context > 0 and (self.teacher > 0 or self.swd > 0)
+        """Non-face patches are needed for training: the teacher, the texture term or the critic is
+        on (the whole-photo guard has its own view, ``f2n.runtime.context_patches.texture_view``)."""
+        return self.context > 0 and (self.teacher > 0 or self.swd > 0 or self.critic > 0)
+
+    @property
+    def wants_loss_networks(self) -> bool:
+        """The critic or the perceptual term is on: ``adapt`` needs their networks
+        (:func:`f2n.runtime.loss_networks.load_loss_networks`)."""
+        return self.critic > 0 or self.perceptual > 0
 
     @property
     def texture_guarded(self) -> bool:
@@ -151,6 +170,10 @@ class AdaptConfig:
             parts.append(f"{self.teacher:g}·teacher σ={self.band_sigma:g}")
         if self.swd:
             parts.append(f"{self.swd:g}·SWD σ={self.band_sigma:g}")
+        if self.perceptual:
+            parts.append(f"{self.perceptual:g}·perceptual {PERCEPTUAL_WEIGHTS}")
+        if self.critic:
+            parts.append(f"{self.critic:g}·critic {CRITIC_WEIGHTS}")
         return " + ".join(parts)
 
 
@@ -158,7 +181,7 @@ def objective_settings(name: str) -> dict[str, float]:
     """The AdaptConfig fields of the objective ``name`` (``OBJECTIVES``); a ConfigError otherwise."""
     if name not in OBJECTIVES:
         raise ConfigError(f"adaptation objective must be one of {', '.join(OBJECTIVES)}, got {name!r}")
-    return {"lowpass_sigma": 0.0, "teacher": 0.0, "swd": 0.0, **OBJECTIVES[name]}
+    return {"lowpass_sigma": 0.0, "teacher": 0.0, "swd": 0.0, "critic": 0.0, "perceptual": 0.0, **OBJECTIVES[name]}
 
 
 @dataclass(frozen=True)
@@ -228,24 +251,29 @@ def guard_decision(base_loss: float, best_loss: float, precision: str = "fp32") 
 
 
 def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, *, seed: int = 0,
-                    context: torch.Tensor | None = None,
-                    variant: InnerLoopVariant = InnerLoopVariant()) -> Iterator[AdaptStep]:
+                    context: torch.Tensor | None = None, variant: InnerLoopVariant = InnerLoopVariant(),
+                    loss_networks: LossNetworks | None = None) -> Iterator[AdaptStep]:
     """Run the inner loop on all of ``patches`` step by step (for snapshots); ``adapt`` is
     the usual entry, with held-out pairs, early stopping and the guard. ``context``: (K, 3, p, p)
-    non-face LQ patches for the teacher term (``config.teacher``); ignored when that is 0.
-    ``variant``: a study's changes to the loop (f2n.eval.study_variants)."""
+    non-face LQ patches for the teacher, texture and critic terms; ignored when none is on.
+    ``variant``: a study's changes to the loop (f2n.eval.study_variants). ``loss_networks``: the
+    frozen critic and VGG-19 the objective's ``critic`` and ``perceptual`` terms need."""
+    _check_loss_networks(config, loss_networks)
     device = torch.device(config.device)
     base = {name: p.detach().to(device) for name, p in model.named_parameters()}
     space = variant.space(base, seed) if variant.space is not None else make_param_space(base, config.params)
     lq, target, mask = (t.to(device) for t in (patches.lq, patches.target, patches.weight))
     precision = resolved_precision(config)
     loss_and_grads = _loss_and_grads_fn(model, precision, config.compiled, space.fold_with, variant.penalty,
-                                        config.lowpass_sigma, config.teacher, config.band_sigma, config.swd)
-    teach: tuple[torch.Tensor, torch.Tensor] | tuple[()] = ()
-    if (config.teacher or config.swd) and context is not None:
-        context = context.to(device)
-        with torch.no_grad():  # the frozen teacher: θ's output on the non-face patches, computed once
-            teach = (context, functional_call(model, base, (context,)).float())
+                                        config.lowpass_sigma, config.teacher, config.band_sigma, config.swd,
+                                        config.critic, config.perceptual,
+                                        loss_networks if config.wants_loss_networks else None)
+    teach: tuple[torch.Tensor, ...] = ()
+    if (config.teacher or config.swd or config.critic) and context is not None:
+        teach = (context.to(device),)
+        if config.teacher or config.swd:
+            with torch.no_grad():  # the frozen teacher: θ's output on the non-face patches, computed once
+                teach += (functional_call(model, base, (teach[0],)).float(),)
     # The texture term's slices: drawn once per photo, seeded, so a run is reproducible
     fixed = {"directions": random_directions(3 * PATCH ** 2, seed=seed).to(device)} if config.swd else {}
     params = list(space.trainable.values())
@@ -267,7 +295,8 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
 def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
           on_step: Callable[[AdaptStep], None] | None = None, *, seed: int = 0,
           held_out: PatchBatch | None = None, context: torch.Tensor | None = None,
-          variant: InnerLoopVariant = InnerLoopVariant(), guard_view: TextureView | None = None) -> AdaptResult:
+          variant: InnerLoopVariant = InnerLoopVariant(), guard_view: TextureView | None = None,
+          loss_networks: LossNetworks | None = None) -> AdaptResult:
     """Adapt a copy of ``model``'s weights to one photo's face patches. ``on_step`` sees each
     step as it finishes (f2n-eval upscales snapshots there).
 
@@ -282,7 +311,10 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
     (``f2n.runtime.context_patches.texture_view``; ``context`` without it); it refuses θ′ when
     the non-face high-band energy there fell below the floor or rose above the ceiling. The kept
     θ′ is moved only ``config.strength`` of the way from θ, before the guard looks at it.
-    ``variant``: a study's changes to the inner loop (f2n.eval.study_variants).
+    ``variant``: a study's changes to the inner loop (f2n.eval.study_variants). ``loss_networks``:
+    the frozen networks of the ``critic`` and ``perceptual`` terms
+    (:func:`f2n.runtime.loss_networks.load_loss_networks`), needed when either is on; early
+    stopping and the guard still judge the held-out pairs' fidelity (the low-band L1) alone.
     """
     base = {name: p.detach() for name, p in model.named_parameters()}
     train, held = (patches, held_out) if held_out is not None else split_holdout(patches, config.holdout, seed)
@@ -294,7 +326,8 @@ def adapt(model: nn.Module, patches: PatchBatch, config: AdaptConfig,
     if held is not None:
         held_loss = _held_out_loss_fn(model, held, config)
         held_losses.append(held_loss(base))
-    for step in iter_adaptation(model, train, config, seed=seed, context=context, variant=variant):
+    for step in iter_adaptation(model, train, config, seed=seed, context=context, variant=variant,
+                                loss_networks=loss_networks):
         if on_step is not None:
             on_step(step)
         losses.append(step.loss)
@@ -380,6 +413,17 @@ def texture_guard_decision(ratio: float, floor: float, ceiling: float = 0.0) -> 
                    f"network's, allowed {allowed}); base weights used")
 
 
+def _check_loss_networks(config: AdaptConfig, networks: LossNetworks | None) -> None:
+    """The objective's critic and perceptual terms have their networks (one ConfigError line)."""
+    for weight, present, what, loader in ((config.critic, networks is not None and networks.critic is not None,
+                                           "critic", "critic=True"),
+                                          (config.perceptual, networks is not None and networks.perceptual is not None,
+                                           "perceptual", "perceptual=True")):
+        if weight and not present:
+            raise ConfigError(f"the objective's {what} term (weight {weight:g}) needs its network: pass "
+                              f"loss_networks=load_loss_networks({loader}) (f2n.runtime.loss_networks)")
+
+
 def _is_base_tensor(value: torch.Tensor, base: torch.Tensor) -> bool:
     """``value`` is θ's own tensor (the inner loop left it untouched), not a copy of it."""
     return value.device == base.device and value.data_ptr() == base.data_ptr()
@@ -417,15 +461,18 @@ def adaptation_precision(precision: str, device_type: str, capability: tuple[int
 
 def _loss_and_grads_fn(model: nn.Module, precision: str, compiled: bool, fold_with: Fold = overlay,
                        penalty: Penalty | None = None, lowpass_sigma: float = 0.0, teacher: float = 0.0,
-                       band_sigma: float = DEFAULT_BAND_SIGMA, swd: float = 0.0) -> Callable:
-    """(trainable, base, lq, target, mask[, context, teacher_out][, directions=]) -> (grads of trainable, loss). Cached on
-    ``model`` so that a compiled function, with its graph per patch shape, is reused across photos and
-    dies with the model (a cache keyed on the model would keep every model and graph alive)."""
+                       band_sigma: float = DEFAULT_BAND_SIGMA, swd: float = 0.0, critic: float = 0.0,
+                       perceptual: float = 0.0, networks: LossNetworks | None = None) -> Callable:
+    """(trainable, base, lq, target, mask[, context[, teacher_out]][, directions=]) -> (grads of trainable, loss).
+    Cached on ``model`` so that a compiled function, with its graph per patch shape, is reused across photos and
+    dies with the model (a cache keyed on the model would keep every model and graph alive); ``networks``
+    (the critic's and VGG-19, by identity) are part of the key and live as long."""
     cache = model.__dict__.get(_STEP_CACHE)
     if cache is None or cache[0] != id(model):  # none yet, or one copied along with the model
         cache = (id(model), {})
         model.__dict__[_STEP_CACHE] = cache
-    key = (precision, compiled, fold_with, penalty, lowpass_sigma, teacher, band_sigma, swd)
+    key = (precision, compiled, fold_with, penalty, lowpass_sigma, teacher, band_sigma, swd, critic, perceptual,
+           networks)
     if key not in cache[1]:
         cache[1][key] = _make_loss_and_grads(model, *key)
     return cache[1][key]
@@ -449,7 +496,8 @@ def _eager_grad_and_value(loss: Callable[..., torch.Tensor]) -> Callable[..., tu
 
 
 def _make_loss_and_grads(model: nn.Module, precision: str, compiled: bool, fold_with: Fold, penalty: Penalty | None,
-                         lowpass_sigma: float, teacher: float, band_sigma: float, swd: float) -> Callable:
+                         lowpass_sigma: float, teacher: float, band_sigma: float, swd: float, critic: float,
+                         perceptual: float, networks: LossNetworks | None) -> Callable:
     dtype = _AUTOCAST[precision]
 
     def loss(trainable: Weights, base: Weights, lq: torch.Tensor, target: torch.Tensor,
@@ -461,13 +509,21 @@ def _make_loss_and_grads(model: nn.Module, precision: str, compiled: bool, fold_
         value = inner_loop.lowband_masked_l1(out.float(), target, mask, lowpass_sigma)
         if swd and directions is not None:  # the faces' texture toward the prior's, as a distribution
             value = value + swd * texture_distance(out.float(), target, directions, band_sigma)
-        if (teacher or swd) and context is not None:
+        if perceptual and networks is not None:  # Real-ESRGAN's output-vs-target term, on the faces
+            with torch.autocast(lq.device.type, dtype=dtype, enabled=dtype is not None):
+                value = value + perceptual * networks.perceptual_loss(out, target).float()
+        student = None
+        if (teacher or swd or critic) and context is not None:
             with torch.autocast(lq.device.type, dtype=dtype, enabled=dtype is not None):
                 student = functional_call(model, weights, (context,)).float()
             if teacher:  # HP is linear: HP(f(x; θ′)) − HP(f(x; θ)) = HP(f(x; θ′) − f(x; θ))
                 value = value + teacher * inner_loop.high_band(student - teacher_out, band_sigma).abs().mean()
             if swd and directions is not None:  # the rest of the photo's texture toward the base network's
                 value = value + swd * texture_distance(student, teacher_out, directions, band_sigma)
+        if critic and networks is not None:  # the frozen D judges face and non-face outputs alike
+            with torch.autocast(lq.device.type, dtype=dtype, enabled=dtype is not None):
+                judged = (out,) if student is None else (out, student)
+                value = value + critic * networks.critic_loss(*judged).float()
         if penalty is not None:
             value = value + penalty(weights, base)
         return value

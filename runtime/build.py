@@ -44,6 +44,7 @@ from f2n.runtime.engine_choice import Measure, Measurement, resolve_engine
 from f2n.runtime.face.patches import PatchConfig
 from f2n.runtime.face.prior import FacePrior
 from f2n.runtime.face.stage import Detector, FaceStageConfig
+from f2n.runtime.loss_networks import load_loss_networks
 from f2n.runtime.methods import METHODS, AdaptationMethod, FaceAdaptation
 from f2n.runtime.pipeline import AdaptAndRun, PipelineConfig
 from f2n.runtime.redegnet import NaturalBank, ReDegNetAdaptation, ReDegNetConfig, load_redegnets
@@ -239,7 +240,8 @@ def build_pipeline(
     threads the engine and the face detector may use (0: every core; f2n-batch gives each worker
     its share). ``pipeline_options``:
     :class:`PipelineConfig` fields. Checks run cheapest first: options, ReDegNet's bank and
-    networks, the SR network, engine, then the prior (possibly a download).
+    networks, the SR network, engine, the objective's loss networks (its critic and VGG-19, only
+    when it has those terms; missing ones fail the build), then the prior (possibly a download).
     """
     device = resolve_device(device)
     redegnet = None
@@ -262,6 +264,9 @@ def build_pipeline(
                              batch_size=config.batch_size, threads=threads)
     loaded.model.to(device)  # in place: the pipeline's θ and the oracle-restored prior's network
     adaptation: AdaptationMethod
+    loss_networks = None
+    if config.adapt_enabled and method_name != "cmdsr" and adapt.wants_loss_networks:
+        loss_networks = load_loss_networks(critic=adapt.critic > 0, perceptual=adapt.perceptual > 0, device=device)
     if method_name == "cmdsr":
         from f2n.runtime.cmdsr import CmdsrAdaptation
 
@@ -276,11 +281,12 @@ def build_pipeline(
             detector = detector or default_detector(threads)
         if redegnet is not None:
             redegnet_config, bank, nets = redegnet
-            adaptation = ReDegNetAdaptation(detector, face_prior, nets, bank,
-                                            config=redegnet_config, face=face, prior_problem=problem, device=device)
+            adaptation = ReDegNetAdaptation(detector, face_prior, nets, bank, config=redegnet_config, face=face,
+                                            prior_problem=problem, device=device, loss_networks=loss_networks)
         else:
             adaptation = FaceAdaptation(detector, face_prior, face=face, prior_problem=problem,
-                                        masknet=checkpoint_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize))
+                                        masknet=checkpoint_masknet(loaded.masknet_state, device, loaded.masknet_lq_resize),
+                                        loss_networks=loss_networks)
     return AdaptAndRun(model=loaded.model.to(device), engine=engine, method=adaptation, config=config,
                        engine_choice=choice, sr_range=loaded.value_range, engine_holds_base=choice is not None)
 

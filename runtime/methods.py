@@ -20,6 +20,7 @@ from f2n.runtime.adapt import adapt as run_inner_loop
 from f2n.runtime.context_patches import nonface_patches, texture_view
 from f2n.runtime.face.prior import FacePrior
 from f2n.runtime.face.stage import Detector, FaceStageConfig, run_face_stage
+from f2n.runtime.loss_networks import LossNetworks
 from f2n.runtime.report import timed
 from f2n.runtime.types import FaceStageResult
 
@@ -53,17 +54,20 @@ class AdaptationMethod(Protocol):
 
 class FaceAdaptation:
     """MetaF2N: ``prior`` None means the prior could not be loaded (or --no-adapt: no
-    ``detector`` either); ``prior_problem`` then says why (reported as the reason for not adapting)."""
+    ``detector`` either); ``prior_problem`` then says why (reported as the reason for not adapting).
+    ``loss_networks``: the frozen critic and VGG-19 of an objective with those terms."""
 
     name = "faces"
 
     def __init__(self, detector: Detector | None, prior: FacePrior | None, *, masknet: MaskNet | None = None,
-                 face: FaceStageConfig = FaceStageConfig(), prior_problem: str = "") -> None:
+                 face: FaceStageConfig = FaceStageConfig(), prior_problem: str = "",
+                 loss_networks: LossNetworks | None = None) -> None:
         self.detector = detector
         self.prior = prior
         self.masknet = masknet
         self.face = face
         self.prior_problem = prior_problem or "no face prior"
+        self.loss_networks = loss_networks
 
     def __call__(self, model: nn.Module, rgb: np.ndarray, *, adapt: AdaptConfig, seed: int,
                  on_step: StepHook | None = None) -> MethodOutcome:
@@ -81,7 +85,8 @@ class FaceAdaptation:
             context = (nonface_patches(rgb, boxes, count=adapt.context, size=self.face.patches.lq_size, seed=seed)
                        if adapt.wants_context else None)
             view = texture_view(rgb, boxes, seed=seed) if adapt.texture_guarded else None
-            result = run_inner_loop(model, faces.patches, adapt, on_step, seed=seed, context=context, guard_view=view)
+            result = run_inner_loop(model, faces.patches, adapt, on_step, seed=seed, context=context, guard_view=view,
+                                    loss_networks=self.loss_networks)
         timings.update({f"adapt.step_{i}": t for i, t in enumerate(result.step_seconds, start=1)})
         provenance = {
             "method": self.name, "steps": str(result.best_step), "steps_taken": str(len(result.losses)),

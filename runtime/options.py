@@ -88,7 +88,9 @@ class PipelineOptions:
     objective: str | None = field(default=None, metadata=flag(
         "Inner-loop loss: l1 (MetaF2N), lowband (L1 on the low band only), teacher (L1 + the base network as "
         "teacher of the non-face texture), lowband+teacher, lowband+swd (low band + a sliced Wasserstein texture "
-        f"term on high-band patch sets) [{DEFAULT_OBJECTIVE}].",
+        "term on high-band patch sets); with their weights (f2n-models fetch): lowband+critic (+ 0.1 × the released "
+        "Real-ESRGAN x4plus discriminator as a texture critic), lowband+perceptual (+ VGG-19 perceptual loss toward "
+        f"the restored faces), lowband+perceptual+critic [{DEFAULT_OBJECTIVE}].",
         type=click.Choice(tuple(OBJECTIVES)), setting="objective"))
     strength: float | None = field(default=None, metadata=flag(
         f"θ + strength·(θ′ − θ) goes to the engine: 0 is the base network, 1 the adapted one [{DEFAULT_STRENGTH:g}].",

@@ -34,6 +34,7 @@ from f2n.runtime.face.align import estimate_affine, face_template
 from f2n.runtime.face.prior import FacePrior
 from f2n.runtime.face.stage import Detector, FaceStageConfig, run_face_stage
 from f2n.runtime.images import image_files, read_image
+from f2n.runtime.loss_networks import LossNetworks
 from f2n.runtime.methods import MethodOutcome, StepHook
 from f2n.runtime.report import timed
 from f2n.runtime.types import SCALE, FaceStageResult, PatchBatch
@@ -196,9 +197,10 @@ class ReDegNetAdaptation:
 
     def __init__(self, detector: Detector, prior: FacePrior | None, nets: ReDegNets, bank: NaturalBank, *,
                  config: ReDegNetConfig = ReDegNetConfig(), face: FaceStageConfig = FaceStageConfig(),
-                 prior_problem: str = "", device: str = "cpu") -> None:
+                 prior_problem: str = "", device: str = "cpu", loss_networks: LossNetworks | None = None) -> None:
         self.detector, self.prior, self.nets, self.bank = detector, prior, nets, bank
         self.config, self.face, self.device = config, face, device
+        self.loss_networks = loss_networks  # the objective's critic and VGG-19, when it has those terms
         self.prior_problem = prior_problem or "no face prior"
 
     def __call__(self, model: nn.Module, rgb: np.ndarray, *, adapt: AdaptConfig, seed: int,
@@ -215,7 +217,7 @@ class ReDegNetAdaptation:
         if isinstance(pairs, str):
             return MethodOutcome(None, pairs, timings, faces)
         with timed(timings, "adapt"):
-            result = run_inner_loop(model, pairs, adapt, on_step)
+            result = run_inner_loop(model, pairs, adapt, on_step, loss_networks=self.loss_networks)
         timings.update({f"adapt.step_{i}": t for i, t in enumerate(result.step_seconds, start=1)})
         provenance = {
             "method": self.name, "steps": str(adapt.steps), "lr": repr(adapt.lr), "optimizer": adapt.optimizer,

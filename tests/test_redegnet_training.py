@@ -18,7 +18,7 @@ from f2n.training.cli import main
 from f2n.training.redegnet import ReDegTrainConfig, build_models
 from f2n.training.redegnet_step import Criteria, ReDegLosses, SRLosses, sr_update
 from f2n.training.sharpen import usm_sharpen
-from f2n.training.vgg_perceptual import VGG19_CONVS, PerceptualStyle
+from f2n.vgg_perceptual import VGG19_CONVS, PerceptualStyle
 from f2n.weights import load_network, load_sr_network, load_state_dict_file
 
 THETA = [f"--{key.replace('_', '-')}" if i == 0 else str(value)

@@ -1,11 +1,10 @@
 import torch
 import torch.nn.functional as F
 
+from f2n.gan_loss import discriminator_gan_loss, generator_gan_loss
 from f2n.inner_loop import masked_l1
 from f2n.training.losses import (
     detail_mask,
-    discriminator_gan_loss,
-    generator_gan_loss,
     mask_regularisation,
     self_similarity_loss,
     similarity_graph,

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from f2n.runtime import face_template
-from f2n.training.vgg_perceptual import IMAGENET_MEAN, IMAGENET_STD, vgg19_features
+from f2n.vgg_perceptual import IMAGENET_MEAN, IMAGENET_STD
 from f2n.weights import load_network, load_state_dict_file
+from f2n.weights.loss_networks import vgg19_features
 
 VGG_LAYERS = (1, 6, 11, 20, 29)  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 in torchvision's vgg19.features
 COMPONENTS = ("left_eye", "right_eye", "mouth")

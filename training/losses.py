@@ -1,5 +1,6 @@
 """Loss terms of meta-training. Images are (N, 3, H, W) in [0, 1]; every loss returns a
-0-d tensor averaged over the batch."""
+0-d tensor averaged over the batch. The GAN losses are in :mod:`f2n.gan_loss` (the runtime's
+texture critic uses them too)."""
 
 import torch
 import torch.nn.functional as F
@@ -10,17 +11,6 @@ _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 def mask_regularisation(weight: torch.Tensor) -> torch.Tensor:
     """‖m − 1‖₂ per sample, averaged: keeps MaskNet from switching every pixel off."""
     return torch.linalg.vector_norm((weight - 1.0).flatten(1), dim=1).mean()
-
-
-def generator_gan_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """Vanilla GAN (as Real-ESRGAN trains its U-Net D): the SR output should read as real."""
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-
-
-def discriminator_gan_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-    fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-    return real + fake
 
 
 def detail_mask(image: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -15,14 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from f2n.gan_loss import discriminator_gan_loss, generator_gan_loss
 from f2n.inner_loop import masked_l1, masknet_lq_input
 from f2n.training.config import LossConfig, OptimConfig
-from f2n.training.losses import (
-    discriminator_gan_loss,
-    generator_gan_loss,
-    mask_regularisation,
-    self_similarity_loss,
-)
+from f2n.training.losses import mask_regularisation, self_similarity_loss
 
 Params = Mapping[str, torch.Tensor]
 GradientReducer = Callable[[Sequence[torch.Tensor]], None]  # averages .grad of the given params across workers

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from f2n.errors import ConfigError, WeightsError
+from f2n.gan_loss import discriminator_gan_loss, generator_gan_loss
 from f2n.nets.gpen_discriminator import GPENDiscriminator
 from f2n.nets.mmrb import MMRBRestorer
 from f2n.training.checkpoint import append_log, capture, checkpoint_paths, method_config, resume, save_train_state
@@ -35,7 +36,6 @@ from f2n.training.data import list_images, load_rgb
 from f2n.training.degradations import degrade, sample_params
 from f2n.training.distributed import DistContext, backward_and_step, broadcast_module, finish, init_from_env
 from f2n.training.face_losses import COMPONENTS, FeatureMatching, IdentityLoss, component_boxes, crop_component
-from f2n.training.losses import discriminator_gan_loss, generator_gan_loss
 from f2n.weights import load_network, load_state_dict_file, weight_path
 from f2n.weights.gpen import gpen_hyperparameters
 from f2n.weights.mmrb import init_from_gpen, save_mmrb_restorer

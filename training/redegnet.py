@@ -56,9 +56,10 @@ from f2n.training.redegnet_step import (
     StepDraws,
     train_step,
 )
-from f2n.training.vgg_perceptual import PerceptualStyle, vgg19_features
+from f2n.vgg_perceptual import PerceptualStyle
 from f2n.weights import load_into, weight_path
 from f2n.weights.checkpoint import VALUE_RANGE_META, save_safetensors_atomic
+from f2n.weights.loss_networks import vgg19_features
 
 Log = Callable[[str], None]
 RELEASED_FILES = {"degnet": "net_deg", "encoder": "net_synE", "generator": "net_synG", "disc": "net_synD",

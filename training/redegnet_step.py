@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from f2n.gan_loss import discriminator_gan_loss, generator_gan_loss
 from f2n.nets import RRDBNet
 from f2n.nets.discriminator import UNetDiscriminatorSN
 from f2n.nets.redegnet_discriminator import ReDegDiscriminator
 from f2n.runtime.redegnet import ReDegNets
 from f2n.training.distributed import backward_and_step
-from f2n.training.losses import discriminator_gan_loss, generator_gan_loss
-from f2n.training.vgg_perceptual import PerceptualStyle
+from f2n.vgg_perceptual import PerceptualStyle
 
 SWITCH_PROBABILITY = 0.8  # redeg_model.py: `random.random() > 0.2`
 SR_RESIZE_MODES = ("bilinear", "bicubic")

@@ -1,5 +1,5 @@
-"""The fixed networks behind training losses: torchvision's VGG-19 (feature matching) and
-the ArcFace IR-SE50 face recogniser (identity; facexlib's ``Backbone``, the architecture of
+"""The fixed networks behind losses: torchvision's VGG-19 (perceptual terms and feature matching)
+and the ArcFace IR-SE50 face recogniser (identity; facexlib's ``Backbone``, the architecture of
 GPEN's ``model_ir_se50.pth``). Recognised by their keys, loaded strictly."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from f2n.weights.checkpoint import load_into
+from f2n.errors import WeightsError
+from f2n.vgg_perceptual import VGG19_CONVS
+from f2n.weights.checkpoint import load_into, load_state_dict_file
 
 
 def is_vgg19(state: dict[str, torch.Tensor]) -> bool:
@@ -24,6 +26,16 @@ def load_vgg19(state: dict[str, torch.Tensor], path: Path) -> nn.Module:
         model = torchvision.models.vgg19()
     load_into(model, state, what=f"VGG-19 weights {path}")
     return model.eval()
+
+
+def vgg19_features(vgg19_weights: Path, through: int = max(VGG19_CONVS.values())) -> nn.Sequential:
+    """torchvision's VGG-19 ``features`` up to index ``through`` (conv5_4), frozen (one copy serves
+    every loss)."""
+    state = load_state_dict_file(vgg19_weights)
+    if not is_vgg19(state):
+        raise WeightsError(f"{vgg19_weights} is not torchvision's VGG-19 (16 features.*.weight convs and "
+                           f"classifier.6.weight expected; keys start {', '.join(list(state)[:3])})")
+    return load_vgg19(state, vgg19_weights).features[: through + 1].eval().requires_grad_(False)
 
 
 def is_arcface_ir_se50(state: dict[str, torch.Tensor]) -> bool:

@@ -94,7 +94,8 @@ KNOWN_WEIGHTS: tuple[WeightSpec, ...] = (
         url="https://github.com/xinntao/Real-ESRGAN/releases/download/v0.2.2.3/RealESRGAN_x4plus_netD.pth",
         sha256=None,
         license="BSD-3-Clause (Real-ESRGAN)",
-        description="Real-ESRGAN x4plus U-Net discriminator (spectral norm); for meta-training",
+        description="Real-ESRGAN x4plus U-Net discriminator (spectral norm); for meta-training and the "
+                    "adaptation's texture critic (--objective lowband+critic)",
         network="unet-discriminator",
     ),
     WeightSpec(
@@ -192,7 +193,8 @@ KNOWN_WEIGHTS: tuple[WeightSpec, ...] = (
         url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
         sha256=None,  # torchvision's file name carries only the first 8 hex digits (dcbb9e9d)
         license="BSD-3-Clause (torchvision)",
-        description="torchvision VGG-19 ImageNet weights; the MMRB restorer's feature-matching loss",
+        description="torchvision VGG-19 ImageNet weights; the MMRB restorer's feature-matching loss and the "
+                    "adaptation's perceptual term (--objective lowband+perceptual)",
         network="vgg19",
     ),
     WeightSpec(

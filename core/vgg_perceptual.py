@@ -1,26 +1,19 @@
-"""BasicSR's ``PerceptualLoss`` as ReDegNet's options use it: L1 of VGG-19 features (before ReLU)
-and of their Gram matrices, each layer weighted, ImageNet-normalised input and no range
-conversion (the official code feeds its [−1, 1] images as they are, and so does this)."""
+"""BasicSR's ``PerceptualLoss`` on torchvision's VGG-19 ``features``: L1 of features taken before
+their ReLU and of their Gram matrices, each layer weighted, ImageNet-normalised input. No range
+conversion: the caller feeds images in the range its recipe uses (Real-ESRGAN's fine-tuning and
+the adaptation's perceptual term: [0, 1]; ReDegNet's official code feeds its [−1, 1] images as
+they are, and so does f2n's ReDegNet training). The feature stack itself is loaded by
+:func:`f2n.weights.loss_networks.vgg19_features`."""
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from f2n.weights import load_network, load_state_dict_file
-
 VGG19_CONVS = {"conv1_2": 2, "conv2_2": 7, "conv3_4": 16, "conv4_4": 25, "conv5_4": 34}  # index in vgg19.features
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def vgg19_features(vgg19_weights: Path, through: int = max(VGG19_CONVS.values())) -> nn.Sequential:
-    """torchvision's VGG-19 ``features`` up to index ``through`` (conv5_4), frozen (one copy serves
-    every loss)."""
-    _, vgg = load_network(load_state_dict_file(vgg19_weights), vgg19_weights, expected="vgg19")
-    return vgg.features[: through + 1].eval().requires_grad_(False)
 
 
 class PerceptualStyle(nn.Module):
@@ -44,12 +37,20 @@ class PerceptualStyle(nn.Module):
                 out.append(x.clone())
         return out
 
-    def forward(self, rendered: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pairs(self, rendered: torch.Tensor, target: torch.Tensor) -> list[tuple[float, torch.Tensor, torch.Tensor]]:
         got, wanted = self._features(rendered), [f.detach() for f in self._features(target.detach())]
         weights = [self.layer_weights[index] for index in sorted(self.layer_weights)]
-        perceptual = sum(w * F.l1_loss(g, t) for w, g, t in zip(weights, got, wanted))
-        style = sum(w * F.l1_loss(_gram(g), _gram(t)) for w, g, t in zip(weights, got, wanted))
+        return list(zip(weights, got, wanted))
+
+    def forward(self, rendered: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = self._pairs(rendered, target)
+        perceptual = sum(w * F.l1_loss(g, t) for w, g, t in pairs)
+        style = sum(w * F.l1_loss(_gram(g), _gram(t)) for w, g, t in pairs)
         return perceptual, style
+
+    def perceptual(self, rendered: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The perceptual term alone (style weight 0, as Real-ESRGAN fine-tunes): no Gram matrices."""
+        return sum(w * F.l1_loss(g, t) for w, g, t in self._pairs(rendered, target))
 
 
 def _gram(x: torch.Tensor) -> torch.Tensor:
