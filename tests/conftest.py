@@ -3,6 +3,7 @@ need it skip with the reason where it is absent (a user's fresh clone), and fail
 (``CI=true``), where a missing data folder is an error, not a pass."""
 
 import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -105,6 +106,33 @@ def real_sr_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("F2N_HOME", str(tmp_path_factory.mktemp("real_sr_weights")))
         return weight_path("realesrgan-x4plus", allow_download=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_aoti_package(tiny_rrdbnet: TinyRRDBNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tiny_rrdbnet()``'s AOTInductor package (fp32, CPU), compiled once per session (~20-60 s
+    on 2 cores) by f2n's engine cache (``load_aoti_engine``), its sidecar beside it: the tests of
+    the package and of ``--engine aoti`` on ``tiny_weights`` share it (``seed_engine_cache``)."""
+    from f2n.export.aoti import load_aoti_engine
+
+    home = tmp_path_factory.mktemp("tiny_aoti_package")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("F2N_HOME", str(home))
+        load_aoti_engine(tiny_rrdbnet().eval())
+    (package,) = (home / "engines" / "aoti").glob("*.pt2")
+    return package
+
+
+def seed_engine_cache(artifact: Path, home: Path) -> None:
+    """Copies a cached engine artifact (and its sidecar, if it has one) into ``home``'s engine
+    cache, where f2n looks it up by the same key: the compile or export is not redone."""
+    from f2n.export.cache import sidecar_path
+
+    folder = home / "engines" / artifact.parent.name
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (artifact, sidecar_path(artifact)):
+        if path.is_file():
+            shutil.copy2(path, folder / path.name)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,6 +1,6 @@
 """AOTInductor package: every weight a swappable constant, parity before and after a
 swap, dynamic batch/height/width, cache keys and cache rebuilds. One tiny-net compile
-per module (~25-60 s on the shared 2-core CPU), hence slow."""
+per session (conftest's ``tiny_aoti_package``, ~25-60 s on the shared 2-core CPU), hence slow."""
 
 import shutil
 from pathlib import Path
@@ -23,8 +23,9 @@ from f2n.export.cache import is_trusted, record_artifact, sidecar_path
 
 
 @pytest.fixture(scope="module")
-def package(tiny_rrdbnet: TinyRRDBNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return compile_package(tiny_rrdbnet(0).eval(), tmp_path_factory.mktemp("aoti") / "tiny.pt2")
+def package(tiny_aoti_package: Path) -> Path:
+    """``tiny_rrdbnet(0)``'s package, as ``compile_package`` wrote it."""
+    return tiny_aoti_package
 
 
 @pytest.mark.slow
