@@ -109,6 +109,19 @@ def real_sr_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_sr_onnx(real_sr_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real-ESRGAN x4plus's fp32 ONNX graph, exported once per session (~10 s on 2 cores) by
+    f2n's engine cache (``cached_onnx``) under the name that cache gives it: tests that need the
+    graph share it, and ``seed_engine_cache`` puts it into a test's own home."""
+    from f2n.export.onnx_export import cached_onnx
+    from f2n.weights import load_sr_network
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("F2N_HOME", str(tmp_path_factory.mktemp("real_sr_onnx")))
+        return cached_onnx(load_sr_network(real_sr_weights).model)
+
+
+@pytest.fixture(scope="session")
 def tiny_aoti_package(tiny_rrdbnet: TinyRRDBNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``tiny_rrdbnet()``'s AOTInductor package (fp32, CPU), compiled once per session (~20-60 s
     on 2 cores) by f2n's engine cache (``load_aoti_engine``), its sidecar beside it: the tests of
