@@ -18,6 +18,7 @@ from f2n.training.maml import MetaModules
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_RRDBNET = {"num_block": 1, "num_feat": 8, "num_grow_ch": 4}  # milliseconds per tile on a CPU
+AOTI_BLOCKS = 2  # tiny_aoti_package's: test_metaf2n_import's imported checkpoint is that architecture too
 
 TinyRRDBNet = Callable[..., RRDBNet]
 WriteWeights = Callable[[Mapping[str, torch.Tensor], Path], Path]
@@ -123,15 +124,16 @@ def real_sr_onnx(real_sr_weights: Path, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="session")
 def tiny_aoti_package(tiny_rrdbnet: TinyRRDBNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``tiny_rrdbnet()``'s AOTInductor package (fp32, CPU), compiled once per session (~20-60 s
-    on 2 cores) by f2n's engine cache (``load_aoti_engine``), its sidecar beside it: the tests of
-    the package and of ``--engine aoti`` on ``tiny_weights`` share it (``seed_engine_cache``)."""
+    """The AOTInductor package (fp32, CPU) of ``tiny_rrdbnet(num_block=AOTI_BLOCKS)``, compiled
+    once per session (~20-60 s on 2 cores) by f2n's engine cache (``load_aoti_engine``), its sidecar
+    beside it: the package's tests and the ``--engine aoti`` runs of tests/test_cli.py and
+    tests/test_metaf2n_import.py (networks of that architecture) share it (``seed_engine_cache``)."""
     from f2n.export.aoti import load_aoti_engine
 
     home = tmp_path_factory.mktemp("tiny_aoti_package")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("F2N_HOME", str(home))
-        load_aoti_engine(tiny_rrdbnet().eval())
+        load_aoti_engine(tiny_rrdbnet(num_block=AOTI_BLOCKS).eval())
     (package,) = (home / "engines" / "aoti").glob("*.pt2")
     return package
 
