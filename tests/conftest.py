@@ -16,6 +16,12 @@ from f2n.nets.discriminator import UNetDiscriminatorSN
 from f2n.training.checkpoint import TrainState
 from f2n.training.maml import MetaModules
 
+# OpenMP threads that wait for each other by spinning (libgomp's default) lose whole time slices when
+# a busy 2-core machine deschedules one of them: ncnn's two threads (its libgomp loads with ncnn, on
+# first use) ran a tiny RRDBNet's 64-px tile in 0.73 s instead of 0.012 s. Waiting threads sleep
+# instead, here and in every process the tests start (CLI runs, Ray workers); the results are the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_RRDBNET = {"num_block": 1, "num_feat": 8, "num_grow_ch": 4}  # milliseconds per tile on a CPU
 AOTI_BLOCKS = 2  # tiny_aoti_package's: test_metaf2n_import's imported checkpoint is that architecture too
