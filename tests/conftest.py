@@ -3,6 +3,7 @@ need it skip with the reason where it is absent (a user's fresh clone), and fail
 (``CI=true``), where a missing data folder is an error, not a pass."""
 
 import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -15,8 +16,15 @@ from f2n.nets.discriminator import UNetDiscriminatorSN
 from f2n.training.checkpoint import TrainState
 from f2n.training.maml import MetaModules
 
+# OpenMP threads that wait for each other by spinning (libgomp's default) lose whole time slices when
+# a busy 2-core machine deschedules one of them: ncnn's two threads (its libgomp loads with ncnn, on
+# first use) ran a tiny RRDBNet's 64-px tile in 0.73 s instead of 0.012 s. Waiting threads sleep
+# instead, here and in every process the tests start (CLI runs, Ray workers); the results are the same.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_RRDBNET = {"num_block": 1, "num_feat": 8, "num_grow_ch": 4}  # milliseconds per tile on a CPU
+AOTI_BLOCKS = 2  # tiny_aoti_package's: test_metaf2n_import's imported checkpoint is that architecture too
 
 TinyRRDBNet = Callable[..., RRDBNet]
 WriteWeights = Callable[[Mapping[str, torch.Tensor], Path], Path]
@@ -105,6 +113,47 @@ def real_sr_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("F2N_HOME", str(tmp_path_factory.mktemp("real_sr_weights")))
         return weight_path("realesrgan-x4plus", allow_download=False)
+
+
+@pytest.fixture(scope="session")
+def real_sr_onnx(real_sr_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real-ESRGAN x4plus's fp32 ONNX graph, exported once per session (~10 s on 2 cores) by
+    f2n's engine cache (``cached_onnx``) under the name that cache gives it: tests that need the
+    graph share it, and ``seed_engine_cache`` puts it into a test's own home."""
+    from f2n.export.onnx_export import cached_onnx
+    from f2n.weights import load_sr_network
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("F2N_HOME", str(tmp_path_factory.mktemp("real_sr_onnx")))
+        return cached_onnx(load_sr_network(real_sr_weights).model)
+
+
+@pytest.fixture(scope="session")
+def tiny_aoti_package(tiny_rrdbnet: TinyRRDBNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The AOTInductor package (fp32, CPU) of ``tiny_rrdbnet(num_block=AOTI_BLOCKS)``, compiled
+    once per session (~20-60 s on 2 cores) by f2n's engine cache (``load_aoti_engine``), its sidecar
+    beside it: the package's tests and the ``--engine aoti`` runs of tests/test_cli.py and
+    tests/test_metaf2n_import.py (networks of that architecture) share it (``seed_engine_cache``)."""
+    from f2n.export.aoti import load_aoti_engine
+
+    home = tmp_path_factory.mktemp("tiny_aoti_package")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("F2N_HOME", str(home))
+        load_aoti_engine(tiny_rrdbnet(num_block=AOTI_BLOCKS).eval())
+    (package,) = (home / "engines" / "aoti").glob("*.pt2")
+    return package
+
+
+def seed_engine_cache(artifact: Path, home: Path) -> None:
+    """Copies a cached engine artifact (and its sidecar, if it has one) into ``home``'s engine
+    cache, where f2n looks it up by the same key: the compile or export is not redone."""
+    from f2n.export.cache import sidecar_path
+
+    folder = home / "engines" / artifact.parent.name
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (artifact, sidecar_path(artifact)):
+        if path.is_file():
+            shutil.copy2(path, folder / path.name)
 
 
 @pytest.fixture(autouse=True, scope="session")

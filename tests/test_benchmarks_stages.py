@@ -3,10 +3,12 @@ stages are recorded (not raised), breakdowns are medians, suites are well formed
 
 import re
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import seed_engine_cache
 
 from f2n.benchmarks.machine import machine_class
 from f2n.benchmarks.regression import measure_stage, run_suite
@@ -86,8 +88,6 @@ def test_face_prior_stages_build_networks_that_load_as_the_released_files(archit
     """Each bench prior's weights are recognised and loaded by the dispatcher (spandrel's
     loaders for GFPGAN/CodeFormer/RestoreFormer read the released hyperparameters from the
     shapes), so the timed network has the released architecture and size."""
-    from pathlib import Path
-
     from f2n.benchmarks.stages import random_face_prior
     from f2n.weights.gpen import GPEN_BFR, gpen_hyperparameters
     from f2n.weights.networks import load_network
@@ -103,10 +103,13 @@ def test_face_prior_stages_build_networks_that_load_as_the_released_files(archit
 
 
 @pytest.mark.slow
-def test_openvino_stages_of_the_default_suite_run_on_the_real_network(no_reference: None) -> None:
-    """The OpenVINO hand-over and tiled-SR stages set up and run (real Real-ESRGAN x4plus);
-    a bf16 stage may only be unavailable for the CPU's lack of bf16."""
+def test_openvino_stages_of_the_default_suite_run_on_the_real_network(no_reference: None, real_sr_onnx: Path,
+                                                                     isolated_f2n_home: Path) -> None:
+    """The OpenVINO hand-over and tiled-SR stages set up and run (real Real-ESRGAN x4plus, its
+    ONNX graph exported once per session and found in the engine cache); a bf16 stage may only be
+    unavailable for the CPU's lack of bf16."""
     pytest.importorskip("openvino")
+    seed_engine_cache(real_sr_onnx, isolated_f2n_home)
     cpu_bf16 = native_bf16()
     stages = [stage for stage in suite_stages("default") if "openvino" in stage.name]
     assert {stage.group for stage in stages} == {"handover", "sr"}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import AOTI_BLOCKS, TinyRRDBNet, WriteWeights, seed_engine_cache
 
 from f2n.errors import WeightsError
 from f2n.runtime import cli
@@ -158,10 +159,14 @@ def test_a_prior_given_by_path_adapts_and_the_report_names_its_file_and_hash(
 
 
 @pytest.mark.slow
-def test_onnx_and_aoti_engines_take_the_adapted_weights(photos: Path, tmp_path: Path, tiny_weights: Path) -> None:
+def test_onnx_and_aoti_engines_take_the_adapted_weights(photos: Path, tmp_path: Path, tiny_rrdbnet: TinyRRDBNet,
+                                                        write_weights: WriteWeights, tiny_aoti_package: Path,
+                                                        isolated_f2n_home: Path) -> None:
     """--engine dispatches to f2n.export.engines; the ONNX Runtime and AOTInductor outputs
-    after set_weights(θ_n) match the torch engine's on the same adapted weights (the AOTI
-    package compiles once, for the tiny network: ~15-60 s on a 2-core CPU)."""
+    after set_weights(θ_n) match the torch engine's on the same adapted weights (a tiny network
+    whose AOTI package is compiled once per session and found in the engine cache)."""
+    tiny_weights = write_weights(tiny_rrdbnet(num_block=AOTI_BLOCKS).state_dict(), tmp_path / "tiny.safetensors")
+    seed_engine_cache(tiny_aoti_package, isolated_f2n_home)
     gt, _ = demo_pair()
     write_image(tmp_path / "gt.png", gt)
     outputs = {}

@@ -35,8 +35,8 @@ def real_network(real_sr_weights: Path) -> torch.nn.Module:
 
 
 @pytest.fixture(scope="module")
-def real_onnx(real_network: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_onnx(real_network, tmp_path_factory.mktemp("onnx") / "x4plus.onnx")
+def real_onnx(real_sr_onnx: Path) -> Path:
+    return real_sr_onnx
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import AOTI_BLOCKS, seed_engine_cache
 
 from f2n.errors import WeightsError
 from f2n.runtime.adapt import AdaptConfig, adapt
@@ -33,7 +34,8 @@ except WeightsError:
     pytest.skip(INSTALL_HINT, allow_module_level=True)
 
 OFFICIAL_VARIABLES = Path(__file__).parent / "data" / "metaf2n_official_variables.json"
-TINY = {"num_block": 2, "num_feat": 8, "num_grow_ch": 4, "mask_feat": 8}
+# 2 blocks (a block index other than 0 is mapped), conftest's AOTI_BLOCKS: --engine aoti shares its package
+TINY = {"num_block": AOTI_BLOCKS, "num_feat": 8, "num_grow_ch": 4, "mask_feat": 8}
 STEP = 1234
 
 
@@ -323,10 +325,13 @@ def test_one_f2n_step_equals_the_official_test_step(source: tuple[Path, dict[str
 
 
 @pytest.mark.slow
-def test_imported_checkpoint_runs_as_the_paper_does_on_every_cpu_engine(imported: Path, tmp_path: Path) -> None:
+def test_imported_checkpoint_runs_as_the_paper_does_on_every_cpu_engine(imported: Path, tmp_path: Path,
+                                                                      tiny_aoti_package: Path,
+                                                                      isolated_f2n_home: Path) -> None:
     """f2n-adapt-and-run --checkpoint imported.safetensors: one SGD step at 1e-2 with the
-    imported MaskNet and 16 pairs per face, whatever the engine (the AOTInductor package
-    compiles once, for the tiny network)."""
+    imported MaskNet and 16 pairs per face, whatever the engine (the AOTInductor package of the
+    tiny network's architecture is compiled once per session and found in the engine cache)."""
+    seed_engine_cache(tiny_aoti_package, isolated_f2n_home)
     from f2n.runtime import cli as run_cli
     from f2n.eval.demo import demo_pair
     from f2n.runtime.images import read_image, write_image

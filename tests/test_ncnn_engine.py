@@ -100,27 +100,40 @@ if not vulkan_devices():
 net = cases.tiny(1)
 photo = np.random.default_rng(1).random((20, 24, 3), dtype=np.float32)
 theta = cases.adapted(net)
-cpu = cases.NcnnEngine(net, vulkan=False, threads=1)
-gpu = cases.NcnnEngine(net, vulkan=True, precision=sys.argv[2], threads=1)
-outputs = []
-for engine in (cpu, gpu):
+
+
+def upscaled(engine):
     engine.set_weights(theta)
-    outputs.append(cases.tiled_upscale(engine, photo, tile=cases.TILE, overlap=cases.OVERLAP))
-print(json.dumps({"devices": 1, "vulkan": gpu.vulkan, "difference": float(np.abs(outputs[1] - outputs[0]).max())}))
+    return cases.tiled_upscale(engine, photo, tile=cases.TILE, overlap=cases.OVERLAP)
+
+
+cpu = upscaled(cases.NcnnEngine(net, vulkan=False, threads=1))
+results = {}
+for precision in sys.argv[2:]:  # a new engine each
+    gpu = cases.NcnnEngine(net, vulkan=True, precision=precision, threads=1)
+    results[precision] = {"vulkan": gpu.vulkan, "difference": float(np.abs(upscaled(gpu) - cpu).max())}
+print(json.dumps({"devices": 1, "results": results}))
 """
+VULKAN_PRECISIONS = {"fp32": 1e-5, "fp16": 5e-3}  # and each one's tolerance
 
 
-@pytest.mark.parametrize(("precision", "tolerance"), [("fp32", 1e-5), ("fp16", 5e-3)])
-def test_vulkan_gives_the_cpu_paths_output(precision: str, tolerance: float) -> None:
+@pytest.fixture(scope="module")
+def vulkan_results() -> dict:
+    """VULKAN_CASE's outcome for every precision: one fresh interpreter (and one Vulkan instance) for all."""
+    done = subprocess.run([sys.executable, "-c", VULKAN_CASE, __file__, *VULKAN_PRECISIONS], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(("precision", "tolerance"), VULKAN_PRECISIONS.items())
+def test_vulkan_gives_the_cpu_paths_output(vulkan_results: dict, precision: str, tolerance: float) -> None:
     """On lavapipe (or a GPU) the Vulkan path equals ncnn's CPU fp32 path, within fp16's rounding
     when fp16 storage and arithmetic are on; both after a weight hand-over."""
-    done = subprocess.run([sys.executable, "-c", VULKAN_CASE, __file__, precision], capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if not result["devices"]:
+    if not vulkan_results["devices"]:
         pytest.skip("ncnn sees no Vulkan device: install Mesa's lavapipe (apt-get install mesa-vulkan-drivers "
                     "libvulkan1; .ci/run does)")
+    result = vulkan_results["results"][precision]
     assert result["vulkan"]
     assert result["difference"] <= tolerance
     if precision == "fp16":
