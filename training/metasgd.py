@@ -34,10 +34,11 @@ from f2n.runtime.adapt_params import make_param_space
 from f2n.texture_loss import PATCH, random_directions, texture_distance
 from f2n.training.checkpoint import append_log
 from f2n.training.config import DataConfig, LossConfig, NetConfig, TrainConfig
-from f2n.training.data import list_images
+from f2n.training.data import list_images, load_rgb, random_crop
+from f2n.training.degradations import sample_params
 from f2n.training.maml import MetaModules, OuterResult, TaskBatch, face_weight, inner_adapt, meta_objective
 from f2n.training.models import build_masknet
-from f2n.training.tasks import TaskSampler
+from f2n.training.tasks import TaskSampler, _to_size, make_task
 from f2n.weights.metasgd import save_metasgd
 
 Log = Callable[[str], None]
@@ -83,22 +84,31 @@ class MetaSgdConfig:
                           ood=ood, face_targets="gt")
 
 
-def restored_targets(sr: torch.nn.Module, tasks: TaskBatch) -> TaskBatch:
-    """The face targets as the realistic prior makes them: θ on the clean bicubic ×4 downscale of the
-    HQ face patch (``oracle-restored``), so the MaskNet learns where that prior is worth following."""
-    clean = F.interpolate(tasks.face_target, scale_factor=1 / SCALE, mode="bicubic", antialias=True).clamp(0, 1)
+def oracle_restored(sr: torch.nn.Module, face_hq: torch.Tensor) -> torch.Tensor:
+    """The realistic prior on a whole HQ face (3, S, S): θ on its clean bicubic ×4 downscale, as
+    ``oracle-restored`` restores a photo's faces (whole, so patch borders carry no padding artefacts)."""
+    clean = F.interpolate(face_hq[None], scale_factor=1 / SCALE, mode="bicubic", antialias=True).clamp(0, 1)
     with torch.no_grad():
-        restored = sr(clean).clamp(0, 1)
-    return replace(tasks, face_target=restored)
+        return sr(clean).clamp(0, 1)
+
+
+def sample_task(sampler: TaskSampler, sr: torch.nn.Module, step: int, index: int) -> TaskBatch:
+    """``TaskSampler.task`` with the face target restored by the realistic prior (``oracle_restored``)
+    instead of the GT face, so that the MaskNet learns where that prior is worth following."""
+    rng = np.random.default_rng([sampler.seed, step, index])
+    face = _to_size(load_rgb(sampler.faces[rng.integers(len(sampler.faces))], SCALE * 4), sampler.data.face_size)
+    natural = load_rgb(sampler.naturals[rng.integers(len(sampler.naturals))], sampler.data.outer_patch)
+    natural_crop, _, _ = random_crop(natural, sampler.data.outer_patch, rng)
+    params = sample_params(rng, ood=sampler.data.ood)
+    restored = oracle_restored(sr, face)
+    return make_task(face, natural_crop, params, sampler.data.inner_patch, rng, lambda _lq: restored)
 
 
 def sample_tasks(samplers: tuple[TaskSampler, TaskSampler], sr: torch.nn.Module, step: int, count: int) -> TaskBatch:
-    """``count`` tasks of ``step``, the first half iid, the rest ood, with restored face targets."""
-    half = count // 2
-    parts = [samplers[0].batch(step, 0, half), samplers[1].batch(step, half, count - half)]
-    joined = TaskBatch(*(torch.cat(t) for t in zip(*((p.face_lq, p.face_target, p.natural_lq, p.natural_hq)
-                                                     for p in parts))))
-    return restored_targets(sr, joined)
+    """``count`` tasks of ``step``, the first half iid, the rest ood."""
+    tasks = [sample_task(samplers[index >= count // 2], sr, step, index) for index in range(count)]
+    return TaskBatch(*(torch.cat(t) for t in zip(*((p.face_lq, p.face_target, p.natural_lq, p.natural_hq)
+                                                     for p in tasks))))
 
 
 def adapted_subset(sr: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -108,19 +118,20 @@ def adapted_subset(sr: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def initial_log_alpha(sr: torch.nn.Module, tasks: TaskBatch, init_step: float,
                       per_element: bool = False) -> dict[str, torch.Tensor]:
-    """log α, one value per tensor (a 0-d tensor) or per element (at every element, the same value):
-    α_t = ``init_step`` / mean |∂L_in/∂b_t| over ``tasks`` (m = 1), so that one SGD step moves a bias
-    about as far as one Adam step of ``init_step`` does."""
+    """log α, one value per tensor (a 0-d tensor: α_t = ``init_step`` / mean |∂L_in/∂b_t|) or per
+    element (α_i = ``init_step`` / mean |∂L_in/∂b_i|), means over ``tasks`` (m = 1): one SGD step then
+    moves a bias about as far as one Adam step of ``init_step`` does (per element: each of them)."""
     biases = adapted_subset(sr)
-    total = {k: torch.zeros(()) for k in biases}
+    total = {k: torch.zeros_like(b) for k, b in biases.items()}
     for t in range(len(tasks)):
         one = tasks.select(slice(t, t + 1))
         adapted = inner_adapt(sr, biases, one.face_lq, one.face_target, torch.ones_like(one.face_target[:, :1]),
                               1.0, create_graph=False)
         for k, b in biases.items():  # b − 1·g = adapted: g = b − adapted
-            total[k] += (b - adapted[k]).detach().abs().mean() / len(tasks)
-    values = {k: torch.tensor(float(np.log(init_step / max(float(total[k]), 1e-12)))) for k in biases}
-    return {k: v.expand_as(biases[k]).clone() if per_element else v for k, v in values.items()}
+            total[k] += (b - adapted[k]).detach().abs() / len(tasks)
+    if per_element:  # Adam's first step moves every element by its lr: so does this one, on average over tasks
+        return {k: (init_step / v.clamp(min=1e-12)).log() for k, v in total.items()}
+    return {k: torch.tensor(float(np.log(init_step / max(float(v.mean()), 1e-12)))) for k, v in total.items()}
 
 
 def step_sizes(log_alpha: Mapping[str, torch.Tensor], like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
