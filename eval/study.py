@@ -47,6 +47,7 @@ from f2n.runtime.face.stage import FaceStageConfig, FaceStageResult, run_face_st
 from f2n.runtime.redegnet import NaturalBank, ReDegNetConfig, ReDegNets, synthesise_pairs
 from f2n.runtime.tiling import tiled_upscale
 from f2n.runtime.types import PatchBatch
+from f2n.weights.metasgd import MetaSgdCheckpoint, load_metasgd
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PHOTO_DIRS = (DATA / "photos_tune", DATA / "photos_tune_more")  # the 33 photos of issue 28 (8 + 25)
@@ -68,6 +69,7 @@ class Setting:
     method: str = "faces"  # or "redegnet" / "redegnet-untrained": synthetic natural pairs (module docstring)
     natural_pairs: int = ReDegNetConfig().natural_pairs  # redegnet only
     held_out_faces: bool = False  # redegnet only: early stopping and the guard on the face pairs
+    metasgd: bool = False  # the --metasgd checkpoint's step sizes (plain SGD, α ⊙ ∇L) and MaskNet
 
 
 _BASE = AdaptConfig(steps=10, lr=1e-4, optimizer="adam", params="all", holdout=0.25, patience=2, guard=False)
@@ -102,6 +104,10 @@ SETTINGS: dict[str, Setting] = {
     "redeg-all-faceheld": Setting(_BASE, method="redegnet", held_out_faces=True),
     "redeg-untrained-faceheld": Setting(replace(AdaptConfig(), guard=False), method="redegnet-untrained",
                                         held_out_faces=True),
+    # issue 28, third round: Meta-SGD (f2n.training.metasgd) — the learnt per-bias step sizes and MaskNet;
+    # one step as trained (Alg. 2 with n = 1), or today's budget of 10 with early stopping
+    "metasgd": Setting(replace(AdaptConfig(), guard=False, optimizer="sgd", steps=1), metasgd=True),
+    "metasgd-es": Setting(replace(AdaptConfig(), guard=False, optimizer="sgd"), metasgd=True),
 }
 REDEGNET_METHODS = ("redegnet", "redegnet-untrained")
 SCREEN_SETTINGS = ("es", "tail", "lora", "bias", "aug", "l2")
@@ -232,7 +238,7 @@ def measure(out: np.ndarray, gt: np.ndarray, face: np.ndarray, base: np.ndarray 
 
 def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors: Iterable[str], *,
              detector, tile: int, redegnet: ReDegNetStudy | None = None, strengths: Iterable[float] = STRENGTHS,
-             mix: bool = False) -> Iterator[dict]:
+             mix: bool = False, metasgd: MetaSgdCheckpoint | None = None) -> Iterator[dict]:
     """Rows for one case: every (prior, setting, strength), each with the base network's metrics.
     Each strength α hands θ + α(θ′ − θ) from the same adaptation to the engine (one inference
     pass each); ``mix`` adds the output-space mixing baseline of the full-strength θ′ (setting
@@ -246,7 +252,13 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
             setting = SETTINGS[setting_name]
             face_config = FaceStageConfig(patches=PatchConfig(lq_size=setting.patch_size, count=setting.patches_per_face))
             started = time.perf_counter()
-            faces = run_face_stage(case.lq, detector=detector, prior=prior, config=face_config, seed=case.seed)
+            if setting.metasgd and metasgd is None:
+                raise ConfigError(f"the {setting_name} setting needs --metasgd CHECKPOINT (f2n.training.metasgd)")
+            masknet = metasgd.masknet if setting.metasgd else None
+            variant = setting.knobs.variant()
+            variant = replace(variant, step_sizes=metasgd.step_sizes) if setting.metasgd else variant
+            faces = run_face_stage(case.lq, detector=detector, prior=prior, config=face_config, seed=case.seed,
+                                   masknet=masknet)
             common = {"photo": case.photo, "degradation": case.degradation, "seed": case.seed, "prior": prior_name,
                       "setting": setting_name, "lq_hw": list(case.lq.shape[:2])}
             if faces.patches is None:
@@ -267,7 +279,7 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
             context = nonface_patches(case.lq, boxes, count=setting.adapt.context, size=setting.patch_size,
                                       seed=case.seed)
             # texture_ratio of the result: on the 16-px non-face patches (what issue 28's first round guarded on)
-            result = adapt(model, pairs, setting.adapt, seed=case.seed, variant=setting.knobs.variant(),
+            result = adapt(model, pairs, setting.adapt, seed=case.seed, variant=variant,
                            held_out=faces.patches if setting.held_out_faces else None, context=context)
             adapt_seconds = time.perf_counter() - pairs_started - pairs_seconds
             held = result.holdout_losses
@@ -302,7 +314,8 @@ def run_case(model: torch.nn.Module, case: Case, settings: Iterable[str], priors
                        "seconds": time.perf_counter() - started,
                        "config": {**asdict(setting.adapt), **asdict(setting.knobs),
                                   "params": setting.knobs.params or setting.adapt.params, "patch_size": setting.patch_size,
-                                  "patches_per_face": setting.patches_per_face, "method": setting.method}}
+                                  "patches_per_face": setting.patches_per_face, "method": setting.method,
+                                  "metasgd": metasgd.record if setting.metasgd else None}}
 
 
 def guard_ratio(model: torch.nn.Module, theta: dict, weights: dict, view: TextureView | None, sr: np.ndarray,
@@ -491,11 +504,13 @@ def cli() -> None:
 @click.option("--strength", "strengths", type=click.FloatRange(0, 1), multiple=True,
               help="Strengths α to measure from each adaptation: θ + α(θ′ − θ) [1].")
 @click.option("--mix", is_flag=True, help="Also the output-space mixing baseline (low band of f(θ′), high of f(θ)).")
+@click.option("--metasgd", "metasgd_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="metasgd* settings: a Meta-SGD checkpoint (python -m f2n.training.metasgd).")
 def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[str, ...],
                 photo_dirs: tuple[Path, ...], seeds: tuple[int, ...], priors: tuple[str, ...],
                 degradations: tuple[str, ...], lq_size: int, face_lq: int, checkpoint: str,
                 redegnet_weights: Path | None, natural_bank: Path, redegnet_seed: int, split: str,
-                strengths: tuple[float, ...], mix: bool) -> None:
+                strengths: tuple[float, ...], mix: bool, metasgd_path: Path | None) -> None:
     """Append the study's rows to OUT."""
     from f2n.runtime.face.detect import RetinaFaceDetector
     from f2n.weights import load_sr_network
@@ -508,6 +523,9 @@ def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[
     if wants_redegnet and redegnet_weights is None:
         raise ConfigError("the redeg* settings need --redegnet-weights DIR (docs/redegnet.md)")
     redegnet = ReDegNetStudy.load(redegnet_weights, natural_bank, redegnet_seed) if wants_redegnet else None
+    if any(SETTINGS[name].metasgd for name in settings) and metasgd_path is None:
+        raise ConfigError("the metasgd* settings need --metasgd CHECKPOINT (f2n.training.metasgd)")
+    metasgd = load_metasgd(metasgd_path) if metasgd_path is not None else None
     model = load_sr_network(checkpoint).model.eval()
     detector = RetinaFaceDetector()
     chosen = _photos(photo_dirs or PHOTO_DIRS, photos or (SCREEN_PHOTOS if screen and split == "all" else ()))
@@ -522,7 +540,8 @@ def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[
                     rows: Iterable[dict] = [{"photo": photo.name, "degradation": degradation, "error": "no face"}]
                 else:
                     rows = run_case(model, case, settings, priors, detector=detector, tile=lq_size,  # one pass
-                                    redegnet=redegnet, strengths=strengths or STRENGTHS, mix=mix)
+                                    redegnet=redegnet, strengths=strengths or STRENGTHS, mix=mix,
+                                    metasgd=metasgd)
                 for row in rows:
                     row = {"stage": stage, **row}
                     with out.open("a", encoding="utf-8") as handle:
@@ -545,6 +564,8 @@ def run_command(out: Path, stage: str, settings: tuple[str, ...], photos: tuple[
 def picture(photo: Path, out: Path, settings: tuple[str, ...], degradation: str, seed: int, prior: str, lq_size: int,
             face_lq: int, zoom_box: tuple[int, int, int, int] | None) -> None:
     """One case side by side: bicubic | base | each setting | ground truth, a zoomed crop below."""
+    if any(SETTINGS[name].metasgd for name in settings):
+        raise ConfigError("picture does not load a Meta-SGD checkpoint: use study run --metasgd for the metasgd settings")
     from f2n.eval.demo import comparison_picture
     from f2n.runtime.face.detect import RetinaFaceDetector
     from f2n.runtime.images import write_image

@@ -34,7 +34,7 @@ from f2n import inner_loop
 from f2n.errors import ConfigError, EngineUnavailableError
 from f2n.runtime.adapt_params import PARAM_SUBSETS, Fold, InnerLoopVariant, ParamSubset, Penalty, make_param_space, overlay
 from f2n.runtime.context_patches import TextureView
-from f2n.runtime.inner_update import make_update
+from f2n.runtime.inner_update import make_scaled_sgd, make_update
 from f2n.runtime.loss_networks import CRITIC_WEIGHT, CRITIC_WEIGHTS, PERCEPTUAL_WEIGHT, PERCEPTUAL_WEIGHTS, LossNetworks
 from f2n.runtime.types import PatchBatch
 from f2n.texture_loss import PATCH, random_directions, texture_distance
@@ -277,7 +277,13 @@ def iter_adaptation(model: nn.Module, patches: PatchBatch, config: AdaptConfig, 
     # The texture term's slices: drawn once per photo, seeded, so a run is reproducible
     fixed = {"directions": random_directions(3 * PATCH ** 2, seed=seed).to(device)} if config.swd else {}
     params = list(space.trainable.values())
-    update = make_update(params, config.optimizer, config.lr)  # torch.optim's step without torch.optim's import cost
+    if variant.step_sizes is not None:  # Meta-SGD: learnt α per element, θ ← θ − α ⊙ ∇L
+        missing = sorted(set(space.trainable) - set(variant.step_sizes))
+        if missing:
+            raise ConfigError(f"the step sizes have none for {', '.join(missing[:3])} ({len(missing)} adapted tensors)")
+        update = make_scaled_sgd(params, [variant.step_sizes[name] for name in space.trainable])
+    else:  # torch.optim's step without torch.optim's import cost
+        update = make_update(params, config.optimizer, config.lr)
     generator = torch.Generator().manual_seed(seed)
     for index in range(1, config.steps + 1):
         start = time.perf_counter()

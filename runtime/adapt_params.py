@@ -57,3 +57,6 @@ class InnerLoopVariant:
     space: Callable[[Mapping[str, torch.Tensor], int], ParamSpace] | None = None  # (θ, seed), instead of params
     penalty: Penalty | None = None
     transform: Callable[[PatchBatch, torch.Generator], PatchBatch] | None = None  # each step's pairs
+    # Meta-SGD (f2n.weights.metasgd): plain SGD with these per-element step sizes, by trainable name,
+    # instead of AdaptConfig's optimizer and lr
+    step_sizes: Mapping[str, torch.Tensor] | None = None

@@ -39,3 +39,16 @@ def make_update(params: list[torch.Tensor], optimizer: str, lr: float) -> Update
                  beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1], lr=lr, weight_decay=0.0, eps=ADAM_EPS, maximize=False)
 
     return adam_step
+
+
+def make_scaled_sgd(params: list[torch.Tensor], step_sizes: Sequence[torch.Tensor]) -> Update:
+    """Plain SGD with a step size per element (Meta-SGD): θ ← θ − α ⊙ ∇L, ``step_sizes`` shaped as ``params``."""
+    if len(step_sizes) != len(params) or any(a.shape != p.shape for a, p in zip(step_sizes, params)):
+        raise ValueError("step sizes must match the adapted parameters one for one, shape for shape")
+    alphas = [a.to(p.device, p.dtype) for a, p in zip(step_sizes, params)]
+
+    def scaled_sgd_step(grads: Sequence[torch.Tensor]) -> None:
+        with torch.no_grad():
+            torch._foreach_addcmul_(params, alphas, list(grads), value=-1.0)
+
+    return scaled_sgd_step

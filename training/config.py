@@ -23,7 +23,7 @@ class NetConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Outer-loss weights: λ1·L1 + λ2·LPIPS + λ3·GAN + λ4·‖m − 1‖₂ (+ λ5·self-similarity)."""
+    """Outer-loss weights: λ1·L1 + λ2·LPIPS + λ3·GAN + λ4·‖m − 1‖₂ (+ λ5·self-similarity + λ6·texture)."""
 
     l1: float = 1.0
     lpips: float = 0.5
@@ -34,6 +34,8 @@ class LossConfig:
     ss_window: int = 5  # neighbourhood side, odd
     ss_h: float = 0.1  # bandwidth of exp(-‖p_i − p_j‖² / h)
     ss_threshold: float = 0.05  # |Laplacian| above this marks a detailed pixel
+    texture: float = 0.0  # λ6: sliced Wasserstein distance of high-band patch sets (f2n.texture_loss), off by default
+    texture_sigma: float = 2.0  # its high band: 1 − G_σ, σ in HQ pixels
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from torch.func import functional_call
 
 from f2n.gan_loss import discriminator_gan_loss, generator_gan_loss
 from f2n.inner_loop import masked_l1, masknet_lq_input
+from f2n.texture_loss import PATCH, random_directions, texture_distance
 from f2n.training.config import LossConfig, OptimConfig
 from f2n.training.losses import mask_regularisation, self_similarity_loss
 
@@ -68,6 +69,7 @@ class OuterResult:
     loss: torch.Tensor  # 0-d, differentiable w.r.t. θ and θ_m
     adapted_output: torch.Tensor  # f(natural_lq; θ_n) per task, (T, 3, q, q)
     terms: dict[str, float]  # each weighted term, for logging
+    adapted: tuple[dict[str, torch.Tensor], ...] = ()  # θ_n per task (in the graph): Meta-SGD's JVP needs ∂L/∂θ_n
 
 
 def face_weight(masknet: nn.Module, mask_params: Params, face_lq: torch.Tensor, face_target: torch.Tensor) -> torch.Tensor:
@@ -82,17 +84,19 @@ def inner_adapt(
     face_lq: torch.Tensor,
     face_target: torch.Tensor,
     weight: torch.Tensor,
-    alpha: float,
+    alpha: float | Params,
     *,
     create_graph: bool,
 ) -> dict[str, torch.Tensor]:
-    """θ_n = θ − α∇_θ mean(m · |f(lq; θ) − target|). With ``create_graph`` the step stays
-    differentiable (second order); without it the gradient is a constant (first order)."""
+    """θ_n = θ − α∇_θ mean(m · |f(lq; θ) − target|), α one number or, by name, one per element
+    (Meta-SGD). With ``create_graph`` the step stays differentiable (second order); without it
+    the gradient is a constant (first order)."""
     names = list(params)
     loss = masked_l1(functional_call(sr, dict(params), (face_lq,)), face_target, weight)
     # retain_graph: the MaskNet output is used again by the outer loss (‖m − 1‖).
     grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, retain_graph=True)
-    return {n: params[n] - alpha * g for n, g in zip(names, grads)}
+    step = (lambda n: alpha[n]) if isinstance(alpha, Mapping) else (lambda n: alpha)
+    return {n: params[n] - step(n) * g for n, g in zip(names, grads)}
 
 
 def meta_objective(
@@ -101,14 +105,15 @@ def meta_objective(
     mask_params: Params,
     tasks: TaskBatch,
     losses: LossConfig,
-    alpha: float,
+    alpha: float | Params,
     *,
     first_order: bool = False,
 ) -> OuterResult:
-    """Mean outer loss over the tasks: λ1·L1 + λ2·LPIPS + λ3·GAN + λ4·‖m − 1‖₂ (+ λ5·self-similarity),
+    """Mean outer loss over the tasks: λ1·L1 + λ2·LPIPS + λ3·GAN + λ4·‖m − 1‖₂ (+ λ5·self-similarity
+    + λ6·the high-band sliced Wasserstein texture term),
     all on f(natural_lq; θ_n). Every term is a mean over tasks, so splitting the tasks over
     workers and averaging their gradients gives the gradient of the whole batch."""
-    outputs, weights = [], []
+    outputs, weights, adapted_params = [], [], []
     for t in range(len(tasks)):
         one = tasks.select(slice(t, t + 1))
         weight = face_weight(modules.masknet, mask_params, one.face_lq, one.face_target)
@@ -116,6 +121,7 @@ def meta_objective(
                               create_graph=not first_order)
         outputs.append(functional_call(modules.sr, adapted, (one.natural_lq,)))
         weights.append(weight)
+        adapted_params.append(adapted)
     output, weight = torch.cat(outputs), torch.cat(weights)
     hq = tasks.natural_hq
 
@@ -134,8 +140,11 @@ def meta_objective(
         terms["self_similarity"] = losses.self_similarity * self_similarity_loss(
             output, hq, patch=losses.ss_patch, window=losses.ss_window, h=losses.ss_h, threshold=losses.ss_threshold
         )
+    if losses.texture:
+        directions = random_directions(3 * PATCH ** 2, seed=0).to(output.device)
+        terms["texture"] = losses.texture * texture_distance(output, hq, directions, losses.texture_sigma)
     total = torch.stack(list(terms.values())).sum()
-    return OuterResult(total, output, {k: float(v.detach()) for k, v in terms.items()})
+    return OuterResult(total, output, {k: float(v.detach()) for k, v in terms.items()}, tuple(adapted_params))
 
 
 def meta_gradients(
