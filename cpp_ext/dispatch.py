@@ -6,7 +6,7 @@ given to it): ``auto`` (default) takes the fused op where the loaded library has
 the tensor's device; ``on`` insists (a device without kernels, or no library, is an
 EngineUnavailableError); ``off`` always takes the plain block. While exporting (ONNX,
 torch.export, tracing) the plain block is always used, so exported graphs hold standard
-convolutions only; under autocast too.
+convolutions only; under autocast and forward-mode differentiation (torch.func.jvp) too.
 """
 
 import os
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from torch._C._functorch import TransformType
+from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
 
 from f2n.cpp_ext.build import BUILD_HINT, is_loaded, load_library, loaded_with_cuda
 from f2n.cpp_ext.ops import fused_rrdb
@@ -41,8 +43,9 @@ class FusedDispatch:
         self.insist = insist  # mode "on": a device without kernels is an error, not the plain block
 
     def applies(self, x: torch.Tensor) -> bool:
-        # Autocast has no rule for the op; the plain block gets autocast's casts exactly.
-        if _exporting() or torch.is_autocast_enabled(x.device.type):
+        # Autocast has no rule for the op; the plain block gets autocast's casts exactly. Nor has
+        # forward mode (torch.func.jvp): the op defines no jvp.
+        if _exporting() or torch.is_autocast_enabled(x.device.type) or _forward_mode():
             return False
         if _supports(x.device):
             return True
@@ -80,6 +83,12 @@ def use_fused_rrdb(mode: str | None = None) -> FusedMode:
 
 def _exporting() -> bool:
     return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting() or torch.jit.is_tracing()
+
+
+def _forward_mode() -> bool:
+    """A torch.func.jvp transform is running (functorch's innermost transform is Jvp)."""
+    return (torch._C._are_functorch_transforms_active()
+            and retrieve_current_functorch_interpreter().key() == TransformType.Jvp)
 
 
 def _supports(device: torch.device) -> bool:
