@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from f2n.nets import MaskNet, RRDBNet
 from f2n.nets.discriminator import UNetDiscriminatorSN
 from f2n.training.checkpoint import TrainState
-from f2n.training.maml import MetaModules
+from f2n.training.maml import MetaModules, TaskBatch
 
 # OpenMP threads that wait for each other by spinning (libgomp's default) lose whole time slices when
 # a busy 2-core machine deschedules one of them: ncnn's two threads (its libgomp loads with ncnn, on
@@ -69,6 +69,16 @@ def tiny_meta_modules(*, with_discriminator: bool = False) -> MetaModules:
         masknet.body[-2].bias.fill_(0.5)
     disc = UNetDiscriminatorSN(num_feat=4).double() if with_discriminator else None
     return MetaModules(sr, masknet, disc)
+
+
+def random_tasks(count: int = 2) -> TaskBatch:
+    """``count`` seeded float64 meta-training tasks for tiny_meta_modules: 4-px LQ, 16-px targets."""
+    generator = torch.Generator().manual_seed(1)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, dtype=torch.float64)
+
+    return TaskBatch(rand(count, 3, 4, 4), rand(count, 3, 16, 16), rand(count, 3, 4, 4), rand(count, 3, 16, 16))
 
 
 @pytest.fixture(scope="session")

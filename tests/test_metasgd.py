@@ -4,7 +4,7 @@ autograd's second order, a meta step on a task that wants a larger step, the che
 import pytest
 import torch
 
-from conftest import tiny_meta_modules
+from conftest import random_tasks, tiny_meta_modules
 
 from f2n.errors import WeightsError
 from f2n.nets.masknet import MaskNet
@@ -19,15 +19,6 @@ from f2n.weights.checkpoint import save_safetensors_atomic
 from f2n.weights.metasgd import load_metasgd, save_metasgd
 
 LOSSES = LossConfig(l1=1.0, lpips=0.0, gan=0.0, mask_reg=0.002, texture=0.5)
-
-
-def _tasks(count: int = 2) -> TaskBatch:
-    generator = torch.Generator().manual_seed(1)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator, dtype=torch.float64)
-
-    return TaskBatch(rand(count, 3, 4, 4), rand(count, 3, 16, 16), rand(count, 3, 4, 4), rand(count, 3, 16, 16))
 
 
 def _frozen_modules():
@@ -83,7 +74,7 @@ def test_adaptation_with_step_sizes_takes_the_scaled_step() -> None:
 def test_meta_gradient_equals_second_order_autograd(per_element: bool) -> None:
     """The JVP route (no double backward) gives what differentiating through the inner step does."""
     modules = _frozen_modules()
-    tasks = _tasks()
+    tasks = random_tasks()
     log_alpha = _log_alpha(modules, per_element)
     mask_params = dict(modules.masknet.named_parameters())
     _, alpha_grads, mask_grads = meta_gradients(modules.sr, modules.masknet, log_alpha, tasks, LOSSES)

@@ -3,22 +3,13 @@
 import pytest
 import torch
 
-from conftest import tiny_meta_modules
+from conftest import random_tasks, tiny_meta_modules
 
 from f2n.training.config import LossConfig
 from f2n.training.maml import MetaModules, TaskBatch, meta_gradients, meta_objective
 
 ALPHA = 0.5  # large, so that the second-order terms are far above the finite-difference error
 LOSSES = LossConfig(l1=1.0, lpips=0.0, gan=0.0, mask_reg=0.002, self_similarity=0.1)
-
-
-def _tasks(count: int = 2) -> TaskBatch:
-    generator = torch.Generator().manual_seed(1)
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator, dtype=torch.float64)
-
-    return TaskBatch(rand(count, 3, 4, 4), rand(count, 3, 16, 16), rand(count, 3, 4, 4), rand(count, 3, 16, 16))
 
 
 def _loss_at(modules: MetaModules, tasks: TaskBatch, step: float, directions: dict[str, torch.Tensor]) -> float:
@@ -46,12 +37,12 @@ def _directional(modules: MetaModules, tasks: TaskBatch, *, first_order: bool) -
 
 
 def test_second_order_meta_gradient_matches_finite_differences() -> None:
-    for which, (analytic, numeric) in _directional(tiny_meta_modules(), _tasks(), first_order=False).items():
+    for which, (analytic, numeric) in _directional(tiny_meta_modules(), random_tasks(), first_order=False).items():
         assert abs(numeric) > 1e-4, f"{which}: direction too flat to tell anything"
         assert analytic == pytest.approx(numeric, rel=1e-5), which
 
 
 def test_first_order_gradient_misses_the_second_order_terms() -> None:
     """Negative control: the finite-difference check above can fail."""
-    for which, (analytic, numeric) in _directional(tiny_meta_modules(), _tasks(), first_order=True).items():
+    for which, (analytic, numeric) in _directional(tiny_meta_modules(), random_tasks(), first_order=True).items():
         assert abs(analytic - numeric) > 1e-3 * abs(numeric), which
