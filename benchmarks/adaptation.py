@@ -52,13 +52,17 @@ def measure_adaptation(network: str = "real", photo_hw: tuple[int, int] = PHOTO_
     photo with every step of the budget taken."""
     build = stages.require_module("f2n.runtime.build")
     threads = threads or stages.threads()
+    caller_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    loaded = stages.sr_loaded() if network == "real" else stages.tiny_loaded()
-    pipeline = build.build_pipeline(loaded, engine="torch", device="cpu", precision="fp32", prior=PRIOR,
-                                    requested=requested, threads=threads)
-    budget = pipeline.config.adapt
-    no_early_stop = replace(budget, patience=budget.steps + 1)
-    outcome = pipeline.method(pipeline.model, stages.photo_rgb(*photo_hw), adapt=no_early_stop, seed=0)
+    try:  # the caller's thread count is given back: a test in a pytest session must not leave it at 1
+        loaded = stages.sr_loaded() if network == "real" else stages.tiny_loaded()
+        pipeline = build.build_pipeline(loaded, engine="torch", device="cpu", precision="fp32", prior=PRIOR,
+                                        requested=requested, threads=threads)
+        budget = pipeline.config.adapt
+        no_early_stop = replace(budget, patience=budget.steps + 1)
+        outcome = pipeline.method(pipeline.model, stages.photo_rgb(*photo_hw), adapt=no_early_stop, seed=0)
+    finally:
+        torch.set_num_threads(caller_threads)
     if outcome.faces is None or outcome.faces.patches is None:
         raise RuntimeError(f"the benchmark photo gave no face pairs: {outcome.reason}")
     face = sum(seconds for step, seconds in outcome.timings.items() if step.startswith("face."))

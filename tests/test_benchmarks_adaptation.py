@@ -2,6 +2,7 @@
 adaptation with every step of the budget, on the default number of pairs, and says when the
 target is missed. Timings are not asserted (speed lives in benchmarks, not in unit tests)."""
 
+import torch
 from click.testing import CliRunner
 
 from f2n.benchmarks import adaptation
@@ -12,7 +13,9 @@ from f2n.runtime.build import DEFAULT_PATCHES_PER_IMAGE
 
 def test_every_step_of_the_budget_runs_on_the_default_pairs() -> None:
     # a step size that makes the held-out loss worse at once: early stopping would end after 2 steps
+    threads = torch.get_num_threads()
     timing = adaptation.measure_adaptation("tiny", threads=1, requested={"lr": 1.0})
+    assert torch.get_num_threads() == threads  # given back to the session
     assert timing.steps == DEFAULT_STEPS == len(timing.step_seconds)
     assert timing.pairs == DEFAULT_PATCHES_PER_IMAGE
     assert timing.adapt_seconds >= sum(timing.step_seconds) > 0 and timing.face_stage_seconds > 0
